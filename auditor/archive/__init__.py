@@ -1,0 +1,1 @@
+"""Walking an archive and deciding, per file, whether it is a lateral thoracolumbar view."""

@@ -1,0 +1,79 @@
+"""The ``tlaudit`` Typer application and the one place that maps errors to exit codes.
+
+Each command lives in its own module of this package and is registered below. Commands parse and
+validate arguments, build a config, and call one library function; library code never imports typer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from auditor import __version__
+from auditor.errors import TlauditError, UsageError
+
+app = typer.Typer(
+    name="tlaudit",
+    help=(
+        "Audit archived emergency-room radiographs for thoracolumbar spine fractures the original "
+        "read may have missed."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tlaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """tlaudit: batch auditor for missed thoracolumbar fractures on lateral radiographs."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+# Commands are registered here, one module each.
+# (Commands that are not built yet do not exist.)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning tlaudit errors into exit codes."""
+    try:
+        app(standalone_mode=False)
+    except UsageError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
+    except TlauditError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        Console(stderr=True).print("Aborted.")
+        sys.exit(1)
+    except Exception as exc:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

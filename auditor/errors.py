@@ -1,0 +1,40 @@
+"""Errors tlaudit raises.
+
+Every error says what was found and what was expected, and names the file or row. The command line
+maps :class:`TlauditError` to a clean message and exit code (``auditor.cli.app``); inside a batch the
+same errors become counted rows of a report instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TlauditError(Exception):
+    """Base class for errors tlaudit reports to a user."""
+
+
+class ReadError(TlauditError):
+    """A file could not be read as a radiograph (not an image, broken, undecodable pixels)."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class UnsupportedImageError(ReadError):
+    """A readable object that is not a single-frame greyscale radiograph (colour, multi-frame,
+    no pixel data)."""
+
+
+class InputFileError(TlauditError):
+    """A user-supplied table (box file, reads file, annotations) is malformed as a whole."""
+
+
+class BundleError(TlauditError):
+    """A model bundle is missing, malformed, or not one of ours."""
+
+
+class UsageError(TlauditError):
+    """The command line asked for something that cannot be done (exit code 2)."""

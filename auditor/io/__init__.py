@@ -1,0 +1,1 @@
+"""Reading radiographs: one entry point, :func:`auditor.io.radiograph.read_radiograph`."""
