@@ -1,8 +1,8 @@
 """Errors tlaudit raises.
 
-Every error says what was found and what was expected, and names the file or row. The command line
-maps :class:`TlauditError` to a clean message and exit code (``auditor.cli.app``); inside a batch the
-same errors become counted rows of a report instead of stopping the run.
+Every error says what was found and what was expected, and names the file or row. The command
+line maps :class:`TlauditError` to a clean message and exit code (``auditor.cli.app``); inside a
+batch the same errors become counted rows of a report instead of stopping the run.
 """
 
 from __future__ import annotations

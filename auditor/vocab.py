@@ -27,7 +27,7 @@ class Level(str, Enum):
         return self.value
 
     @property
-    def index(self) -> int:
+    def order(self) -> int:
         """Position from cranial (T10 = 0) to caudal (S1 = 8)."""
         return LEVEL_ORDER.index(self)
 
