@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from auditor import __version__
 from auditor.errors import TlauditError, UsageError
@@ -59,24 +60,16 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning tlaudit errors into exit codes."""
+    """Console-script entry point: run the app, turning tlaudit errors into exit codes.
+
+    Exit codes: 0 success, 1 a tlaudit error (message printed, no traceback), 2 a usage error
+    (bad option or argument; Typer's own usage errors also exit 2).
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except UsageError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(2)
     except TlauditError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        Console(stderr=True).print("Aborted.")
-        sys.exit(1)
-    except Exception as exc:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
