@@ -1,0 +1,1 @@
+"""The fracture classifier: network definitions, self-describing bundles, heatmaps and inference."""

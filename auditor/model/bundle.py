@@ -1,0 +1,387 @@
+"""Model bundles: weights plus a card that says everything needed to use them correctly.
+
+A bundle is a folder::
+
+    <name>/
+        card.json           # the ModelCard fields, a format marker and the weights' SHA-256
+        weights.safetensors # the network's state dict (half precision by default)
+
+Loading never executes code: weights are read with safetensors, the card with ``json``. A folder
+without our format marker, with a card that does not parse, or whose weights do not match the
+recorded hash is refused with :class:`~auditor.errors.BundleError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from auditor import __version__
+from auditor.errors import BundleError, TlauditError
+from auditor.model.nets import ARCHITECTURES, build_network
+from auditor.resources import resource_path
+
+logger = logging.getLogger(__name__)
+
+FORMAT_MARKER = "tlaudit-model-bundle"
+FORMAT_VERSION = 1
+CARD_FILE = "card.json"
+WEIGHTS_FILE = "weights.safetensors"
+#: Folder name, inside ``models/``, of the bundle ``load_bundle(None)`` loads.
+DEFAULT_BUNDLE_NAME = "tl-resnet18-synthetic"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLASS_NAMES = ("no_fracture", "fracture")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A decision threshold on P(fracture) and the validation figures behind it."""
+
+    name: str
+    threshold: float
+    sensitivity: float
+    specificity: float
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to use a classifier correctly, stored beside its weights.
+
+    ``training``, ``recipe`` and ``metrics`` are free-form JSON objects written by ``tlaudit train``
+    (data counts by class, level and AO type; hyperparameters; validation and test figures).
+    """
+
+    name: str
+    architecture: str
+    input_size: int
+    crop_margin: float
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    class_names: tuple[str, str] = CLASS_NAMES
+    operating_points: dict[str, OperatingPoint] = field(default_factory=dict)
+    default_operating_point: str = "balanced"
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise BundleError(
+                f"model card names architecture {self.architecture!r}; expected one of "
+                f"{', '.join(ARCHITECTURES)}"
+            )
+        if self.input_size < 16:
+            raise BundleError(f"model card input_size {self.input_size} is too small (< 16)")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise BundleError("model card needs three means and three positive standard deviations")
+        if tuple(self.class_names) != CLASS_NAMES:
+            raise BundleError(
+                f"model card class_names {self.class_names!r}; expected {CLASS_NAMES!r}"
+            )
+        if self.operating_points and self.default_operating_point not in self.operating_points:
+            raise BundleError(
+                f"default operating point {self.default_operating_point!r} is not among "
+                f"{sorted(self.operating_points)}"
+            )
+
+    def operating_point(self, name: str | None = None) -> OperatingPoint:
+        """Return the named operating point (the default one when ``name`` is None).
+
+        Raises
+        ------
+        BundleError
+            When the card has no operating point of that name.
+        """
+        key = name or self.default_operating_point
+        try:
+            return self.operating_points[key]
+        except KeyError:
+            known = ", ".join(sorted(self.operating_points)) or "none"
+            raise BundleError(
+                f"model {self.name!r} has no operating point {key!r} (it has: {known})"
+            ) from None
+
+    def headline(self) -> str:
+        """One line describing the model, printed when a bundle is loaded."""
+        parts = [f"{self.name}: {self.architecture}, {self.input_size}px crops"]
+        source = self.training.get("source")
+        if source:
+            parts.append(f"trained on {source}")
+        n = self.training.get("n_crops")
+        if n:
+            parts.append(f"{n} crops")
+        test = self.metrics.get("test") or {}
+        if "auc" in test:
+            parts.append(f"held-out AUC {float(test['auc']):.3f}")
+        if self.operating_points:
+            op = self.operating_point()
+            parts.append(
+                f"operating point {op.name} (P >= {op.threshold:.3f}; validation sens "
+                f"{op.sensitivity:.2f}, spec {op.specificity:.2f})"
+            )
+        else:
+            parts.append("no operating points (untrained)")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """The card as a JSON-ready dict (without the format marker and hash)."""
+        data = _json_safe(dataclasses.asdict(self))
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        data["class_names"] = list(self.class_names)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelCard:
+        """Build a card from :meth:`to_json` output.
+
+        Raises
+        ------
+        BundleError
+            On missing or malformed fields.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            fields = {k: v for k, v in data.items() if k in known}
+            fields["operating_points"] = {
+                k: OperatingPoint(
+                    name=str(v["name"]),
+                    threshold=float(v["threshold"]),
+                    sensitivity=_float_or_nan(v.get("sensitivity")),
+                    specificity=_float_or_nan(v.get("specificity")),
+                )
+                for k, v in dict(data.get("operating_points", {})).items()
+            }
+            fields["mean"] = tuple(float(v) for v in data.get("mean", IMAGENET_MEAN))
+            fields["std"] = tuple(float(v) for v in data.get("std", IMAGENET_STD))
+            fields["class_names"] = tuple(data.get("class_names", CLASS_NAMES))
+            fields["input_size"] = int(data["input_size"])
+            fields["crop_margin"] = float(data["crop_margin"])
+            return cls(**fields)
+        except BundleError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise BundleError(f"model card is malformed: {err}") from err
+
+
+@dataclass
+class ModelBundle:
+    """A loaded bundle: its card, its folder, the weights' hash and the weights themselves."""
+
+    card: ModelCard
+    path: Path
+    sha256: str
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+
+    def build_model(self) -> nn.Module:
+        """Instantiate the network in float32 eval mode with the bundle's weights loaded.
+
+        Raises
+        ------
+        BundleError
+            When the weights do not fit the card's architecture.
+        """
+        net = build_network(self.card.architecture)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise BundleError(
+                f"{self.path}: weights do not fit a {self.card.architecture} network: "
+                f"{str(err).splitlines()[0]}"
+            ) from err
+        return net.eval()
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats (NaN = "not measured") by None so the card is strict JSON."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _float_or_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions recorded in a card (tlaudit, torch, torchvision, numpy, Python)."""
+    import torchvision
+
+    return {
+        "tlaudit": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO 8601, seconds precision."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_bundle(
+    directory: Path, card: ModelCard, model: nn.Module, half_precision: bool = True
+) -> Path:
+    """Write ``model`` and ``card`` as a bundle folder.
+
+    Parameters
+    ----------
+    directory
+        The bundle folder to create (or overwrite: an existing bundle's two files are replaced).
+    card
+        The model card.
+    model
+        A network built by :func:`~auditor.model.nets.build_network` for ``card.architecture``.
+    half_precision
+        Store floating-point tensors as float16 (half the size; inference runs in float32 or
+        lower anyway).
+
+    Returns
+    -------
+    pathlib.Path
+        ``directory``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for key, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu")
+        if half_precision and t.is_floating_point():
+            t = t.half()
+        state[key] = t.contiguous()
+    weights = directory / WEIGHTS_FILE
+    tmp = directory / f".{WEIGHTS_FILE}.tmp"
+    save_file(state, str(tmp), metadata={"format": FORMAT_MARKER})
+    os.replace(tmp, weights)
+    data = {"format": FORMAT_MARKER, "format_version": FORMAT_VERSION, **card.to_json()}
+    data["weights_file"] = WEIGHTS_FILE
+    data["sha256"] = _sha256(weights)
+    _atomic_write_text(directory / CARD_FILE, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    logger.info("wrote model bundle %s (%s)", directory, data["sha256"][:12])
+    return directory
+
+
+def load_bundle(path: Path | None = None) -> ModelBundle:
+    """Load a bundle folder (or its ``card.json``); None loads the bundled default model.
+
+    Raises
+    ------
+    BundleError
+        When the path is missing, is not a tlaudit bundle, its card is malformed, its weights do
+        not match the recorded SHA-256, or the weights file cannot be read.
+    """
+    if path is None:
+        try:
+            path = resource_path("models", DEFAULT_BUNDLE_NAME)
+        except TlauditError as err:
+            raise BundleError(f"no bundled model: {err}") from err
+    path = Path(path).expanduser()
+    folder = path.parent if path.is_file() and path.name == CARD_FILE else path
+    card_path = folder / CARD_FILE
+    if not folder.is_dir():
+        raise BundleError(f"{path}: model bundle not found (expected a folder holding {CARD_FILE})")
+    if not card_path.is_file():
+        raise BundleError(
+            f"{folder}: not a tlaudit model bundle (no {CARD_FILE}; expected {CARD_FILE} and "
+            f"{WEIGHTS_FILE})"
+        )
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{card_path}: cannot read the model card: {err}") from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT_MARKER:
+        raise BundleError(
+            f"{card_path}: not a tlaudit model bundle (format marker {FORMAT_MARKER!r} missing)"
+        )
+    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+        raise BundleError(
+            f"{card_path}: bundle format version {data.get('format_version')} is newer than this "
+            f"tlaudit understands ({FORMAT_VERSION}); upgrade tlaudit"
+        )
+    weights = folder / str(data.get("weights_file", WEIGHTS_FILE))
+    if weights.parent.resolve() != folder.resolve() or not weights.is_file():
+        raise BundleError(f"{folder}: weights file {weights.name!r} missing from the bundle")
+    recorded = str(data.get("sha256", ""))
+    actual = _sha256(weights)
+    if recorded != actual:
+        raise BundleError(
+            f"{weights}: SHA-256 {actual[:16]}... does not match the card's "
+            f"{recorded[:16] or '(none)'}...; the weights were changed or damaged"
+        )
+    card = ModelCard.from_json(data)
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise BundleError(f"{weights}: cannot read weights: {err}") from err
+    return ModelBundle(card=card, path=folder, sha256=actual, state_dict=state)
+
+
+def create_untrained_bundle(
+    directory: Path, architecture: str = "resnet18", input_size: int = 64, seed: int = 0
+) -> Path:
+    """Write a bundle with randomly initialised weights (for tests and benchmarks only).
+
+    Its operating point ``balanced`` sits at 0.5 with no validation behind it (figures NaN).
+    """
+    torch.manual_seed(seed)
+    net = build_network(architecture)
+    nan = float("nan")
+    card = ModelCard(
+        name=f"untrained-{architecture}-{input_size}",
+        architecture=architecture,
+        input_size=input_size,
+        crop_margin=0.15,
+        operating_points={"balanced": OperatingPoint("balanced", 0.5, nan, nan)},
+        default_operating_point="balanced",
+        description="Randomly initialised weights for tests and benchmarks; predicts nothing.",
+        training={"source": "nothing (untrained)", "n_crops": 0, "seed": seed},
+        versions=software_versions(),
+        created=utc_now(),
+    )
+    return save_bundle(directory, card, net)

@@ -1,0 +1,112 @@
+"""Class activation heatmaps: CAM for ResNet18 (same forward pass) and Grad-CAM for VGG16.
+
+CAM (Zhou et al. 2016), as the source study did: the last convolutional feature maps weighted by
+the fully connected weights of the fracture class, summed over channels. ResNet18's global average
+pooling makes this exact: the fracture logit is the spatial mean of the CAM plus the bias. VGG16's
+fully connected head breaks that identity, so it uses Grad-CAM (Selvaraju et al. 2017): feature
+maps weighted by the spatially averaged gradient of the fracture logit, then rectified.
+
+Every map is upsampled (bilinear) to the input size and normalised per map to [0, 1] on the
+device; a constant map becomes all zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models
+
+FRACTURE_CLASS = 1
+
+
+def normalise_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """Upsample (N, h, w) maps to (N, size, size) and min-max normalise each to [0, 1] (float32)."""
+    up = F.interpolate(
+        maps[:, None].float(), size=(size, size), mode="bilinear", align_corners=False
+    )
+    up = up[:, 0]
+    flat = up.flatten(1)
+    lo = flat.min(dim=1).values[:, None, None]
+    hi = flat.max(dim=1).values[:, None, None]
+    span = hi - lo
+    return torch.where(span > 1e-12, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
+
+
+def resnet_features(net: models.ResNet, x: torch.Tensor) -> torch.Tensor:
+    """Run a torchvision ResNet up to its last convolutional block: (N, C, h, w) feature maps."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+
+
+def resnet_logits_and_cam(
+    net: models.ResNet, x: torch.Tensor, with_cam: bool = True, class_index: int = FRACTURE_CLASS
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward pass giving logits (N, classes) and raw CAMs (N, h, w) for ``class_index``.
+
+    The CAM is unnormalised, in feature-map resolution, float32; pass it to
+    :func:`normalise_maps`.
+    """
+    feats = resnet_features(net, x)
+    logits = net.fc(torch.flatten(net.avgpool(feats), 1))
+    if not with_cam:
+        return logits, None
+    weight = net.fc.weight[class_index].float()
+    cam = torch.einsum("nchw,c->nhw", feats.float(), weight)
+    return logits, cam
+
+
+@contextmanager
+def _capture_activation(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record ``layer``'s output during forward passes; the hook is always removed."""
+    store: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        if (
+            not output.requires_grad
+        ):  # frozen weights and a plain input: make it a leaf to differentiate
+            output = output.detach().requires_grad_(True)
+        store.append(output)
+        return output
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def vgg_target_layer(net: models.VGG) -> nn.Module:
+    """The layer Grad-CAM reads for VGG16: the ReLU after the last convolution (conv5_3)."""
+    relus = [m for m in net.features if isinstance(m, nn.ReLU)]
+    return relus[-1]
+
+
+def vgg_logits_and_gradcam(
+    net: models.VGG, x: torch.Tensor, with_cam: bool = True, class_index: int = FRACTURE_CLASS
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (N, classes) and raw Grad-CAMs (N, h, w) for ``class_index`` from one forward pass.
+
+    Needs autograd (call outside ``torch.inference_mode``); the input itself needs no gradient.
+    The ReLU in the network is made out-of-place for the duration so the hooked activation stays
+    valid for differentiation.
+    """
+    if not with_cam:
+        return net(x), None
+    layer = vgg_target_layer(net)
+    was_inplace = getattr(layer, "inplace", False)
+    layer.inplace = False  # type: ignore[assignment]
+    try:
+        with torch.enable_grad(), _capture_activation(layer) as store:
+            logits = net(x)
+            acts = store[-1]
+            score = logits[:, class_index].float().sum()
+            (grads,) = torch.autograd.grad(score, acts)
+    finally:
+        layer.inplace = was_inplace  # type: ignore[assignment]
+    weights = grads.float().mean(dim=(2, 3))
+    cam = torch.relu(torch.einsum("nchw,nc->nhw", acts.detach().float(), weights))
+    return logits.detach(), cam

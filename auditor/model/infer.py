@@ -1,0 +1,202 @@
+"""Batched inference: device and precision choice, preprocessing, probabilities and heatmaps.
+
+:class:`Classifier` wraps a loaded bundle for one device. It runs channels-last, under
+``torch.inference_mode`` (ResNet18) with mixed precision where the hardware has it: bf16 autocast
+on CPUs with native bf16 (AVX-512 BF16 / AMX), bf16 or fp16 on CUDA. CAMs come from the same
+forward pass and stay on the device until the batch is done.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torchvision import models
+
+from auditor.errors import UsageError
+from auditor.model.bundle import ModelBundle, ModelCard
+from auditor.model.cam import normalise_maps, resnet_logits_and_cam, vgg_logits_and_gradcam
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """Pick the torch device: ``auto`` prefers CUDA, then Apple MPS, then CPU.
+
+    Raises
+    ------
+    UsageError
+        For an unknown name, or a device this machine does not have.
+    """
+    name = requested.lower().strip()
+    if name not in DEVICES:
+        raise UsageError(f"unknown device {requested!r}; expected one of {', '.join(DEVICES)}")
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if has_mps else torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    if name == "mps" and not has_mps:
+        raise UsageError("device 'mps' requested but Apple MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN can run bf16 natively on this CPU (AVX-512 BF16 or AMX).
+
+    Without it bf16 autocast is emulated and slower than fp32, so ``auto`` keeps fp32.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(device: torch.device, requested: str = "auto") -> str:
+    """Choose ``bf16``/``fp16``/``fp32`` for ``device``.
+
+    Raises
+    ------
+    UsageError
+        For an unknown name or a precision the device cannot run.
+    """
+    name = requested.lower().strip()
+    if name not in PRECISIONS:
+        raise UsageError(
+            f"unknown precision {requested!r}; expected one of {', '.join(PRECISIONS)}"
+        )
+    if device.type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if name == "auto":
+            return "bf16" if bf16_ok else "fp16"
+        if name == "bf16" and not bf16_ok:
+            raise UsageError("this GPU does not support bf16; use --precision fp16")
+        return name
+    if device.type == "mps":
+        return "fp16" if name == "auto" else name
+    if name == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if name == "fp16":
+        raise UsageError("fp16 autocast is not useful on CPU; use bf16 or fp32")
+    return name
+
+
+def preprocess_crops(crops: npt.NDArray[np.float32], card: ModelCard) -> torch.Tensor:
+    """Turn greyscale crops (N, S, S) in [0, 1] into a normalised (N, 3, S, S) float32 tensor.
+
+    The grey value is repeated on the three channels the ImageNet-shaped network expects, then
+    normalised with the card's mean and std. Works on CPU without touching the model, so it can run
+    in DataLoader workers. The caller's array is not modified.
+
+    Raises
+    ------
+    ValueError
+        When the crops are not (N, S, S) with S equal to the card's input size.
+    """
+    arr = np.asarray(crops, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != (card.input_size, card.input_size):
+        raise ValueError(
+            f"expected crops of shape (N, {card.input_size}, {card.input_size}), got {arr.shape}"
+        )
+    x = torch.from_numpy(arr.copy())[:, None].expand(-1, 3, -1, -1)
+    mean = torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Output of one batch: P(fracture) per crop and, when asked, heatmaps in [0, 1]."""
+
+    probs: npt.NDArray[np.float32]
+    cams: npt.NDArray[np.float32] | None
+
+
+class Classifier:
+    """A bundle's network on one device, ready for batched prediction with heatmaps.
+
+    Parameters
+    ----------
+    bundle
+        A loaded :class:`~auditor.model.bundle.ModelBundle`.
+    device
+        Where to run (see :func:`select_device`).
+    precision
+        ``auto`` (see :func:`resolve_precision`), ``bf16``, ``fp16`` or ``fp32``.
+    """
+
+    def __init__(self, bundle: ModelBundle, device: torch.device, precision: str = "auto") -> None:
+        self.bundle = bundle
+        self.card = bundle.card
+        self.device = device
+        self.precision = resolve_precision(device, precision)
+        self.channels_last = device.type in ("cpu", "cuda")
+        net = bundle.build_model().to(device)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net.eval()
+
+    def describe(self) -> str:
+        """Human-readable device and precision, e.g. ``cpu, fp32, channels-last``."""
+        prec = "fp32" if self.precision == "fp32" else f"{self.precision} autocast"
+        parts = [str(self.device), prec]
+        if self.channels_last:
+            parts.append("channels-last")
+        return ", ".join(parts)
+
+    def preprocess(self, crops: npt.NDArray[np.float32]) -> torch.Tensor:
+        """See :func:`preprocess_crops` (uses this classifier's card)."""
+        return preprocess_crops(crops, self.card)
+
+    def _autocast(self) -> torch.autocast:
+        dtype = _DTYPES.get(self.precision, torch.float32)
+        return torch.autocast(
+            device_type=self.device.type, dtype=dtype, enabled=self.precision != "fp32"
+        )
+
+    def predict(self, batch: torch.Tensor, cam: bool = True) -> Prediction:
+        """Classify a preprocessed batch (N, 3, S, S); heatmaps for the fracture class if ``cam``.
+
+        The batch may live on the CPU (pinned or not); it is moved to the device without
+        modifying the caller's tensor.
+        """
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected a (N, 3, S, S) batch, got {tuple(batch.shape)}")
+        non_blocking = self.device.type == "cuda" and batch.is_pinned()
+        x = batch.to(self.device, dtype=torch.float32, non_blocking=non_blocking)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        size = int(batch.shape[-1])
+        if isinstance(self.net, models.VGG) and cam:
+            # Grad-CAM needs autograd, so no inference_mode here.
+            with self._autocast():
+                logits, raw = vgg_logits_and_gradcam(self.net, x, with_cam=True)
+            with torch.no_grad():
+                probs = torch.softmax(logits.float(), dim=1)[:, 1]
+                maps = normalise_maps(raw, size) if raw is not None else None
+        else:
+            with torch.inference_mode():
+                with self._autocast():
+                    if isinstance(self.net, models.ResNet):
+                        logits, raw = resnet_logits_and_cam(self.net, x, with_cam=cam)
+                    else:
+                        logits, raw = self.net(x), None
+                probs = torch.softmax(logits.float(), dim=1)[:, 1]
+                maps = normalise_maps(raw, size) if raw is not None else None
+        out_probs = probs.float().cpu().numpy().astype(np.float32, copy=False)
+        out_maps = (
+            maps.float().cpu().numpy().astype(np.float32, copy=False) if maps is not None else None
+        )
+        return Prediction(probs=out_probs, cams=out_maps)

@@ -1,0 +1,126 @@
+"""Network definitions: the source study's ResNet18 and VGG16 with a two-class head.
+
+Both are torchvision's architectures with the 1000-way ImageNet classifier replaced by a
+2-neuron fully connected layer (``no_fracture``, ``fracture``). The networks return logits; training
+applies log-softmax and the negative log-likelihood loss, as the study did, and inference applies
+softmax. Which layers train is decided here too (:func:`set_trainable`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Literal
+
+import torch
+from torch import nn
+from torchvision import models
+
+Architecture = Literal["resnet18", "vgg16"]
+ARCHITECTURES: tuple[str, ...] = ("resnet18", "vgg16")
+TrainableLayers = Literal["last2", "all"]
+
+NUM_CLASSES = 2
+
+
+def build_network(architecture: str, num_classes: int = NUM_CLASSES) -> nn.Module:
+    """Create an untrained network with a ``num_classes``-way head.
+
+    Parameters
+    ----------
+    architecture
+        ``"resnet18"`` or ``"vgg16"``.
+    num_classes
+        Size of the new fully connected head.
+
+    Raises
+    ------
+    ValueError
+        For an unknown architecture.
+    """
+    if architecture == "resnet18":
+        net = models.resnet18(weights=None)
+        net.fc = nn.Linear(net.fc.in_features, num_classes)
+        return net
+    if architecture == "vgg16":
+        vgg = models.vgg16(weights=None)
+        last = vgg.classifier[6]
+        assert isinstance(last, nn.Linear)
+        vgg.classifier[6] = nn.Linear(last.in_features, num_classes)
+        return vgg
+    raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
+
+
+def load_backbone_weights(net: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Copy pretrained (e.g. ImageNet) weights into ``net``, skipping the replaced classifier.
+
+    Tensors whose name or shape does not match (the 1000-way head) are left at their fresh
+    initialisation. Returns the names that were not loaded.
+
+    Raises
+    ------
+    ValueError
+        When fewer than half of the network's tensors match: the file is for another architecture.
+    """
+    own = net.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(usable) < len(own) // 2:
+        raise ValueError(
+            f"pretrained weights match only {len(usable)} of {len(own)} tensors of this network; "
+            "they belong to another architecture"
+        )
+    net.load_state_dict(usable, strict=False)
+    return sorted(set(own) - set(usable))
+
+
+def _trainable_modules(net: nn.Module, architecture: str) -> Iterator[nn.Module]:
+    if architecture == "resnet18":
+        assert isinstance(net, models.ResNet)
+        # The study "retrained only ... the 2 last residual blocks": torchvision's layer4 holds
+        # ResNet18's last two BasicBlocks; plus the new head.
+        yield net.layer4
+        yield net.fc
+    elif architecture == "vgg16":
+        assert isinstance(net, models.VGG)
+        # VGG has no residual blocks; the equivalent is its last convolutional block
+        # (conv5_1..conv5_3 and the pooling after them) plus the fully connected classifier.
+        yield net.features[24:]
+        yield net.classifier
+    else:
+        raise ValueError(f"unknown architecture {architecture!r}")
+
+
+def set_trainable(net: nn.Module, architecture: str, layers: str) -> list[nn.Module]:
+    """Freeze all but the layers to retrain; return the frozen modules.
+
+    Parameters
+    ----------
+    layers
+        ``"last2"`` (the study's transfer learning: last two residual blocks + head) or ``"all"``.
+
+    Notes
+    -----
+    Frozen modules should stay in eval mode during training (:func:`freeze_batchnorm`), so that
+    their batch-norm statistics stay those of the pretrained network.
+    """
+    if layers == "all":
+        for p in net.parameters():
+            p.requires_grad_(True)
+        return []
+    if layers != "last2":
+        raise ValueError(f"unknown trainable-layer setting {layers!r}; expected 'last2' or 'all'")
+    for p in net.parameters():
+        p.requires_grad_(False)
+    keep = list(_trainable_modules(net, architecture))
+    for module in keep:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    kept_ids = {id(m) for k in keep for m in k.modules()}
+    return [
+        m for m in net.children() if id(m) not in kept_ids and any(True for _ in m.parameters())
+    ]
+
+
+def freeze_batchnorm(frozen: list[nn.Module]) -> None:
+    """Put frozen modules in eval mode (call after every ``net.train()``)."""
+    for module in frozen:
+        module.eval()

@@ -1,0 +1,100 @@
+"""Model bundles: round trip, headline, refusal of foreign or tampered bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from auditor.errors import BundleError
+from auditor.model.bundle import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    ModelCard,
+    OperatingPoint,
+    create_untrained_bundle,
+    load_bundle,
+    save_bundle,
+)
+from auditor.model.nets import build_network
+
+
+def test_round_trip_keeps_card_and_weights(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    net = build_network("resnet18")
+    card = ModelCard(
+        name="unit",
+        architecture="resnet18",
+        input_size=32,
+        crop_margin=0.2,
+        operating_points={
+            "balanced": OperatingPoint("balanced", 0.41, 0.93, 0.95),
+            "sensitive": OperatingPoint("sensitive", 0.2, 0.97, 0.8),
+        },
+        training={"source": "unit test", "n_crops": 12},
+        metrics={"test": {"auc": 0.9}},
+    )
+    path = save_bundle(tmp_path / "b", card, net)
+    bundle = load_bundle(path)
+    assert bundle.card == card
+    assert len(bundle.sha256) == 64
+    loaded = bundle.build_model()
+    assert not loaded.training
+    for key, value in net.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(loaded.state_dict()[key], value.half().float())
+    line = card.headline()
+    assert "unit" in line and "resnet18" in line and "balanced" in line and "0.410" in line
+    # the card.json path works as well as the folder
+    assert load_bundle(path / CARD_FILE).sha256 == bundle.sha256
+
+
+def test_card_is_strict_json_with_marker_and_hash(tmp_path: Path) -> None:
+    path = create_untrained_bundle(tmp_path / "u", input_size=32)
+    data = json.loads((path / CARD_FILE).read_text())  # NaN would not be strict JSON
+    assert data["format"] == "tlaudit-model-bundle"
+    assert data["operating_points"]["balanced"]["sensitivity"] is None
+    assert len(data["sha256"]) == 64
+
+
+def test_tampered_weights_are_refused(tmp_path: Path) -> None:
+    path = create_untrained_bundle(tmp_path / "u", input_size=32)
+    weights = path / WEIGHTS_FILE
+    raw = bytearray(weights.read_bytes())
+    raw[-10] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="SHA-256"):
+        load_bundle(path)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d.pop("format"), "format marker"),
+        (lambda d: d.update(architecture="alexnet"), "architecture"),
+        (lambda d: d.pop("input_size"), "malformed"),
+        (lambda d: d.update(format_version=99), "newer"),
+    ],
+)
+def test_foreign_cards_are_refused(tmp_path: Path, mutate, match: str) -> None:  # type: ignore[no-untyped-def]
+    path = create_untrained_bundle(tmp_path / "u", input_size=32)
+    card = path / CARD_FILE
+    data = json.loads(card.read_text())
+    mutate(data)
+    card.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=match):
+        load_bundle(path)
+
+
+def test_missing_or_empty_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="not found"):
+        load_bundle(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match="not a tlaudit model bundle"):
+        load_bundle(tmp_path / "empty")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / CARD_FILE).write_text("{not json")
+    with pytest.raises(BundleError, match="cannot read"):
+        load_bundle(tmp_path / "junk")

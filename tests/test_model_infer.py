@@ -1,0 +1,108 @@
+"""Inference: CAM equals the hand computation, Grad-CAM shape and range, inputs untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from auditor.errors import UsageError
+from auditor.model.bundle import create_untrained_bundle, load_bundle
+from auditor.model.cam import resnet_features
+from auditor.model.infer import Classifier, preprocess_crops, resolve_precision, select_device
+
+
+@pytest.fixture(scope="module")
+def resnet_classifier(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
+    path = create_untrained_bundle(tmp_path_factory.mktemp("b") / "r", "resnet18", input_size=64)
+    return Classifier(load_bundle(path), torch.device("cpu"), precision="fp32")
+
+
+def _crops(n: int, size: int) -> np.ndarray:
+    return np.random.default_rng(3).random((n, size, size), dtype=np.float32)
+
+
+def test_cam_equals_features_times_fracture_weights(resnet_classifier: Classifier) -> None:
+    crops = _crops(3, 64)
+    batch = resnet_classifier.preprocess(crops)
+    pred = resnet_classifier.predict(batch, cam=True)
+
+    net = resnet_classifier.bundle.build_model()  # plain float32, contiguous layout
+    with torch.no_grad():
+        feats = resnet_features(net, batch)  # (N, 512, 2, 2)
+        w = net.fc.weight[1]
+        hand = (feats * w[None, :, None, None]).sum(dim=1)
+        up = F.interpolate(hand[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+        lo = up.flatten(1).min(1).values[:, None, None]
+        hi = up.flatten(1).max(1).values[:, None, None]
+        expected = ((up - lo) / (hi - lo)).numpy()
+        probs = torch.softmax(net(batch), dim=1)[:, 1].numpy()
+        # CAM identity: the fracture logit is the mean of the raw CAM plus the bias.
+        logit = net(batch)[:, 1]
+        torch.testing.assert_close(
+            hand.mean(dim=(1, 2)) + net.fc.bias[1], logit, rtol=1e-4, atol=1e-4
+        )
+
+    assert pred.cams is not None and pred.cams.shape == (3, 64, 64)
+    np.testing.assert_allclose(pred.cams, expected, atol=1e-4)
+    np.testing.assert_allclose(pred.probs, probs, atol=1e-5)
+    assert pred.probs.dtype == np.float32 and pred.cams.dtype == np.float32
+
+
+def test_predict_without_cam(resnet_classifier: Classifier) -> None:
+    pred = resnet_classifier.predict(resnet_classifier.preprocess(_crops(2, 64)), cam=False)
+    assert pred.cams is None and pred.probs.shape == (2,)
+
+
+def test_caller_arrays_are_not_mutated(resnet_classifier: Classifier) -> None:
+    crops = _crops(2, 64)
+    crops_before = crops.copy()
+    batch = resnet_classifier.preprocess(crops)
+    batch_before = batch.clone()
+    resnet_classifier.predict(batch)
+    np.testing.assert_array_equal(crops, crops_before)
+    torch.testing.assert_close(batch, batch_before, rtol=0, atol=0)
+
+
+def test_preprocess_normalises_with_card_statistics(resnet_classifier: Classifier) -> None:
+    card = resnet_classifier.card
+    x = preprocess_crops(np.full((1, 64, 64), 0.5, np.float32), card)
+    assert x.shape == (1, 3, 64, 64)
+    for c in range(3):
+        assert float(x[0, c, 0, 0]) == pytest.approx((0.5 - card.mean[c]) / card.std[c], rel=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        preprocess_crops(np.zeros((1, 32, 32), np.float32), card)
+
+
+def test_vgg_gradcam_shape_range_and_hooks_removed(tmp_path: Path) -> None:
+    bundle = load_bundle(create_untrained_bundle(tmp_path / "v", "vgg16", input_size=32))
+    clf = Classifier(bundle, torch.device("cpu"), precision="fp32")
+    pred = clf.predict(clf.preprocess(_crops(2, 32)), cam=True)
+    assert pred.cams is not None and pred.cams.shape == (2, 32, 32)
+    assert pred.cams.min() >= 0.0 and pred.cams.max() <= 1.0
+    assert pred.probs.shape == (2,) and np.all((pred.probs >= 0) & (pred.probs <= 1))
+    assert all(not m._forward_hooks for m in clf.net.modules())
+
+
+def test_bf16_autocast_runs_on_cpu(resnet_classifier: Classifier) -> None:
+    clf = Classifier(resnet_classifier.bundle, torch.device("cpu"), precision="bf16")
+    assert "bf16" in clf.describe()
+    fp32 = resnet_classifier.predict(resnet_classifier.preprocess(_crops(2, 64)))
+    bf16 = clf.predict(clf.preprocess(_crops(2, 64)))
+    np.testing.assert_allclose(bf16.probs, fp32.probs, atol=0.05)
+
+
+def test_device_and_precision_choices() -> None:
+    assert select_device("cpu") == torch.device("cpu")
+    assert resolve_precision(torch.device("cpu"), "fp32") == "fp32"
+    assert resolve_precision(torch.device("cpu"), "auto") in ("bf16", "fp32")
+    with pytest.raises(UsageError, match="unknown device"):
+        select_device("tpu")
+    with pytest.raises(UsageError, match="unknown precision"):
+        resolve_precision(torch.device("cpu"), "int4")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="no CUDA"):
+            select_device("cuda")
