@@ -1,0 +1,111 @@
+"""Small images the reports show: a vertebra crop under its heatmap, and a radiograph with boxes.
+
+Both are written as JPEG files under the run's ``thumbnails/`` folder (small, and what both openpyxl
+and browsers take). Names derive from the image path and level through a hash, so that they are
+the same in a resumed run and never carry header text into a file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw
+
+from auditor.reports.files import atomic_path
+
+HEATMAP_DIR = "thumbnails/heatmaps"
+RADIOGRAPH_DIR = "thumbnails/radiographs"
+JPEG_QUALITY = 85
+
+
+@lru_cache(maxsize=4)
+def colour_lut(name: str = "jet") -> npt.NDArray[np.uint8]:
+    """A (256, 3) uint8 lookup table for a matplotlib colour map."""
+    from matplotlib import colormaps  # imported on first use: matplotlib is slow to import
+
+    table = colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]
+    return np.asarray(np.round(table * 255.0), dtype=np.uint8)
+
+
+def heatmap_overlay(
+    crop: npt.NDArray[np.uint8], heatmap: npt.NDArray[np.float32], alpha: float = 0.4
+) -> Image.Image:
+    """Blend a colour heatmap over a greyscale crop.
+
+    Parameters
+    ----------
+    crop
+        (T, T) uint8 greyscale crop, bone bright.
+    heatmap
+        (S, S) float map in [0, 1] (resized to the crop's size when S differs).
+    alpha
+        Weight of the colour map in the blend.
+
+    Returns
+    -------
+    PIL.Image.Image
+        RGB image of the crop's size.
+    """
+    size = crop.shape[1], crop.shape[0]
+    hm = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
+    if hm.shape != crop.shape:
+        hm = np.asarray(Image.fromarray(hm, mode="F").resize(size, Image.Resampling.BILINEAR))
+    colour = colour_lut()[np.clip(np.round(hm * 255.0), 0, 255).astype(np.uint8)]
+    grey = np.repeat(crop[..., None], 3, axis=2).astype(np.float32)
+    blended = (1.0 - alpha) * grey + alpha * colour.astype(np.float32)
+    return Image.fromarray(np.clip(np.round(blended), 0, 255).astype(np.uint8), mode="RGB")
+
+
+@dataclass(frozen=True)
+class DrawnBox:
+    """A box to draw on a radiograph thumbnail."""
+
+    xyxy: tuple[float, float, float, float]
+    label: str
+    positive: bool
+
+
+def radiograph_thumbnail(
+    pixels: npt.NDArray[np.float32], boxes: Sequence[DrawnBox], max_side: int = 640
+) -> Image.Image:
+    """Downscale a radiograph and draw its vertebra boxes (positive red, negative green).
+
+    Parameters
+    ----------
+    pixels
+        Float32 (rows, columns) in [0, 1], bone bright.
+    boxes
+        Boxes in stored-pixel coordinates with their labels (e.g. ``"L1 0.93"``).
+    max_side
+        Longest side of the thumbnail in pixels.
+    """
+    rows, cols = pixels.shape
+    scale = min(1.0, max_side / max(rows, cols))
+    grey = Image.fromarray(np.clip(np.round(pixels * 255.0), 0, 255).astype(np.uint8), mode="L")
+    size = max(1, round(cols * scale)), max(1, round(rows * scale))
+    image = grey.resize(size, Image.Resampling.BILINEAR).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for box in boxes:
+        x0, y0, x1, y1 = (v * scale for v in box.xyxy)
+        colour = (230, 40, 40) if box.positive else (60, 200, 90)
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=2 if box.positive else 1)
+        draw.text((x1 + 3, y0), box.label, fill=colour)
+    return image
+
+
+def thumbnail_name(image: str, suffix: str = "") -> str:
+    """A stable file name for a thumbnail of archive image ``image``, e.g. ``ab12..-L1.jpg``."""
+    digest = hashlib.sha256(image.encode("utf-8")).hexdigest()[:20]
+    return f"{digest}{'-' + suffix if suffix else ''}.jpg"
+
+
+def save_jpeg(image: Image.Image, target: Path) -> None:
+    """Write ``image`` as a JPEG atomically (a killed run never leaves half a thumbnail)."""
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="JPEG", quality=JPEG_QUALITY)

@@ -1,0 +1,185 @@
+"""Loading vertebra crops in DataLoader worker processes.
+
+:class:`VertebraCropDataset` has one item per image: it decodes the radiograph once (the project's
+single reader, :func:`auditor.io.radiograph.read_radiograph`), cuts every box of that image
+(:func:`auditor.crops.crop_vertebra`, the geometry ``train`` uses), and returns the model-ready
+tensor together with small greyscale copies of the crops for heatmap overlays. :func:`pack_batches`
+groups whole images into batches of about ``batch_size`` vertebrae, and :func:`collate` concatenates
+them, so a batch is the unit both of inference and of the journal's commits.
+
+A file that fails to decode, or a box that cannot be cut, becomes a reason in the batch; it never
+stops the loader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from auditor.boxes import VertebraBox
+from auditor.crops import crop_vertebra
+from auditor.errors import TlauditError
+from auditor.io.radiograph import read_radiograph
+from auditor.model.bundle import ModelCard
+from auditor.model.infer import preprocess_crops
+
+logger = logging.getLogger(__name__)
+
+#: Side of the greyscale crop copies kept for heatmap overlay thumbnails.
+THUMB_SIZE = 128
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One candidate image and its validated boxes (cranial to caudal)."""
+
+    image: str  # archive-relative POSIX path
+    path: Path
+    boxes: tuple[VertebraBox, ...]
+
+
+@dataclass(frozen=True)
+class ImageCrops:
+    """What a worker returns for one image."""
+
+    image: str
+    crops: torch.Tensor  # (n, 3, S, S) float32, normalised
+    thumbs: torch.Tensor  # (n, T, T) uint8 greyscale crops
+    boxes: tuple[VertebraBox, ...]  # the boxes that were cut, in crop order
+    box_errors: tuple[tuple[VertebraBox, str], ...]
+    error: str = ""  # set when the image itself could not be read
+
+
+@dataclass(frozen=True)
+class CropBatch:
+    """Several whole images' crops, concatenated; the unit of inference and of journal commits."""
+
+    images: tuple[ImageCrops, ...]
+    crops: torch.Tensor
+    thumbs: torch.Tensor
+
+    def pin_memory(self) -> CropBatch:
+        """Page-lock the tensors (called by the DataLoader when ``pin_memory=True``)."""
+        return CropBatch(self.images, self.crops.pin_memory(), self.thumbs)
+
+    @property
+    def n_vertebrae(self) -> int:
+        return int(self.crops.shape[0])
+
+
+class VertebraCropDataset(Dataset[ImageCrops]):
+    """One item per image: all of its vertebra crops, ready for the classifier.
+
+    Parameters
+    ----------
+    jobs
+        Images to read, with their boxes.
+    card
+        The model card (input size, crop margin, normalisation).
+    thumb_size
+        Side of the greyscale crop copies kept for overlays.
+    """
+
+    def __init__(
+        self, jobs: Sequence[ImageJob], card: ModelCard, thumb_size: int = THUMB_SIZE
+    ) -> None:
+        self.jobs = tuple(jobs)
+        self.card = card
+        self.thumb_size = thumb_size
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> ImageCrops:
+        job = self.jobs[index]
+        size = self.card.input_size
+        try:
+            pixels = read_radiograph(job.path).pixels
+        except (TlauditError, OSError, ValueError, RuntimeError, MemoryError) as err:
+            logger.info("cannot decode %s: %s", job.image, err)
+            reason = err.reason if hasattr(err, "reason") else str(err)
+            return _empty(job, size, self.thumb_size, f"cannot decode the image: {reason}")
+        crops: list[np.ndarray] = []
+        cut: list[VertebraBox] = []
+        box_errors: list[tuple[VertebraBox, str]] = []
+        for box in job.boxes:
+            try:
+                crops.append(crop_vertebra(pixels, box.xyxy, self.card.crop_margin, size))
+                cut.append(box)
+            except ValueError as err:
+                box_errors.append((box, f"cannot cut the crop: {err}"))
+        if not crops:
+            empty = _empty(job, size, self.thumb_size, "")
+            return ImageCrops(job.image, empty.crops, empty.thumbs, (), tuple(box_errors))
+        stack = np.stack(crops)
+        thumbs = np.stack([_thumb(crop, self.thumb_size) for crop in crops])
+        return ImageCrops(
+            image=job.image,
+            crops=preprocess_crops(stack, self.card),
+            thumbs=torch.from_numpy(thumbs),
+            boxes=tuple(cut),
+            box_errors=tuple(box_errors),
+        )
+
+
+def _thumb(crop: np.ndarray, size: int) -> np.ndarray:
+    grey = Image.fromarray(np.clip(np.round(crop * 255.0), 0, 255).astype(np.uint8), mode="L")
+    if grey.size != (size, size):
+        grey = grey.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(grey, dtype=np.uint8)
+
+
+def _empty(job: ImageJob, size: int, thumb_size: int, error: str) -> ImageCrops:
+    return ImageCrops(
+        image=job.image,
+        crops=torch.zeros((0, 3, size, size), dtype=torch.float32),
+        thumbs=torch.zeros((0, thumb_size, thumb_size), dtype=torch.uint8),
+        boxes=(),
+        box_errors=(),
+        error=error,
+    )
+
+
+def collate(items: Sequence[ImageCrops]) -> CropBatch:
+    """Concatenate the crops of several images into one batch (runs in the worker)."""
+    return CropBatch(
+        images=tuple(items),
+        crops=torch.cat([item.crops for item in items]),
+        thumbs=torch.cat([item.thumbs for item in items]),
+    )
+
+
+def pack_batches(jobs: Sequence[ImageJob], batch_size: int) -> list[list[int]]:
+    """Group consecutive images into batches of at most ``batch_size`` vertebrae.
+
+    Images are never split across batches (an image's results are committed together); an image
+    with more boxes than ``batch_size`` gets a batch of its own. The packing depends only on the
+    job list and ``batch_size``, so a resumed run cuts the same batches as an uninterrupted one.
+
+    Returns
+    -------
+    list of list of int
+        Indices into ``jobs``, one list per batch (for the DataLoader's ``batch_sampler``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batches: list[list[int]] = []
+    current: list[int] = []
+    count = 0
+    for index, job in enumerate(jobs):
+        n = len(job.boxes)
+        if current and count + n > batch_size:
+            batches.append(current)
+            current, count = [], 0
+        current.append(index)
+        count += n
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,122 @@
+"""Study-level flags: comparing the model's per-vertebra calls with the original read.
+
+The rules, per study (all images of the study together; a level seen on several images counts
+with its highest probability):
+
+* A vertebra is **positive** when its fracture probability is at or above the operating point's
+  threshold.
+* The read's **reported levels** are the levels it names as fractured. A read that says
+  "fracture: yes" without naming levels is taken to cover every level (the model's positives are
+  then concordant, never "missed"), because nothing shows that the reader overlooked one.
+* **likely missed**: the model is positive at one or more levels the read did not report as
+  fractured (the read said no fracture, or named other levels).
+* **concordant positive**: the model is positive only at levels the read reported.
+* **read positive, model negative**: the read reported a fracture and the model is positive
+  nowhere. Listed for completeness (the model may simply be wrong); not a miss.
+* **no read available**: the model is positive somewhere and no row of the reads file matches the
+  study (or no reads file was given), so there is nothing to compare with.
+* **concordant negative** and **model negative, no read**: nothing to review; these studies are
+  counted but are not in the flagged queue.
+
+Priority, which orders the queue, is the highest probability among the model's positive levels the
+read did not report (for "no read available", among all positive levels); it is 0 for the other
+statuses, which follow the likely misses in the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from auditor.scan.reads import ReadRow
+from auditor.vocab import Level
+
+
+class StudyStatus(str, Enum):
+    """Outcome of comparing a study's model calls with its read."""
+
+    LIKELY_MISSED = "likely missed"
+    NO_READ = "no read available"
+    CONCORDANT_POSITIVE = "concordant positive"
+    READ_POSITIVE_MODEL_NEGATIVE = "read positive, model negative"
+    CONCORDANT_NEGATIVE = "concordant negative"
+    NEGATIVE_NO_READ = "model negative, no read"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def flagged(self) -> bool:
+        """True for the statuses listed in the flagged queue."""
+        return self in _FLAGGED
+
+    @property
+    def rank(self) -> int:
+        """Queue order among equal priorities: misses first."""
+        return list(StudyStatus).index(self)
+
+
+_FLAGGED = frozenset(
+    {
+        StudyStatus.LIKELY_MISSED,
+        StudyStatus.NO_READ,
+        StudyStatus.CONCORDANT_POSITIVE,
+        StudyStatus.READ_POSITIVE_MODEL_NEGATIVE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class StudyFlag:
+    """The flag for one study and the levels behind it."""
+
+    status: StudyStatus
+    priority: float
+    positive_levels: tuple[Level, ...]
+    unreported_levels: tuple[Level, ...]
+
+
+def flag_study(
+    level_probabilities: Mapping[Level, float], threshold: float, read: ReadRow | None
+) -> StudyFlag:
+    """Apply the flag rules of this module to one study.
+
+    Parameters
+    ----------
+    level_probabilities
+        Highest fracture probability per level over the study's images.
+    threshold
+        Probability at or above which a vertebra is called positive.
+    read
+        The study's read, or None when there is none.
+
+    Returns
+    -------
+    StudyFlag
+        Status, priority, the model's positive levels and those the read did not report.
+    """
+    positive = tuple(
+        sorted(
+            (level for level, p in level_probabilities.items() if p >= threshold),
+            key=lambda level: level.order,
+        )
+    )
+    if read is None:
+        if not positive:
+            return StudyFlag(StudyStatus.NEGATIVE_NO_READ, 0.0, (), ())
+        priority = max(level_probabilities[level] for level in positive)
+        return StudyFlag(StudyStatus.NO_READ, priority, positive, positive)
+
+    if read.fracture_reported and not read.reported_levels:
+        unreported: tuple[Level, ...] = ()
+    else:
+        unreported = tuple(level for level in positive if level not in read.reported_levels)
+    if unreported:
+        priority = max(level_probabilities[level] for level in unreported)
+        return StudyFlag(StudyStatus.LIKELY_MISSED, priority, positive, unreported)
+    if positive:
+        return StudyFlag(StudyStatus.CONCORDANT_POSITIVE, 0.0, positive, ())
+    if read.fracture_reported:
+        return StudyFlag(StudyStatus.READ_POSITIVE_MODEL_NEGATIVE, 0.0, (), ())
+    return StudyFlag(StudyStatus.CONCORDANT_NEGATIVE, 0.0, (), ())

@@ -1,0 +1,208 @@
+"""The run journal: an SQLite file in the run directory that makes a scan resumable.
+
+Each batch's results are committed in one transaction as soon as the batch is classified, so a scan
+that is killed loses at most the batch in flight. ``scan --resume`` opens the journal, checks that
+the run's inputs are the same (the *fingerprint*: archive, box file, model hash, threshold and
+everything else that changes a result), and classifies only the images the journal does not hold.
+Reports are always built from the journal, so a resumed run and an uninterrupted one write the same
+findings.
+
+Tables: ``meta`` (key/value: fingerprint, pseudonym salt), ``images`` (one row per finished image:
+status and reason), ``vertebrae`` (one row per box of a finished image: probability, heatmap file,
+or the reason it could not be classified).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from auditor.errors import TlauditError, UsageError
+from auditor.vocab import Level
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_NAME = "journal.sqlite"
+_SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    image TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vertebrae (
+    image TEXT NOT NULL,
+    box_row INTEGER NOT NULL,
+    level TEXT NOT NULL,
+    probability REAL,
+    heatmap TEXT NOT NULL,
+    error TEXT NOT NULL,
+    PRIMARY KEY (image, box_row)
+);
+"""
+
+
+@dataclass(frozen=True)
+class VertebraOutcome:
+    """The classification of one box: a probability, or the reason there is none."""
+
+    box_row: int
+    level: Level
+    probability: float | None
+    heatmap: str = ""  # run-relative path of the overlay thumbnail, "" when none was drawn
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """What happened to one candidate image with boxes."""
+
+    image: str
+    status: str  # "classified" or "failed"
+    reason: str
+    vertebrae: tuple[VertebraOutcome, ...] = ()
+
+
+class RunJournal:
+    """Open (or create) the journal of a run directory.
+
+    Parameters
+    ----------
+    run_dir
+        The scan's ``--out`` directory.
+    fingerprint
+        JSON-serialisable description of everything that changes a result.
+    resume
+        True to continue a run in the journal; False to start one (refused when the directory
+        already holds a journal with results).
+
+    Raises
+    ------
+    UsageError
+        When a finished or partial run is in the way without ``resume``, or ``resume`` is asked
+        for a journal whose fingerprint differs.
+    TlauditError
+        When the journal file is not an SQLite database of ours.
+    """
+
+    def __init__(self, run_dir: Path, fingerprint: Mapping[str, Any], resume: bool) -> None:
+        self.path = Path(run_dir) / JOURNAL_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists()
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise TlauditError(f"{self.path} is not a tlaudit run journal: {err}") from err
+        wanted = json.dumps(dict(fingerprint), sort_keys=True)
+        stored = self.get_meta("fingerprint")
+        if existed and stored is not None:
+            if not resume:
+                self.close()
+                raise UsageError(
+                    f"{self.path.parent} already holds a scan; pass --resume to continue it, or "
+                    "choose a new --out directory"
+                )
+            if stored != wanted:
+                changed = _changed_keys(json.loads(stored), json.loads(wanted))
+                self.close()
+                raise UsageError(
+                    f"cannot resume the scan in {self.path.parent}: its inputs differ from this "
+                    f"command's ({', '.join(changed)}); use a new --out directory"
+                )
+        else:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,)
+                )
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (wanted,))
+
+    def __enter__(self) -> RunJournal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def get_meta(self, key: str) -> str | None:
+        """Return a stored meta value, or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a meta value (committed at once)."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def finished_images(self) -> set[str]:
+        """Archive-relative paths of the images whose results are committed."""
+        return {str(row[0]) for row in self._db.execute("SELECT image FROM images")}
+
+    def record(self, outcomes: Iterable[ImageOutcome]) -> None:
+        """Commit the outcomes of one batch in a single transaction."""
+        with self._db:
+            for outcome in outcomes:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO images VALUES (?, ?, ?)",
+                    (outcome.image, outcome.status, outcome.reason),
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO vertebrae VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            outcome.image,
+                            v.box_row,
+                            v.level.value,
+                            v.probability,
+                            v.heatmap,
+                            v.error,
+                        )
+                        for v in outcome.vertebrae
+                    ],
+                )
+
+    def outcomes(self) -> dict[str, ImageOutcome]:
+        """Every committed image outcome, keyed by image, vertebrae in box-row order."""
+        vertebrae: dict[str, list[VertebraOutcome]] = {}
+        for image, box_row, level, probability, heatmap, error in self._db.execute(
+            "SELECT image, box_row, level, probability, heatmap, error FROM vertebrae "
+            "ORDER BY image, box_row"
+        ):
+            vertebrae.setdefault(image, []).append(
+                VertebraOutcome(
+                    int(box_row),
+                    Level(level),
+                    None if probability is None else float(probability),
+                    heatmap,
+                    error,
+                )
+            )
+        return {
+            image: ImageOutcome(image, status, reason, tuple(vertebrae.get(image, ())))
+            for image, status, reason in self._db.execute(
+                "SELECT image, status, reason FROM images ORDER BY image"
+            )
+        }
+
+
+def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [key for key in keys if old.get(key) != new.get(key)] or ["unknown"]
