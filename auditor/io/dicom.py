@@ -1,0 +1,450 @@
+"""DICOM reading: header fields without pixels, and the pixel rules that make a display image.
+
+This module is the only code that knows DICOM pixel rules. The pipeline follows the grayscale
+image pipeline of PS3.4 Annex N and PS3.3 C.11:
+
+1. Decode the stored values. pydicom honours (0028,0101) *Bits Stored*: unused high bits are
+   masked and signed values sign-extended, so the array holds only meaningful bits.
+2. Modality LUT (PS3.3 C.11.1): (0028,1052/1053) *Rescale Intercept/Slope* or the
+   (0028,3000) *Modality LUT Sequence*, via :func:`pydicom.pixels.apply_modality_lut`.
+3. VOI LUT (PS3.3 C.11.2): the (0028,3010) *VOI LUT Sequence* or the first
+   (0028,1050/1051) *Window Center/Width* pair with its (0028,1056) *VOI LUT Function*, via
+   :func:`pydicom.pixels.apply_voi_lut`; the output is scaled to [0, 1] by the range of the
+   LUT or window output. When neither is present (or the values are unusable) the fallback is
+   percentile windowing: the 0.5th and 99.5th percentiles of the modality values map to 0 and 1.
+4. MONOCHROME1 (minimum value is white) is inverted so that bone is bright. A (2050,0020)
+   *Presentation LUT Shape* of ``INVERSE`` on a MONOCHROME1 image is what the DX IOD requires
+   for that photometric interpretation and does not invert a second time.
+
+Files without a preamble or file meta information (PS3.10 7.1) are read with ``force=True``;
+pydicom guesses the encoding from the first element, and the transfer syntax is set from that
+guess (implicit VR little endian in practice) so that the pixel data can be decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import warnings
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from auditor.errors import ReadError, UnsupportedImageError
+from auditor.io.radiograph import Radiograph, RadiographMeta
+
+logger = logging.getLogger(__name__)
+
+PERCENTILE_WINDOW = (0.5, 99.5)
+"""Percentiles of the modality values mapped to 0 and 1 when the file has no usable VOI."""
+
+MAX_CLIPPED_FRACTION = 0.99
+"""A VOI that maps more than this fraction of pixels to 0 (or to 1) does not fit the stored
+values (seen in real files whose window was written for another encoding); percentile
+windowing is used instead."""
+
+GREYSCALE_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
+
+_PIXEL_DATA_TAG = (0x7FE0, 0x0010)
+_ITEM_TAG = (0xFFFE, 0xE000)
+_SEQUENCE_DELIMITER_TAG = (0xFFFE, 0xE0DD)
+# Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+
+
+def looks_like_dicom(head: bytes) -> bool:
+    """Whether the first bytes of a file look like DICOM, with or without a preamble.
+
+    Parameters
+    ----------
+    head
+        At least the first 132 bytes of the file (fewer for a very short file).
+
+    Returns
+    -------
+    bool
+        True for a PS3.10 file (``DICM`` at offset 128), or for a bare dataset starting with a
+        group 0x0002 or 0x0008 element in either byte order (files written without file meta).
+    """
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    group_le = struct.unpack("<H", head[:2])[0]
+    group_be = struct.unpack(">H", head[:2])[0]
+    return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    """A header value as text ("" when absent or unparseable); multi-values joined by ``\\``."""
+    try:
+        value = ds.get(keyword, None)
+    except Exception:  # pydicom raises various errors on malformed values; the field is optional
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return "\\".join(str(v) for v in value).strip()
+    return str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str, default: int) -> int:
+    try:
+        value = ds.get(keyword, None)
+        return default if value in (None, "") else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    except Exception:  # malformed IS/US values raise from pydicom's converters
+        return default
+
+
+def _spacing(ds: Dataset) -> tuple[float, float] | None:
+    """(row, column) spacing in mm from Pixel Spacing, else Imager Pixel Spacing; None if absent
+    or not positive."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            value = ds.get(keyword, None)
+            if value is None or len(value) != 2:
+                continue
+            row, col = float(value[0]), float(value[1])
+        except Exception:  # malformed DS values
+            continue
+        if row > 0 and col > 0 and np.isfinite(row) and np.isfinite(col):
+            return (row, col)
+    return None
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    file_meta = getattr(ds, "file_meta", None)
+    uid = file_meta.get("TransferSyntaxUID", None) if file_meta is not None else None
+    return str(uid) if uid else ""
+
+
+def _ensure_transfer_syntax(ds: Dataset) -> None:
+    """Give a dataset read without file meta a transfer syntax matching how it was parsed."""
+    if _transfer_syntax(ds):
+        return
+    is_implicit, is_little = getattr(ds, "original_encoding", (True, True))
+    if is_little is False:
+        uid = ExplicitVRBigEndian
+    elif is_implicit is False:
+        uid = ExplicitVRLittleEndian
+    else:
+        uid = ImplicitVRLittleEndian
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid
+
+
+def _probe_pixel_data(
+    fp: BinaryIO, file_size: int, is_implicit: bool, is_little: bool
+) -> tuple[bool, str]:
+    """Inspect the Pixel Data element at ``fp``'s position without decoding it.
+
+    Reads only the element header and, for encapsulated data, the 8-byte item headers
+    (PS3.5 A.4), seeking over the fragments.
+
+    Returns
+    -------
+    (present, problem)
+        ``present`` is False when the dataset ends without Pixel Data; ``problem`` describes a
+        structurally broken element ("" when it looks whole).
+    """
+    endian = "<" if is_little else ">"
+    start = fp.tell()
+    head = fp.read(8)
+    if len(head) < 8:
+        return False, ""
+    tag = struct.unpack(f"{endian}HH", head[:4])
+    if tag != _PIXEL_DATA_TAG:
+        return False, ""
+    if is_implicit:
+        length = struct.unpack(f"{endian}I", head[4:8])[0]
+    elif head[4:6] in _LONG_VRS:
+        rest = fp.read(4)
+        if len(rest) < 4:
+            return True, "pixel data truncated: the file ends inside the Pixel Data header"
+        length = struct.unpack(f"{endian}I", rest)[0]
+    else:
+        length = struct.unpack(f"{endian}H", head[6:8])[0]
+    if length != 0xFFFFFFFF:
+        end = fp.tell() + length
+        if end > file_size:
+            return True, (
+                f"pixel data truncated: the element declares {length} bytes but the file ends "
+                f"{end - file_size} bytes short"
+            )
+        return True, ""
+    # Encapsulated: a sequence of items ending in a sequence delimiter.
+    while True:
+        item = fp.read(8)
+        if len(item) < 8:
+            return True, (
+                "pixel data truncated: the file ends before the end of the encapsulated "
+                f"pixel data (started at byte {start})"
+            )
+        group, element, item_length = struct.unpack(f"{endian}HHI", item)
+        if (group, element) == _SEQUENCE_DELIMITER_TAG:
+            return True, ""
+        if (group, element) != _ITEM_TAG:
+            return True, (
+                f"pixel data malformed: expected an item tag (FFFE,E000), found "
+                f"({group:04X},{element:04X}) at byte {fp.tell() - 8}"
+            )
+        if fp.tell() + item_length > file_size:
+            return True, "pixel data truncated: a compressed fragment runs past the end of the file"
+        fp.seek(item_length, 1)
+
+
+def _meta_from_dataset(
+    path: Path, ds: Dataset, has_pixels: bool, pixel_data_error: str
+) -> RadiographMeta:
+    samples = _int(ds, "SamplesPerPixel", 1 if has_pixels else 0)
+    return RadiographMeta(
+        path=path,
+        file_format="dicom",
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        sop_uid=_text(ds, "SOPInstanceUID"),
+        accession_number=_text(ds, "AccessionNumber"),
+        patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"),
+        study_date=_text(ds, "StudyDate"),
+        modality=_text(ds, "Modality").upper(),
+        body_part=_text(ds, "BodyPartExamined"),
+        view_position=_text(ds, "ViewPosition"),
+        laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
+        series_description=_text(ds, "SeriesDescription"),
+        study_description=_text(ds, "StudyDescription"),
+        protocol_name=_text(ds, "ProtocolName"),
+        pixel_spacing_mm=_spacing(ds),
+        rows=_int(ds, "Rows", 0),
+        columns=_int(ds, "Columns", 0),
+        frames=max(1, _int(ds, "NumberOfFrames", 1)),
+        samples_per_pixel=samples,
+        photometric=_text(ds, "PhotometricInterpretation").upper(),
+        bits_stored=_int(ds, "BitsStored", 0),
+        transfer_syntax=_transfer_syntax(ds),
+        has_pixels=has_pixels,
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        pixel_data_error=pixel_data_error,
+    )
+
+
+def read_dicom_header(path: Path) -> RadiographMeta:
+    """Read the header of a DICOM file without decoding (or loading) its pixel data.
+
+    Parameters
+    ----------
+    path
+        A DICOM file, with or without preamble and file meta information.
+
+    Returns
+    -------
+    RadiographMeta
+        ``has_pixels`` tells whether a Pixel Data element follows the header;
+        ``pixel_data_error`` is set when that element is visibly truncated or malformed.
+
+    Raises
+    ------
+    ReadError
+        When the file cannot be opened or parsed as DICOM.
+    """
+    path = Path(path)
+    try:
+        file_size = path.stat().st_size
+        with path.open("rb") as fp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about non-conformant headers
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+            is_implicit, is_little = getattr(ds, "original_encoding", (True, True))
+            has_pixels, problem = _probe_pixel_data(
+                fp, file_size, is_implicit is not False, is_little is not False
+            )
+    except (InvalidDicomError, OSError, EOFError, struct.error) as err:
+        raise ReadError(path, f"cannot read DICOM header: {err}") from err
+    except Exception as err:  # pydicom raises many kinds of error on corrupt headers
+        raise ReadError(path, f"cannot read DICOM header: {type(err).__name__}: {err}") from err
+    if len(ds) == 0:
+        raise ReadError(path, "cannot read DICOM header: no data elements found")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # values are converted (and validated) on access
+        return _meta_from_dataset(path, ds, has_pixels, problem)
+
+
+def check_supported(meta: RadiographMeta) -> None:
+    """Raise unless ``meta`` describes a single-frame greyscale image with pixel data.
+
+    Raises
+    ------
+    UnsupportedImageError
+        For objects without pixel data, colour images and multi-frame images; the message
+        says what was found.
+    ReadError
+        When the pixel data element is visibly truncated or malformed.
+    """
+    if not meta.has_pixels:
+        what = f"modality {meta.modality}" if meta.modality else "no modality"
+        raise UnsupportedImageError(meta.path, f"no pixel data ({what}); expected an image")
+    if meta.pixel_data_error:
+        raise ReadError(meta.path, meta.pixel_data_error)
+    if meta.frames > 1:
+        raise UnsupportedImageError(
+            meta.path, f"multi-frame image ({meta.frames} frames); expected a single frame"
+        )
+    if meta.samples_per_pixel != 1 or meta.photometric not in GREYSCALE_PHOTOMETRIC:
+        raise UnsupportedImageError(
+            meta.path,
+            f"colour image ({meta.photometric or 'no photometric interpretation'}, "
+            f"{meta.samples_per_pixel} samples per pixel); expected MONOCHROME1 or MONOCHROME2",
+        )
+
+
+def _decode(path: Path, ds: Dataset) -> npt.NDArray[Any]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
+    except Exception as err:  # decoder plugins raise RuntimeError, ValueError, ... on bad data
+        detail = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise ReadError(
+            path, f"pixel data cannot be decoded ({type(err).__name__}: {detail})"
+        ) from err
+    if arr.ndim != 2:
+        raise UnsupportedImageError(
+            path, f"decoded pixel array has shape {arr.shape}; expected (rows, columns)"
+        )
+    return arr
+
+
+def _first(value: Any) -> float:
+    """First value of a possibly multi-valued DS element (PS3.3 C.11.2.1.2: pairs by index)."""
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return float(value[0])
+    return float(value)
+
+
+def _apply_voi_lut_sequence(
+    values: npt.NDArray[np.float64], ds: Dataset
+) -> tuple[npt.NDArray[np.float64], float, float, str]:
+    """Apply the first VOI LUT; its own output range (over every input it maps) scales it."""
+    descriptor = ds.VOILUTSequence[0].LUTDescriptor
+    entries = int(descriptor[0]) or 2**16
+    first = int(descriptor[1])
+    lut_out = np.asarray(
+        apply_voi_lut(np.arange(first, first + entries, dtype=np.int64), ds), dtype=np.float64
+    )
+    out = np.asarray(apply_voi_lut(np.rint(values).astype(np.int64), ds), dtype=np.float64)
+    return out, float(lut_out.min()), float(lut_out.max()), "VOI LUT"
+
+
+def _apply_window(
+    values: npt.NDArray[np.float64], ds: Dataset
+) -> tuple[npt.NDArray[np.float64], float, float, str]:
+    """Apply the first window; probing it with extreme inputs yields its output range exactly."""
+    with np.errstate(over="ignore"):
+        probe = np.asarray(apply_voi_lut(np.array([-1e30, 1e30]), ds, prefer_lut=False))
+        out = np.asarray(apply_voi_lut(values, ds, prefer_lut=False), dtype=np.float64)
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    how = f"window {_first(ds.WindowCenter):g}/{_first(ds.WindowWidth):g} ({function})"
+    return out, float(probe.min()), float(probe.max()), how
+
+
+def _percentile_to_unit(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], str]:
+    low_pct, high_pct = PERCENTILE_WINDOW
+    low, high = (float(v) for v in np.percentile(values, [low_pct, high_pct]))
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float64), "constant image"
+    scaled = (values - low) / (high - low)
+    return np.clip(scaled, 0.0, 1.0), f"percentile {low_pct:g}-{high_pct:g}"
+
+
+def _voi_to_unit(
+    values: npt.NDArray[np.float64], ds: Dataset
+) -> tuple[npt.NDArray[np.float64], str]:
+    """Apply the VOI LUT or window of ``ds`` and scale the result to [0, 1].
+
+    Returns the scaled values and a description of what was applied; falls back to percentile
+    windowing when the file carries no usable VOI (absent, invalid, or not fitting the data).
+    """
+    voi_seq = ds.get("VOILUTSequence", None)
+    has_lut = bool(voi_seq) and (
+        voi_seq[0].get("LUTDescriptor", None) is not None and "LUTData" in voi_seq[0]
+    )
+    has_window = all(ds.get(k, None) is not None for k in ("WindowCenter", "WindowWidth"))
+    if not (has_lut or has_window):
+        return _percentile_to_unit(values)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            apply = _apply_voi_lut_sequence if has_lut else _apply_window
+            out, low, high, how = apply(values, ds)
+    except Exception as err:  # pydicom raises ValueError/NotImplementedError on bad VOI values
+        scaled, fallback = _percentile_to_unit(values)
+        return scaled, f"VOI unusable ({err}); {fallback}"
+    if not (high > low and np.isfinite(low) and np.isfinite(high)):
+        scaled, fallback = _percentile_to_unit(values)
+        return scaled, f"{how} has an empty output range; {fallback}"
+    scaled = np.clip((out - low) / (high - low), 0.0, 1.0)
+    clipped = max(float(np.mean(scaled <= 0.0)), float(np.mean(scaled >= 1.0)))
+    if clipped > MAX_CLIPPED_FRACTION:
+        scaled, fallback = _percentile_to_unit(values)
+        return scaled, f"{how} clips {clipped:.0%} of pixels to one end, ignored; {fallback}"
+    return scaled, how
+
+
+def read_dicom(path: Path) -> Radiograph:
+    """Decode a DICOM radiograph into display values in [0, 1], bone bright.
+
+    Parameters
+    ----------
+    path
+        A single-frame greyscale DICOM image.
+
+    Returns
+    -------
+    Radiograph
+        float32 pixels of shape (Rows, Columns); ``windowing`` says which VOI step was used
+        and whether MONOCHROME1 was inverted.
+
+    Raises
+    ------
+    UnsupportedImageError
+        For objects without pixel data, colour or multi-frame images.
+    ReadError
+        When the file cannot be parsed or its pixel data cannot be decoded; the decoder's
+        error is chained.
+    """
+    path = Path(path)
+    meta = read_dicom_header(path)
+    check_supported(meta)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+    except Exception as err:  # see read_dicom_header
+        raise ReadError(path, f"cannot read DICOM file: {type(err).__name__}: {err}") from err
+    if "PixelData" not in ds:
+        raise ReadError(path, "pixel data missing or truncated after the header")
+    _ensure_transfer_syntax(ds)
+    stored = _decode(path, ds)
+    try:
+        modality_values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    except Exception as err:  # malformed Modality LUT Sequence or rescale values
+        raise ReadError(path, f"Modality LUT cannot be applied: {err}") from err
+    if not np.all(np.isfinite(modality_values)):
+        raise ReadError(path, "Modality LUT produced non-finite values")
+    display, how = _voi_to_unit(modality_values, ds)
+    if meta.photometric == "MONOCHROME1":
+        display = 1.0 - display
+        how += "; MONOCHROME1 inverted"
+        logger.debug("%s: MONOCHROME1, inverted so that bone is bright", path.name)
+    return Radiograph(pixels=display.astype(np.float32), meta=meta, windowing=how)
