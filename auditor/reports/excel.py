@@ -1,0 +1,248 @@
+"""The scan's Excel workbook, ``audit.xlsx``.
+
+Sheets: Summary (run parameters, model, operating point, device, counts, timings), Flagged queue
+(one row per flagged study in queue order, with an embedded heatmap thumbnail, empty ``Reviewer
+verdict`` (drop-down) and ``Comment`` columns for the QA team), Vertebrae (every box), Files (the
+triage accounting) and Errors (every rejected box row, reads row, image and crop). Every table has a
+frozen, styled header row, an auto filter, fitted widths; probabilities get a colour scale.
+All text goes through :func:`auditor.reports.cells.put`, so none of it can become a formula.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from openpyxl import Workbook
+from openpyxl.drawing.image import Image as XlImage
+from openpyxl.formatting.rule import ColorScaleRule
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.datavalidation import DataValidation
+from openpyxl.worksheet.worksheet import Worksheet
+
+from auditor.reports.cells import finish_table, put, write_table
+from auditor.reports.files import write_with
+from auditor.scan.results import AuditReport, StudyFinding
+
+VERDICTS = ("confirmed miss", "not a fracture", "already known", "unsure")
+THUMB_PX = 96
+PROBABILITY_FORMAT = "0.000"
+
+QUEUE_HEADERS = (
+    "Rank",
+    "Status",
+    "Priority",
+    "Heatmap",
+    "Unreported positive levels",
+    "Model positive levels",
+    "Level probabilities",
+    "Read",
+    "Impression",
+    "Patient ID",
+    "Patient name",
+    "Accession",
+    "Study date",
+    "Study",
+    "Image",
+    "Reviewer verdict",
+    "Comment",
+)
+VERTEBRA_HEADERS = (
+    "Study",
+    "Image",
+    "Level",
+    "Probability",
+    "Call",
+    "Reference label",
+    "Box row",
+    "x_min",
+    "y_min",
+    "x_max",
+    "y_max",
+    "Box source",
+    "Box confidence",
+    "Heatmap",
+    "Error",
+)
+FILE_HEADERS = (
+    "Path",
+    "Size (bytes)",
+    "Status",
+    "Reason",
+    "Scan",
+    "Modality",
+    "Body part",
+    "View position",
+    "Description",
+)
+ERROR_HEADERS = ("Source", "Row", "Item", "Reason")
+
+
+def write_excel(report: AuditReport, run_dir: Path, target: Path) -> None:
+    """Write the workbook atomically.
+
+    Parameters
+    ----------
+    report
+        The scan's findings.
+    run_dir
+        Run directory; thumbnail paths in ``report`` are relative to it.
+    target
+        Path of the ``.xlsx`` file.
+    """
+    workbook = Workbook()
+    summary = workbook.active
+    assert summary is not None
+    summary.title = "Summary"
+    _summary_sheet(summary, report)
+    _queue_sheet(workbook.create_sheet("Flagged queue"), report, run_dir)
+    _vertebra_sheet(workbook.create_sheet("Vertebrae"), report)
+    write_table(
+        workbook.create_sheet("Files"),
+        FILE_HEADERS,
+        (
+            (
+                f.path,
+                f.size,
+                f.status,
+                f.reason,
+                f.scan,
+                f.modality,
+                f.body_part,
+                f.view_position,
+                f.description,
+            )
+            for f in report.files
+        ),
+    )
+    write_table(
+        workbook.create_sheet("Errors"),
+        ERROR_HEADERS,
+        ((e.source, e.row, e.item, e.reason) for e in report.errors),
+    )
+    write_with(target, lambda tmp: workbook.save(tmp))
+
+
+def _summary_sheet(ws: Worksheet, report: AuditReport) -> None:
+    rows: list[tuple[str, object]] = list(report.summary)
+    rows += [(f"Studies: {status.value}", count) for status, count in report.status_counts]
+    write_table(ws, ("Item", "Value"), rows)
+    ws.column_dimensions["B"].width = 70
+
+
+def _probability_scale(ws: Worksheet, column: int, first_row: int, last_row: int) -> None:
+    if last_row < first_row:
+        return
+    letter = get_column_letter(column)
+    ws.conditional_formatting.add(
+        f"{letter}{first_row}:{letter}{last_row}",
+        ColorScaleRule(
+            start_type="num",
+            start_value=0,
+            start_color="FFFFFF",
+            mid_type="num",
+            mid_value=0.5,
+            mid_color="FFE699",
+            end_type="num",
+            end_value=1,
+            end_color="F8696B",
+        ),
+    )
+
+
+def _queue_row(rank: int, study: StudyFinding) -> tuple[object, ...]:
+    probabilities = "; ".join(f"{lv.level.value} {lv.probability:.3f}" for lv in study.levels)
+    return (
+        rank,
+        study.status.value,
+        round(study.flag.priority, 4),
+        "",
+        ";".join(level.value for level in study.flag.unreported_levels),
+        ";".join(level.value for level in study.flag.positive_levels),
+        probabilities,
+        study.read_text,
+        study.read.impression if study.read else "",
+        study.patient_id,
+        study.patient_name,
+        study.accession_number,
+        study.study_date,
+        study.key,
+        study.images[0] if study.images else "",
+        None,
+        None,
+    )
+
+
+def _queue_sheet(ws: Worksheet, report: AuditReport, run_dir: Path) -> None:
+    headers = QUEUE_HEADERS
+    for col, title in enumerate(headers, start=1):
+        put(ws, 1, col, title)
+    heat_col = headers.index("Heatmap") + 1
+    image_col = headers.index("Image") + 1
+    last = 1
+    for rank, study in enumerate(report.studies, start=1):
+        row = rank + 1
+        last = row
+        for col, value in enumerate(_queue_row(rank, study), start=1):
+            put(ws, row, col, value, PROBABILITY_FORMAT if headers[col - 1] == "Priority" else None)
+        if study.image_path:
+            link = ws.cell(row=row, column=image_col)
+            link.hyperlink = Path(study.image_path).as_uri()
+            link.style = "Hyperlink"
+        heatmap = _strongest_heatmap(study)
+        if heatmap and (run_dir / heatmap).is_file():
+            picture = XlImage(str(run_dir / heatmap))
+            picture.width = picture.height = THUMB_PX
+            ws.add_image(picture, f"{get_column_letter(heat_col)}{row}")
+            ws.row_dimensions[row].height = THUMB_PX * 0.75 + 4  # points
+    finish_table(ws, len(headers), 1, last)
+    ws.column_dimensions[get_column_letter(heat_col)].width = THUMB_PX / 7 + 2
+    verdict_col = get_column_letter(headers.index("Reviewer verdict") + 1)
+    comment_col = get_column_letter(headers.index("Comment") + 1)
+    ws.column_dimensions[verdict_col].width = 18
+    ws.column_dimensions[comment_col].width = 40
+    validation = DataValidation(
+        type="list",
+        formula1='"' + ",".join(VERDICTS) + '"',
+        allow_blank=True,
+        showErrorMessage=True,
+        errorTitle="Reviewer verdict",
+        error="Choose one of: " + ", ".join(VERDICTS),
+    )
+    ws.add_data_validation(validation)
+    validation.add(f"{verdict_col}2:{verdict_col}{max(last, 2) + 200}")
+    _probability_scale(ws, headers.index("Priority") + 1, 2, last)
+
+
+def _strongest_heatmap(study: StudyFinding) -> str:
+    """The heatmap of the highest-probability unreported level (or positive level)."""
+    wanted = set(study.flag.unreported_levels) or set(study.flag.positive_levels)
+    candidates = [lv for lv in study.levels if lv.level in wanted and lv.heatmap]
+    if not candidates:
+        return ""
+    return max(candidates, key=lambda lv: lv.probability).heatmap
+
+
+def _vertebra_sheet(ws: Worksheet, report: AuditReport) -> None:
+    last = write_table(
+        ws,
+        VERTEBRA_HEADERS,
+        (
+            (
+                v.study,
+                v.image,
+                v.level.value,
+                None if v.probability is None else round(v.probability, 4),
+                "" if v.probability is None else ("positive" if v.positive else "negative"),
+                {None: "", 1: "fracture", 0: "no_fracture"}.get(v.reference_label, ""),
+                v.box_row,
+                *(round(c, 1) for c in v.box),
+                v.box_source,
+                v.box_confidence,
+                v.heatmap,
+                v.error,
+            )
+            for v in report.vertebrae
+        ),
+        number_formats={"Probability": PROBABILITY_FORMAT},
+    )
+    _probability_scale(ws, VERTEBRA_HEADERS.index("Probability") + 1, 2, last)

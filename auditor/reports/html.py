@@ -1,0 +1,213 @@
+"""The scan's self-contained HTML report, ``audit.html``.
+
+data (:class:`~auditor.scan.results.AuditReport`) -> context (this module) -> template
+(``templates/audit.html.j2`` extending ``base.html.j2``, autoescape on) -> one file written
+atomically. The page works offline: CSS and JavaScript are inline, images are base64 data URIs, and
+its Content-Security-Policy forbids any fetch.
+
+It stays openable for a big archive: images are embedded only for the first ``embed_limit`` studies
+of the flagged queue (later ones link to the JPEG files in ``thumbnails/`` beside the report), and
+the vertebra, file and error tables show at most ``table_limit`` rows each (the most suspicious
+vertebrae first), with a note pointing at ``audit.xlsx`` and ``findings.csv`` for the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from auditor.reports.files import write_text_atomic
+from auditor.resources import resource_dir
+from auditor.scan.flags import StudyStatus
+from auditor.scan.results import AuditReport, StudyFinding, VertebraFinding
+from auditor.vocab import Level
+
+DEFAULT_EMBED_LIMIT = 200
+DEFAULT_TABLE_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class _StatusLabel:
+    label: str
+    css: str
+
+
+def template_environment(templates: Path | None = None) -> Environment:
+    """A Jinja environment over the shipped templates, with autoescape always on."""
+    folder = templates if templates is not None else resource_dir("templates")
+    return Environment(
+        loader=FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _css(status: StudyStatus) -> str:
+    return "status-" + "".join(c if c.isalnum() else "-" for c in status.value).replace("--", "-")
+
+
+def _data_uri(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _queue_row(rank: int, study: StudyFinding, run_dir: Path, embed: bool) -> dict[str, Any]:
+    heatmaps = []
+    for lv in study.levels:
+        if not lv.heatmap:
+            continue
+        heatmaps.append(
+            {
+                "level": lv.level.value,
+                "probability": lv.probability,
+                "src": _data_uri(run_dir / lv.heatmap) if embed else "",
+                "link": "" if embed else lv.heatmap,
+            }
+        )
+    radiograph = study.radiograph
+    return {
+        "rank": rank,
+        "status": study.status.value,
+        "status_rank": study.status.rank,
+        "status_class": _css(study.status),
+        "priority": study.flag.priority,
+        "max_probability": study.max_probability,
+        "levels": " ".join(level.value for level in study.flag.positive_levels),
+        "unreported": ";".join(level.value for level in study.flag.unreported_levels),
+        "level_probs": [
+            {"level": lv.level.value, "probability": lv.probability, "positive": lv.positive}
+            for lv in study.levels
+        ],
+        "read": study.read_text,
+        "impression": study.read.impression if study.read else "",
+        "patient_id": study.patient_id,
+        "patient_name": study.patient_name,
+        "accession": study.accession_number,
+        "study_date": study.study_date,
+        "key": study.key,
+        "image": study.images[0] if study.images else "",
+        "radiograph_src": _data_uri(run_dir / radiograph) if (embed and radiograph) else "",
+        "radiograph_link": "" if embed else radiograph,
+        "heatmaps": heatmaps,
+    }
+
+
+def _vertebra_row(v: VertebraFinding) -> dict[str, Any]:
+    if v.probability is None:
+        call, probability, prob_sort = "error", "", "-1"
+    else:
+        call = "positive" if v.positive else "negative"
+        probability, prob_sort = f"{v.probability:.3f}", f"{v.probability:.6f}"
+    return {
+        "study": v.study,
+        "image": v.image,
+        "level": v.level.value,
+        "probability": probability,
+        "prob_sort": prob_sort,
+        "call": call,
+        "status": v.study_status.value,
+        "reported": {None: "", True: "yes", False: "no"}[v.reported],
+        "box": "({:.0f}, {:.0f})-({:.0f}, {:.0f})".format(*v.box),
+        "source": v.box_source + ("" if v.box_confidence is None else f" ({v.box_confidence:.2f})"),
+        "error": v.error,
+    }
+
+
+def _cap_note(shown: int, total: int, where: str) -> str:
+    if shown >= total:
+        return ""
+    return f"Showing {shown} of {total} rows; the full table is in {where}."
+
+
+def build_context(
+    report: AuditReport,
+    run_dir: Path,
+    embed_limit: int = DEFAULT_EMBED_LIMIT,
+    table_limit: int = DEFAULT_TABLE_LIMIT,
+) -> dict[str, Any]:
+    """Turn the report into the template's context (plain values; the template escapes them)."""
+    queue = [
+        _queue_row(rank, study, run_dir, embed=rank <= embed_limit)
+        for rank, study in enumerate(report.studies, start=1)
+    ]
+    # The most suspicious vertebrae first, so a capped table still shows what matters.
+    ranked = sorted(
+        report.vertebrae,
+        key=lambda v: (
+            -(v.probability if v.probability is not None else 2.0),
+            v.study,
+            v.image,
+            v.level.order,
+        ),
+    )
+    n_embedded = min(embed_limit, len(report.studies))
+    queue_note = ""
+    if n_embedded < len(report.studies):
+        queue_note = (
+            f"Images are embedded for the first {n_embedded} studies; the others link to the "
+            "files in thumbnails/ beside this report (keep the folder with the report)."
+        )
+    return {
+        "title": report.title,
+        "subtitle": f"{len(report.studies)} flagged studies; {len(report.vertebrae)} vertebrae",
+        "summary": list(report.summary),
+        "status_counts": [
+            (_StatusLabel(status.value, _css(status)), count)
+            for status, count in report.status_counts
+        ],
+        "threshold": report.threshold,
+        "queue": queue,
+        "queue_note": queue_note,
+        "flag_statuses": [status.value for status in StudyStatus if status.flagged],
+        "all_statuses": [status.value for status in StudyStatus],
+        "levels": [level.value for level in Level],
+        "vertebrae": [_vertebra_row(v) for v in ranked[:table_limit]],
+        "n_vertebrae": len(report.vertebrae),
+        "vertebra_note": _cap_note(
+            min(table_limit, len(ranked)), len(ranked), "audit.xlsx (Vertebrae) and findings.csv"
+        ),
+        "files": list(report.files[:table_limit]),
+        "n_files": len(report.files),
+        "file_note": _cap_note(
+            min(table_limit, len(report.files)), len(report.files), "audit.xlsx (Files)"
+        ),
+        "errors": list(report.errors[:table_limit]),
+        "n_errors": len(report.errors),
+        "error_note": _cap_note(
+            min(table_limit, len(report.errors)), len(report.errors), "audit.xlsx (Errors)"
+        ),
+    }
+
+
+def write_html(
+    report: AuditReport,
+    run_dir: Path,
+    target: Path,
+    embed_limit: int = DEFAULT_EMBED_LIMIT,
+    table_limit: int = DEFAULT_TABLE_LIMIT,
+) -> None:
+    """Render ``audit.html.j2`` for ``report`` and write it atomically to ``target``.
+
+    Parameters
+    ----------
+    report
+        The scan's findings.
+    run_dir
+        Run directory; thumbnail paths in ``report`` are relative to it.
+    target
+        Path of the HTML file (normally ``run_dir / "audit.html"``).
+    embed_limit
+        Number of flagged studies whose images are embedded.
+    table_limit
+        Most rows shown in each of the vertebra, file and error tables.
+    """
+    context = build_context(report, run_dir, embed_limit, table_limit)
+    html = template_environment().get_template("audit.html.j2").render(**context)
+    write_text_atomic(target, html)
