@@ -52,6 +52,7 @@ windowing is used instead."""
 
 GREYSCALE_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
 
+_IDENTIFYING_KEYWORDS = ("SOPClassUID", "StudyInstanceUID", "Modality", "Rows")
 _PIXEL_DATA_TAG = (0x7FE0, 0x0010)
 _ITEM_TAG = (0xFFFE, 0xE000)
 _SEQUENCE_DELIMITER_TAG = (0xFFFE, 0xE0DD)
@@ -273,6 +274,13 @@ def read_dicom_header(path: Path) -> RadiographMeta:
         raise ReadError(path, f"cannot read DICOM header: {type(err).__name__}: {err}") from err
     if len(ds) == 0:
         raise ReadError(path, "cannot read DICOM header: no data elements found")
+    if not _transfer_syntax(ds) and not any(k in ds for k in _IDENTIFYING_KEYWORDS):
+        # A forced parse of bytes that merely start like a bare dataset yields junk elements.
+        raise ReadError(
+            path,
+            "cannot read DICOM header: no file meta and none of SOP Class UID, Study Instance "
+            "UID, Modality or Rows; not a recognisable DICOM dataset",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # values are converted (and validated) on access
         return _meta_from_dataset(path, ds, has_pixels, problem)

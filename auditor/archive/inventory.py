@@ -1,0 +1,290 @@
+"""Account for every file of an archive: one :class:`FileRecord` per entry, streamed.
+
+Public API (what ``tlaudit inventory`` and ``tlaudit scan`` call)::
+
+    from auditor.archive.inventory import inventory, summarise, write_accounting_csv
+    from auditor.archive.triage import TriageRules
+
+    records = inventory(root, TriageRules())        # lazy Iterator[FileRecord], sorted by path
+    summary = write_accounting_csv(records, out)    # writes the CSV, returns InventorySummary
+    # or: summary = summarise(records)              # count without writing
+    candidates = [r for r in inventory(root, rules) if r.status is FileStatus.CANDIDATE]
+    # r.meta is the RadiographMeta of every file whose header was read (always for candidates)
+
+Each file's header is read once (DICOM with ``stop_before_pixels``); pixels are decoded only for
+candidates and only when ``verify_pixels=True``, never for skipped files. Bad files become rows
+with a reason; nothing here raises for a single file. ``summary.total`` always equals the number
+of rows, and the status and reason counts each add up to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from auditor.archive.triage import Reason, TriageDecision, TriageRules, triage_header
+from auditor.archive.walk import WalkEntry, WalkIssue, walk_archive
+from auditor.errors import ReadError, UnsupportedImageError
+from auditor.io.radiograph import RadiographMeta, read_header, read_radiograph, sniff_format
+from auditor.reports.cells import csv_safe
+from auditor.reports.files import atomic_path
+from auditor.vocab import FileStatus
+
+logger = logging.getLogger(__name__)
+
+_WALK_REASONS: Mapping[WalkIssue, tuple[FileStatus, Reason]] = MappingProxyType(
+    {
+        WalkIssue.LINK_OUTSIDE_ROOT: (FileStatus.SKIPPED, Reason.SYMLINK_OUTSIDE),
+        WalkIssue.LINK_LOOP: (FileStatus.SKIPPED, Reason.SYMLINK_LOOP),
+        WalkIssue.LINK_INSIDE_ROOT: (FileStatus.SKIPPED, Reason.SYMLINK_ALIAS),
+        WalkIssue.BROKEN_LINK: (FileStatus.SKIPPED, Reason.BROKEN_SYMLINK),
+        WalkIssue.SPECIAL_FILE: (FileStatus.SKIPPED, Reason.SPECIAL_FILE),
+        WalkIssue.UNLISTABLE_DIRECTORY: (FileStatus.UNREADABLE, Reason.CANNOT_OPEN),
+        WalkIssue.UNSTATABLE: (FileStatus.UNREADABLE, Reason.CANNOT_OPEN),
+    }
+)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """The accounting row of one archive entry.
+
+    Attributes
+    ----------
+    path
+        Path as found under the root.
+    relpath
+        Archive-relative POSIX path (the key box files and reports use).
+    size
+        Bytes.
+    status
+        candidate / skipped / unreadable.
+    reason
+        Countable reason (:class:`~auditor.archive.triage.Reason`).
+    detail
+        What decided, in words, naming the header values or the error.
+    meta
+        The header when it was read (always for candidates), else None.
+    """
+
+    path: Path
+    relpath: str
+    size: int
+    status: FileStatus
+    reason: Reason
+    detail: str
+    meta: RadiographMeta | None = None
+
+
+def _from_decision(entry: WalkEntry, meta: RadiographMeta, decision: TriageDecision) -> FileRecord:
+    return FileRecord(
+        entry.path,
+        entry.relpath,
+        entry.size,
+        decision.status,
+        decision.reason,
+        decision.detail,
+        meta,
+    )
+
+
+def classify(entry: WalkEntry, rules: TriageRules, *, verify_pixels: bool = False) -> FileRecord:
+    """Turn one walked entry into its accounting row (never raises for a bad file).
+
+    Parameters
+    ----------
+    entry
+        From :func:`auditor.archive.walk.walk_archive`.
+    rules
+        Triage rules.
+    verify_pixels
+        Decode a candidate's pixels to prove it readable (a failure makes it unreadable).
+    """
+    if entry.issue is not None:
+        status, reason = _WALK_REASONS[entry.issue]
+        return FileRecord(entry.path, entry.relpath, entry.size, status, reason, entry.detail)
+    if rules.files is not None and entry.relpath not in rules.files:
+        # Decided by the list alone: no need to open the file.
+        return FileRecord(
+            entry.path,
+            entry.relpath,
+            entry.size,
+            FileStatus.SKIPPED,
+            Reason.NOT_LISTED,
+            "not listed",
+        )
+
+    def row(status: FileStatus, reason: Reason, detail: str) -> FileRecord:
+        return FileRecord(entry.path, entry.relpath, entry.size, status, reason, detail)
+
+    try:
+        if sniff_format(entry.path) is None:
+            return row(FileStatus.SKIPPED, Reason.NOT_AN_IMAGE, "not DICOM, PNG, JPEG or TIFF")
+        meta = read_header(entry.path)
+    except UnsupportedImageError as err:
+        return row(FileStatus.SKIPPED, Reason.NOT_AN_IMAGE, err.reason)
+    except ReadError as err:
+        reason = (
+            Reason.CANNOT_OPEN if err.reason.startswith("cannot open") else Reason.UNREADABLE_HEADER
+        )
+        return row(FileStatus.UNREADABLE, reason, err.reason)
+    decision = triage_header(meta, entry.relpath, rules)
+    if verify_pixels and decision.status is FileStatus.CANDIDATE:
+        try:
+            read_radiograph(entry.path)
+        except UnsupportedImageError as err:
+            decision = TriageDecision(FileStatus.SKIPPED, Reason.NOT_AN_IMAGE, err.reason)
+        except ReadError as err:
+            decision = TriageDecision(FileStatus.UNREADABLE, Reason.UNDECODABLE, err.reason)
+    return _from_decision(entry, meta, decision)
+
+
+def inventory(
+    root: Path | str, rules: TriageRules | None = None, *, verify_pixels: bool = False
+) -> Iterator[FileRecord]:
+    """Walk ``root`` and yield one accounting row per entry, lazily, in sorted path order.
+
+    Parameters
+    ----------
+    root
+        Archive folder.
+    rules
+        Triage rules (default :class:`TriageRules()`: lateral TL-spine CR/DX/RG views).
+    verify_pixels
+        Also decode each candidate's pixels (slower; skipped files are never decoded).
+
+    Yields
+    ------
+    FileRecord
+
+    Raises
+    ------
+    NotADirectoryError
+        When ``root`` is not a directory (raised on the first ``next()``).
+    """
+    rules = rules or TriageRules()
+    for entry in walk_archive(root):
+        record = classify(entry, rules, verify_pixels=verify_pixels)
+        logger.debug("%s: %s (%s)", record.relpath, record.status, record.reason)
+        yield record
+
+
+@dataclass(frozen=True)
+class InventorySummary:
+    """Counts over an inventory: ``total`` rows, by status and by (status, reason)."""
+
+    total: int
+    by_status: Mapping[FileStatus, int]
+    by_reason: Mapping[tuple[FileStatus, Reason], int]
+    bytes_total: int = 0
+    unmatched_listed: tuple[str, ...] = field(default=())
+
+    @property
+    def readable(self) -> int:
+        """Rows that were read (everything but unreadable)."""
+        return self.total - self.by_status.get(FileStatus.UNREADABLE, 0)
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.status: Counter[FileStatus] = Counter()
+        self.reason: Counter[tuple[FileStatus, Reason]] = Counter()
+        self.bytes = 0
+        self.seen: set[str] = set()
+
+    def add(self, record: FileRecord, keep_path: bool) -> None:
+        self.status[record.status] += 1
+        self.reason[(record.status, record.reason)] += 1
+        self.bytes += record.size
+        if keep_path:
+            self.seen.add(record.relpath)
+
+    def result(self, rules: TriageRules | None) -> InventorySummary:
+        listed = rules.files if rules is not None and rules.files is not None else frozenset()
+        return InventorySummary(
+            total=sum(self.status.values()),
+            by_status=MappingProxyType({s: self.status.get(s, 0) for s in FileStatus}),
+            by_reason=MappingProxyType(dict(sorted(self.reason.items(), key=lambda kv: -kv[1]))),
+            bytes_total=self.bytes,
+            unmatched_listed=tuple(sorted(listed - self.seen)),
+        )
+
+
+def summarise(records: Iterable[FileRecord], rules: TriageRules | None = None) -> InventorySummary:
+    """Count records by status and reason (consumes ``records``).
+
+    Parameters
+    ----------
+    records
+        Accounting rows.
+    rules
+        When given with a files list, listed paths that matched no row are reported in
+        ``unmatched_listed``.
+    """
+    tally = _Tally()
+    keep = rules is not None and rules.files is not None
+    for record in records:
+        tally.add(record, keep)
+    return tally.result(rules)
+
+
+CSV_COLUMNS = (
+    "path", "size_bytes", "status", "reason", "detail", "file_format", "modality", "body_part",
+    "view_position", "image_laterality", "series_description", "study_description",
+    "protocol_name", "rows", "columns", "photometric", "bits_stored", "frames",
+    "transfer_syntax", "accession_number", "study_uid", "sop_instance_uid",
+)  # fmt: skip
+"""Columns of the accounting CSV, in order."""
+
+
+def _csv_row(record: FileRecord) -> list[object]:
+    meta = record.meta
+    header: list[object] = ["" for _ in CSV_COLUMNS[5:]]
+    if meta is not None:
+        header = [
+            meta.file_format, meta.modality, meta.body_part, meta.view_position, meta.laterality,
+            meta.series_description, meta.study_description, meta.protocol_name, meta.rows,
+            meta.columns, meta.photometric, meta.bits_stored, meta.frames, meta.transfer_syntax,
+            meta.accession_number, meta.study_uid, meta.sop_uid,
+        ]  # fmt: skip
+    values = [record.relpath, record.size, record.status, record.reason, record.detail, *header]
+    return [csv_safe(v) for v in values]
+
+
+def write_accounting_csv(
+    records: Iterable[FileRecord], path: Path | str, rules: TriageRules | None = None
+) -> InventorySummary:
+    """Write one CSV row per record (streaming) and return the counts.
+
+    The file is UTF-8 with a header row (:data:`CSV_COLUMNS`); header text that a spreadsheet
+    would read as a formula is prefixed with an apostrophe. It is written to a temporary file
+    and moved into place, so a crash never leaves a partial table.
+
+    Parameters
+    ----------
+    records
+        Accounting rows, e.g. ``inventory(root, rules)``.
+    path
+        Output CSV path (parent folders are created).
+    rules
+        Passed to the summary (see :func:`summarise`).
+
+    Returns
+    -------
+    InventorySummary
+        Counts over exactly the rows written.
+    """
+    tally = _Tally()
+    keep = rules is not None and rules.files is not None
+    with atomic_path(Path(path)) as tmp, tmp.open("w", encoding="utf-8", newline="") as fp:
+        writer = csv.writer(fp)
+        writer.writerow(CSV_COLUMNS)
+        for record in records:
+            writer.writerow(_csv_row(record))
+            tally.add(record, keep)
+    return tally.result(rules)

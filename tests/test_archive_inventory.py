@@ -1,0 +1,130 @@
+"""Inventory over a mixed archive: every file one row, counts that add up, bad files as rows."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _io_factory import make_dicom
+from PIL import Image
+
+from auditor.archive.inventory import (
+    CSV_COLUMNS,
+    inventory,
+    summarise,
+    write_accounting_csv,
+)
+from auditor.archive.triage import Reason, TriageRules
+from auditor.io.radiograph import read_radiograph
+from auditor.vocab import FileStatus
+
+
+def _mixed_archive(tmp_path: Path) -> Path:
+    root = tmp_path / "archive"
+    good = root / "2019" / "patient1"
+    make_dicom(good / "lat.dcm", body_part="LSPINE", view="LL")
+    make_dicom(good / "ap.dcm", body_part="LSPINE", view="AP")
+    make_dicom(good / "kw", modality="CR", body_part=None, view=None,
+               series_description="LWS seitlich", file_meta=False)  # fmt: skip
+    make_dicom(root / "2019" / "patient2" / "chest.dcm", body_part="CHEST", view="PA",
+               series_description="=HYPERLINK(\"http://x\")")  # fmt: skip
+    make_dicom(root / "foreign" / "ct.dcm", modality="CT", body_part="LSPINE", view=None)
+    make_dicom(root / "foreign" / "sr.dcm", modality="SR", with_pixels=False)
+    make_dicom(root / "foreign" / "rgb.dcm", samples=3, photometric="RGB",
+               pixels=np.zeros((8, 8, 3), np.uint8), bits_stored=8)  # fmt: skip
+    truncated = make_dicom(root / "broken" / "cut.dcm", body_part="LSPINE", view="LL")
+    truncated.write_bytes(truncated.read_bytes()[:-500])
+    (root / "broken" / "garbage.dcm").write_bytes(b"\x08\x00" + bytes(range(256)) * 4)
+    (root / "broken" / "empty.dcm").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image")
+    export = root / "exports" / "LWS"
+    export.mkdir(parents=True)
+    Image.fromarray(np.full((20, 10), 128, np.uint8)).save(export / "case3_seitlich.png")
+    outside = tmp_path / "outside"
+    make_dicom(outside / "other_patient.dcm", body_part="LSPINE", view="LL")
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "2019" / "loop").symlink_to(root, target_is_directory=True)
+    return root
+
+
+def test_every_file_one_row_and_counts_add_up(tmp_path: Path):
+    root = _mixed_archive(tmp_path)
+    records = list(inventory(root, TriageRules()))
+    files_found = sum(1 for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    assert len(records) == files_found == len({r.relpath for r in records})
+    summary = summarise(records)
+    assert summary.total == len(records)
+    assert sum(summary.by_status.values()) == summary.total
+    assert sum(summary.by_reason.values()) == summary.total
+
+    by_path = {r.relpath: (r.status, r.reason) for r in records}
+    assert by_path == {
+        "2019/loop": (FileStatus.SKIPPED, Reason.SYMLINK_LOOP),
+        "2019/patient1/ap.dcm": (FileStatus.SKIPPED, Reason.FRONTAL_VIEW),
+        "2019/patient1/kw": (FileStatus.CANDIDATE, Reason.LATERAL_TL),
+        "2019/patient1/lat.dcm": (FileStatus.CANDIDATE, Reason.LATERAL_TL),
+        "2019/patient2/chest.dcm": (FileStatus.SKIPPED, Reason.OTHER_BODY_PART),
+        "broken/cut.dcm": (FileStatus.UNREADABLE, Reason.BROKEN_PIXEL_DATA),
+        "broken/empty.dcm": (FileStatus.SKIPPED, Reason.NOT_AN_IMAGE),
+        "broken/garbage.dcm": (FileStatus.UNREADABLE, Reason.UNREADABLE_HEADER),
+        "escape": (FileStatus.SKIPPED, Reason.SYMLINK_OUTSIDE),
+        "exports/LWS/case3_seitlich.png": (FileStatus.CANDIDATE, Reason.LATERAL_TL),
+        "foreign/ct.dcm": (FileStatus.SKIPPED, Reason.NOT_RADIOGRAPH),
+        "foreign/rgb.dcm": (FileStatus.SKIPPED, Reason.COLOUR),
+        "foreign/sr.dcm": (FileStatus.SKIPPED, Reason.NO_PIXEL_DATA),
+        "notes.txt": (FileStatus.SKIPPED, Reason.NOT_AN_IMAGE),
+    }
+    candidate = next(r for r in records if r.relpath == "2019/patient1/lat.dcm")
+    assert candidate.meta is not None and candidate.meta.view_position == "LL"
+
+
+def test_skipped_files_are_never_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = _mixed_archive(tmp_path)
+    decoded: list[str] = []
+
+    def spy(path):
+        decoded.append(Path(path).name)
+        return read_radiograph(path)
+
+    monkeypatch.setattr("auditor.archive.inventory.read_radiograph", spy)
+    list(inventory(root, TriageRules()))
+    assert decoded == []
+    records = list(inventory(root, TriageRules(), verify_pixels=True))
+    assert sorted(decoded) == ["case3_seitlich.png", "kw", "lat.dcm"]
+    assert sum(r.status is FileStatus.CANDIDATE for r in records) == 3
+
+
+def test_forced_candidates_that_fail_to_decode_become_unreadable(tmp_path: Path):
+    root = _mixed_archive(tmp_path)
+    listed = frozenset({"broken/cut.dcm", "foreign/ct.dcm", "2019/patient1/ap.dcm", "absent.dcm"})
+    rules = TriageRules(files=listed)
+    summary = write_accounting_csv(
+        inventory(root, rules, verify_pixels=True), tmp_path / "acc.csv", rules
+    )
+    rows = {r["path"]: r for r in csv.DictReader((tmp_path / "acc.csv").open(encoding="utf-8"))}
+    assert rows["foreign/ct.dcm"]["status"] == "candidate"
+    assert rows["2019/patient1/ap.dcm"]["reason"] == "listed in the files list"
+    assert rows["broken/cut.dcm"]["status"] == "unreadable"
+    assert rows["2019/patient1/lat.dcm"]["reason"] == "not in the files list"
+    assert summary.unmatched_listed == ("absent.dcm",)
+    assert summary.by_status[FileStatus.CANDIDATE] == 2
+
+
+def test_accounting_csv_round_trip(tmp_path: Path):
+    root = _mixed_archive(tmp_path)
+    out = tmp_path / "reports" / "accounting.csv"
+    summary = write_accounting_csv(inventory(root), out)
+    with out.open(encoding="utf-8", newline="") as fp:
+        reader = csv.DictReader(fp)
+        assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+        rows = list(reader)
+    assert len(rows) == summary.total == 14
+    counts = {s: sum(r["status"] == s.value for r in rows) for s in FileStatus}
+    assert counts == dict(summary.by_status)
+    chest = next(r for r in rows if r["path"] == "2019/patient2/chest.dcm")
+    assert chest["series_description"].startswith("'=HYPERLINK")  # neutralised formula
+    assert chest["modality"] == "DX" and chest["body_part"] == "CHEST"
+    assert int(chest["size_bytes"]) == (root / "2019/patient2/chest.dcm").stat().st_size
+    assert not list(out.parent.glob(".*tmp*"))  # atomic write leaves no temporary file
