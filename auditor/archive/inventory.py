@@ -7,6 +7,7 @@ Public API (what ``tlaudit inventory`` and ``tlaudit scan`` call)::
 
     records = inventory(root, TriageRules())        # lazy Iterator[FileRecord], sorted by path
     summary = write_accounting_csv(records, out)    # writes the CSV, returns InventorySummary
+    summary = take_inventory(root, rules, out)      # the two above in one call (tlaudit inventory)
     # or: summary = summarise(records)              # count without writing
     candidates = [r for r in inventory(root, rules) if r.status is FileStatus.CANDIDATE]
     # r.meta is the RadiographMeta of every file whose header was read (always for candidates)
@@ -22,7 +23,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -288,3 +289,40 @@ def write_accounting_csv(
             writer.writerow(_csv_row(record))
             tally.add(record, keep)
     return tally.result(rules)
+
+
+def take_inventory(
+    root: Path | str,
+    rules: TriageRules,
+    out_csv: Path | str,
+    *,
+    verify_pixels: bool = False,
+    on_record: Callable[[FileRecord], None] | None = None,
+) -> InventorySummary:
+    """Walk ``root``, triage every file and write the accounting CSV (``tlaudit inventory``).
+
+    Parameters
+    ----------
+    root
+        Archive folder.
+    rules
+        Triage rules.
+    out_csv
+        Accounting CSV to write (see :func:`write_accounting_csv`).
+    verify_pixels
+        Decode candidates' pixels to prove them readable.
+    on_record
+        Called with each row as it is produced (progress display).
+
+    Returns
+    -------
+    InventorySummary
+    """
+
+    def rows() -> Iterator[FileRecord]:
+        for record in inventory(root, rules, verify_pixels=verify_pixels):
+            if on_record is not None:
+                on_record(record)
+            yield record
+
+    return write_accounting_csv(rows(), out_csv, rules)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from auditor import __version__
+from auditor.cli.inventory import inventory_command
 from auditor.errors import TlauditError, UsageError
 
 app = typer.Typer(
@@ -57,6 +58,7 @@ def _root(
 
 # Commands are registered here, one module each.
 # (Commands that are not built yet do not exist.)
+app.command("inventory")(inventory_command)
 
 
 def main() -> None:

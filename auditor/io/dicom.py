@@ -23,9 +23,11 @@ guess (implicit VR little endian in practice) so that the pixel data can be deco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -58,6 +60,24 @@ _ITEM_TAG = (0xFFFE, 0xE000)
 _SEQUENCE_DELIMITER_TAG = (0xFFFE, 0xE0DD)
 # Explicit VRs whose length field is 4 bytes after 2 reserved bytes (PS3.5 7.1.2).
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+
+
+@contextlib.contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's complaints about non-conformant values while reading one file.
+
+    pydicom reports each through both a warning and its logger; old archives are full of them
+    and they say nothing a QA reviewer can act on. Real read failures still raise.
+    """
+    pydicom_logger = logging.getLogger("pydicom")
+    level = pydicom_logger.level
+    pydicom_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pydicom_logger.setLevel(level)
 
 
 def looks_like_dicom(head: bytes) -> bool:
@@ -261,8 +281,7 @@ def read_dicom_header(path: Path) -> RadiographMeta:
     path = Path(path)
     try:
         file_size = path.stat().st_size
-        with path.open("rb") as fp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns about non-conformant headers
+        with path.open("rb") as fp, _quiet_pydicom():
             ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
             is_implicit, is_little = getattr(ds, "original_encoding", (True, True))
             has_pixels, problem = _probe_pixel_data(
@@ -281,8 +300,7 @@ def read_dicom_header(path: Path) -> RadiographMeta:
             "cannot read DICOM header: no file meta and none of SOP Class UID, Study Instance "
             "UID, Modality or Rows; not a recognisable DICOM dataset",
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # values are converted (and validated) on access
+    with _quiet_pydicom():  # values are converted (and validated) on access
         return _meta_from_dataset(path, ds, has_pixels, problem)
 
 
@@ -316,8 +334,7 @@ def check_supported(meta: RadiographMeta) -> None:
 
 def _decode(path: Path, ds: Dataset) -> npt.NDArray[Any]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet_pydicom():
             arr = ds.pixel_array
     except Exception as err:  # decoder plugins raise RuntimeError, ValueError, ... on bad data
         detail = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
@@ -391,8 +408,7 @@ def _voi_to_unit(
     if not (has_lut or has_window):
         return _percentile_to_unit(values)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet_pydicom():
             apply = _apply_voi_lut_sequence if has_lut else _apply_window
             out, low, high, how = apply(values, ds)
     except Exception as err:  # pydicom raises ValueError/NotImplementedError on bad VOI values
@@ -435,8 +451,7 @@ def read_dicom(path: Path) -> Radiograph:
     meta = read_dicom_header(path)
     check_supported(meta)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet_pydicom():
             ds = pydicom.dcmread(path, force=True)
     except Exception as err:  # see read_dicom_header
         raise ReadError(path, f"cannot read DICOM file: {type(err).__name__}: {err}") from err

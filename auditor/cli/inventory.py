@@ -1,0 +1,127 @@
+"""``tlaudit inventory``: account for every file of an archive and triage it (thin command)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from auditor.archive.inventory import FileRecord, InventorySummary, take_inventory
+from auditor.cli.triage_options import (
+    AcceptBlankBodyPart,
+    AcceptBlankView,
+    BodyPartKeywords,
+    FilesList,
+    IncludeAllRadiographs,
+    LateralKeywords,
+    Modalities,
+    build_rules,
+)
+from auditor.errors import TlauditError
+from auditor.vocab import FileStatus
+
+_STATUS_STYLE = {
+    FileStatus.CANDIDATE: "green",
+    FileStatus.SKIPPED: "yellow",
+    FileStatus.UNREADABLE: "red",
+}
+
+
+def inventory_command(
+    archive: Annotated[
+        Path,
+        typer.Argument(exists=True, file_okay=False, dir_okay=True, help="Archive folder to walk."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", dir_okay=False, help="Accounting CSV to write."),
+    ] = Path("accounting.csv"),
+    verify_pixels: Annotated[
+        bool,
+        typer.Option(
+            "--verify-pixels",
+            help="Also decode each candidate's pixels (skipped files are never decoded).",
+        ),
+    ] = False,
+    include_all_radiographs: IncludeAllRadiographs = False,
+    accept_blank_view: AcceptBlankView = False,
+    accept_blank_body_part: AcceptBlankBodyPart = False,
+    modality: Modalities = None,
+    body_part_keyword: BodyPartKeywords = None,
+    lateral_keyword: LateralKeywords = None,
+    files: FilesList = None,
+) -> None:
+    """Walk ARCHIVE, triage every file from its header, and write one CSV row per file."""
+    rules = build_rules(
+        include_all_radiographs=include_all_radiographs,
+        accept_blank_view=accept_blank_view,
+        accept_blank_body_part=accept_blank_body_part,
+        modality=modality,
+        body_part_keyword=body_part_keyword,
+        lateral_keyword=lateral_keyword,
+        files=files,
+    )
+    console = Console()
+    started = time.perf_counter()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.completed} files"),
+        TextColumn("[dim]{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=None)
+
+        def on_record(record: FileRecord) -> None:
+            progress.update(task, advance=1, description=escape(record.relpath[-60:]))
+
+        summary = take_inventory(
+            archive, rules, out, verify_pixels=verify_pixels, on_record=on_record
+        )
+    elapsed = time.perf_counter() - started
+    _print_summary(console, archive, out, summary, elapsed)
+    if summary.total == 0:
+        raise TlauditError(f"{archive} holds no files")
+    if summary.readable == 0:
+        raise TlauditError(f"nothing under {archive} could be read ({summary.total} entries)")
+
+
+def _print_summary(
+    console: Console, archive: Path, out: Path, summary: InventorySummary, elapsed: float
+) -> None:
+    table = Table(title=f"Inventory of {escape(str(archive))}", title_justify="left")
+    table.add_column("status")
+    table.add_column("reason")
+    table.add_column("files", justify="right")
+    for status in FileStatus:
+        style = _STATUS_STYLE[status]
+        table.add_row(
+            f"[bold {style}]{status}[/]", "[bold]all[/]", f"[bold]{summary.by_status[status]}[/]"
+        )
+        for (row_status, reason), count in summary.by_reason.items():
+            if row_status is status:
+                table.add_row("", escape(str(reason)), str(count))
+    table.add_section()
+    table.add_row("[bold]total[/]", "", f"[bold]{summary.total}[/]")
+    console.print(table)
+    megabytes = summary.bytes_total / 1e6
+    console.print(
+        f"{summary.total} files ({megabytes:.1f} MB) in {elapsed:.2f} s; "
+        f"accounting table: {escape(str(out))}",
+        highlight=False,
+    )
+    if summary.unmatched_listed:
+        shown = ", ".join(summary.unmatched_listed[:5])
+        more = len(summary.unmatched_listed) - 5
+        console.print(
+            f"[yellow]{len(summary.unmatched_listed)} listed path(s) not found in the archive:[/] "
+            f"{escape(shown)}{f' and {more} more' if more > 0 else ''}",
+            highlight=False,
+        )
