@@ -77,6 +77,24 @@ def test_monochrome1_is_inverted_to_match_monochrome2(tmp_path: Path):
     assert mono1.pixels[32, 24] > mono1.pixels[2, 2]
 
 
+@pytest.mark.parametrize(
+    ("photometric", "shape", "inverted"),
+    [
+        ("MONOCHROME1", "INVERSE", True),  # what the DX IOD requires: one inversion, not two
+        ("MONOCHROME1", None, True),
+        ("MONOCHROME2", "INVERSE", True),
+        ("MONOCHROME2", "IDENTITY", False),
+    ],
+)
+def test_presentation_lut_shape(tmp_path: Path, photometric: str, shape: str | None, inverted):
+    extra = {"PresentationLUTShape": shape} if shape else {}
+    image = read_radiograph(
+        make_dicom(tmp_path / "p.dcm", photometric=photometric, window=(2048, 4096), extra=extra)
+    )
+    bone, air = image.pixels[32, 24], image.pixels[2, 2]
+    assert bool(bone < air) is inverted
+
+
 def test_window_is_applied_in_rescaled_units(tmp_path: Path):
     stored = np.array([[0, 1000, 2000, 3000]] * 4, dtype=np.uint16)
     # Rescale to -1000..2000; window 0..1000 (centre 500, width 1000) in rescaled units.

@@ -14,7 +14,8 @@ image pipeline of PS3.4 Annex N and PS3.3 C.11:
    percentile windowing: the 0.5th and 99.5th percentiles of the modality values map to 0 and 1.
 4. MONOCHROME1 (minimum value is white) is inverted so that bone is bright. A (2050,0020)
    *Presentation LUT Shape* of ``INVERSE`` on a MONOCHROME1 image is what the DX IOD requires
-   for that photometric interpretation and does not invert a second time.
+   for that photometric interpretation and does not invert a second time; on a MONOCHROME2
+   image it asks for an inverted display (PS3.3 C.11.6) and is honoured.
 
 Files without a preamble or file meta information (PS3.10 7.1) are read with ``force=True``;
 pydicom guesses the encoding from the first element, and the transfer syntax is set from that
@@ -470,4 +471,8 @@ def read_dicom(path: Path) -> Radiograph:
         display = 1.0 - display
         how += "; MONOCHROME1 inverted"
         logger.debug("%s: MONOCHROME1, inverted so that bone is bright", path.name)
+    elif str(ds.get("PresentationLUTShape", "") or "").upper() == "INVERSE":
+        display = 1.0 - display
+        how += "; Presentation LUT Shape INVERSE"
+        logger.debug("%s: MONOCHROME2 with Presentation LUT Shape INVERSE, inverted", path.name)
     return Radiograph(pixels=display.astype(np.float32), meta=meta, windowing=how)
