@@ -132,7 +132,7 @@ class ModelCard:
             parts.append(f"{n} crops")
         test = self.metrics.get("test") or {}
         if "auc" in test:
-            parts.append(f"held-out AUC {float(test['auc']):.3f}")
+            parts.append(f"test-split AUC {float(test['auc']):.3f}")
         if self.operating_points:
             op = self.operating_point()
             parts.append(

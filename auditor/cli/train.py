@@ -1,0 +1,261 @@
+"""``tlaudit train``: train a fracture classifier bundle on local annotations (thin command)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from auditor.training.data import AugmentConfig
+from auditor.training.train import EpochRow, TrainConfig, train_bundle
+
+
+class ArchitectureChoice(str, Enum):
+    RESNET18 = "resnet18"
+    VGG16 = "vgg16"
+
+
+class TrainableChoice(str, Enum):
+    LAST2 = "last2"
+    ALL = "all"
+
+
+class MonitorChoice(str, Enum):
+    BALANCED_ACCURACY = "balanced_accuracy"
+    ACCURACY = "accuracy"
+    AUC = "auc"
+    LOSS = "loss"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise typer.BadParameter(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise typer.BadParameter(f"expected positive integers, got {text!r}")
+    return values
+
+
+class _RichListener:
+    """Progress bar per fit and one printed line per epoch."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+
+    def stage(self, text: str) -> None:
+        self.console.print(f"[bold]>[/] {escape(text)}")
+
+    def start_fit(self, title: str, epochs: int, batches_per_epoch: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(escape(title), total=epochs * max(batches_per_epoch, 1))
+        self.console.print(
+            f"  [dim]{'fit':<22} {'epoch':>5} {'lr':>9} {'train loss':>10} {'val loss':>9} "
+            f"{'val acc':>8} {'val bal':>8} {'val AUC':>8} {'s':>6}[/]"
+        )
+
+    def batch_done(self) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.advance(self.task)
+
+    def epoch_done(self, row: EpochRow) -> None:
+        mark = " [green]*[/]" if row.best else ""
+        self.console.print(
+            f"  {escape(row.fit[:22]):<22} {row.epoch:>5} {row.lr:>9.2e} {row.train_loss:>10.4f} "
+            f"{row.val_loss:>9.4f} {row.val_accuracy:>8.4f} {row.val_balanced_accuracy:>8.4f} "
+            f"{row.val_auc:>8.4f} {row.seconds:>6.1f}{mark}",
+            highlight=False,
+        )
+
+    def end_fit(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.progress, self.task = None, None
+
+
+def train(
+    archive: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="Archive folder with the images.")
+    ],
+    annotations: Annotated[
+        Path,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Box file (CSV or COCO JSON) with a label per vertebra.",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", file_okay=False, help="Bundle folder to write.")
+    ],
+    architecture: Annotated[
+        ArchitectureChoice, typer.Option(help="Network (the study compared both).")
+    ] = ArchitectureChoice.RESNET18,
+    pretrained: Annotated[
+        str,
+        typer.Option(
+            help="Starting weights: 'imagenet' (torchvision cache), 'none' (from scratch; all "
+            "layers train) or a path to a state dict."
+        ),
+    ] = "imagenet",
+    download_weights: Annotated[
+        bool,
+        typer.Option(
+            "--download-weights/--no-download-weights",
+            help="Let torchvision download missing ImageNet weights (needs a network).",
+        ),
+    ] = False,
+    trainable: Annotated[
+        TrainableChoice,
+        typer.Option(
+            help="Layers to retrain: 'last2' (study: last two residual blocks + head) or 'all'."
+        ),
+    ] = TrainableChoice.LAST2,
+    input_size: Annotated[
+        int, typer.Option(min=32, help="Crop side in pixels (study: 512).")
+    ] = 512,
+    crop_margin: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Context around each box, fraction of its longer side."
+        ),
+    ] = 0.15,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of the final fit (study: 200).")] = 200,
+    lr_grid: Annotated[
+        str, typer.Option(help="Learning rates tried by cross-validation, comma-separated.")
+    ] = "0.00005,0.00016,0.0005",
+    batch_grid: Annotated[
+        str, typer.Option(help="Batch sizes tried by cross-validation, comma-separated.")
+    ] = "16,32",
+    cv_folds: Annotated[
+        int,
+        typer.Option(min=0, help="Patient-grouped folds (study: 10); 0 skips cross-validation."),
+    ] = 10,
+    cv_epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs per cross-validation fit (default: --epochs).")
+    ] = None,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of patients held out as a test split.")
+    ] = 0.1,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.5,
+            help="Share of training patients used to pick the epoch and operating points.",
+        ),
+    ] = 0.15,
+    plateau_patience: Annotated[
+        int,
+        typer.Option(min=1, help="Epochs without improvement before the rate drops (study: 10)."),
+    ] = 10,
+    plateau_factor: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Rate cut factor (study: 0.1).")
+    ] = 0.1,
+    early_stop: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Stop after N epochs without improvement (0: never, as the study)."
+        ),
+    ] = 0,
+    monitor: Annotated[
+        MonitorChoice,
+        typer.Option(help="Validation metric for best epoch, scheduler and CV choice."),
+    ] = MonitorChoice.BALANCED_ACCURACY,
+    class_weighting: Annotated[
+        str, typer.Option(help="'balanced' (inverse-frequency loss weights) or 'none'.")
+    ] = "balanced",
+    rotation: Annotated[
+        float, typer.Option(min=0.0, help="Augmentation: max rotation, degrees.")
+    ] = 10.0,
+    flip: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Augmentation: horizontal flip probability.")
+    ] = 0.5,
+    shift: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Augmentation: max shift, fraction of side.")
+    ] = 0.1,
+    seed: Annotated[
+        int, typer.Option(help="Seed for splits, initialisation and augmentation.")
+    ] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    name: Annotated[
+        str, typer.Option(help="Model name in the card (default: the folder name).")
+    ] = "",
+    source: Annotated[str, typer.Option(help="Training-data description for the card.")] = "",
+) -> None:
+    """Train a fracture / no-fracture classifier with the study's recipe, grouped by patient."""
+    config = TrainConfig(
+        architecture=architecture.value,
+        pretrained=pretrained,
+        allow_download=download_weights,
+        trainable=trainable.value,
+        input_size=input_size,
+        crop_margin=crop_margin,
+        epochs=epochs,
+        lr_grid=_floats(lr_grid),
+        batch_grid=_ints(batch_grid),
+        cv_folds=cv_folds,
+        cv_epochs=cv_epochs,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        plateau_patience=plateau_patience,
+        plateau_factor=plateau_factor,
+        early_stop=early_stop,
+        monitor=monitor.value,
+        class_weighting=class_weighting,
+        augment=AugmentConfig(rotation=rotation, flip=flip, shift=shift),
+        seed=seed,
+        device=device,
+        workers=workers,
+        name=name,
+        source=source,
+    )
+    console = Console()
+    result = train_bundle(archive, annotations, out, config, _RichListener(console))
+    card = result.card
+    table = Table(title="Operating points (validation split)")
+    for col in ("point", "threshold", "sensitivity", "specificity"):
+        table.add_column(col, justify="right" if col != "point" else "left")
+    for op in card.operating_points.values():
+        table.add_row(
+            op.name, f"{op.threshold:.4f}", f"{op.sensitivity:.3f}", f"{op.specificity:.3f}"
+        )
+    console.print(table)
+    console.print(f"[bold green]bundle written:[/] {escape(str(result.bundle_dir))}")
+    console.print(escape(card.headline()), highlight=False)

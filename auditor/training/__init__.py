@@ -1,0 +1,1 @@
+"""Training and evaluation of the fracture classifier (``tlaudit train`` / ``tlaudit evaluate``)."""

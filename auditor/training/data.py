@@ -1,0 +1,368 @@
+"""Labelled vertebra crops for training and evaluation, decoded once per run.
+
+:func:`load_crop_set` reads an annotation file (any box-file format, with labels), checks every row
+against the archive with :func:`auditor.boxes.resolve_boxes`, decodes each radiograph exactly once
+and cuts all its vertebrae at the model's input size. The crops are kept in memory (a few hundred
+to a few thousand crops of 128-512 px fit easily), so epochs only pay for augmentation.
+Rows that cannot be used (no label, unknown image, unreadable file, box outside the image) are
+counted with a reason, never dropped silently and never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from auditor.boxes import BoxRowError, VertebraBox, archive_key, read_box_file, resolve_boxes
+from auditor.crops import crop_vertebra, crop_window
+from auditor.errors import InputFileError, ReadError
+from auditor.io.radiograph import RadiographMeta, read_header, read_radiograph
+
+logger = logging.getLogger(__name__)
+
+Polygon = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class CropRecord:
+    """What is known about one labelled crop (everything but its pixels)."""
+
+    image: str
+    level: str
+    box: tuple[float, float, float, float]
+    label: int
+    ao_type: str = ""
+    genant_grade: int | None = None
+    patient_id: str = ""
+    study_uid: str = ""
+    group: str = ""
+    fracture_zone: npt.NDArray[np.float64] | None = field(default=None, compare=False)
+    """Fracture-zone polygon (K, 2) ``[x, y]`` in crop pixels, when ground truth has one."""
+
+
+@dataclass(frozen=True)
+class CropSet:
+    """Crops (N, S, S) float32 in [0, 1] with their records and the rows that were skipped."""
+
+    crops: npt.NDArray[np.float32]
+    records: tuple[CropRecord, ...]
+    skipped: tuple[BoxRowError, ...]
+    input_size: int
+    margin: float
+    n_images: int
+
+    @property
+    def labels(self) -> npt.NDArray[np.int64]:
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    @property
+    def groups(self) -> npt.NDArray[np.str_]:
+        return np.array([r.group for r in self.records])
+
+    def subset(self, index: Sequence[int] | npt.NDArray[np.integer[Any]]) -> CropSet:
+        """The crops at ``index`` (skipped rows are kept once, with the whole set)."""
+        idx = np.asarray(index, dtype=np.int64)
+        return CropSet(
+            crops=self.crops[idx],
+            records=tuple(self.records[i] for i in idx),
+            skipped=self.skipped,
+            input_size=self.input_size,
+            margin=self.margin,
+            n_images=len({self.records[i].image for i in idx}),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by class, level and AO type, plus patients/groups, images and skipped rows."""
+        labels = Counter("fracture" if r.label else "no_fracture" for r in self.records)
+        return {
+            "n_crops": len(self.records),
+            "n_images": self.n_images,
+            "n_groups": len({r.group for r in self.records}),
+            "by_class": dict(sorted(labels.items())),
+            "by_level": _count(r.level for r in self.records),
+            "fractures_by_level": _count(r.level for r in self.records if r.label),
+            "fractures_by_ao_type": _count(r.ao_type or "unknown" for r in self.records if r.label),
+            "fractures_by_genant_grade": _count(
+                str(r.genant_grade) if r.genant_grade is not None else "unknown"
+                for r in self.records
+                if r.label
+            ),
+            "n_skipped_rows": len(self.skipped),
+        }
+
+
+def _count(values: Any) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))
+
+
+def _read_zones(path: Path) -> dict[tuple[str, str], Polygon]:
+    """Fracture-zone polygons keyed by (archive key or SOP UID, level) from a CSV or COCO file.
+
+    CSV: a ``fracture_zone`` column holding a JSON list of ``[x, y]`` points. COCO: each
+    annotation's ``segmentation`` (first polygon). Files without zones give an empty dict.
+    """
+    zones: dict[tuple[str, str], Polygon] = {}
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            images = {img["id"]: img for img in data.get("images", [])}
+            cats = {c["id"]: str(c["name"]).upper() for c in data.get("categories", [])}
+            for ann in data.get("annotations", []):
+                seg = ann.get("segmentation")
+                if not seg or not isinstance(seg, list):
+                    continue
+                flat = seg[0] if isinstance(seg[0], list) else seg
+                pts = tuple(
+                    (float(flat[i]), float(flat[i + 1])) for i in range(0, len(flat) - 1, 2)
+                )
+                img = images.get(ann.get("image_id"), {})
+                key = archive_key(str(img.get("file_name", ""))) or str(img.get("sop_instance_uid"))
+                level = cats.get(ann.get("category_id"), "")
+                if len(pts) >= 3:
+                    zones[(key, level)] = pts
+            return zones
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames:
+                return zones
+            reader.fieldnames = [f.strip().lower() for f in reader.fieldnames]
+            if "fracture_zone" not in reader.fieldnames:
+                return zones
+            for row in reader:
+                text = (row.get("fracture_zone") or "").strip()
+                if not text:
+                    continue
+                pts = tuple((float(x), float(y)) for x, y in json.loads(text))
+                key = archive_key(row.get("image") or "") or (row.get("sop_instance_uid") or "")
+                level = (row.get("level") or "").strip().upper()
+                if len(pts) >= 3:
+                    zones[(key, level)] = pts
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise InputFileError(f"{path}: cannot read fracture zones: {err}") from err
+    return zones
+
+
+def _index_archive_headers(
+    archive: Path, boxes: Sequence[VertebraBox]
+) -> tuple[dict[str, RadiographMeta], list[BoxRowError]]:
+    """Headers of the images the rows name (all archive files when some rows give only a UID)."""
+    images: dict[str, RadiographMeta] = {}
+    errors: list[BoxRowError] = []
+    root = archive.resolve()
+    keys = {k for b in boxes if b.image and (k := archive_key(b.image))}
+    if any(not b.image for b in boxes):
+        keys |= {p.relative_to(archive).as_posix() for p in archive.rglob("*") if p.is_file()}
+    unreadable: dict[str, str] = {}
+    for key in sorted(keys):
+        path = archive / key
+        if not path.resolve().is_relative_to(root) or not path.is_file():
+            continue  # resolve_boxes reports the rows naming it
+        try:
+            images[key] = read_header(path)
+        except ReadError as err:
+            unreadable[key] = err.reason
+    for box in boxes:
+        name = archive_key(box.image) if box.image else None
+        if name is not None and name in unreadable:
+            errors.append(
+                BoxRowError(
+                    box.row, f"unreadable image: {unreadable[name]}", box.image, box.level.value
+                )
+            )
+    return images, errors
+
+
+def load_crop_set(
+    archive: Path,
+    annotations: Path,
+    input_size: int,
+    margin: float,
+    ground_truth: Path | None = None,
+    require_labels: bool = True,
+    on_image: Callable[[int, int], None] | None = None,
+) -> CropSet:
+    """Read annotations, check them against the archive, and cut every labelled vertebra once.
+
+    Parameters
+    ----------
+    archive
+        Archive root; annotation image paths are relative to it.
+    annotations
+        Box file (CSV or COCO JSON) with a ``label`` per vertebra.
+    input_size, margin
+        Crop side in pixels and context margin (see :func:`auditor.crops.crop_vertebra`).
+    ground_truth
+        Optional file with ``fracture_zone`` polygons (synthetic world ``ground_truth.csv``); the
+        annotation file itself is searched too.
+    require_labels
+        Rows without a label are skipped (with a reason) when True.
+    on_image
+        Progress callback ``(images_done, images_total)``.
+
+    Returns
+    -------
+    CropSet
+
+    Raises
+    ------
+    InputFileError
+        When the archive or annotation file is missing or unreadable as a whole, or no usable
+        labelled vertebra remains.
+    """
+    archive = Path(archive)
+    if not archive.is_dir():
+        raise InputFileError(f"archive {archive} is not a folder")
+    box_file = read_box_file(Path(annotations))
+    skipped: list[BoxRowError] = list(box_file.errors)
+    usable = []
+    for box in box_file.boxes:
+        if box.label is None and require_labels:
+            skipped.append(
+                BoxRowError(box.row, "no label (fracture / no_fracture)", box.image, box.level)
+            )
+        else:
+            usable.append(box)
+    headers, header_errors = _index_archive_headers(archive, usable)
+    skipped.extend(header_errors)
+    bad_rows = {e.row for e in header_errors}
+    resolved = resolve_boxes([b for b in usable if b.row not in bad_rows], headers)
+    skipped.extend(resolved.errors)
+
+    zones: dict[tuple[str, str], Polygon] = {}
+    for source in (Path(annotations), ground_truth):
+        if source is not None:
+            zones.update(_read_zones(Path(source)))
+    uid_of = {key: meta.sop_uid for key, meta in headers.items()}
+
+    crops: list[npt.NDArray[np.float32]] = []
+    records: list[CropRecord] = []
+    total = len(resolved.by_image)
+    n_images = 0
+    for done, (key, boxes) in enumerate(resolved.by_image.items(), start=1):
+        try:
+            pixels = read_radiograph(archive / key).pixels
+        except ReadError as err:
+            for box in boxes:
+                skipped.append(
+                    BoxRowError(box.row, f"unreadable image: {err.reason}", key, box.level.value)
+                )
+            continue
+        n_images += 1
+        for box in boxes:
+            try:
+                crop = crop_vertebra(pixels, box.xyxy, margin, input_size)
+            except ValueError as err:
+                skipped.append(BoxRowError(box.row, str(err), key, box.level.value))
+                continue
+            level = box.level.value
+            zone = zones.get((key, level)) or zones.get((uid_of.get(key, ""), level))
+            zone_crop = crop_window(box.xyxy, margin, input_size).to_crop(zone) if zone else None
+            crops.append(crop)
+            records.append(
+                CropRecord(
+                    image=key,
+                    level=level,
+                    box=box.xyxy,
+                    label=int(box.label) if box.label is not None else -1,
+                    ao_type=box.ao_type,
+                    genant_grade=box.genant_grade,
+                    patient_id=box.patient_id,
+                    study_uid=box.study_uid,
+                    group=box.patient_id or box.study_uid or uid_of.get(key, "") or key,
+                    fracture_zone=zone_crop,
+                )
+            )
+        if on_image is not None:
+            on_image(done, total)
+    if not records:
+        reasons = "; ".join(str(e) for e in skipped[:3])
+        raise InputFileError(
+            f"{annotations}: no usable labelled vertebra in archive {archive}"
+            + (f" ({len(skipped)} rows skipped, e.g. {reasons})" if skipped else "")
+        )
+    logger.info(
+        "cut %d crops from %d images (%d rows skipped)", len(records), n_images, len(skipped)
+    )
+    return CropSet(
+        crops=np.stack(crops).astype(np.float32, copy=False),
+        records=tuple(records),
+        skipped=tuple(sorted(skipped, key=lambda e: e.row)),
+        input_size=input_size,
+        margin=margin,
+        n_images=n_images,
+    )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random rotation (degrees), horizontal flip probability and shift (fraction of the side)."""
+
+    rotation: float = 10.0
+    flip: float = 0.5
+    shift: float = 0.1
+
+    @property
+    def enabled(self) -> bool:
+        return self.rotation > 0 or self.flip > 0 or self.shift > 0
+
+
+class CropDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Crops as normalised 3-channel tensors, with the study's augmentation when training.
+
+    Augmentation (rotation, horizontal flip, shift) acts on the cached greyscale crop, so no image
+    is decoded again; the area a rotation or shift uncovers is filled with 0 like crop padding.
+    """
+
+    def __init__(
+        self,
+        crops: npt.NDArray[np.float32],
+        labels: npt.NDArray[np.int64],
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: AugmentConfig | None = None,
+    ) -> None:
+        self.crops = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))
+        self.labels = [int(v) for v in labels]
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+        steps: list[Any] = []
+        if augment is not None and augment.enabled:
+            if augment.flip > 0:
+                steps.append(v2.RandomHorizontalFlip(p=augment.flip))
+            if augment.rotation > 0 or augment.shift > 0:
+                steps.append(
+                    v2.RandomAffine(
+                        degrees=augment.rotation,
+                        translate=(augment.shift, augment.shift),
+                        interpolation=v2.InterpolationMode.BILINEAR,
+                        fill=0.0,
+                    )
+                )
+        self.transform = v2.Compose(steps) if steps else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x = self.crops[index][None]
+        if self.transform is not None:
+            x = self.transform(x)
+        x = (x.expand(3, -1, -1) - self.mean) / self.std
+        return x, self.labels[index]
+
+
+def zones_mapping(records: Sequence[CropRecord]) -> Mapping[int, npt.NDArray[np.float64]]:
+    """Index -> crop-coordinate fracture zone, for records that have one."""
+    return {i: r.fracture_zone for i, r in enumerate(records) if r.fracture_zone is not None}
