@@ -128,3 +128,41 @@ def test_accounting_csv_round_trip(tmp_path: Path):
     assert chest["modality"] == "DX" and chest["body_part"] == "CHEST"
     assert int(chest["size_bytes"]) == (root / "2019/patient2/chest.dcm").stat().st_size
     assert not list(out.parent.glob(".*tmp*"))  # atomic write leaves no temporary file
+
+
+def test_corrupted_real_files_never_crash_triage(tmp_path: Path):
+    """Truncated and byte-damaged copies of real files give rows, never exceptions."""
+    data_dir = Path(__file__).resolve().parent / "data" / "dicom"
+    rng = np.random.default_rng(7)
+    root = tmp_path / "damaged"
+    root.mkdir()
+    sources = [data_dir / "dx_image.dcm", data_dir / "CR-MONO1-10-chest"]
+    for i in range(60):
+        data = bytearray(sources[i % 2].read_bytes())
+        if i % 3 == 0:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            for j in rng.integers(0, 3000, size=int(rng.integers(1, 24))):
+                data[int(j)] = int(rng.integers(0, 256))
+        if i == 59:
+            data[128:132] = b"\0\0\0\0"  # preamble left without its DICM magic
+        (root / f"f{i:02d}.dcm").write_bytes(bytes(data))
+    rules = TriageRules(include_all_radiographs=True, modalities=frozenset({"CR", "DX", ""}))
+    records = list(inventory(root, rules, verify_pixels=True))
+    assert len(records) == 60
+    assert all(r.reason is not Reason.UNEXPECTED_ERROR for r in records), [
+        r.detail for r in records if r.reason is Reason.UNEXPECTED_ERROR
+    ]
+    assert all(r.detail for r in records if r.status is not FileStatus.CANDIDATE)
+
+
+def test_unexpected_errors_become_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = _mixed_archive(tmp_path)
+
+    def broken(path):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("auditor.archive.inventory.read_header", broken)
+    records = list(inventory(root))
+    assert len(records) == 14
+    assert any(r.reason is Reason.UNEXPECTED_ERROR and "a bug" in r.detail for r in records)

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from auditor.errors import UnsupportedImageError
+from auditor.errors import ReadError, UnsupportedImageError
 from auditor.io.radiograph import read_header, read_radiograph, sniff_format
 
 
@@ -82,3 +82,11 @@ def _multipage_tiff(path: Path) -> Path:
 def test_unsupported_raster_images(tmp_path: Path, build, match):
     with pytest.raises(UnsupportedImageError, match=match):
         read_radiograph(build(tmp_path / "bad.tif"))
+
+
+def test_broken_tiff_header_is_a_read_error(tmp_path: Path):
+    # Looks like TIFF (a DICOM preamble can), but the first page offset points past the end.
+    path = tmp_path / "x.tif"
+    path.write_bytes(b"II*\x00" + (500000).to_bytes(4, "little") + bytes(200))
+    with pytest.raises(ReadError, match="cannot read TIFF header"):
+        read_radiograph(path)

@@ -97,6 +97,10 @@ def _from_decision(entry: WalkEntry, meta: RadiographMeta, decision: TriageDecis
 def classify(entry: WalkEntry, rules: TriageRules, *, verify_pixels: bool = False) -> FileRecord:
     """Turn one walked entry into its accounting row (never raises for a bad file).
 
+    A bad file gives a row with a reason. An error nobody anticipated (a bug, or a parser
+    failing in a new way) is logged with its traceback and also becomes an unreadable row, so
+    that one file can never stop a batch.
+
     Parameters
     ----------
     entry
@@ -106,6 +110,21 @@ def classify(entry: WalkEntry, rules: TriageRules, *, verify_pixels: bool = Fals
     verify_pixels
         Decode a candidate's pixels to prove it readable (a failure makes it unreadable).
     """
+    try:
+        return _classify(entry, rules, verify_pixels)
+    except Exception as err:  # last resort: see the docstring
+        logger.warning("%s: unexpected error during triage", entry.relpath, exc_info=True)
+        return FileRecord(
+            entry.path,
+            entry.relpath,
+            entry.size,
+            FileStatus.UNREADABLE,
+            Reason.UNEXPECTED_ERROR,
+            f"{type(err).__name__}: {err}",
+        )
+
+
+def _classify(entry: WalkEntry, rules: TriageRules, verify_pixels: bool) -> FileRecord:
     if entry.issue is not None:
         status, reason = _WALK_REASONS[entry.issue]
         return FileRecord(entry.path, entry.relpath, entry.size, status, reason, entry.detail)

@@ -73,6 +73,7 @@ class Reason(str, Enum):
     BROKEN_PIXEL_DATA = "pixel data broken"
     UNDECODABLE = "pixel data cannot be decoded"
     CANNOT_OPEN = "cannot open"
+    UNEXPECTED_ERROR = "unexpected error (see log)"
 
     def __str__(self) -> str:
         return self.value

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import tifffile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from auditor.errors import ReadError, UnsupportedImageError
 from auditor.io.dicom import PERCENTILE_WINDOW
@@ -101,8 +101,10 @@ def read_raster_header(path: Path, file_format: str) -> RadiographMeta:
                 return _tiff_meta(path, tif)
         with Image.open(path) as img:
             return _pil_meta(path, file_format, img)
-    except (OSError, UnidentifiedImageError, ValueError, tifffile.TiffFileError) as err:
-        raise ReadError(path, f"cannot read {file_format.upper()} header: {err}") from err
+    except Exception as err:  # Pillow and tifffile raise assorted errors on corrupt headers
+        raise ReadError(
+            path, f"cannot read {file_format.upper()} header: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _check_supported(meta: RadiographMeta) -> None:
@@ -176,8 +178,10 @@ def read_raster(path: Path, file_format: str) -> Radiograph:
             with Image.open(path) as img:
                 img.load()
                 arr = np.asarray(img.convert("RGB") if img.mode in ("P", "PA") else img)
-    except (OSError, UnidentifiedImageError, ValueError, tifffile.TiffFileError) as err:
-        raise ReadError(path, f"{file_format.upper()} pixels cannot be decoded: {err}") from err
+    except Exception as err:  # decoders raise assorted errors on corrupt data
+        raise ReadError(
+            path, f"{file_format.upper()} pixels cannot be decoded: {type(err).__name__}: {err}"
+        ) from err
     grey = _to_grey(path, arr, meta.photometric)
     try:
         display, how = _scale(grey)
