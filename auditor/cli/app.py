@@ -17,6 +17,7 @@ from rich.markup import escape
 from auditor import __version__
 from auditor.cli.evaluate import evaluate
 from auditor.cli.inventory import inventory_command
+from auditor.cli.synth import synth
 from auditor.cli.train import train
 from auditor.errors import TlauditError, UsageError
 
@@ -63,6 +64,7 @@ def _root(
 app.command("inventory")(inventory_command)
 app.command("train")(train)
 app.command("evaluate")(evaluate)
+app.command("synth")(synth)
 
 
 def main() -> None:

@@ -1,0 +1,227 @@
+"""Image formation: from path lengths to the stored pixels of a processed CR/DX radiograph.
+
+1. Beer-Lambert: primary fluence ``I0(heel) * exp(-(mu_soft * (soft - air) + mu_bone * bone))``
+   on the render grid (smooth), collimated.
+2. Scatter: a broad blur of the primary times the scatter-to-primary ratio.
+3. Upsampling to the stored grid, then quantum noise (Poisson, Gaussian approximation) and detector
+   blur at full resolution.
+4. Processing as CR/DX consoles do: logarithm, dynamic-range compression, unsharp-mask edge
+   enhancement, a sigmoid tone curve, quantisation to Bits Stored, MONOCHROME1 inversion.
+5. Burned-in lead marker and text in a corner away from the spine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+from auditor.synth.render import Maps, exposed_rect
+from auditor.synth.scene import Acquisition, Scene
+
+F32 = npt.NDArray[np.float32]
+
+MU_SOFT = 0.021  # 1/mm, water-like tissue at an effective 60-70 keV
+MU_BONE = 0.046  # 1/mm, cortical bone in excess of the tissue it displaces
+
+
+@dataclass(frozen=True)
+class Formed:
+    """Stored pixels and their display rendering."""
+
+    stored: npt.NDArray[np.uint16]
+    display: F32  # [0, 1], bone bright, what a viewer shows with the stored window
+    window: tuple[float, float]  # (centre, width) in stored values
+
+
+def form_image(
+    scene: Scene,
+    maps: Maps,
+    rng: np.random.Generator,
+    avoid: list[tuple[float, float, float, float]],
+) -> Formed:
+    """Run the acquisition on the maps; ``avoid`` lists boxes (stored pixels) markers must miss."""
+    acq = scene.acquisition
+    grid = scene.grid
+    rows, cols = grid.rows, grid.cols
+    r_rows, r_cols = grid.render_shape
+
+    atten = MU_SOFT * (maps.soft - maps.air) + MU_BONE * maps.bone
+    heel = 1.0 + acq.heel * (np.linspace(-0.5, 0.5, r_rows, dtype=np.float32)[:, None])
+    primary = heel * np.exp(-atten) * maps.exposed
+    # Scatter: broad kernel (about 35 mm), computed on a coarse grid.
+    step = max(1, int(round(4.0 / grid.render_pitch)))
+    coarse = primary[::step, ::step]
+    spread = ndimage.gaussian_filter(coarse, 35.0 / (grid.render_pitch * step), mode="nearest")
+    scatter = _resize(spread.astype(np.float32), r_rows, r_cols)
+    body = (maps.soft > 20.0) & maps.exposed
+    spine = (maps.bone > 6.0) & maps.exposed
+    if not spine.any():
+        spine = body if body.any() else maps.exposed
+    spine_level = max(float(np.median(primary[spine])), 1e-12)
+    k = acq.scatter_ratio * spine_level / max(float(np.median(scatter[spine])), 1e-12)
+    signal = primary + k * scatter
+    signal *= np.where(maps.exposed, 1.0, 0.05).astype(np.float32)
+
+    # Full resolution: upsample, quanta, detector blur.
+    pixel_area = (grid.pitch / 0.13) ** 2
+    scale = np.float32(acq.counts * pixel_area / spine_level)
+    counts = _resize(signal.astype(np.float32) * scale, rows, cols)
+    noise = rng.standard_normal((rows, cols), dtype=np.float32)
+    noise *= np.sqrt(counts)
+    counts += noise
+    counts = ndimage.gaussian_filter(counts, acq.blur_px, truncate=3.0)
+    np.maximum(counts, np.float32(0.5), out=counts)
+    log = np.log(counts)
+    log *= np.float32(-1.0)
+    log += np.log(scale)
+
+    # Processing on coarse low-pass copies (cheap), applied at full resolution.
+    roi = _roi(avoid, rows, cols)
+    low_edge = _lowpass(log, 1.6 / grid.pitch)
+    low_drc = _lowpass(log, 25.0 / grid.pitch)
+    ref = float(np.median(low_drc[roi][::4, ::4]))
+    proc = log - low_edge
+    proc *= np.float32(acq.edge_gain)
+    proc += log
+    low_drc -= np.float32(ref)
+    low_drc *= np.float32(acq.drc_gain)
+    proc -= low_drc
+    sample = proc[roi][::3, ::3]
+    lo, hi = np.percentile(sample, [0.5, 99.7])
+    proc -= np.float32(lo)
+    proc *= np.float32(acq.tone / max(hi - lo, 1e-6))
+    proc -= np.float32(0.5 * acq.tone)
+    # Sigmoid tone curve, rescaled so that the window limits map to 0 and 1.
+    np.negative(proc, out=proc)
+    np.exp(proc, out=proc)
+    proc += np.float32(1.0)
+    np.reciprocal(proc, out=proc)
+    y0 = np.float32(1.0 / (1.0 + np.exp(acq.tone * 0.5)))
+    proc -= y0
+    proc *= np.float32(1.0 / (1.0 - 2.0 * y0))
+    display = proc
+    x0, y0r, x1, y1 = exposed_rect(grid, acq.collimation)
+    r0, r1, c0, c1 = int(y0r), int(np.ceil(y1)), int(x0), int(np.ceil(x1))
+    fill = np.float32(1.0 if acq.shutter_white else 0.0)
+    display[:r0] = fill
+    display[r1:] = fill
+    display[:, :c0] = fill
+    display[:, c1:] = fill
+    np.clip(display, 0.0, 1.0, out=display)
+    _burn_in(display, acq, (x0, y0r, x1, y1), avoid)
+
+    maxval = (1 << acq.bits_stored) - 1
+    display *= np.float32(maxval)
+    np.rint(display, out=display)
+    stored = display.astype(np.uint16)
+    display *= np.float32(1.0 / maxval)
+    if acq.photometric == "MONOCHROME1":
+        stored = (maxval - stored).astype(np.uint16)
+    window = (float(maxval + 1) / 2.0, float(maxval + 1))
+    return Formed(stored, display, window)
+
+
+def _roi(
+    boxes: list[tuple[float, float, float, float]], rows: int, cols: int
+) -> tuple[slice, slice]:
+    """The region a console's histogram analysis would look at: the spine and its surroundings."""
+    if not boxes:
+        return slice(rows // 6, rows - rows // 6), slice(cols // 6, cols - cols // 6)
+    b = np.asarray(boxes, float)
+    x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+    mx = 0.6 * (x1 - x0)
+    return (
+        slice(max(0, int(y0)), min(rows, int(y1) + 1)),
+        slice(max(0, int(x0 - mx)), min(cols, int(x1 + mx) + 1)),
+    )
+
+
+def _resize(a: F32, rows: int, cols: int) -> F32:
+    """Bilinear resize to exactly ``(rows, cols)`` (pixel-centre aligned, separable gathers)."""
+    a = np.asarray(a, dtype=np.float32)
+    if a.shape == (rows, cols):
+        return a.copy()
+    i0, i1, wr = _taps(a.shape[0], rows)
+    tmp = a[i0] * (1.0 - wr)[:, None] + a[i1] * wr[:, None]
+    j0, j1, wc = _taps(a.shape[1], cols)
+    out = tmp[:, j0]
+    out *= (1.0 - wc)[None, :]
+    out += tmp[:, j1] * wc[None, :]
+    return out
+
+
+def _taps(n_in: int, n_out: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32]:
+    pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    pos = np.clip(pos, 0.0, n_in - 1.0)
+    i0 = np.floor(pos).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (pos - i0).astype(np.float32)
+
+
+def _lowpass(a: F32, sigma_px: float) -> F32:
+    """Gaussian low-pass of a full-resolution image, computed on a block-averaged copy."""
+    rows, cols = a.shape
+    k = max(1, int(sigma_px / 3.0))
+    small = (
+        a[: rows // k * k, : cols // k * k].reshape(rows // k, k, cols // k, k).mean(axis=(1, 3))
+    )
+    small = ndimage.gaussian_filter(small, sigma_px / k, mode="nearest")
+    return _resize(small.astype(np.float32), rows, cols)
+
+
+def _burn_in(
+    display: F32,
+    acq: Acquisition,
+    field: tuple[float, float, float, float],
+    avoid: list[tuple[float, float, float, float]],
+) -> None:
+    """Lead side marker and console text, white, in corners of the field that miss every box."""
+    rows, cols = display.shape
+    x0, y0, x1, y1 = (int(v) for v in field)
+    size = max(10, int(0.045 * min(rows, cols)))
+    corners = [
+        (x0 + size // 2, y0 + size // 2),
+        (x1 - 2 * size, y0 + size // 2),
+        (x0 + size // 2, y1 - 2 * size),
+        (x1 - 2 * size, y1 - 2 * size),
+    ]
+    free = []
+    for cx, cy in corners:
+        rect = (cx - 4, cy - 4, cx + 4 * size, cy + 2 * size)
+        if not any(_overlap(rect, box) for box in avoid):
+            free.append((cx, cy))
+    font = ImageFont.load_default(size=size)
+    if free:
+        cx, cy = free[0]
+        _stamp(display, acq.marker, font, cx, cy, frame=True)
+    if acq.annotation and len(free) > 1:
+        small = ImageFont.load_default(size=max(8, size // 2))
+        cx, cy = free[-1]
+        _stamp(display, acq.annotation, small, cx, cy, frame=False)
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _stamp(
+    display: F32, text: str, font: ImageFont.FreeTypeFont, x: int, y: int, frame: bool
+) -> None:
+    rows, cols = display.shape
+    left, top, right, bottom = font.getbbox(text)
+    w, h = right - left + 8, bottom - top + 8
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    if frame:
+        draw.rectangle([0, 0, w - 1, h - 1], outline=140, width=max(1, h // 12))
+    draw.text((4 - left, 4 - top), text, fill=255, font=font)
+    mask = np.asarray(canvas, dtype=np.float32) / 255.0
+    x = max(0, min(x, cols - w))
+    y = max(0, min(y, rows - h))
+    region = display[y : y + h, x : x + w]
+    mask = mask[: region.shape[0], : region.shape[1]]
+    np.maximum(region, mask * 0.98, out=region)
