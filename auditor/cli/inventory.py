@@ -36,7 +36,13 @@ _STATUS_STYLE = {
 def inventory_command(
     archive: Annotated[
         Path,
-        typer.Argument(exists=True, file_okay=False, dir_okay=True, help="Archive folder to walk."),
+        typer.Argument(
+            exists=True,
+            file_okay=False,
+            dir_okay=True,
+            metavar="ARCHIVE",
+            help="Archive folder to walk.",
+        ),
     ],
     out: Annotated[
         Path,

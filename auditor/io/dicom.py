@@ -65,14 +65,16 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b
 
 @contextlib.contextmanager
 def _quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's complaints about non-conformant values while reading one file.
+    """Silence pydicom's complaints while reading one file.
 
-    pydicom reports each through both a warning and its logger; old archives are full of them
-    and they say nothing a QA reviewer can act on. Real read failures still raise.
+    pydicom reports non-conformant values through both a warning and its logger, and logs each
+    failed decoder plugin with a traceback before raising. Old archives are full of the former,
+    and the latter is raised anyway and becomes the file's row; neither is something a QA
+    reviewer can act on in a log. Real failures still raise.
     """
     pydicom_logger = logging.getLogger("pydicom")
     level = pydicom_logger.level
-    pydicom_logger.setLevel(logging.ERROR)
+    pydicom_logger.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
