@@ -17,6 +17,7 @@ from rich.markup import escape
 from auditor import __version__
 from auditor.cli.evaluate import evaluate
 from auditor.cli.inventory import inventory_command
+from auditor.cli.scan import scan
 from auditor.cli.synth import synth
 from auditor.cli.train import train
 from auditor.errors import TlauditError, UsageError
@@ -62,6 +63,7 @@ def _root(
 # Commands are registered here, one module each.
 # (Commands that are not built yet do not exist.)
 app.command("inventory")(inventory_command)
+app.command("scan")(scan)
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("synth")(synth)

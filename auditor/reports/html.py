@@ -92,6 +92,7 @@ def _queue_row(rank: int, study: StudyFinding, run_dir: Path, embed: bool) -> di
         "accession": study.accession_number,
         "study_date": study.study_date,
         "key": study.key,
+        "description": study.description,
         "image": study.images[0] if study.images else "",
         "radiograph_src": _data_uri(run_dir / radiograph) if (embed and radiograph) else "",
         "radiograph_link": "" if embed else radiograph,

@@ -105,7 +105,16 @@ class VertebraCropDataset(Dataset[ImageCrops]):
         except (TlauditError, OSError, ValueError, RuntimeError, MemoryError) as err:
             logger.info("cannot decode %s: %s", job.image, err)
             reason = err.reason if hasattr(err, "reason") else str(err)
-            return _empty(job, size, self.thumb_size, f"cannot decode the image: {reason}")
+            message = f"cannot decode the image: {reason}"
+            failed = _empty(job, size, self.thumb_size, message)
+            return ImageCrops(
+                job.image,
+                failed.crops,
+                failed.thumbs,
+                (),
+                tuple((b, message) for b in job.boxes),
+                message,
+            )
         crops: list[np.ndarray] = []
         cut: list[VertebraBox] = []
         box_errors: list[tuple[VertebraBox, str]] = []

@@ -1,0 +1,163 @@
+"""``tlaudit scan``: audit an archive for missed thoracolumbar fractures (thin command)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from auditor.scan.pipeline import HeatmapMode, ScanConfig, ScanEvent, run_scan
+
+
+class DeviceChoice(str, Enum):
+    """``--device`` values (see :func:`auditor.model.infer.select_device`)."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+class PrecisionChoice(str, Enum):
+    """``--precision`` values (see :func:`auditor.model.infer.resolve_precision`)."""
+
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+def scan(
+    archive: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, file_okay=False, dir_okay=True, help="Archive folder to audit."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", file_okay=False, help="Run directory for reports and journal."),
+    ],
+    boxes: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Box file (CSV or COCO JSON), one box per vertebra."
+        ),
+    ] = None,
+    reads: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Original reads (CSV) to compare the model with."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(exists=True, help="Model bundle folder (default: the bundled classifier)."),
+    ] = None,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point", help="Operating point stored in the bundle (e.g. balanced)."
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Custom probability threshold instead."),
+    ] = None,
+    device: Annotated[
+        DeviceChoice, typer.Option(help="Where to run the model.")
+    ] = DeviceChoice.AUTO,
+    precision: Annotated[
+        PrecisionChoice, typer.Option(help="Inference precision (auto: bf16 where native).")
+    ] = PrecisionChoice.AUTO,
+    batch_size: Annotated[int, typer.Option(min=1, help="Vertebrae per batch.")] = 32,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="Crop-loading worker processes (default: one per spare core)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted scan in --out.")
+    ] = False,
+    pseudonymise: Annotated[
+        bool,
+        typer.Option(
+            "--pseudonymise", help="Replace patient ID, name, accession and study UID by hashes."
+        ),
+    ] = False,
+    pseudonym_salt: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TLAUDIT_PSEUDONYM_SALT",
+            help="Secret salt for --pseudonymise; the same salt gives the same pseudonyms "
+            "(default: a random salt kept in the run journal).",
+        ),
+    ] = None,
+    heatmaps: Annotated[
+        HeatmapMode,
+        typer.Option(help="Draw heatmap thumbnails for positive vertebrae, all, or none."),
+    ] = HeatmapMode.POSITIVE,
+) -> None:
+    """Classify every vertebra of the lateral TL-spine views in ARCHIVE and flag likely misses."""
+    config = ScanConfig(
+        archive=archive,
+        out=out,
+        boxes=boxes,
+        reads=reads,
+        model=model,
+        operating_point=operating_point,
+        threshold=threshold,
+        device=device.value,
+        precision=precision.value,
+        batch_size=batch_size,
+        workers=workers,
+        resume=resume,
+        pseudonymise=pseudonymise,
+        pseudonym_salt=pseudonym_salt,
+        heatmaps=heatmaps,
+    )
+    console = Console()
+    bar = Progress(
+        TextColumn("classifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("vertebrae"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = bar.add_task("classify", total=None)
+
+    def on_event(event: ScanEvent) -> None:
+        if event.kind == "info":
+            console.print(escape(event.message), highlight=False)
+        elif event.kind == "start":
+            bar.update(task, total=event.total)
+            bar.start()
+        elif event.kind == "batch":
+            bar.advance(task, event.advance)
+
+    try:
+        result = run_scan(config, on_event)
+    finally:
+        bar.stop()
+
+    table = Table(title="Studies", show_header=True)
+    table.add_column("Status")
+    table.add_column("Count", justify="right")
+    for status, count in result.status_counts.items():
+        table.add_row(status.value, str(count))
+    console.print(table)
+    console.print(
+        f"{result.n_vertebrae} vertebrae on {result.n_images} images "
+        f"({result.n_positive} positive), {result.n_flagged} studies in the flagged queue, "
+        f"{result.n_errors} input errors; {result.timings['total_s']:.1f} s",
+        highlight=False,
+    )
+    for kind, path in result.reports.items():
+        console.print(f"  {kind}: {escape(str(path))}", highlight=False)

@@ -1,0 +1,310 @@
+"""Turning a run's journal into the :class:`~auditor.scan.results.AuditReport` the writers format.
+
+Everything here is derived from the journal (what the model said), the inventory (what files
+there are), the box file and the reads file, in a fixed order, so that the same inputs give the
+same report whether or not the run was interrupted. Radiograph thumbnails for the flagged queue are
+drawn here (each image is decoded once more, for flagged studies only).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor.boxes import BoxRowError, VertebraBox
+from auditor.errors import TlauditError
+from auditor.io.radiograph import RadiographMeta, read_radiograph
+from auditor.reports.pseudonym import Pseudonymiser
+from auditor.reports.thumbnails import (
+    RADIOGRAPH_DIR,
+    DrawnBox,
+    radiograph_thumbnail,
+    save_jpeg,
+    thumbnail_name,
+)
+from auditor.scan.flags import StudyStatus, flag_study
+from auditor.scan.journal import ImageOutcome
+from auditor.scan.reads import ReadIndex, ReadRow, ReadRowError
+from auditor.scan.results import (
+    AuditReport,
+    ErrorRow,
+    FileRow,
+    LevelEvidence,
+    StudyFinding,
+    SummaryValue,
+    VertebraFinding,
+)
+from auditor.vocab import Level
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the archive as the scan's reports need it (built from the inventory)."""
+
+    relative: str
+    path: Path
+    size: int
+    status: str
+    reason: str
+    meta: RadiographMeta | None
+
+
+@dataclass(frozen=True)
+class ScanInputs:
+    """Everything a report is assembled from, besides the journal."""
+
+    run_dir: Path
+    files: tuple[FileEntry, ...]
+    boxes: Mapping[str, tuple[VertebraBox, ...]]  # candidate image -> its valid boxes
+    box_errors: tuple[BoxRowError, ...]
+    reads: tuple[ReadRow, ...] | None  # None: no reads file
+    read_errors: tuple[ReadRowError, ...]
+    threshold: float
+    pseudonymise: Pseudonymiser
+
+
+@dataclass(frozen=True)
+class _Study:
+    key: str
+    images: tuple[str, ...]
+
+
+def _study_key(image: str, meta: RadiographMeta | None, boxes: Sequence[VertebraBox]) -> str:
+    if meta is not None and meta.study_uid:
+        return meta.study_uid
+    for box in boxes:
+        if box.study_uid:
+            return box.study_uid
+    return f"image:{image}"
+
+
+def assemble_report(
+    inputs: ScanInputs,
+    outcomes: Mapping[str, ImageOutcome],
+    summary: Sequence[tuple[str, SummaryValue]],
+    title: str = "tlaudit scan: missed thoracolumbar fracture audit",
+) -> AuditReport:
+    """Build the report of a run from its inputs and its journal's outcomes.
+
+    Parameters
+    ----------
+    inputs
+        Inventory, boxes, reads, threshold and pseudonymiser of the run.
+    outcomes
+        Committed image outcomes (:meth:`RunJournal.outcomes`).
+    summary
+        Run parameters, counts and timings for the Summary sheet, in display order.
+    title
+        Report title.
+
+    Returns
+    -------
+    AuditReport
+        Flagged studies in queue order, all vertebrae, files and errors.
+    """
+    anon = inputs.pseudonymise
+    metas = {f.relative: f.meta for f in inputs.files}
+    paths = {f.relative: f.path for f in inputs.files}
+    reads = ReadIndex(inputs.reads or ())
+
+    # Group classified images into studies.
+    studies: dict[str, list[str]] = {}
+    for image in sorted(outcomes):
+        key = _study_key(image, metas.get(image), inputs.boxes.get(image, ()))
+        studies.setdefault(key, []).append(image)
+
+    boxes_by_row = {(image, box.row): box for image, boxes in inputs.boxes.items() for box in boxes}
+    vertebrae: list[VertebraFinding] = []
+    findings: list[StudyFinding] = []
+    status_counts = dict.fromkeys(StudyStatus, 0)
+    matched_reads: set[int] = set()
+    for key in sorted(studies):
+        images = tuple(studies[key])
+        meta = next((metas[i] for i in images if metas.get(i) is not None), None)
+        read: ReadRow | None = None
+        if inputs.reads is not None:
+            read = reads.match(
+                meta.study_uid if meta else "", meta.accession_number if meta else "", images
+            )
+        if read is not None:
+            matched_reads.add(read.row)
+        best: dict[Level, tuple[float, str, str]] = {}  # level -> (probability, image, heatmap)
+        for image in images:
+            for v in outcomes[image].vertebrae:
+                if v.probability is None:
+                    continue
+                if v.level not in best or v.probability > best[v.level][0]:
+                    best[v.level] = (v.probability, image, v.heatmap)
+        flag = flag_study({lv: p for lv, (p, _, _) in best.items()}, inputs.threshold, read)
+        status_counts[flag.status] += 1
+        reported_levels = set(read.reported_levels) if read else set()
+        covers_all = bool(read and read.fracture_reported and not read.reported_levels)
+        shown_key = anon(key) if not key.startswith("image:") else key
+        for image in images:
+            for v in outcomes[image].vertebrae:
+                box = boxes_by_row.get((image, v.box_row))
+                vertebrae.append(
+                    VertebraFinding(
+                        study=shown_key,
+                        image=image,
+                        level=v.level,
+                        box_row=v.box_row,
+                        box=box.xyxy if box else (0.0, 0.0, 0.0, 0.0),
+                        box_source=box.source if box else "",
+                        box_confidence=box.confidence if box else None,
+                        probability=v.probability,
+                        positive=v.probability is not None and v.probability >= inputs.threshold,
+                        reference_label=box.label if box else None,
+                        heatmap=v.heatmap,
+                        error=v.error,
+                        study_status=flag.status,
+                        reported=None
+                        if read is None
+                        else (covers_all or v.level in reported_levels),
+                    )
+                )
+        if not flag.status.flagged:
+            continue
+        levels = tuple(
+            LevelEvidence(
+                level=level,
+                probability=p,
+                positive=p >= inputs.threshold,
+                reported=covers_all or level in reported_levels,
+                heatmap=heatmap,
+                image=image,
+            )
+            for level, (p, image, heatmap) in sorted(best.items(), key=lambda kv: kv[0].order)
+        )
+        focus = _focus_image(levels, flag.unreported_levels, images)
+        findings.append(
+            StudyFinding(
+                key=shown_key,
+                study_uid=anon(meta.study_uid) if meta else "",
+                accession_number=anon(meta.accession_number) if meta else "",
+                patient_id=anon(meta.patient_id) if meta else "",
+                patient_name=anon(meta.patient_name) if meta else "",
+                study_date=meta.study_date if meta else "",
+                description=(meta.study_description or meta.series_description) if meta else "",
+                images=(focus, *(i for i in images if i != focus)),
+                image_path=str(paths[focus].absolute()) if focus in paths else "",
+                flag=flag,
+                read=read,
+                levels=levels,
+                radiograph=_radiograph_thumbnail(inputs, focus, paths.get(focus), outcomes[focus]),
+            )
+        )
+    findings.sort(key=lambda s: (-s.flag.priority, s.status.rank, -s.max_probability, s.key))
+    vertebrae.sort(key=lambda v: (v.study, v.image, v.level.order, v.box_row))
+
+    files = tuple(_file_row(f, outcomes, inputs.boxes) for f in inputs.files)
+    errors = _errors(inputs, outcomes)
+    n_reads = len(inputs.reads) if inputs.reads is not None else 0
+    extra: list[tuple[str, SummaryValue]] = []
+    if inputs.reads is not None:
+        extra.append(("Reads matching no scanned study", n_reads - len(matched_reads)))
+    return AuditReport(
+        title=title,
+        summary=(*summary, *extra),
+        status_counts=tuple(status_counts.items()),
+        threshold=inputs.threshold,
+        studies=tuple(findings),
+        vertebrae=tuple(vertebrae),
+        files=files,
+        errors=errors,
+    )
+
+
+def _focus_image(
+    levels: Sequence[LevelEvidence], unreported: Sequence[Level], images: Sequence[str]
+) -> str:
+    """The image holding the strongest finding: unreported positives first, then any level."""
+    pool = [lv for lv in levels if lv.level in unreported] or [lv for lv in levels if lv.positive]
+    pool = pool or list(levels)
+    if not pool:
+        return images[0]
+    return max(pool, key=lambda lv: (lv.probability, lv.image)).image
+
+
+def _radiograph_thumbnail(
+    inputs: ScanInputs, image: str, path: Path | None, outcome: ImageOutcome
+) -> str:
+    """Draw (once) the radiograph with its boxes; return its run-relative path or ""."""
+    relative = f"{RADIOGRAPH_DIR}/{thumbnail_name(image)}"
+    target = inputs.run_dir / relative
+    if target.is_file():
+        return relative
+    if path is None or outcome.status != "classified":
+        return ""
+    try:
+        pixels = read_radiograph(path).pixels
+    except (TlauditError, OSError, ValueError) as err:
+        logger.warning("cannot draw the radiograph thumbnail of %s: %s", image, err)
+        return ""
+    probabilities = {v.box_row: v.probability for v in outcome.vertebrae}
+    drawn = []
+    for box in inputs.boxes.get(image, ()):
+        p = probabilities.get(box.row)
+        text = box.level.value if p is None else f"{box.level.value} {p:.2f}"
+        drawn.append(DrawnBox(box.xyxy, text, p is not None and p >= inputs.threshold))
+    save_jpeg(radiograph_thumbnail(pixels, drawn), target)
+    return relative
+
+
+def _file_row(
+    entry: FileEntry,
+    outcomes: Mapping[str, ImageOutcome],
+    boxes: Mapping[str, tuple[VertebraBox, ...]],
+) -> FileRow:
+    meta = entry.meta
+    if entry.status != "candidate":
+        scan = "not scanned"
+    elif entry.relative not in boxes:
+        scan = "not scanned: no boxes for this image in the box file"
+    elif entry.relative not in outcomes:
+        scan = "not scanned yet (run interrupted; use --resume)"
+    else:
+        outcome = outcomes[entry.relative]
+        done = sum(v.probability is not None for v in outcome.vertebrae)
+        failed = len(outcome.vertebrae) - done
+        if outcome.status != "classified":
+            scan = outcome.reason
+        else:
+            scan = f"classified {done} vertebrae" + (f", {failed} failed" if failed else "")
+    return FileRow(
+        path=entry.relative,
+        size=entry.size,
+        status=entry.status,
+        reason=entry.reason,
+        scan=scan,
+        modality=meta.modality if meta else "",
+        body_part=meta.body_part if meta else "",
+        view_position=meta.view_position if meta else "",
+        description=(meta.series_description or meta.study_description) if meta else "",
+    )
+
+
+def _errors(inputs: ScanInputs, outcomes: Mapping[str, ImageOutcome]) -> tuple[ErrorRow, ...]:
+    rows: list[ErrorRow] = [
+        ErrorRow("box file", e.row, " ".join(p for p in (e.image, e.level) if p), e.reason)
+        for e in sorted(inputs.box_errors, key=lambda e: e.row)
+    ]
+    rows += [
+        ErrorRow("reads file", e.row, e.key, e.reason)
+        for e in sorted(inputs.read_errors, key=lambda e: e.row)
+    ]
+    for image in sorted(outcomes):
+        outcome = outcomes[image]
+        if outcome.status != "classified":
+            rows.append(ErrorRow("image", None, image, outcome.reason))
+            continue
+        rows += [
+            ErrorRow("crop", v.box_row, f"{image} {v.level.value}", v.error)
+            for v in outcome.vertebrae
+            if v.error
+        ]
+    return tuple(rows)

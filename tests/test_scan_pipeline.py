@@ -1,0 +1,399 @@
+"""End to end: a scan of a tiny generated archive writes its reports, escapes hostile headers,
+counts bad input rows, resumes after an interruption to identical findings, and pseudonymises."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import openpyxl
+import pytest
+from _scan_factory import BAD_BOX_ROWS, BAD_READ_ROWS, HOSTILE, LEVELS, ScanWorld, make_scan_world
+from openpyxl.utils import get_column_letter
+from typer.testing import CliRunner
+
+from auditor.cli.app import app
+from auditor.errors import UsageError
+from auditor.model.bundle import create_untrained_bundle
+from auditor.scan.flags import StudyStatus
+from auditor.scan.journal import JOURNAL_NAME
+from auditor.scan.pipeline import ScanConfig, ScanEvent, ScanResult, run_scan
+
+N_STUDIES = 6
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> ScanWorld:
+    return make_scan_world(tmp_path_factory.mktemp("world"), n_studies=N_STUDIES)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return create_untrained_bundle(tmp_path_factory.mktemp("model"), "resnet18", 32, seed=0)
+
+
+def _config(world: ScanWorld, bundle: Path, out: Path, **kw: object) -> ScanConfig:
+    options: dict[str, object] = {
+        "archive": world.archive,
+        "out": out,
+        "boxes": world.boxes,
+        "reads": world.reads,
+        "model": bundle,
+        "threshold": 0.0,  # an untrained model: call every vertebra positive
+        "device": "cpu",
+        "batch_size": 8,
+        "workers": 0,
+    }
+    options.update(kw)
+    return ScanConfig(**options)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def scanned(world: ScanWorld, bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> ScanResult:
+    out = tmp_path_factory.mktemp("run")
+    return run_scan(_config(world, bundle, out, workers=1))
+
+
+class _Html(HTMLParser):
+    """Collects tags, attributes, text and table rows of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.rows: dict[str, int] = {}
+        self._table: list[str] = []
+        self._in_body = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.tags.append((tag, attributes))
+        if tag == "table":
+            self._table.append(attributes.get("id") or "")
+        elif tag == "tbody":
+            self._in_body += 1
+        elif tag == "tr" and self._in_body and self._table:
+            self.rows[self._table[-1]] = self.rows.get(self._table[-1], 0) + 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._table.pop()
+        elif tag == "tbody":
+            self._in_body -= 1
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(path: Path) -> _Html:
+    parser = _Html()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def _findings(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_scan_writes_three_reports(scanned: ScanResult, world: ScanWorld) -> None:
+    for path in scanned.reports.values():
+        assert path.is_file() and path.stat().st_size > 0
+    assert scanned.n_vertebrae == N_STUDIES * len(LEVELS)
+    rows = _findings(scanned.reports["csv"])
+    assert len(rows) == N_STUDIES * len(LEVELS)
+    status = {row["image"].split("/")[0]: row["study_status"] for row in rows}
+    assert status["patient00"] == StudyStatus.LIKELY_MISSED.value  # read negative
+    assert status["patient01"] == StudyStatus.LIKELY_MISSED.value  # read L1 only
+    assert status["patient02"] == StudyStatus.CONCORDANT_POSITIVE.value  # yes, no levels
+    assert status[f"patient{N_STUDIES - 1:02d}"] == StudyStatus.NO_READ.value
+    l1 = next(r for r in rows if r["image"].startswith("patient01") and r["level"] == "L1")
+    assert l1["reported_in_read"] == "yes" and l1["call"] == "positive"
+    assert all(r["heatmap"].startswith("thumbnails/heatmaps/") for r in rows)
+
+
+def test_excel_structure(scanned: ScanResult) -> None:
+    workbook = openpyxl.load_workbook(scanned.reports["xlsx"])
+    assert workbook.sheetnames == ["Summary", "Flagged queue", "Vertebrae", "Files", "Errors"]
+    queue = workbook["Flagged queue"]
+    headers = [cell.value for cell in queue[1]]
+    assert headers[-2:] == ["Reviewer verdict", "Comment"]
+    assert queue.freeze_panes == "A2"
+    assert queue.auto_filter.ref is not None
+    assert queue.max_row == 1 + N_STUDIES  # every study is flagged at threshold 0
+    statuses = [queue.cell(row=r, column=2).value for r in range(2, queue.max_row + 1)]
+    assert statuses[0] == StudyStatus.LIKELY_MISSED.value
+    priorities = [queue.cell(row=r, column=3).value for r in range(2, queue.max_row + 1)]
+    assert priorities == sorted(priorities, reverse=True)
+    assert len(queue._images) == N_STUDIES  # one embedded heatmap thumbnail per study
+    validations = queue.data_validations.dataValidation
+    assert len(validations) == 1
+    assert validations[0].formula1 == ('"confirmed miss,not a fracture,already known,unsure"')
+    verdict = get_column_letter(headers.index("Reviewer verdict") + 1)
+    assert str(validations[0].sqref).startswith(f"{verdict}2:")
+    vertebrae = workbook["Vertebrae"]
+    assert vertebrae.max_row == 1 + N_STUDIES * len(LEVELS)
+    assert vertebrae.conditional_formatting  # colour scale on probability
+    files = workbook["Files"]
+    assert files.max_row == 1 + N_STUDIES + 2  # six images, a text file, a broken file
+    summary = {row[0]: row[1] for row in workbook["Summary"].iter_rows(values_only=True)}
+    assert summary["Vertebrae classified"] == N_STUDIES * len(LEVELS)
+    assert summary["Box rows rejected"] == BAD_BOX_ROWS
+    assert summary["Reads rows rejected"] == BAD_READ_ROWS
+
+
+def test_bad_rows_are_counted_and_named(scanned: ScanResult) -> None:
+    workbook = openpyxl.load_workbook(scanned.reports["xlsx"])
+    errors = list(workbook["Errors"].iter_rows(min_row=2, values_only=True))
+    box = [e for e in errors if e[0] == "box file"]
+    reads = [e for e in errors if e[0] == "reads file"]
+    assert len(box) == BAD_BOX_ROWS and len(reads) == BAD_READ_ROWS
+    reasons = " | ".join(str(e[3]) for e in box)
+    for fragment in (
+        "unknown vertebral level 'X9'",
+        "points outside the archive",
+        "not a candidate image",
+        "lies outside",
+        "degenerate box",
+    ):
+        assert fragment in reasons
+    assert all(isinstance(e[1], int) for e in box + reads)  # every error names its row
+    assert scanned.n_errors == BAD_BOX_ROWS + BAD_READ_ROWS
+
+
+def test_hostile_headers_are_text_in_excel(scanned: ScanResult) -> None:
+    workbook = openpyxl.load_workbook(scanned.reports["xlsx"])
+    queue = workbook["Flagged queue"]
+    headers = [cell.value for cell in queue[1]]
+    row = next(
+        r
+        for r in range(2, queue.max_row + 1)
+        if queue.cell(row=r, column=headers.index("Patient ID") + 1).value == HOSTILE["PatientID"]
+    )
+    for column, expected in (
+        ("Patient ID", HOSTILE["PatientID"]),
+        ("Accession", HOSTILE["AccessionNumber"]),
+        ("Patient name", HOSTILE["PatientName"]),
+        ("Impression", "=cmd() <img src=x onerror=alert(1)>"),
+        ("Study description", HOSTILE["StudyDescription"]),
+    ):
+        cell = queue.cell(row=row, column=headers.index(column) + 1)
+        assert cell.value == expected
+        assert cell.data_type == "s"  # text, never a formula
+
+
+def test_html_is_self_contained_and_escaped(scanned: ScanResult) -> None:
+    page = _parse(scanned.reports["html"])
+    assert page.rows["queue-table"] == N_STUDIES
+    assert page.rows["vertebra-table"] == N_STUDIES * len(LEVELS)
+    assert page.rows["file-table"] == N_STUDIES + 2
+    assert page.rows["error-table"] == BAD_BOX_ROWS + BAD_READ_ROWS
+    scripts = [attrs for tag, attrs in page.tags if tag == "script"]
+    assert len(scripts) == 1 and "src" not in scripts[0]  # only our inline script
+    for tag, attrs in page.tags:
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+        if tag == "img":
+            assert (attrs.get("src") or "").startswith("data:image/jpeg;base64,")
+        if tag == "link":
+            pytest.fail("external stylesheet or resource link")
+    text = "".join(page.text)
+    for value in HOSTILE.values():
+        assert value in text  # shown as text, i.e. escaped in the markup
+    raw = scanned.reports["html"].read_text(encoding="utf-8")
+    assert "<script>alert" not in raw and "&lt;script&gt;alert" in raw
+    assert "<img src=x" not in raw
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    # each flagged study: one radiograph and one heatmap per positive level
+    assert len(images) == N_STUDIES * (1 + len(LEVELS))
+    filters = [attrs for tag, attrs in page.tags if "data-filter-table" in attrs]
+    assert {a.get("data-filter-attr") for a in filters} >= {"status", "levels", "prob", "level"}
+
+
+def test_resume_after_interruption_gives_identical_findings(
+    world: ScanWorld, bundle: Path, scanned: ScanResult, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    batches = 0
+
+    def stop_after_one_batch(event: ScanEvent) -> None:
+        nonlocal batches
+        if event.kind == "batch":
+            batches += 1
+            if batches == 1:
+                raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scan(_config(world, bundle, out), stop_after_one_batch)
+    assert not (out / "findings.csv").exists()
+    with sqlite3.connect(out / JOURNAL_NAME) as db:
+        assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 2  # one batch
+
+    with pytest.raises(UsageError, match="--resume"):
+        run_scan(_config(world, bundle, out))
+    events: list[ScanEvent] = []
+    resumed = run_scan(_config(world, bundle, out, resume=True), events.append)
+    assert resumed.timings["classified_this_session"] == (N_STUDIES - 2) * len(LEVELS)
+    assert any("Resuming: 2 images" in e.message for e in events)
+    assert (out / "findings.csv").read_bytes() == scanned.reports["csv"].read_bytes()
+    fresh = openpyxl.load_workbook(scanned.reports["xlsx"])
+    again = openpyxl.load_workbook(resumed.reports["xlsx"])
+    for sheet in ("Flagged queue", "Vertebrae", "Files", "Errors"):
+        assert list(fresh[sheet].values) == list(again[sheet].values), sheet
+
+
+def test_resume_with_other_threshold_is_refused(
+    world: ScanWorld, bundle: Path, scanned: ScanResult
+) -> None:
+    with pytest.raises(UsageError, match="threshold"):
+        run_scan(_config(world, bundle, scanned.run_dir, threshold=0.9, workers=1, resume=True))
+
+
+def test_pseudonymised_reports_hide_identifiers(
+    world: ScanWorld, bundle: Path, tmp_path: Path
+) -> None:
+    result = run_scan(
+        _config(
+            world,
+            bundle,
+            tmp_path / "anon",
+            pseudonymise=True,
+            pseudonym_salt="salt",
+            heatmaps="none",
+        )
+    )
+    html = result.reports["html"].read_text(encoding="utf-8")
+    queue = openpyxl.load_workbook(result.reports["xlsx"])["Flagged queue"]
+    cells = [str(c) for row in queue.values for c in row if c is not None]
+    for secret in ("FAKE-001", "Fake^Patient1", "ACC0001", world.study_uids[1]):
+        assert secret not in html
+        assert secret not in cells
+        assert secret not in result.reports["csv"].read_text(encoding="utf-8")
+    assert any(c.startswith("anon-") for c in cells)
+    # stable: the same salt gives the same pseudonyms
+    again = run_scan(
+        _config(
+            world,
+            bundle,
+            tmp_path / "anon2",
+            pseudonymise=True,
+            pseudonym_salt="salt",
+            heatmaps="none",
+        )
+    )
+    assert again.reports["csv"].read_bytes() == result.reports["csv"].read_bytes()
+
+
+def test_scan_without_boxes_says_a_box_file_is_needed(world: ScanWorld, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["scan", str(world.archive), "--out", str(tmp_path / "r")])
+    assert isinstance(result.exception, UsageError)
+    assert "box file is needed" in str(result.exception)
+
+
+def test_cli_scan_prints_model_and_device(world: ScanWorld, bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        app,
+        [
+            "scan",
+            str(world.archive),
+            "--out",
+            str(out),
+            "--boxes",
+            str(world.boxes),
+            "--reads",
+            str(world.reads),
+            "--model",
+            str(bundle),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--heatmaps",
+            "none",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "untrained-resnet18-32" in result.output
+    assert "Running on cpu" in result.output
+    assert (out / "audit.html").is_file()
+
+
+@pytest.mark.slow
+def test_killed_scan_process_resumes(bundle: Path, tmp_path: Path) -> None:
+    """A real ``tlaudit scan`` process killed with SIGKILL mid-run resumes to the same findings."""
+    n = 16
+    big = make_scan_world(tmp_path / "world", n_studies=n, seed=1)
+    killed = tmp_path / "killed"
+    command = [
+        sys.executable,
+        "-m",
+        "auditor",
+        "scan",
+        str(big.archive),
+        "--out",
+        str(killed),
+        "--boxes",
+        str(big.boxes),
+        "--reads",
+        str(big.reads),
+        "--model",
+        str(bundle),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--threshold",
+        "0",
+    ]
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = killed / JOURNAL_NAME
+    done = 0
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and process.poll() is None:
+        if journal.exists():
+            try:
+                with sqlite3.connect(journal, timeout=1) as db:
+                    done = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            except sqlite3.OperationalError:  # table not created yet
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if not 2 <= done < n:
+        pytest.skip(f"could not catch the scan mid-way (journal had {done} images)")
+    assert not (killed / "findings.csv").exists()
+
+    def config(out: Path, resume: bool) -> ScanConfig:
+        return ScanConfig(
+            archive=big.archive,
+            out=out,
+            boxes=big.boxes,
+            reads=big.reads,
+            model=bundle,
+            threshold=0.0,
+            device="cpu",
+            batch_size=4,
+            workers=0,
+            resume=resume,
+        )
+
+    resumed = run_scan(config(killed, resume=True))
+    assert resumed.timings["classified_this_session"] < n * len(LEVELS)
+    whole = run_scan(config(tmp_path / "whole", resume=False))
+    assert resumed.reports["csv"].read_bytes() == whole.reports["csv"].read_bytes()
