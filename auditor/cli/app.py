@@ -17,6 +17,8 @@ from rich.markup import escape
 from auditor import __version__
 from auditor.cli.evaluate import evaluate
 from auditor.cli.inventory import inventory_command
+from auditor.cli.localize import evaluate_localizer_command, localize_command
+from auditor.cli.localizer_train import train_localizer_command
 from auditor.cli.scan import scan
 from auditor.cli.synth import synth
 from auditor.cli.train import train
@@ -67,6 +69,9 @@ app.command("scan")(scan)
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("synth")(synth)
+app.command("localize")(localize_command)
+app.command("train-localizer")(train_localizer_command)
+app.command("evaluate-localizer")(evaluate_localizer_command)
 
 
 def main() -> None:

@@ -1,0 +1,92 @@
+"""``tlaudit train-localizer``: train a vertebra localizer bundle from scratch (thin command)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from auditor.localizer.train import TrainConfig, TrainJob, run_training
+
+
+def train_localizer_command(
+    out: Annotated[
+        Path, typer.Argument(file_okay=False, metavar="OUT", help="Bundle folder to write.")
+    ],
+    archive: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Annotated archive to train on."),
+    ] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Box file (CSV or COCO JSON) for --archive."
+        ),
+    ] = None,
+    synth: Annotated[
+        int, typer.Option(min=0, help="Also train on N generated synthetic lateral studies.")
+    ] = 0,
+    synth_seed: Annotated[int, typer.Option(help="Seed of the synthetic world.")] = 101,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Prepared-image cache (.npz): used if it exists, written otherwise.",
+        ),
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1200,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 16,
+    lr: Annotated[float, typer.Option(min=1e-6, help="Peak learning rate.")] = 3e-3,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0.1, help="Stop after this many minutes of training.")
+    ] = None,
+    working_size: Annotated[int, typer.Option(min=64, help="Working canvas side (px).")] = 192,
+    width: Annotated[int, typer.Option(min=4, help="Network width (first stage channels).")] = 12,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 1,
+) -> None:
+    """Train a vertebra localizer from scratch on annotated images and/or the synthetic world."""
+    config = TrainConfig(
+        working_size=working_size,
+        cache_size=round(working_size * 1.25),
+        width=width,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        max_minutes=max_minutes,
+        seed=seed,
+        threads=threads,
+    )
+    job = TrainJob(
+        out=out,
+        archive=archive,
+        annotations=annotations,
+        synth_studies=synth,
+        synth_seed=synth_seed,
+        cache=cache,
+        reproduce="tlaudit " + shlex.join(sys.argv[1:]),
+        config=config,
+    )
+    console = Console()
+    with Progress(
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("train", total=steps, loss=float("nan"))
+        result = run_training(
+            job, progress=lambda step, _total, loss: bar.update(task, completed=step, loss=loss)
+        )
+    console.print(
+        f"wrote {escape(str(result.bundle))}: {result.steps} steps in "
+        f"{result.seconds / 60:.1f} min, final loss {result.final_loss:.3f}"
+    )
