@@ -1,4 +1,4 @@
-"""``tlaudit synth``: write a synthetic archive of lateral TL radiographs with ground truth (thin)."""
+"""``tlaudit synth``: write a synthetic archive of lateral TL radiographs with ground truth."""
 
 from __future__ import annotations
 

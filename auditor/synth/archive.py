@@ -3,7 +3,7 @@
 Layout of ``OUT``::
 
     archive/<PatientID>/<AccessionNumber>/<SeriesNumber>_<Modality>/<SOPInstanceUID>.dcm
-    boxes.csv, boxes.json            one box per visible vertebral body, no labels (what a scan gets)
+    boxes.csv, boxes.json            a box per visible vertebral body, no labels (what a scan gets)
     ground_truth.csv, ground_truth.json   the same boxes with label, AO type, Genant grade, ratios,
                                      fracture zone, partial flag, variants
     reads.csv                        the original read per lateral study (some studies have none)
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from pydicom.dataset import Dataset
 
 from auditor.errors import UsageError
 from auditor.synth import dicom
@@ -159,7 +160,7 @@ class _Result:
 
 def plan_distractors(seed: int, studies: int, config: SynthConfig) -> list[_Distractor]:
     """Deal distractor kinds: each configured kind once (in a seeded order) before any repeats."""
-    n = int(round(config.distractor_rate * studies))
+    n = round(config.distractor_rate * studies)
     rng = _rng(seed, 0, 99)
     kinds = list(config.distractor_kinds)
     order = [kinds[i] for i in rng.permutation(len(kinds))]
@@ -223,7 +224,8 @@ def write_archive(
     if archive.exists() or any((out / name).exists() for name in OUTPUT_FILES):
         if not overwrite:
             raise UsageError(
-                f"{out} already holds a synthetic archive; choose another folder or pass --overwrite"
+                f"{out} already holds a synthetic archive; choose another folder "
+                "or pass --overwrite"
             )
         shutil.rmtree(archive, ignore_errors=True)
         for name in OUTPUT_FILES:
@@ -323,7 +325,7 @@ def _ident(study: SynthStudy) -> dict[str, str]:
     }
 
 
-def lateral_dataset(study: SynthStudy) -> tuple[object, str]:
+def lateral_dataset(study: SynthStudy) -> tuple[Dataset, str]:
     """The study's lateral image as a pydicom Dataset and the transfer syntax used."""
     h = study.header
     acq = study.scene.acquisition
@@ -354,7 +356,7 @@ def _lateral(
     res = _Result()
     rel = image_path(h.patient_id, h.accession_number, h.series_number, h.modality, h.sop_uid)
     ds, syntax = lateral_dataset(study)
-    size = dicom.write(ds, root / rel)  # type: ignore[arg-type]
+    size = dicom.write(ds, root / rel)
     res.manifest.append(
         _manifest(rel, "lateral_tl", "candidate", h.modality, syntax, h.study_uid, size)
     )
@@ -481,7 +483,7 @@ def _lateral(
             )
             made = sr_distractor(r.impression, ident_d, (h.study_uid, series_uid, sop))
         rel_d = image_path(h.patient_id, h.accession_number, series, ident_d["modality"], sop)
-        size_d = dicom.write(made.dataset, root / rel_d)  # type: ignore[arg-type]
+        size_d = dicom.write(made.dataset, root / rel_d)
         res.manifest.append(
             _manifest(
                 rel_d,
@@ -492,7 +494,7 @@ def _lateral(
                 h.study_uid,
                 size_d,
             )
-        )  # type: ignore[attr-defined]
+        )
     if preview and index < PREVIEW_TILES:
         res.tile = study_tile(study)
     return res
@@ -576,7 +578,7 @@ def _standalone(d: _Distractor, seed: int, config: SynthConfig, root: Path) -> _
         small = SynthConfig(max_side=min(config.max_side, 1000))
         study = generate_study(seed, 1_000_000 + number, small)
         ds, syntax = lateral_dataset(study)
-        data = dicom.to_bytes(ds)  # type: ignore[arg-type]
+        data = dicom.to_bytes(ds)
         cut = int(len(data) * rng.uniform(0.4, 0.7))
         h = study.header
         rel = image_path(h.patient_id, h.accession_number, h.series_number, h.modality, h.sop_uid)
@@ -597,7 +599,7 @@ def _standalone(d: _Distractor, seed: int, config: SynthConfig, root: Path) -> _
         return res
     modality = ident["modality"]
     rel = image_path(patient_id, accession, 1, modality, sop)
-    size = dicom.write(made.dataset, root / rel)  # type: ignore[arg-type]
+    size = dicom.write(made.dataset, root / rel)
     res.manifest.append(
         _manifest(
             rel,
@@ -608,7 +610,7 @@ def _standalone(d: _Distractor, seed: int, config: SynthConfig, root: Path) -> _
             study_uid,
             size,
         )
-    )  # type: ignore[attr-defined]
+    )
     return res
 
 

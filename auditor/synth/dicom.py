@@ -8,8 +8,8 @@ Transfer syntaxes (PS3.5 Section 10 and Annex A.4):
 
 - Explicit VR Little Endian (1.2.840.10008.1.2.1) and Implicit VR Little Endian (1.2.840.10008.1.2);
 - JPEG Lossless, Non-Hierarchical, First-Order Prediction (1.2.840.10008.1.2.4.70), encoded with
-  ``imagecodecs.jpeg8_encode(lossless=True, predictor=1)`` (libjpeg-turbo 3), because pydicom 3 has no
-  encoder for it;
+  ``imagecodecs.jpeg8_encode(lossless=True, predictor=1)`` (libjpeg-turbo 3), because pydicom 3
+  has no encoder for it;
 - JPEG-LS Lossless (1.2.840.10008.1.2.4.80) via ``imagecodecs.jpegls_encode`` (CharLS);
 - JPEG 2000 Lossless (1.2.840.10008.1.2.4.90) via pydicom's ``Dataset.compress`` and
   pylibjpeg-openjpeg.

@@ -1,6 +1,7 @@
 """Objects an ER archive holds besides lateral thoracolumbar views, for triage to skip.
 
-Each builder returns a ready :class:`pydicom.dataset.Dataset` (or raw bytes for the broken kinds).
+Each builder returns a ready :class:`pydicom.dataset.Dataset` (the broken kinds are written by
+:mod:`auditor.synth.archive`).
 The images are simple but recognisable renderings (frontal spine, chest, knee, an axial CT slice of
 a lumbar vertebra, a sagittal T2 MR slice); what matters for triage is that their headers say what
 they are, as real ones do, and that a forced scan meets real-looking pixels.
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from pydicom.dataset import Dataset
 from scipy import ndimage
 
 from auditor.synth import dicom
@@ -21,11 +23,10 @@ F32 = npt.NDArray[np.float32]
 
 @dataclass(frozen=True)
 class DistractorFile:
-    """One distractor object: its kind, bytes to write, and what a triage should conclude."""
+    """One DICOM distractor object: its kind, dataset, and what a triage should conclude."""
 
     kind: str
-    data: bytes | None  # raw bytes for truncated / non-DICOM files
-    dataset: object | None  # pydicom Dataset for the DICOM kinds
+    dataset: Dataset
     expected: str  # "skipped" or "unreadable"
 
 
@@ -185,7 +186,7 @@ def radiograph_distractor(
         orientation=("R", "F"),
     )
     dicom.set_image(ds, pixels, 12, photometric, syntax)
-    return DistractorFile(kind, None, ds, "skipped")
+    return DistractorFile(kind, ds, "skipped")
 
 
 def ct_distractor(
@@ -206,7 +207,7 @@ def ct_distractor(
     hu = ct_pixels(rng)
     stored = (hu.astype(np.int32) + 1024).astype(np.uint16)
     dicom.set_image(ds, stored, 12, "MONOCHROME2", dicom.ExplicitVRLittleEndian)
-    return DistractorFile("ct_slice", None, ds, "skipped")
+    return DistractorFile("ct_slice", ds, "skipped")
 
 
 def mr_distractor(
@@ -224,7 +225,7 @@ def mr_distractor(
     ds.RepetitionTime = "3000"
     ds.EchoTime = "100"
     dicom.set_image(ds, mr_pixels(rng), 12, "MONOCHROME2", dicom.ExplicitVRLittleEndian)
-    return DistractorFile("mr_slice", None, ds, "skipped")
+    return DistractorFile("mr_slice", ds, "skipped")
 
 
 def sr_distractor(text: str, ident: dict[str, str], uids: tuple[str, str, str]) -> DistractorFile:
@@ -232,4 +233,4 @@ def sr_distractor(text: str, ident: dict[str, str], uids: tuple[str, str, str]) 
     study_uid, series_uid, sop_uid = uids
     ds = dicom.base_dataset(dicom.BASIC_TEXT_SR, sop_uid, study_uid, series_uid, ident)
     dicom.text_report(ds, text or "No report text.", "Radiology Report")
-    return DistractorFile("sr_report", None, ds, "skipped")
+    return DistractorFile("sr_report", ds, "skipped")

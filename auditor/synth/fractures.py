@@ -1,4 +1,4 @@
-"""Fractures (AO Spine A1-A4, B, C with Genant grades) and the normal variants that are not fractures.
+"""Fractures (AO Spine A1-A4, B, C; Genant grades) and the normal variants that are not fractures.
 
 Each fracture type changes a normal :class:`~auditor.synth.shape.BodyShape` the way the injury
 changes a vertebral body on a lateral radiograph:
@@ -11,17 +11,17 @@ changes a vertebral body on a lateral radiograph:
   lines into the body.
 - **A4** complete burst: both endplates depressed, depth increased (both walls bulge), comminution
   lines, condensation bands.
-- **B** distraction: an A-type body compression plus a horizontal (Chance) line through the posterior
-  body and focal kyphosis at the disc above.
+- **B** distraction: an A-type body compression plus a horizontal (Chance) line through the
+  posterior body and focal kyphosis at the disc above.
 - **C** translation: an A-type body compression plus displacement of the column above.
 
 The Genant grade is measured, not assumed: the fractional height loss
-``1 - min(anterior, middle) / posterior`` is drawn in the grade's band (20-25 %, 25-40 %, > 40 %) and
-the shape built so that the measurement hits it.
+``1 - min(anterior, middle) / posterior`` is drawn in the grade's band (20-25 %, 25-40 %, > 40 %)
+and the shape built so that the measurement hits it.
 
-Normal variants (physiologic wedging of T11-L1 lives in :mod:`auditor.synth.anatomy`): Schmorl nodes,
-osteophytes, Hahn's clefts, bone islands and endplate sclerosis next to degenerated discs. They are
-drawn independently of the fracture label, on fractured and intact bodies alike.
+Normal variants (physiologic wedging of T11-L1: :mod:`auditor.synth.anatomy`): Schmorl
+nodes, osteophytes, Hahn's clefts, bone islands and endplate sclerosis next to degenerated discs.
+They are drawn independently of the fracture label, on fractured and intact bodies alike.
 """
 
 from __future__ import annotations
@@ -151,12 +151,7 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
         hm = hp * (1.0 - q * rng.uniform(0.35, 0.55))
         out = _set_heights(shape, ha, hm, hp, (share_one, share_one, share_one))
         corner_v = out.top_pts[2] - 2.5 if superior else out.bottom_pts[2] + 2.5
-        extras: dict[str, object] = {
-            "bulge_anterior": float(rng.uniform(0.4, 1.6) * grade_scale),
-            "bulge_anterior_v": float(corner_v),
-            "bulge_width": 3.5,
-        }
-        gaps = []
+        gaps: list[Gap] = []
         if rng.random() < 0.45 + 0.2 * spec.grade:
             gaps.append(
                 Gap(
@@ -166,7 +161,7 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
                     float(rng.uniform(0.3, 1.2)),
                 )
             )
-        bands = []
+        bands: list[Band] = []
         if rng.random() < 0.4 + 0.1 * spec.grade:
             bands.append(
                 Band(
@@ -180,15 +175,21 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
             )
         zone = _zone_under(out, ep, -0.15 * d, 0.5 * d, 0.38 * h)
         out = replace(
-            out, gaps=out.gaps + tuple(gaps), bands=out.bands + tuple(bands), zone=zone, **extras
-        )  # type: ignore[arg-type]
+            out,
+            gaps=out.gaps + tuple(gaps),
+            bands=out.bands + tuple(bands),
+            zone=zone,
+            bulge_anterior=float(rng.uniform(0.4, 1.6) * grade_scale),
+            bulge_anterior_v=float(corner_v),
+            bulge_width=3.5,
+        )
     elif base == "A2":
         us = float(rng.uniform(-0.08, 0.15) * d)
         radius = float(min(0.28 * d, MEASURE_AT * d - abs(us) - 0.5))
         hp = hp0 * (1.0 - rng.uniform(0.0, 0.03))
         ha = hp * (1.0 - q * rng.uniform(0.2, 0.5))
         out = _set_heights(shape, ha, hp * 0.985, hp, (0.5, 0.5, 0.5))
-        ha_now, hm_now, _ = out.heights()
+        _ha_now, hm_now, _ = out.heights()
         need = hm_now - hp * (1.0 - q)
         w0 = float(np.sqrt(max(1.0 - (us / radius) ** 2, 0.05)))
         dents = (
@@ -198,15 +199,15 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
         tilt = float(rng.uniform(-0.15, 0.15))
         half = 0.5 * hp + 1.0
         gap_w = float(rng.uniform(0.8, 2.0) * grade_scale)
-        lines = (Line(us - tilt * half, -half, us + tilt * half, half, gap_w, -0.85),)
+        split = Line(us - tilt * half, -half, us + tilt * half, half, gap_w, -0.85)
         out = replace(
             out,
             dents=out.dents + dents,
-            lines=out.lines + lines,
+            lines=(*out.lines, split),
             bulge_anterior=float(rng.uniform(0.8, 2.5) * grade_scale),
             bulge_anterior_v=0.0,
             bulge_width=0.6 * hp,
-            gaps=out.gaps + (Gap("top", us, 0.8, 0.0), Gap("bottom", us, 0.8, 0.0)),
+            gaps=(*out.gaps, Gap("top", us, 0.8, 0.0), Gap("bottom", us, 0.8, 0.0)),
         )
         zone = (
             (us - 4.0 - tilt * half, -half),
@@ -223,12 +224,12 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
         v_corner = out.top_pts[0] - 0.22 * hp if superior else out.bottom_pts[0] + 0.22 * hp
         retro = float(rng.uniform(1.2, 4.0) * grade_scale)
         n_lines = int(rng.integers(1, 3))
-        lines = tuple(
+        lines_a3 = tuple(
             _random_line(out, ep, rng, -0.35 * d, 0.3 * d, 0.25 * hp) for _ in range(n_lines)
         )
-        bands = ()
+        bands_a3: tuple[Band, ...] = ()
         if rng.random() < 0.5:
-            bands = (
+            bands_a3 = (
                 Band(
                     ep,
                     float(rng.uniform(1.5, 3.0)),
@@ -238,16 +239,15 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
                     0.35 * d,
                 ),
             )
-        gaps = (Gap("posterior", float(v_corner), 1.0, 0.0),)
         zone = _zone_under(out, ep, -0.5 * d - retro, 0.35 * d, 0.45 * hp)
         out = replace(
             out,
             bulge_posterior=retro,
             bulge_posterior_v=float(v_corner),
             bulge_width=0.18 * hp + 1.5,
-            lines=out.lines + lines,
-            bands=out.bands + bands,
-            gaps=out.gaps + gaps,
+            lines=out.lines + lines_a3,
+            bands=out.bands + bands_a3,
+            gaps=(*out.gaps, Gap("posterior", float(v_corner), 1.0, 0.0)),
             zone=zone,
         )
     else:  # A4
@@ -257,14 +257,14 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
         top_share = float(rng.uniform(0.5, 0.7))
         out = _set_heights(shape, ha, hm, hp, (0.5, top_share, top_share))
         n_lines = int(rng.integers(2, 5))
-        lines = tuple(
+        lines_a4 = tuple(
             _random_line(out, "top" if i % 2 == 0 else "bottom", rng, -0.4 * d, 0.4 * d, 0.35 * hp)
             for i in range(n_lines)
         )
-        bands = []
+        bands_a4: list[Band] = []
         for which in ("top", "bottom"):
             if rng.random() < 0.5:
-                bands.append(
+                bands_a4.append(
                     Band(
                         which,
                         float(rng.uniform(1.5, 3.0)),
@@ -274,13 +274,11 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
                         0.45 * d,
                     )
                 )
-        gaps = (
-            Gap(
-                "anterior",
-                float(rng.uniform(-0.2, 0.3) * hp),
-                float(rng.uniform(0.6, 1.4)),
-                float(rng.uniform(0.3, 1.5)),
-            ),
+        buckle = Gap(
+            "anterior",
+            float(rng.uniform(-0.2, 0.3) * hp),
+            float(rng.uniform(0.6, 1.4)),
+            float(rng.uniform(0.3, 1.5)),
         )
         shrink = 0.92
         zone = tuple((float(u) * shrink, float(v) * shrink) for u, v in out.outline(16))
@@ -291,9 +289,9 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
             bulge_posterior=float(rng.uniform(1.5, 4.5) * grade_scale),
             bulge_posterior_v=0.1 * hp,
             bulge_width=0.3 * hp,
-            lines=out.lines + lines,
-            bands=out.bands + tuple(bands),
-            gaps=out.gaps + gaps,
+            lines=out.lines + lines_a4,
+            bands=out.bands + tuple(bands_a4),
+            gaps=(*out.gaps, buckle),
             zone=zone,
         )
 
@@ -313,7 +311,7 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
             (0.0, v_line + 3.0),
             (-0.5 * d, v_line + 3.0),
         )
-        out = replace(out, lines=out.lines + (chance,), zone=out.zone if out.zone else zone_b)
+        out = replace(out, lines=(*out.lines, chance), zone=out.zone if out.zone else zone_b)
     return out
 
 
@@ -358,12 +356,12 @@ def apply_variants(
     if rng.random() < 0.06 + 0.08 * age_f:
         which = "top" if rng.random() < 0.6 else "bottom"
         u0 = float(rng.uniform(-0.25, 0.25) * d)
-        radius = float(rng.uniform(2.2, 5.0))
-        depth = float(rng.uniform(1.5, 4.0))
-        trial = replace(shape, dents=shape.dents + (Dent(which, u0, radius, depth),))
+        radius = float(rng.uniform(3.0, 6.0))
+        depth = float(rng.uniform(1.2, 3.0))
+        trial = replace(shape, dents=(*shape.dents, Dent(which, u0, radius, depth)))
         while not min_loss <= height_loss(trial) <= max_loss and depth > 0.5:
             depth *= 0.8
-            trial = replace(shape, dents=shape.dents + (Dent(which, u0, radius, depth),))
+            trial = replace(shape, dents=(*shape.dents, Dent(which, u0, radius, depth)))
         if min_loss <= height_loss(trial) <= max_loss:
             shape = trial
             names.append("schmorl_node")
@@ -391,14 +389,14 @@ def apply_variants(
             float(rng.uniform(0.6, 1.1)),
             -0.45,
         )
-        shape = replace(shape, lines=shape.lines + (cleft,))
+        shape = replace(shape, lines=(*shape.lines, cleft))
         names.append("hahn_cleft")
     if rng.random() < 0.04:
         u = float(rng.uniform(-0.3, 0.3) * d)
         v = float(rng.uniform(-0.4, 0.4) * shape.half_height)
         r = float(rng.uniform(1.0, 2.5))
         island = Line(u - r, v, u + r, v + rng.uniform(-0.5, 0.5), 2.0 * r, 0.6)
-        shape = replace(shape, lines=shape.lines + (island,))
+        shape = replace(shape, lines=(*shape.lines, island))
         names.append("bone_island")
     return shape, tuple(names)
 

@@ -53,7 +53,7 @@ def form_image(
     heel = 1.0 + acq.heel * (np.linspace(-0.5, 0.5, r_rows, dtype=np.float32)[:, None])
     primary = heel * np.exp(-atten) * maps.exposed
     # Scatter: broad kernel (about 35 mm), computed on a coarse grid.
-    step = max(1, int(round(4.0 / grid.render_pitch)))
+    step = max(1, round(4.0 / grid.render_pitch))
     coarse = primary[::step, ::step]
     spread = ndimage.gaussian_filter(coarse, 35.0 / (grid.render_pitch * step), mode="nearest")
     scatter = _resize(spread.astype(np.float32), r_rows, r_cols)
@@ -80,7 +80,8 @@ def form_image(
     log += np.log(scale)
 
     # Processing on coarse low-pass copies (cheap), applied at full resolution.
-    roi = _roi(avoid, rows, cols)
+    x0, y0r, x1, y1 = exposed_rect(grid, acq.collimation)
+    roi = _roi(avoid, rows, cols, (x0, y0r, x1, y1))
     low_edge = _lowpass(log, 1.6 / grid.pitch)
     low_drc = _lowpass(log, 25.0 / grid.pitch)
     ref = float(np.median(low_drc[roi][::4, ::4]))
@@ -90,21 +91,15 @@ def form_image(
     low_drc -= np.float32(ref)
     low_drc *= np.float32(acq.drc_gain)
     proc -= low_drc
-    sample = proc[roi][::3, ::3]
-    lo, hi = np.percentile(sample, [0.5, 99.7])
-    proc -= np.float32(lo)
-    proc *= np.float32(acq.tone / max(hi - lo, 1e-6))
-    proc -= np.float32(0.5 * acq.tone)
-    # Sigmoid tone curve, rescaled so that the window limits map to 0 and 1.
-    np.negative(proc, out=proc)
-    np.exp(proc, out=proc)
-    proc += np.float32(1.0)
-    np.reciprocal(proc, out=proc)
-    y0 = np.float32(1.0 / (1.0 + np.exp(acq.tone * 0.5)))
-    proc -= y0
-    proc *= np.float32(1.0 / (1.0 - 2.0 * y0))
+    soft_level, bone_level = _levels(proc, roi, avoid)
+    # Anchor the soft tissue beside the spine and the vertebral bodies at the acquisition's display
+    # levels (what a console's histogram analysis does), then roll off the extremes.
+    gain = np.float32(acq.bone_contrast / max(bone_level - soft_level, 1e-6))
+    proc -= np.float32(soft_level)
+    proc *= gain
+    proc += np.float32(acq.soft_level)
+    _rolloff(proc)
     display = proc
-    x0, y0r, x1, y1 = exposed_rect(grid, acq.collimation)
     r0, r1, c0, c1 = int(y0r), int(np.ceil(y1)), int(x0), int(np.ceil(x1))
     fill = np.float32(1.0 if acq.shutter_white else 0.0)
     display[:r0] = fill
@@ -125,19 +120,64 @@ def form_image(
     return Formed(stored, display, window)
 
 
+def _levels(
+    proc: F32, roi: tuple[slice, slice], boxes: list[tuple[float, float, float, float]]
+) -> tuple[float, float]:
+    """Median processed value of the soft tissue around the spine and of the body centres."""
+    r0, c0 = roi[0].start, roi[1].start
+    sub = proc[roi][::4, ::4]
+    rr = r0 + 4 * np.arange(sub.shape[0])[:, None]
+    cc = c0 + 4 * np.arange(sub.shape[1])[None, :]
+    near = np.zeros(sub.shape, bool)
+    core = np.zeros(sub.shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        w, h = x1 - x0, y1 - y0
+        near |= (
+            (cc > x0 - 0.2 * w) & (cc < x1 + 0.2 * w) & (rr > y0 - 0.2 * h) & (rr < y1 + 0.2 * h)
+        )
+        core |= (
+            (cc > x0 + 0.25 * w)
+            & (cc < x1 - 0.25 * w)
+            & (rr > y0 + 0.25 * h)
+            & (rr < y1 - 0.25 * h)
+        )
+    soft = sub[~near] if (~near).sum() > 50 else sub.ravel()
+    bone = sub[core] if core.sum() > 20 else sub.ravel()
+    soft_level = float(np.median(soft))
+    bone_level = float(np.median(bone))
+    if bone_level - soft_level < 1e-3:
+        soft_level, bone_level = (float(v) for v in np.percentile(sub, [30, 90]))
+    return soft_level, bone_level
+
+
+def _rolloff(y: F32) -> None:
+    """Smooth shoulder above 0.85 and toe below 0.12 (in place), like a film-like tone curve."""
+    hi = y > 0.85
+    y[hi] = 0.85 + 0.15 * np.tanh((y[hi] - 0.85) / 0.15)
+    lo = y < 0.12
+    y[lo] = 0.12 - 0.12 * np.tanh((0.12 - y[lo]) / 0.12)
+
+
 def _roi(
-    boxes: list[tuple[float, float, float, float]], rows: int, cols: int
+    boxes: list[tuple[float, float, float, float]],
+    rows: int,
+    cols: int,
+    field: tuple[float, float, float, float],
 ) -> tuple[slice, slice]:
-    """The region a console's histogram analysis would look at: the spine and its surroundings."""
-    if not boxes:
-        return slice(rows // 6, rows - rows // 6), slice(cols // 6, cols - cols // 6)
-    b = np.asarray(boxes, float)
-    x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
-    mx = 0.6 * (x1 - x0)
-    return (
-        slice(max(0, int(y0)), min(rows, int(y1) + 1)),
-        slice(max(0, int(x0 - mx)), min(cols, int(x1 + mx) + 1)),
-    )
+    """The region a console's histogram analysis looks at: the spine and its surroundings,
+    inside the collimated field."""
+    fx0, fy0, fx1, fy1 = (round(v) for v in field)
+    if boxes:
+        b = np.asarray(boxes, float)
+        x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+        mx = 0.6 * (x1 - x0)
+    else:
+        x0, y0, x1, y1, mx = cols / 6, rows / 6, cols * 5 / 6, rows * 5 / 6, 0.0
+    r0, r1 = max(fy0, int(y0)), min(fy1, int(y1) + 1)
+    c0, c1 = max(fx0, int(x0 - mx)), min(fx1, int(x1 + mx) + 1)
+    if r1 - r0 < 8 or c1 - c0 < 8:
+        return slice(fy0, fy1), slice(fx0, fx1)
+    return slice(r0, r1), slice(c0, c1)
 
 
 def _resize(a: F32, rows: int, cols: int) -> F32:
@@ -209,10 +249,15 @@ def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float,
 
 
 def _stamp(
-    display: F32, text: str, font: ImageFont.FreeTypeFont, x: int, y: int, frame: bool
+    display: F32,
+    text: str,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    x: int,
+    y: int,
+    frame: bool,
 ) -> None:
     rows, cols = display.shape
-    left, top, right, bottom = font.getbbox(text)
+    left, top, right, bottom = (round(v) for v in font.getbbox(text))
     w, h = right - left + 8, bottom - top + 8
     canvas = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(canvas)

@@ -8,7 +8,7 @@ turns these into Beer-Lambert attenuation.
 Bone:
 
 - vertebral bodies: cancellous bone whose beam path follows the body's lateral width, with
-  trabecular texture (vertically oriented noise, the same field for every body); the lateral cortices;
+  trabecular texture (vertically oriented noise, one field for every body); the lateral cortices;
   endplates and anterior/posterior walls seen edge-on as bright rims; fracture lines, condensation
   bands and cortical breaks from the body's shape (:mod:`auditor.synth.shape`);
 - posterior elements: pedicles (with the transverse processes end-on), articular processes, laminae
@@ -19,7 +19,9 @@ Bone:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +32,7 @@ from auditor.synth.grid import Grid, clip_window
 from auditor.synth.scene import Scene
 from auditor.synth.shape import BodyShape
 
-FloatArray = npt.NDArray[np.float64]
+FloatArray = npt.NDArray[np.floating[Any]]
 F32 = npt.NDArray[np.float32]
 
 CANCELLOUS = 0.19  # cortical-equivalent density of cancellous bone (fraction)
@@ -96,9 +98,9 @@ def render_maps(scene: Scene, rng: np.random.Generator) -> Maps:
 def _trabecular_texture(shape: tuple[int, int], pitch: float, rng: np.random.Generator) -> F32:
     """Zero-mean, unit-variance trabecular texture: fine vertical struts plus coarser marrow."""
     white = rng.standard_normal(shape, dtype=np.float32)
-    fine = ndimage.gaussian_filter(white, (0.6 / pitch, 0.22 / pitch))
-    coarse = ndimage.gaussian_filter(white, 0.9 / pitch)
-    tex = fine / (fine.std() + 1e-6) + 0.35 * coarse / (coarse.std() + 1e-6)
+    fine = ndimage.gaussian_filter(white, (0.9 / pitch, 0.2 / pitch))
+    coarse = ndimage.gaussian_filter(white, 0.8 / pitch)
+    tex = fine / (fine.std() + 1e-6) + 0.5 * coarse / (coarse.std() + 1e-6)
     tex /= tex.std() + 1e-6
     return tex.astype(np.float32)
 
@@ -146,10 +148,12 @@ def _soft_tissue(scene: Scene, soft: F32, air: F32, rng: np.random.Generator) ->
         dv = (-(gx - pocket.centre[0]) * s_ + (gy - pocket.centre[1]) * c) / pocket.axes[1]
         prof = np.sqrt(np.clip(1.0 - du * du - dv * dv, 0.0, None))
         if pocket.mottled:
+            # Stool in the colon: gas bubbles a few millimetres across, soft-edged.
             bubbles = ndimage.gaussian_filter(
-                rng.standard_normal(prof.shape), 1.2 / grid.render_pitch
+                rng.standard_normal(prof.shape), 1.8 / grid.render_pitch
             )
-            prof = prof * np.clip(0.5 + 2.5 * bubbles / (bubbles.std() + 1e-6), 0.0, 1.0)
+            prof = prof * np.clip(0.45 + 1.2 * bubbles / (bubbles.std() + 1e-6), 0.0, 1.0)
+            prof = ndimage.gaussian_filter(prof, 0.6 / grid.render_pitch)
         air[sl[0]] += (pocket.thickness * prof[sl[1]]).astype(np.float32)
     np.minimum(air, soft * 0.85, out=air)
 
@@ -248,10 +252,10 @@ def _draw_body(
             hole = np.exp(-(((u - gap.center) / gap.half_length) ** 4)) * near
             rim_end = rim_end * (1.0 - 0.9 * hole)
 
-    total = cancellous + 2.0 * CORTEX_MM + rim_end + rim_wall
+    total: FloatArray = cancellous + 2.0 * CORTEX_MM + rim_end + rim_wall
     for line in sh.lines:
-        dist = _segment_distance(u, v, (line.u0, line.v0), (line.u1, line.v1))
-        prof = np.exp(-0.5 * (dist / (0.5 * line.width)) ** 2)
+        line_dist = _segment_distance(u, v, (line.u0, line.v0), (line.u1, line.v1))
+        prof = np.exp(-0.5 * (line_dist / (0.5 * line.width)) ** 2)
         total = total * np.clip(1.0 + line.strength * prof, 0.05, None)
     total = total * inside
 
@@ -264,13 +268,14 @@ def _spur(sh: BodyShape, spur: object, u: FloatArray, v: FloatArray) -> FloatArr
     from auditor.synth.shape import Spur
 
     assert isinstance(spur, Spur)
-    corner_u = sh.depth * 0.5 - 0.5
+    corner_u = sh.depth * 0.5 - 1.0
     corner_v = (
         sh.top(np.array([corner_u]))[0]
         if spur.corner == "top"
         else sh.bottom(np.array([corner_u]))[0]
     )
-    direction = np.array([np.cos(0.6), np.sin(0.6) if spur.corner == "top" else -np.sin(0.6)])
+    tilt = 1.1  # radians from the anterior direction: spurs grow towards the next vertebra
+    direction = np.array([np.cos(tilt), np.sin(tilt) if spur.corner == "top" else -np.sin(tilt)])
     tip = (corner_u + direction[0] * spur.length, corner_v + direction[1] * spur.length)
     dist = _segment_distance(
         u, v, (corner_u - 1.0, float(corner_v)), (float(tip[0]), float(tip[1]))
@@ -289,14 +294,17 @@ def _ellipsoid(
     axes: tuple[float, float],
     angle: float,
     peak: float,
+    power: float = 2.0,
 ) -> FloatArray:
-    """Path length through an ellipsoid of bone with a slightly denser shell."""
+    """Path length through a rounded bone element (superellipse outline of exponent ``power``)
+    with a denser cortical shell."""
     c, s = np.cos(angle), np.sin(angle)
     du, dv = u - centre[0], v - centre[1]
-    a = (du * c + dv * s) / axes[0]
-    b = (-du * s + dv * c) / axes[1]
-    r2 = np.clip(1.0 - (a * a + b * b), 0.0, None)
-    return peak * (np.sqrt(r2) * (0.7 + 0.3 * np.exp(-r2 / 0.08)))
+    a = np.abs((du * c + dv * s) / axes[0])
+    b = np.abs((-du * s + dv * c) / axes[1])
+    rho = (a**power + b**power) ** (1.0 / power)
+    inside = np.clip(1.0 - rho, 0.0, None)
+    return peak * (np.minimum(inside / 0.25, 1.0) ** 0.5 * (0.7 + 0.5 * np.exp(-inside / 0.07)))
 
 
 def _draw_posterior_elements(body: PlacedBody, grid: Grid, bone: F32, density: float) -> None:
@@ -307,34 +315,24 @@ def _draw_posterior_elements(body: PlacedBody, grid: Grid, bone: F32, density: f
     h = sh.heights()[2]
     lumbar = sh.level.startswith("L")
     base = float(sh.posterior(np.array([0.0]))[0]) - 0.5  # posterior wall
-    parts: list[tuple[tuple[float, float], tuple[float, float], float, float]] = [
-        # (centre (u, v), semi-axes, angle, peak cortical-equivalent mm)
+    parts: list[tuple[tuple[float, float], tuple[float, float], float, float, float]] = [
+        # (centre (u, v), semi-axes, angle, peak cortical-equivalent mm, outline exponent)
         (
-            (base - 0.24 * d, 0.20 * h),
-            (0.30 * d, 0.21 * h),
-            0.05,
-            10.0,
-        ),  # pedicles (+ transverse processes)
-        (
-            (base - 0.46 * d, 0.52 * h),
-            (0.13 * d, 0.36 * h),
-            -0.25,
-            8.0,
-        ),  # superior articular process
-        (
-            (base - 0.52 * d, -0.48 * h),
-            (0.13 * d, 0.36 * h),
-            -0.3,
-            8.0,
-        ),  # inferior articular process
-        ((base - 0.56 * d, 0.0), (0.18 * d, 0.50 * h), -0.2, 6.5),  # lamina / pars
+            (base - 0.22 * d, 0.22 * h),
+            (0.28 * d, 0.19 * h),
+            0.04,
+            13.0,
+            2.6,
+        ),  # pedicles (+ transverse)
+        ((base - 0.48 * d, 0.05 * h), (0.11 * d, 0.78 * h), -0.28, 11.0, 2.4),  # articular pillar
+        ((base - 0.60 * d, -0.05 * h), (0.12 * d, 0.45 * h), -0.15, 8.0, 3.0),  # lamina / pars
     ]
     if lumbar:
-        parts.append(((base - 0.62 * d - 17.0, -0.10 * h), (22.0, 0.34 * h), 0.12, 6.5))
+        parts.append(((base - 0.66 * d - 13.0, -0.12 * h), (16.0, 0.26 * h), 0.10, 8.0, 3.5))
     else:
-        parts.append(((base - 0.58 * d - 14.0, -0.55 * h), (20.0, 4.5), 0.75, 6.0))
+        parts.append(((base - 0.6 * d - 12.0, -0.5 * h), (17.0, 4.0), 0.8, 7.0, 2.5))
     chance = [ln for ln in sh.lines if min(ln.u0, ln.u1) < -0.7 * d]
-    for centre, axes, angle, peak in parts:
+    for centre, axes, angle, peak, power in parts:
         cu, cv = centre
         px, py = body.to_patient(np.array([cu]), np.array([cv]))
         win = grid.render_window(px, py, max(axes) + 1.0)
@@ -343,7 +341,7 @@ def _draw_posterior_elements(body: PlacedBody, grid: Grid, bone: F32, density: f
             continue
         x, y = grid.window_patient(*win)
         u, v = _local(body, x, y)
-        total = _ellipsoid(u, v, centre, axes, angle, peak * density**0.5)
+        total = _ellipsoid(u, v, centre, axes, angle, peak * density**0.5, power)
         for line in chance:  # a Chance line runs on into the posterior elements
             dist = _segment_distance(u, v, (line.u0, line.v0), (line.u1, line.v1))
             total *= np.clip(
@@ -369,7 +367,7 @@ def _draw_rib(
     r0, _, c0, _ = win
     x, y = grid.window_patient(*win)
     d2 = np.full(x.shape, np.inf)
-    for a, b in zip(pts[:-1], pts[1:], strict=True):
+    for a, b in itertools.pairwise(pts):
         sw = grid.render_window(np.array([a[0], b[0]]), np.array([a[1], b[1]]), radius + 1.0)
         rs = slice(max(sw[0] - r0, 0), max(sw[1] - r0, 0))
         cs = slice(max(sw[2] - c0, 0), max(sw[3] - c0, 0))

@@ -86,7 +86,8 @@ class Acquisition:
     blur_px: float  # detector blur sigma, stored pixels
     edge_gain: float
     drc_gain: float
-    tone: float  # sigmoid slope of the tone curve
+    soft_level: float  # display level of the soft tissue next to the spine
+    bone_contrast: float  # display difference between vertebral bodies and that soft tissue
     collimation: tuple[float, float, float, float]  # fractions cut at left, right, top, bottom
     shutter_white: bool  # collimated area shown white (unprocessed) or black (masked)
     kvp: float
@@ -228,9 +229,9 @@ def _make_grid(
     spacing = pitch * acq.magnification
     if spacing < 0.1:
         pitch = 0.1 / acq.magnification
-    factor = max(1, int(round(0.30 / pitch)))
-    rows = max(factor, int(round(field.height / pitch / factor)) * factor)
-    cols = max(factor, int(round(field.width / pitch / factor)) * factor)
+    factor = max(1, round(0.30 / pitch))
+    rows = max(factor, round(field.height / pitch / factor) * factor)
+    cols = max(factor, round(field.width / pitch / factor) * factor)
     return Grid(rows, cols, float(pitch), factor, field.centre, field.rotation, field.facing_right)
 
 
@@ -260,12 +261,13 @@ def _sample_acquisition(rng: np.random.Generator, patient: Patient) -> Acquisiti
         blur_px=float(rng.uniform(0.5, 0.9) if modality == "DX" else rng.uniform(0.8, 1.4)),
         edge_gain=float(rng.uniform(0.3, 1.1)),
         drc_gain=float(rng.uniform(0.25, 0.6)),
-        tone=float(rng.uniform(3.0, 6.0)),
+        soft_level=float(rng.uniform(0.28, 0.45)),
+        bone_contrast=float(rng.uniform(0.2, 0.32)),
         collimation=collim,
         shutter_white=bool(rng.random() < 0.5),
         kvp=float(rng.choice([80, 85, 90, 95, 100, 102, 110])),
         mas=float(np.round(rng.uniform(12, 80), 1)),
-        texture_gain=float(rng.uniform(0.10, 0.22)),
+        texture_gain=float(rng.uniform(0.07, 0.15)),
         marker=str(rng.choice(["L", "R"])),
         annotation=str(rng.choice(annotations)),
     )

@@ -3,21 +3,23 @@
 A body lives in a local frame in millimetres: ``u`` runs posterior (negative) to anterior
 (positive) across the body depth, ``v`` runs caudal (negative) to cranial (positive) along the
 body axis, the origin at the body centre. The superior and inferior endplates are functions
-``v = top(u)`` and ``v = bottom(u)``, the posterior and anterior walls functions ``u = posterior(v)``
-and ``u = anterior(v)``. Normal bodies and fractured ones are the same kind of object with
-different parameters: what makes a fracture is geometry (height loss, depressed endplates, bulging
-walls) and the anatomy-like signs drawn on it (cortical breaks, condensation bands, fracture lines),
+``v = top(u)`` and ``v = bottom(u)``, the posterior and anterior walls functions
+``u = posterior(v)`` and ``u = anterior(v)``. Normal bodies and fractured ones are the same kind
+of object with different parameters: what makes a fracture is geometry (height loss, depressed
+endplates, bulging walls) and the anatomy-like signs drawn on it (cortical breaks, condensation
+bands, fracture lines),
 never a label-only intensity change.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+FloatArray = npt.NDArray[np.floating[Any]]
 
 #: Heights are measured this far from the body centre, as a fraction of the depth (anterior,
 #: middle, posterior heights as in quantitative morphometry, a little inside the rounded corners).
@@ -174,7 +176,7 @@ class BodyShape:
         return ha / hp, hm / hp
 
     def outline(self, n: int = 24) -> FloatArray:
-        """Closed outline polygon, shape (k, 2) of (u, v), counter-clockwise from posterior-bottom."""
+        """Closed outline polygon, shape (k, 2) of (u, v), from the posterior-inferior corner."""
         u = np.linspace(-0.5 * self.depth, 0.5 * self.depth, n)
         bottom = np.stack([u, self.bottom(u)], axis=1)
         top = np.stack([u[::-1], self.top(u[::-1])], axis=1)

@@ -6,13 +6,13 @@ it returns. Everything is a pure function of ``(seed, index, config)``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from pydicom.uid import generate_uid
 
 from auditor.synth.anatomy import BOXED_LEVELS
 from auditor.synth.config import SynthConfig
@@ -123,10 +123,11 @@ def _rng(seed: int, index: int, *stream: int) -> np.random.Generator:
 
 
 def uid(seed: int, *parts: object) -> str:
-    """A deterministic ``2.25`` UID from the seed and a path of names."""
-    return str(
-        generate_uid(prefix=None, entropy_srcs=["tlaudit-synth", str(seed), *map(str, parts)])
-    )
+    """A deterministic ``2.25`` UID (PS3.5 B.2: a UUID as a decimal integer) from the seed and a
+    path of names; a 122-bit hash, so distinct paths do not collide in practice."""
+    text = "\x1f".join(["tlaudit-synth", str(seed), *map(str, parts)])
+    value = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:16], "big") >> 6
+    return f"2.25.{value}"
 
 
 def generate_study(seed: int, index: int = 0, config: SynthConfig | None = None) -> SynthStudy:
@@ -324,7 +325,7 @@ def _header(
         birth_date=f"{birth_year:04d}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
         sex=scene.patient.sex,
         study_date=study_date,
-        study_time=f"{int(rng.integers(0, 24)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}",
+        study_time="".join(f"{int(rng.integers(0, n)):02d}" for n in (24, 60, 60)),
         accession_number=f"SA{seed % 10000:04d}{index:06d}",
         study_uid=uid(seed, index, "study"),
         series_uid=uid(seed, index, "series", 1),
@@ -359,7 +360,7 @@ def _describe(truth: VertebraTruth) -> str:
     if truth.ao_type == "A2":
         return f"Split fracture of the {truth.level} vertebral body."
     if truth.ao_type == "B":
-        return f"Fracture of {truth.level} with posterior distraction, suspect flexion-distraction injury."
+        return f"Fracture of {truth.level} with posterior distraction; flexion-distraction injury?"
     if truth.ao_type == "C":
         return f"Fracture-dislocation at {truth.level} with translation."
     if truth.genant_grade == 1:
