@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from auditor import __version__
+from auditor.cli.bench import bench
 from auditor.cli.evaluate import evaluate
 from auditor.cli.inventory import inventory_command
 from auditor.cli.localize import evaluate_localizer_command, localize_command
@@ -66,6 +67,7 @@ def _root(
 # (Commands that are not built yet do not exist.)
 app.command("inventory")(inventory_command)
 app.command("scan")(scan)
+app.command("bench")(bench)
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("synth")(synth)

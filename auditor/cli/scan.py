@@ -12,6 +12,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from auditor.cli.triage_options import (
+    AcceptBlankBodyPart,
+    AcceptBlankView,
+    BodyPartKeywords,
+    FilesList,
+    IncludeAllRadiographs,
+    LateralKeywords,
+    Modalities,
+    build_rules,
+)
 from auditor.scan.pipeline import HeatmapMode, ScanConfig, ScanEvent, run_scan
 
 
@@ -102,6 +112,13 @@ def scan(
         HeatmapMode,
         typer.Option(help="Draw heatmap thumbnails for positive vertebrae, all, or none."),
     ] = HeatmapMode.POSITIVE,
+    include_all_radiographs: IncludeAllRadiographs = False,
+    accept_blank_view: AcceptBlankView = False,
+    accept_blank_body_part: AcceptBlankBodyPart = False,
+    modality: Modalities = None,
+    body_part_keyword: BodyPartKeywords = None,
+    lateral_keyword: LateralKeywords = None,
+    files: FilesList = None,
 ) -> None:
     """Classify every vertebra of the lateral TL-spine views in ARCHIVE and flag likely misses."""
     config = ScanConfig(
@@ -120,6 +137,15 @@ def scan(
         pseudonymise=pseudonymise,
         pseudonym_salt=pseudonym_salt,
         heatmaps=heatmaps,
+        triage=build_rules(
+            include_all_radiographs=include_all_radiographs,
+            accept_blank_view=accept_blank_view,
+            accept_blank_body_part=accept_blank_body_part,
+            modality=modality,
+            body_part_keyword=body_part_keyword,
+            lateral_keyword=lateral_keyword,
+            files=files,
+        ),
     )
     console = Console()
     bar = Progress(

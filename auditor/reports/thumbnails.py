@@ -71,32 +71,64 @@ class DrawnBox:
     positive: bool
 
 
-def radiograph_thumbnail(
-    pixels: npt.NDArray[np.float32], boxes: Sequence[DrawnBox], max_side: int = 640
-) -> Image.Image:
-    """Downscale a radiograph and draw its vertebra boxes (positive red, negative green).
+def downscale_radiograph(
+    pixels: npt.NDArray[np.float32], max_side: int = 640
+) -> npt.NDArray[np.uint8]:
+    """A greyscale uint8 copy of a radiograph whose longest side is at most ``max_side``.
 
     Parameters
     ----------
     pixels
         Float32 (rows, columns) in [0, 1], bone bright.
-    boxes
-        Boxes in stored-pixel coordinates with their labels (e.g. ``"L1 0.93"``).
     max_side
-        Longest side of the thumbnail in pixels.
+        Longest side of the result in pixels (never enlarged).
     """
     rows, cols = pixels.shape
     scale = min(1.0, max_side / max(rows, cols))
-    grey = Image.fromarray(np.clip(np.round(pixels * 255.0), 0, 255).astype(np.uint8), mode="L")
     size = max(1, round(cols * scale)), max(1, round(rows * scale))
-    image = grey.resize(size, Image.Resampling.BILINEAR).convert("RGB")
+    # Resize in float first (one pass over the full image), then quantise the small copy.
+    small = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
+    if size != (cols, rows):
+        small = small.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    grey = np.clip(np.round(np.asarray(small) * 255.0), 0, 255)
+    return grey.astype(np.uint8)
+
+
+def draw_boxes(
+    preview: npt.NDArray[np.uint8], boxes: Sequence[DrawnBox], scale: float
+) -> Image.Image:
+    """Draw vertebra boxes (positive red, negative green) on a downscaled radiograph.
+
+    Parameters
+    ----------
+    preview
+        (h, w) uint8 from :func:`downscale_radiograph`.
+    boxes
+        Boxes in stored-pixel coordinates with their labels (e.g. ``"L1 0.93"``).
+    scale
+        Preview pixels per stored pixel.
+    """
+    image = Image.fromarray(preview, mode="L").convert("RGB")
     draw = ImageDraw.Draw(image)
     for box in boxes:
         x0, y0, x1, y1 = (v * scale for v in box.xyxy)
         colour = (230, 40, 40) if box.positive else (60, 200, 90)
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=2 if box.positive else 1)
-        draw.text((x1 + 3, y0), box.label, fill=colour)
+        # Label to the right of the box (inside it near the right edge), on a dark plate.
+        _, _, right, bottom = draw.textbbox((0, 0), box.label)
+        tx = x1 + 3 if x1 + 3 + right < image.width else max(x0 + 2, 0)
+        ty = max(y0, 0)
+        draw.rectangle((tx - 1, ty - 1, tx + right + 1, ty + bottom + 1), fill=(0, 0, 0))
+        draw.text((tx, ty), box.label, fill=colour)
     return image
+
+
+def radiograph_thumbnail(
+    pixels: npt.NDArray[np.float32], boxes: Sequence[DrawnBox], max_side: int = 640
+) -> Image.Image:
+    """Downscale a radiograph and draw its vertebra boxes (see :func:`draw_boxes`)."""
+    preview = downscale_radiograph(pixels, max_side)
+    return draw_boxes(preview, boxes, preview.shape[1] / pixels.shape[1])
 
 
 def thumbnail_name(image: str, suffix: str = "") -> str:

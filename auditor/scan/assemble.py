@@ -2,8 +2,9 @@
 
 Everything here is derived from the journal (what the model said), the inventory (what files
 there are), the box file and the reads file, in a fixed order, so that the same inputs give the
-same report whether or not the run was interrupted. Radiograph thumbnails for the flagged queue are
-drawn here (each image is decoded once more, for flagged studies only).
+same report whether or not the run was interrupted. Radiograph thumbnails of images with a positive
+vertebra were drawn during classification; the few flagged studies without one (read positive,
+model negative) have theirs drawn here, which decodes those images once more.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from auditor.io.radiograph import RadiographMeta, read_radiograph
 from auditor.reports.pseudonym import Pseudonymiser
 from auditor.reports.thumbnails import (
     RADIOGRAPH_DIR,
-    DrawnBox,
     radiograph_thumbnail,
     save_jpeg,
     thumbnail_name,
 )
+from auditor.scan.classify import radiograph_boxes
 from auditor.scan.flags import StudyStatus, flag_study
 from auditor.scan.journal import ImageOutcome
 from auditor.scan.reads import ReadIndex, ReadRow, ReadRowError
@@ -245,12 +246,7 @@ def _radiograph_thumbnail(
     except (TlauditError, OSError, ValueError) as err:
         logger.warning("cannot draw the radiograph thumbnail of %s: %s", image, err)
         return ""
-    probabilities = {v.box_row: v.probability for v in outcome.vertebrae}
-    drawn = []
-    for box in inputs.boxes.get(image, ()):
-        p = probabilities.get(box.row)
-        text = box.level.value if p is None else f"{box.level.value} {p:.2f}"
-        drawn.append(DrawnBox(box.xyxy, text, p is not None and p >= inputs.threshold))
+    drawn = radiograph_boxes(inputs.boxes.get(image, ()), outcome.vertebrae, inputs.threshold)
     save_jpeg(radiograph_thumbnail(pixels, drawn), target)
     return relative
 

@@ -29,11 +29,14 @@ from auditor.errors import TlauditError
 from auditor.io.radiograph import read_radiograph
 from auditor.model.bundle import ModelCard
 from auditor.model.infer import preprocess_crops
+from auditor.reports.thumbnails import downscale_radiograph
 
 logger = logging.getLogger(__name__)
 
 #: Side of the greyscale crop copies kept for heatmap overlay thumbnails.
 THUMB_SIZE = 128
+#: Longest side of the downscaled radiograph kept for the reports' thumbnails.
+PREVIEW_SIDE = 640
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class ImageCrops:
     boxes: tuple[VertebraBox, ...]  # the boxes that were cut, in crop order
     box_errors: tuple[tuple[VertebraBox, str], ...]
     error: str = ""  # set when the image itself could not be read
+    preview: torch.Tensor | None = None  # (h, w) uint8 downscaled radiograph for the reports
+    preview_scale: float = 1.0  # preview pixels per stored pixel
 
 
 @dataclass(frozen=True)
@@ -129,12 +134,17 @@ class VertebraCropDataset(Dataset[ImageCrops]):
             return ImageCrops(job.image, empty.crops, empty.thumbs, (), tuple(box_errors))
         stack = np.stack(crops)
         thumbs = np.stack([_thumb(crop, self.thumb_size) for crop in crops])
+        # The downscaled radiograph comes from the decode done here, so the reports never decode
+        # an image a second time for its thumbnail.
+        preview = downscale_radiograph(pixels, PREVIEW_SIDE)
         return ImageCrops(
             image=job.image,
             crops=preprocess_crops(stack, self.card),
             thumbs=torch.from_numpy(thumbs),
             boxes=tuple(cut),
             box_errors=tuple(box_errors),
+            preview=torch.from_numpy(preview),
+            preview_scale=preview.shape[1] / pixels.shape[1],
         )
 
 

@@ -23,16 +23,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from auditor import __version__
 from auditor.archive.inventory import inventory
@@ -40,24 +32,27 @@ from auditor.archive.triage import TriageRules
 from auditor.boxes import read_box_file, resolve_boxes
 from auditor.errors import UsageError
 from auditor.model.bundle import load_bundle
-from auditor.model.infer import Classifier, Prediction, select_device
+from auditor.model.infer import Classifier, select_device
 from auditor.reports.excel import write_excel
 from auditor.reports.findings import write_findings_csv
-from auditor.reports.html import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT, write_html
+from auditor.reports.html import write_html
 from auditor.reports.pseudonym import Pseudonymiser, new_salt
-from auditor.reports.thumbnails import HEATMAP_DIR, heatmap_overlay, save_jpeg, thumbnail_name
 from auditor.scan.assemble import FileEntry, ScanInputs, assemble_report
-from auditor.scan.dataset import (
-    CropBatch,
-    ImageJob,
-    VertebraCropDataset,
-    collate,
-    pack_batches,
+from auditor.scan.classify import classify_batches
+from auditor.scan.config import (
+    HeatmapMode,
+    Progress,
+    ScanConfig,
+    ScanEvent,
+    ScanResult,
+    default_workers,
 )
-from auditor.scan.flags import StudyStatus
-from auditor.scan.journal import ImageOutcome, RunJournal, VertebraOutcome
+from auditor.scan.dataset import ImageJob, pack_batches
+from auditor.scan.journal import RunJournal
 from auditor.scan.reads import ReadsFile, read_reads_file
 from auditor.scan.results import SummaryValue
+
+__all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,102 +62,6 @@ NO_BOXES_MESSAGE = (
     "the README); scanning without boxes needs the bundled vertebra localizer, which this "
     "installation does not have yet"
 )
-
-
-class HeatmapMode(str, Enum):
-    """Which vertebrae get a heatmap overlay thumbnail."""
-
-    POSITIVE = "positive"
-    ALL = "all"
-    NONE = "none"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True)
-class ScanConfig:
-    """Everything ``tlaudit scan`` was asked to do.
-
-    ``operating_point`` and ``threshold`` exclude each other; with neither, the model card's
-    default operating point is used. ``workers`` None picks a count for this machine.
-    """
-
-    archive: Path
-    out: Path
-    boxes: Path | None = None
-    reads: Path | None = None
-    model: Path | None = None
-    operating_point: str | None = None
-    threshold: float | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int = 32
-    workers: int | None = None
-    resume: bool = False
-    pseudonymise: bool = False
-    pseudonym_salt: str | None = None
-    heatmaps: HeatmapMode = HeatmapMode.POSITIVE
-    triage: TriageRules = field(default_factory=TriageRules)
-    verify_pixels: bool = False
-    embed_limit: int = DEFAULT_EMBED_LIMIT
-    table_limit: int = DEFAULT_TABLE_LIMIT
-
-    def __post_init__(self) -> None:
-        # Coerce at the boundary: callers may pass plain strings and str paths.
-        object.__setattr__(self, "heatmaps", HeatmapMode(self.heatmaps))
-        object.__setattr__(self, "archive", Path(self.archive))
-        object.__setattr__(self, "out", Path(self.out))
-        for name in ("boxes", "reads", "model"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, Path(value))
-
-
-@dataclass(frozen=True)
-class ScanEvent:
-    """Progress reported to the caller: a message, or batch progress."""
-
-    kind: str  # "info" (message), "start" (total vertebrae to classify), "batch" (advance)
-    message: str = ""
-    total: int = 0
-    advance: int = 0
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    """What a finished scan produced."""
-
-    run_dir: Path
-    reports: dict[str, Path]
-    headline: str
-    device: str
-    threshold: float
-    n_files: int
-    n_candidates: int
-    n_images: int
-    n_vertebrae: int
-    n_positive: int
-    n_flagged: int
-    status_counts: dict[StudyStatus, int]
-    n_errors: int
-    timings: dict[str, float]
-
-    @property
-    def vertebrae_per_second(self) -> float:
-        """Vertebrae classified in this session per second of the whole scan (0 when none)."""
-        total = self.timings.get("total_s", 0.0)
-        done = self.timings.get("classified_this_session", 0.0)
-        return done / total if total > 0 else 0.0
-
-
-Progress = Callable[[ScanEvent], None]
-
-
-def default_workers() -> int:
-    """Worker processes for crop loading: one per spare core, at least one, at most four."""
-    cores = os.cpu_count() or 1
-    return max(1, min(4, cores - 1))
 
 
 def _sha256(path: Path) -> str:
@@ -306,9 +205,16 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
             emit(ScanEvent("info", f"Resuming: {len(finished)} images already done"))
         t0 = time.perf_counter()
         emit(ScanEvent("start", total=todo))
-        classified = _classify(jobs, batches, classifier, config, threshold, workers, journal, emit)
+        stats = classify_batches(
+            jobs, batches, classifier, config.heatmaps, threshold, workers, journal, emit
+        )
         timings["classification_s"] = time.perf_counter() - t0
-        timings["classified_this_session"] = float(classified)
+        timings["classified_this_session"] = float(stats.vertebrae)
+        timings["loader_wait_s"] = stats.wait_s
+        timings["model_s"] = stats.model_s
+        timings["heatmap_thumbnails_s"] = stats.heatmap_s
+        timings["journal_s"] = stats.journal_s
+        timings["heatmaps_drawn"] = float(stats.heatmaps)
 
         t0 = time.perf_counter()
         outcomes = journal.outcomes()
@@ -381,101 +287,3 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         n_errors=len(report.errors),
         timings=timings,
     )
-
-
-def _worker_init(_worker_id: int) -> None:
-    # Workers decode and crop; one thread each keeps them from competing with the model.
-    torch.set_num_threads(1)
-
-
-def _classify(
-    jobs: Sequence[ImageJob],
-    batches: list[list[int]],
-    classifier: Classifier,
-    config: ScanConfig,
-    threshold: float,
-    workers: int,
-    journal: RunJournal,
-    emit: Progress,
-) -> int:
-    """Run the model over the remaining batches, committing each to the journal.
-
-    Returns the number of vertebrae classified.
-    """
-    if not batches:
-        return 0
-    dataset = VertebraCropDataset(jobs, classifier.card)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        collate_fn=collate,
-        num_workers=workers,
-        pin_memory=classifier.device.type == "cuda",
-        worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=2 if workers else None,
-        persistent_workers=False,
-    )
-    want_cam = config.heatmaps is not HeatmapMode.NONE
-    done = 0
-    for batch in loader:
-        prediction = classifier.predict(batch.crops, cam=want_cam) if batch.n_vertebrae else None
-        outcomes = _outcomes(batch, prediction, threshold, config, journal.path.parent)
-        journal.record(outcomes)
-        done += batch.n_vertebrae
-        emit(ScanEvent("batch", advance=sum(len(o.vertebrae) for o in outcomes)))
-    return done
-
-
-def _outcomes(
-    batch: CropBatch,
-    prediction: Prediction | None,
-    threshold: float,
-    config: ScanConfig,
-    run_dir: Path,
-) -> list[ImageOutcome]:
-    """Turn one batch's predictions into journal rows, drawing heatmap overlays as asked."""
-    outcomes: list[ImageOutcome] = []
-    offset = 0
-    for item in batch.images:
-        if item.error:
-            outcomes.append(
-                ImageOutcome(
-                    item.image,
-                    "failed",
-                    item.error,
-                    tuple(
-                        VertebraOutcome(box.row, box.level, None, "", reason)
-                        for box, reason in item.box_errors
-                    ),
-                )
-            )
-            continue
-        rows: list[VertebraOutcome] = []
-        for k, box in enumerate(item.boxes):
-            index = offset + k
-            assert prediction is not None
-            p = float(prediction.probs[index])
-            heatmap = ""
-            draw = config.heatmaps is HeatmapMode.ALL or (
-                config.heatmaps is HeatmapMode.POSITIVE and p >= threshold
-            )
-            if draw and prediction.cams is not None:
-                heatmap = f"{HEATMAP_DIR}/{thumbnail_name(item.image, box.level.value)}"
-                overlay = heatmap_overlay(
-                    np.asarray(batch.thumbs[index].numpy()), prediction.cams[index]
-                )
-                save_jpeg(overlay, run_dir / heatmap)
-            rows.append(VertebraOutcome(box.row, box.level, p, heatmap, ""))
-        rows += [
-            VertebraOutcome(box.row, box.level, None, "", reason) for box, reason in item.box_errors
-        ]
-        offset += len(item.boxes)
-        outcomes.append(
-            ImageOutcome(
-                item.image,
-                "classified",
-                "",
-                tuple(sorted(rows, key=lambda v: v.box_row)),
-            )
-        )
-    return outcomes

@@ -1,0 +1,238 @@
+"""``tlaudit bench``: how fast is a scan, and how much of it is the model?
+
+Two measurements on the machine it runs on, with the same model bundle, device, precision and
+batch size:
+
+* **model-only**: random crops, already preprocessed and in memory, through
+  :meth:`Classifier.predict`, with class activation maps (as a scan computes them) and without
+  them. Rounds alternate CAM on / CAM off, and the median batch time of each is used, so that a
+  burst of load from other processes hits both alike.
+* **end-to-end**: a real :func:`~auditor.scan.pipeline.run_scan` over an archive (a synthetic one
+  written first by :func:`auditor.synth.archive.write_archive`, uncompressed unless asked
+  otherwise, or one the user gives with its box file): inventory and triage, decoding, cropping,
+  classification, heatmap thumbnails, journal and the three reports, timed from start to end.
+
+It reports vertebrae per second for each, the ratio end-to-end / model-only (the share of the
+model's speed a scan keeps), and the heatmap overhead: CAM time over classification alone, plus the
+time spent drawing overlay thumbnails in the scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from auditor.errors import UsageError
+from auditor.model.bundle import create_untrained_bundle, load_bundle
+from auditor.model.infer import Classifier, select_device
+from auditor.scan.config import HeatmapMode, ScanConfig, ScanResult, default_workers
+from auditor.scan.pipeline import run_scan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to benchmark.
+
+    Either ``archive`` (with ``boxes``) or ``studies`` (a synthetic archive of that many studies).
+    ``untrained_input_size`` benchmarks a randomly initialised ResNet18 of that input size instead
+    of a bundle (the same speed as trained weights of the same shape).
+    """
+
+    archive: Path | None = None
+    boxes: Path | None = None
+    studies: int = 16
+    seed: int = 0
+    compressed: bool = False
+    max_side: int = 3000
+    model: Path | None = None
+    untrained_input_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 32
+    workers: int | None = None
+    rounds: int = 5
+    work_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Measured throughputs and where the scan's time went."""
+
+    machine: str
+    device: str
+    model: str
+    input_size: int
+    batch_size: int
+    workers: int
+    model_only_vps: float  # vertebrae/s with CAMs, as a scan runs the model
+    model_only_no_cam_vps: float
+    end_to_end_vps: float
+    n_images: int
+    n_vertebrae: int
+    heatmaps_drawn: int
+    scan_timings: dict[str, float]
+
+    @property
+    def ratio(self) -> float:
+        """End-to-end throughput as a share of model-only throughput (with CAMs)."""
+        return self.end_to_end_vps / self.model_only_vps if self.model_only_vps else 0.0
+
+    @property
+    def cam_overhead(self) -> float:
+        """Extra time of classification with CAMs over classification alone (0.05 = 5 %)."""
+        if not self.model_only_vps:
+            return 0.0
+        return self.model_only_no_cam_vps / self.model_only_vps - 1.0
+
+    @property
+    def heatmap_overhead(self) -> float:
+        """CAM overhead plus overlay-thumbnail drawing, relative to classification alone."""
+        model_s = self.scan_timings.get("model_s", 0.0)
+        draw_s = self.scan_timings.get("heatmap_thumbnails_s", 0.0)
+        if model_s <= 0:
+            return self.cam_overhead
+        # model_s already holds the CAM cost; scale it to the time without CAMs.
+        plain_s = model_s / (1.0 + self.cam_overhead)
+        return (model_s + draw_s) / plain_s - 1.0
+
+
+def describe_machine() -> str:
+    """CPU model, cores, torch threads and SIMD level, e.g. for the README."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (
+        f"{cpu}, {os.cpu_count()} cores ({capability}), torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads{gpu}"
+    )
+
+
+def measure_model_only(classifier: Classifier, batch_size: int, rounds: int) -> tuple[float, float]:
+    """Vertebrae per second through the model, with and without CAMs.
+
+    Returns
+    -------
+    tuple of float
+        (with CAMs, without CAMs), each from the median batch time over ``rounds`` rounds.
+    """
+    size = classifier.card.input_size
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randn((batch_size, 3, size, size), generator=generator)
+    if classifier.device.type == "cuda":
+        batch = batch.pin_memory()
+    for _ in range(2):  # warm-up: allocator, oneDNN/cuDNN kernel choice
+        classifier.predict(batch, cam=True)
+        classifier.predict(batch, cam=False)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(max(1, rounds)):
+        for cam in (True, False):
+            start = time.perf_counter()
+            classifier.predict(batch, cam=cam)  # returns numpy: the device has finished
+            times[cam].append(time.perf_counter() - start)
+    return (
+        batch_size / statistics.median(times[True]),
+        batch_size / statistics.median(times[False]),
+    )
+
+
+def _synthetic_archive(config: BenchConfig, work: Path) -> tuple[Path, Path]:
+    from auditor.synth.archive import write_archive
+    from auditor.synth.config import SynthConfig
+
+    synth = SynthConfig(
+        max_side=config.max_side, compressed_share=0.6 if config.compressed else 0.0
+    )
+    out = work / "world"
+    write_archive(out, config.studies, config.seed, synth, workers=max(1, (os.cpu_count() or 1)))
+    return out / "archive", out / "boxes.csv"
+
+
+def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> BenchResult:
+    """Measure model-only and end-to-end scan throughput (see the module docstring).
+
+    Parameters
+    ----------
+    config
+        What to measure.
+    say
+        Optional callback for progress messages.
+
+    Raises
+    ------
+    UsageError
+        When ``archive`` is given without ``boxes``, or options are out of range.
+    BundleError
+        When the model bundle cannot be loaded.
+    """
+    tell = say or (lambda message: None)
+    if config.archive is not None and config.boxes is None:
+        raise UsageError("--archive needs --boxes (the box file of that archive)")
+    if config.batch_size < 1 or config.rounds < 1 or config.studies < 1:
+        raise UsageError("--batch-size, --rounds and --studies must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="tlaudit-bench-", dir=config.work_dir) as tmp:
+        work = Path(tmp)
+        model_path = config.model
+        if config.untrained_input_size is not None:
+            model_path = create_untrained_bundle(
+                work / "untrained", "resnet18", config.untrained_input_size, seed=0
+            )
+        bundle = load_bundle(model_path)
+        classifier = Classifier(bundle, select_device(config.device), config.precision)
+        tell(f"Model {bundle.card.name} on {classifier.describe()}")
+        tell(f"Model-only: {config.rounds} rounds of {config.batch_size} random crops")
+        with_cam, without_cam = measure_model_only(classifier, config.batch_size, config.rounds)
+
+        if config.archive is not None and config.boxes is not None:
+            archive, boxes = config.archive, config.boxes
+        else:
+            tell(f"Writing a synthetic archive of {config.studies} studies (not timed)")
+            archive, boxes = _synthetic_archive(config, work)
+        workers = default_workers() if config.workers is None else config.workers
+        tell(f"End-to-end: scanning {archive} with {workers} loader workers")
+        scan: ScanResult = run_scan(
+            ScanConfig(
+                archive=archive,
+                out=work / "run",
+                boxes=boxes,
+                model=model_path,
+                device=config.device,
+                precision=config.precision,
+                batch_size=config.batch_size,
+                workers=workers,
+                heatmaps=HeatmapMode.POSITIVE,
+            )
+        )
+    timings = dict(scan.timings)
+    return BenchResult(
+        machine=describe_machine(),
+        device=classifier.describe(),
+        model=bundle.card.name,
+        input_size=bundle.card.input_size,
+        batch_size=config.batch_size,
+        workers=workers,
+        model_only_vps=with_cam,
+        model_only_no_cam_vps=without_cam,
+        end_to_end_vps=scan.n_vertebrae / timings["total_s"] if timings["total_s"] else 0.0,
+        n_images=scan.n_images,
+        n_vertebrae=scan.n_vertebrae,
+        heatmaps_drawn=int(timings.get("heatmaps_drawn", 0)),
+        scan_timings=timings,
+    )

@@ -1,0 +1,128 @@
+"""``tlaudit bench``: model-only versus end-to-end scan throughput on this machine (thin)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from auditor.bench import BenchConfig, run_bench
+from auditor.cli.scan import DeviceChoice, PrecisionChoice
+
+
+def bench(
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="Benchmark on this archive (needs --boxes)."
+        ),
+    ] = None,
+    boxes: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Box file of --archive.")
+    ] = None,
+    studies: Annotated[
+        int, typer.Option(min=1, help="Otherwise: studies in a synthetic archive.")
+    ] = 16,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the synthetic archive.")] = 0,
+    compressed: Annotated[
+        bool,
+        typer.Option(
+            "--compressed", help="Synthetic archive with compressed images (default uncompressed)."
+        ),
+    ] = False,
+    max_side: Annotated[
+        int, typer.Option(min=192, help="Largest side of synthetic images, pixels.")
+    ] = 3000,
+    model: Annotated[
+        Path | None, typer.Option(exists=True, help="Model bundle (default: the bundled one).")
+    ] = None,
+    untrained_input_size: Annotated[
+        int | None,
+        typer.Option(
+            min=16,
+            help="Benchmark an untrained ResNet18 of this input size instead of a bundle "
+            "(same speed as trained weights).",
+        ),
+    ] = None,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = (
+        DeviceChoice.AUTO
+    ),
+    precision: Annotated[PrecisionChoice, typer.Option(help="Inference precision.")] = (
+        PrecisionChoice.AUTO
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, help="Vertebrae per batch.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Crop-loading workers (default as in scan).")
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Model-only timing rounds.")] = 5,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", dir_okay=False, help="Also write the results here.")
+    ] = None,
+) -> None:
+    """Measure model-only and end-to-end scan throughput (vertebrae per second) and their ratio."""
+    console = Console()
+    result = run_bench(
+        BenchConfig(
+            archive=archive,
+            boxes=boxes,
+            studies=studies,
+            seed=seed,
+            compressed=compressed,
+            max_side=max_side,
+            model=model,
+            untrained_input_size=untrained_input_size,
+            device=device.value,
+            precision=precision.value,
+            batch_size=batch_size,
+            workers=workers,
+            rounds=rounds,
+        ),
+        say=lambda message: console.print(escape(message), highlight=False),
+    )
+    t = result.scan_timings
+    table = Table(title="tlaudit bench")
+    table.add_column("Measure")
+    table.add_column("Value", justify="right")
+    rows = [
+        ("Machine", result.machine),
+        ("Device", result.device),
+        ("Model", f"{result.model} ({result.input_size} px), batch {result.batch_size}"),
+        ("Model-only, with CAM (vertebrae/s)", f"{result.model_only_vps:.1f}"),
+        ("Model-only, no CAM (vertebrae/s)", f"{result.model_only_no_cam_vps:.1f}"),
+        ("End-to-end scan (vertebrae/s)", f"{result.end_to_end_vps:.1f}"),
+        ("End-to-end / model-only", f"{result.ratio:.0%}"),
+        ("CAM overhead over classification", f"{result.cam_overhead:+.1%}"),
+        ("Heatmap overhead incl. thumbnails", f"{result.heatmap_overhead:+.1%}"),
+        (
+            "Scan: images / vertebrae / heatmaps",
+            f"{result.n_images} / {result.n_vertebrae} / {result.heatmaps_drawn}",
+        ),
+        ("Scan: loader workers", str(result.workers)),
+    ]
+    for key in (
+        "inventory_s",
+        "loader_wait_s",
+        "model_s",
+        "heatmap_thumbnails_s",
+        "journal_s",
+        "reports_s",
+        "total_s",
+    ):
+        rows.append((f"Scan time: {key[:-2].replace('_', ' ')} (s)", f"{t.get(key, 0.0):.2f}"))
+    for name, value in rows:
+        table.add_row(name, escape(value))
+    console.print(table)
+    if json_out is not None:
+        data = dataclasses.asdict(result)
+        data.update(
+            ratio=result.ratio,
+            cam_overhead=result.cam_overhead,
+            heatmap_overhead=result.heatmap_overhead,
+        )
+        json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

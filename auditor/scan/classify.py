@@ -1,0 +1,187 @@
+"""The classification loop: crops from DataLoader workers through the model, into the journal.
+
+Worker processes decode and crop the next batches while the main process runs the model on the
+current one (``prefetch_factor`` batches ahead per worker). On CUDA the batches arrive in pinned
+memory and are copied without blocking. Class activation maps come from the same forward pass;
+an overlay thumbnail is drawn only for the vertebrae that need one (positive, or all on request).
+Each batch is committed to the journal in one transaction before the next is taken, so a killed
+scan loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from auditor.boxes import VertebraBox
+from auditor.model.infer import Classifier, Prediction
+from auditor.reports.thumbnails import (
+    HEATMAP_DIR,
+    RADIOGRAPH_DIR,
+    DrawnBox,
+    draw_boxes,
+    heatmap_overlay,
+    save_jpeg,
+    thumbnail_name,
+)
+from auditor.scan.config import HeatmapMode, Progress, ScanEvent
+from auditor.scan.dataset import CropBatch, ImageJob, VertebraCropDataset, collate
+from auditor.scan.journal import ImageOutcome, RunJournal, VertebraOutcome
+
+
+@dataclass(frozen=True)
+class ClassifyStats:
+    """Where the classification loop spent its time (seconds) and what it did."""
+
+    vertebrae: int
+    batches: int
+    heatmaps: int
+    wait_s: float  # waiting for the loader (decoding and cropping not hidden by the model)
+    model_s: float  # forward passes with CAMs
+    heatmap_s: float  # drawing and writing overlay thumbnails
+    journal_s: float  # committing results
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Workers decode and crop; one thread each keeps them from competing with the model.
+    torch.set_num_threads(1)
+
+
+def classify_batches(
+    jobs: Sequence[ImageJob],
+    batches: list[list[int]],
+    classifier: Classifier,
+    heatmaps: HeatmapMode,
+    threshold: float,
+    workers: int,
+    journal: RunJournal,
+    emit: Progress,
+) -> ClassifyStats:
+    """Classify the given batches of images and commit each batch to the journal.
+
+    Parameters
+    ----------
+    jobs
+        All images of the run with their boxes.
+    batches
+        Indices into ``jobs``, one list per batch (see :func:`~auditor.scan.dataset.pack_batches`).
+    classifier
+        The model on its device.
+    heatmaps
+        Which vertebrae get an overlay thumbnail.
+    threshold
+        Probability at or above which a vertebra is positive.
+    workers
+        DataLoader worker processes (0 loads in the main process).
+    journal
+        The run journal; thumbnails go under its directory.
+    emit
+        Progress callback (one ``batch`` event per committed batch).
+    """
+    if not batches:
+        return ClassifyStats(0, 0, 0, 0.0, 0.0, 0.0, 0.0)
+    loader = DataLoader(
+        VertebraCropDataset(jobs, classifier.card),
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=classifier.device.type == "cuda",
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=2 if workers else None,
+    )
+    want_cam = heatmaps is not HeatmapMode.NONE
+    run_dir = journal.path.parent
+    done = drawn = 0
+    wait = model = drawing = committing = 0.0
+    tick = time.perf_counter()
+    for batch in loader:
+        t0 = time.perf_counter()
+        wait += t0 - tick
+        prediction = classifier.predict(batch.crops, cam=want_cam) if batch.n_vertebrae else None
+        t1 = time.perf_counter()
+        outcomes, n_drawn = _outcomes(batch, prediction, threshold, heatmaps, run_dir)
+        t2 = time.perf_counter()
+        journal.record(outcomes)
+        tick = time.perf_counter()
+        model += t1 - t0
+        drawing += t2 - t1
+        committing += tick - t2
+        done += batch.n_vertebrae
+        drawn += n_drawn
+        emit(ScanEvent("batch", advance=sum(len(o.vertebrae) for o in outcomes)))
+    return ClassifyStats(done, len(batches), drawn, wait, model, drawing, committing)
+
+
+def _outcomes(
+    batch: CropBatch,
+    prediction: Prediction | None,
+    threshold: float,
+    heatmaps: HeatmapMode,
+    run_dir: Path,
+) -> tuple[list[ImageOutcome], int]:
+    """Turn one batch's predictions into journal rows, drawing the overlays asked for."""
+    outcomes: list[ImageOutcome] = []
+    drawn = 0
+    offset = 0
+    for item in batch.images:
+        failures = [
+            VertebraOutcome(box.row, box.level, None, "", reason) for box, reason in item.box_errors
+        ]
+        if item.error:
+            outcomes.append(ImageOutcome(item.image, "failed", item.error, tuple(failures)))
+            continue
+        rows: list[VertebraOutcome] = []
+        for k, box in enumerate(item.boxes):
+            index = offset + k
+            assert prediction is not None  # an image with crops implies a non-empty batch
+            p = float(prediction.probs[index])
+            heatmap = ""
+            wanted = heatmaps is HeatmapMode.ALL or (
+                heatmaps is HeatmapMode.POSITIVE and p >= threshold
+            )
+            if wanted and prediction.cams is not None:
+                heatmap = f"{HEATMAP_DIR}/{thumbnail_name(item.image, box.level.value)}"
+                overlay = heatmap_overlay(
+                    np.asarray(batch.thumbs[index].numpy()), prediction.cams[index]
+                )
+                save_jpeg(overlay, run_dir / heatmap)
+                drawn += 1
+            rows.append(VertebraOutcome(box.row, box.level, p, heatmap, ""))
+        offset += len(item.boxes)
+        ordered = tuple(sorted(rows + failures, key=lambda v: v.box_row))
+        if item.preview is not None and any(
+            v.probability is not None and v.probability >= threshold for v in ordered
+        ):
+            # Positive images are in the flagged queue: draw their radiograph thumbnail now,
+            # from the preview the worker made, instead of decoding the image again later.
+            save_jpeg(
+                draw_boxes(
+                    item.preview.numpy(),
+                    radiograph_boxes(
+                        item.boxes + tuple(b for b, _ in item.box_errors), ordered, threshold
+                    ),
+                    item.preview_scale,
+                ),
+                run_dir / RADIOGRAPH_DIR / thumbnail_name(item.image),
+            )
+        outcomes.append(ImageOutcome(item.image, "classified", "", ordered))
+    return outcomes, drawn
+
+
+def radiograph_boxes(
+    boxes: Sequence[VertebraBox], outcomes: Sequence[VertebraOutcome], threshold: float
+) -> list[DrawnBox]:
+    """The boxes to draw on a radiograph thumbnail, labelled with level and probability."""
+    probabilities = {v.box_row: v.probability for v in outcomes}
+    drawn = []
+    for box in sorted(boxes, key=lambda b: b.row):
+        p = probabilities.get(box.row)
+        text = box.level.value if p is None else f"{box.level.value} {p:.2f}"
+        drawn.append(DrawnBox(box.xyxy, text, p is not None and p >= threshold))
+    return drawn

@@ -1,0 +1,109 @@
+"""What ``run_scan`` is asked to do, what it reports while running, and what it returns."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from auditor.archive.triage import TriageRules
+from auditor.reports.html import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
+from auditor.scan.flags import StudyStatus
+
+
+class HeatmapMode(str, Enum):
+    """Which vertebrae get a heatmap overlay thumbnail."""
+
+    POSITIVE = "positive"
+    ALL = "all"
+    NONE = "none"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Everything ``tlaudit scan`` was asked to do.
+
+    ``operating_point`` and ``threshold`` exclude each other; with neither, the model card's
+    default operating point is used. ``workers`` None picks a count for this machine.
+    """
+
+    archive: Path
+    out: Path
+    boxes: Path | None = None
+    reads: Path | None = None
+    model: Path | None = None
+    operating_point: str | None = None
+    threshold: float | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 32
+    workers: int | None = None
+    resume: bool = False
+    pseudonymise: bool = False
+    pseudonym_salt: str | None = None
+    heatmaps: HeatmapMode = HeatmapMode.POSITIVE
+    triage: TriageRules = field(default_factory=TriageRules)
+    verify_pixels: bool = False
+    embed_limit: int = DEFAULT_EMBED_LIMIT
+    table_limit: int = DEFAULT_TABLE_LIMIT
+
+    def __post_init__(self) -> None:
+        # Coerce at the boundary: callers may pass plain strings and str paths.
+        object.__setattr__(self, "heatmaps", HeatmapMode(self.heatmaps))
+        object.__setattr__(self, "archive", Path(self.archive))
+        object.__setattr__(self, "out", Path(self.out))
+        for name in ("boxes", "reads", "model"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+
+
+@dataclass(frozen=True)
+class ScanEvent:
+    """Progress reported to the caller: a message, or batch progress."""
+
+    kind: str  # "info" (message), "start" (total vertebrae to classify), "batch" (advance)
+    message: str = ""
+    total: int = 0
+    advance: int = 0
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a finished scan produced."""
+
+    run_dir: Path
+    reports: dict[str, Path]
+    headline: str
+    device: str
+    threshold: float
+    n_files: int
+    n_candidates: int
+    n_images: int
+    n_vertebrae: int
+    n_positive: int
+    n_flagged: int
+    status_counts: dict[StudyStatus, int]
+    n_errors: int
+    timings: dict[str, float]
+
+    @property
+    def vertebrae_per_second(self) -> float:
+        """Vertebrae classified in this session per second of the whole scan (0 when none)."""
+        total = self.timings.get("total_s", 0.0)
+        done = self.timings.get("classified_this_session", 0.0)
+        return done / total if total > 0 else 0.0
+
+
+Progress = Callable[[ScanEvent], None]
+
+
+def default_workers() -> int:
+    """Worker processes for crop loading: one per spare core, at least one, at most four."""
+    cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
