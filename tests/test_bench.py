@@ -1,0 +1,76 @@
+"""``tlaudit bench``: it measures both throughputs on a small archive and reports their ratio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _scan_factory import LEVELS, make_scan_world
+from typer.testing import CliRunner
+
+from auditor.bench import BenchConfig, describe_machine, run_bench
+from auditor.cli.app import app
+from auditor.errors import UsageError
+
+
+def test_bench_on_a_given_archive(tmp_path: Path) -> None:
+    world = make_scan_world(tmp_path, n_studies=3)
+    result = run_bench(
+        BenchConfig(
+            archive=world.archive,
+            boxes=world.boxes,
+            untrained_input_size=32,
+            device="cpu",
+            batch_size=8,
+            workers=0,
+            rounds=1,
+            work_dir=tmp_path,
+        )
+    )
+    assert result.n_vertebrae == 3 * len(LEVELS)
+    assert result.model_only_vps > 0 and result.model_only_no_cam_vps > 0
+    assert result.end_to_end_vps > 0
+    assert result.ratio == pytest.approx(result.end_to_end_vps / result.model_only_vps)
+    t = result.scan_timings
+    assert t["total_s"] >= t["model_s"] > 0
+    assert "cores" in result.machine
+    assert not any(p.name.startswith("tlaudit-bench-") for p in tmp_path.iterdir())  # cleaned up
+
+
+def test_bench_archive_needs_boxes(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--boxes"):
+        run_bench(BenchConfig(archive=tmp_path))
+
+
+@pytest.mark.slow
+def test_bench_cli_on_a_synthetic_archive(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--studies",
+            "1",
+            "--max-side",
+            "256",
+            "--untrained-input-size",
+            "32",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "End-to-end / model-only" in result.output
+    data = json.loads(out.read_text())
+    assert data["n_vertebrae"] > 0
+    assert data["ratio"] == pytest.approx(data["end_to_end_vps"] / data["model_only_vps"])
+    assert describe_machine() == data["machine"]

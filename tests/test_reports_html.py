@@ -1,0 +1,116 @@
+"""The HTML report on its own: autoescape, caps for big runs, embedded versus linked images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from auditor.reports.html import build_context, template_environment, write_html
+from auditor.scan.flags import StudyFlag, StudyStatus
+from auditor.scan.results import (
+    AuditReport,
+    ErrorRow,
+    FileRow,
+    LevelEvidence,
+    StudyFinding,
+    VertebraFinding,
+)
+from auditor.vocab import Level
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _report(run_dir: Path, n_studies: int) -> AuditReport:
+    heat = "thumbnails/heatmaps/h.jpg"
+    (run_dir / "thumbnails/heatmaps").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(run_dir / heat)
+    flag = StudyFlag(StudyStatus.LIKELY_MISSED, 0.9, (Level.L1,), (Level.L1,))
+    studies = tuple(
+        StudyFinding(
+            key=f"study{i}",
+            study_uid="",
+            accession_number=EVIL,
+            patient_id="=1+1",
+            patient_name=EVIL,
+            study_date="",
+            description=EVIL,
+            images=(f"s{i}.dcm",),
+            image_path="",
+            flag=flag,
+            read=None,
+            levels=(LevelEvidence(Level.L1, 0.9, True, False, heat, f"s{i}.dcm"),),
+            radiograph="",
+        )
+        for i in range(n_studies)
+    )
+    vertebrae = tuple(
+        VertebraFinding(
+            study=f"study{i}",
+            image=f"s{i}.dcm",
+            level=Level.L1,
+            box_row=i,
+            box=(0, 0, 9, 9),
+            box_source="file",
+            box_confidence=None,
+            probability=i / (3 * n_studies),
+            positive=True,
+            reference_label=None,
+            heatmap="",
+            error="",
+            study_status=StudyStatus.LIKELY_MISSED,
+            reported=None,
+        )
+        for i in range(3 * n_studies)
+    )
+    files = tuple(
+        FileRow(f"{EVIL}{i}.dcm", 1, "candidate", "", "", "DX", "", "", EVIL)
+        for i in range(n_studies)
+    )
+    return AuditReport(
+        title=EVIL,
+        summary=(("Archive", EVIL),),
+        status_counts=((StudyStatus.LIKELY_MISSED, 1),),
+        threshold=0.5,
+        studies=studies,
+        vertebrae=vertebrae,
+        files=files,
+        errors=(ErrorRow("box file", 3, EVIL, EVIL),),
+    )
+
+
+def test_autoescape_is_on() -> None:
+    env = template_environment()
+    assert env.from_string("{{ x }}").render(x=EVIL) == "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_everything_is_escaped(tmp_path: Path) -> None:
+    write_html(_report(tmp_path, 3), tmp_path, tmp_path / "audit.html")
+    html = (tmp_path / "audit.html").read_text(encoding="utf-8")
+    assert EVIL not in html
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 10
+    assert html.count("<script>") == 1  # ours, inline
+    assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
+
+
+def test_big_run_is_capped_and_links_images(tmp_path: Path) -> None:
+    report = _report(tmp_path, 50)
+    context = build_context(report, tmp_path, embed_limit=10, table_limit=40)
+    queue = context["queue"]
+    assert len(queue) == 50  # the queue is never cut
+    assert all(
+        h["src"].startswith("data:image/jpeg;base64,") for r in queue[:10] for h in r["heatmaps"]
+    )
+    assert all(h["src"] == "" and h["link"] for r in queue[10:] for h in r["heatmaps"])
+    assert "first 10 studies" in context["queue_note"]
+    assert len(context["vertebrae"]) == 40 and context["n_vertebrae"] == 150
+    assert "Showing 40 of 150" in context["vertebra_note"]
+    probabilities = [float(v["prob_sort"]) for v in context["vertebrae"]]
+    assert probabilities == sorted(probabilities, reverse=True)  # most suspicious first
+    assert len(context["files"]) == 40 and "Showing 40 of 50" in context["file_note"]
+
+
+def test_ten_thousand_study_report_stays_small(tmp_path: Path) -> None:
+    write_html(_report(tmp_path, 10_000), tmp_path, tmp_path / "audit.html")
+    size = (tmp_path / "audit.html").stat().st_size
+    assert size < 25_000_000, size  # capped tables; images only for the first 200 studies
