@@ -214,6 +214,9 @@ def train(
     ] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")
+    ] = None,
     name: Annotated[
         str, typer.Option(help="Model name in the card (default: the folder name).")
     ] = "",
@@ -243,6 +246,7 @@ def train(
         seed=seed,
         device=device,
         workers=workers,
+        threads=threads,
         name=name,
         source=source,
     )

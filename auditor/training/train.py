@@ -92,6 +92,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
+    threads: int | None = None
     name: str = ""
     source: str = ""
 
@@ -540,6 +541,24 @@ def train_bundle(
         For impossible settings (too few patients for the folds, missing pretrained weights, a
         class absent from the training data).
     """
+    previous_threads = torch.get_num_threads()
+    if config.threads:
+        # Process-wide, so it is restored on the way out; on a shared or small CPU fewer threads
+        # than cores is often faster.
+        torch.set_num_threads(config.threads)
+    try:
+        return _train_bundle(archive, annotations, out, config, listener)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train_bundle(
+    archive: Path,
+    annotations: Path,
+    out: Path,
+    config: TrainConfig,
+    listener: TrainListener | None,
+) -> TrainResult:
     log = _RunLog(listener or SilentListener())
     t_start = time.perf_counter()
     device = select_device(config.device)

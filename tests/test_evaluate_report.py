@@ -1,0 +1,154 @@
+"""``tlaudit evaluate``: metrics, localisation and the reports it writes (parsed, not compared)."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _train_factory import make_world
+from openpyxl import load_workbook
+from PIL import Image
+from typer.testing import CliRunner
+
+from auditor.cli import app as cli_app
+from auditor.model.bundle import create_untrained_bundle
+from auditor.training.evaluate import EvaluateConfig, evaluate_bundle, peak_in_zone
+
+runner = CliRunner()
+
+
+class _Tables(HTMLParser):
+    """Collect table ids, image sources and whether any external resource is referenced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[str] = []
+        self.images: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "table":
+            self.tables.append(a.get("id") or "")
+        if tag == "img":
+            self.images.append(a.get("src") or "")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    archive, annotations = make_world(root / "world", n_studies=6, seed=2)
+    bundle = create_untrained_bundle(root / "bundle", "resnet18", input_size=32, seed=1)
+    return archive, annotations, bundle
+
+
+def test_peak_in_zone_geometry() -> None:
+    cam = np.zeros((32, 32), np.float32)
+    cam[5, 6] = 1.0  # pixel centre (6.5, 5.5)
+    square = np.array([[4.0, 4.0], [10.0, 4.0], [10.0, 10.0], [4.0, 10.0]])
+    assert peak_in_zone(cam, square)
+    assert not peak_in_zone(cam, square + 12.0)
+    # a plateau of equal maxima counts at its centroid
+    flat = np.zeros((32, 32), np.float32)
+    flat[:8, :8] = 1.0  # centroid pixel (3.5, 3.5) -> centre (4, 4)
+    assert peak_in_zone(flat, square)
+
+
+def test_evaluate_command_writes_plots_and_reports(
+    world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    archive, annotations, bundle = world
+    out = tmp_path / "report"
+    result = runner.invoke(
+        cli_app.app,
+        [
+            "evaluate",
+            str(bundle),
+            str(archive),
+            "--annotations",
+            str(annotations),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "100",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "source study" in result.output and "88%" in result.output  # the study's accuracy
+    for name in (
+        "evaluation.json",
+        "predictions.csv",
+        "roc.png",
+        "confusion.png",
+        "evaluation.xlsx",
+        "evaluation.html",
+    ):
+        assert (out / name).is_file(), name
+    for png in ("roc.png", "confusion.png"):
+        with Image.open(out / png) as img:
+            assert img.format == "PNG" and img.size[0] > 100
+
+    summary = json.loads((out / "evaluation.json").read_text())
+    conf = summary["metrics"]["confusion"]
+    assert sum(conf.values()) == 24 == summary["data"]["n_crops"]
+    n_pos = summary["data"]["by_class"].get("fracture", 0)
+    assert conf["tp"] + conf["fn"] == n_pos
+    acc = summary["metrics"]["accuracy"]
+    assert acc["value"] == pytest.approx((conf["tp"] + conf["tn"]) / 24)
+    assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    assert set(summary["operating_points"]) == {"balanced"}
+
+    wb = load_workbook(out / "evaluation.xlsx")
+    assert {"Summary", "Operating points", "Sensitivity by group", "Vertebrae"} <= set(
+        wb.sheetnames
+    )
+    vert = wb["Vertebrae"]
+    assert vert.max_row == 25 and vert["A1"].value == "Image"
+
+    parser = _Tables()
+    parser.feed((out / "evaluation.html").read_text())
+    assert {"headline", "points", "by-level", "by-ao"} <= set(parser.tables)
+    assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert "Accuracy" in " ".join(parser.text)
+
+
+def test_evaluate_localisation_and_hostile_names(
+    world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    archive, annotations, bundle = world
+    text = annotations.read_text().replace(
+        "studies/s000.png", "studies/<img src=x onerror=alert(1)>.png"
+    )
+    (archive / "studies" / "s000.png").rename(
+        archive / "studies" / "<img src=x onerror=alert(1)>.png"
+    )
+    hostile = tmp_path / "hostile.csv"
+    hostile.write_text(text)
+    try:
+        ev = evaluate_bundle(
+            bundle,
+            archive,
+            hostile,
+            EvaluateConfig(device="cpu", n_bootstrap=50, operating_point="balanced"),
+        )
+        from auditor.training.report import write_evaluation_reports
+
+        paths = write_evaluation_reports(ev, tmp_path / "r")
+    finally:
+        (archive / "studies" / "<img src=x onerror=alert(1)>.png").rename(
+            archive / "studies" / "s000.png"
+        )
+    html = paths["html"].read_text()
+    assert "<img src=x onerror" not in html and "&lt;img src=x onerror" in html
+    if ev.localisation is not None:  # an untrained model may call nothing positive
+        assert 0 <= ev.localisation.hits <= ev.localisation.total
+        assert ev.localisation.total == sum(v is not None for v in ev.cam_peak_in_zone)
+    assert len(ev.probs) == 24 and ev.probs.dtype == np.float32

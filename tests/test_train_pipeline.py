@@ -1,0 +1,196 @@
+"""``tlaudit train`` end to end on a tiny generated set (CPU, 32 px crops, a couple of epochs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _train_factory import make_world
+from typer.testing import CliRunner
+
+from auditor.cli import app as cli_app
+from auditor.errors import UsageError
+from auditor.model.bundle import load_bundle
+from auditor.model.infer import Classifier
+from auditor.model.nets import build_network
+from auditor.training.data import load_crop_set
+from auditor.training.pretrained import imagenet_weights_location, resolve_pretrained
+from auditor.training.train import TrainConfig, train_bundle
+
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_train_command_writes_a_bundle_that_loads_and_scores(tmp_path: Path) -> None:
+    archive, annotations = make_world(tmp_path / "world", n_studies=20)
+    out = tmp_path / "bundle"
+    args = [
+        "train",
+        str(archive),
+        "--annotations",
+        str(annotations),
+        "--out",
+        str(out),
+        "--pretrained",
+        "none",
+        "--input-size",
+        "32",
+        "--epochs",
+        "2",
+        "--lr-grid",
+        "0.001,0.0003",
+        "--batch-grid",
+        "16",
+        "--cv-folds",
+        "2",
+        "--cv-epochs",
+        "1",
+        "--test-fraction",
+        "0.2",
+        "--val-fraction",
+        "0.25",
+        "--seed",
+        "3",
+        "--threads",
+        "1",
+    ]
+    result = runner.invoke(cli_app.app, args)
+    assert result.exit_code == 0, result.output
+    assert "bundle written" in result.output and "final" in result.output
+
+    bundle = load_bundle(out)
+    card = bundle.card
+    assert card.architecture == "resnet18" and card.input_size == 32
+    assert set(card.operating_points) == {"balanced", "sensitive", "specific"}
+    assert card.recipe["chosen_lr"] in (0.001, 0.0003)
+    assert card.recipe["trainable_effective"] == "all"  # from scratch, every layer learns
+    assert card.training["n_crops"] == 80 and card.training["by_class"]
+    assert card.training["n_test"] > 0 and "test" in card.metrics
+    assert card.versions["torch"] == torch.__version__
+
+    with (out / "cv_results.csv").open() as fh:
+        cv_rows = list(csv.DictReader(fh))
+    assert len(cv_rows) == 2 * (2 + 1)  # two learning rates x (two folds + mean row)
+    assert {r["fold"] for r in cv_rows} == {"1", "2", "mean"}
+    history = list(csv.DictReader((out / "history.csv").open()))
+    assert [r["epoch"] for r in history if r["fit"] == "final"] == ["1", "2"]
+    log = (out / "train_log.txt").read_text()
+    assert "cross-validation chose" in log and "split by patient" in log
+
+    clf = Classifier(bundle, torch.device("cpu"), "fp32")
+    data = load_crop_set(archive, annotations, card.input_size, card.crop_margin)
+    pred = clf.predict(clf.preprocess(data.crops[:8]))
+    assert pred.probs.shape == (8,) and np.all((pred.probs >= 0) & (pred.probs <= 1))
+    assert pred.cams is not None and pred.cams.shape == (8, 32, 32)
+
+
+def test_same_seed_same_split_and_weights(tmp_path: Path) -> None:
+    archive, annotations = make_world(tmp_path / "world", n_studies=8)
+    cfg = TrainConfig(
+        pretrained="none",
+        input_size=32,
+        epochs=1,
+        lr_grid=(0.001,),
+        batch_grid=(8,),
+        cv_folds=0,
+        test_fraction=0.0,
+        val_fraction=0.25,
+        seed=5,
+        threads=1,
+    )
+    a = train_bundle(archive, annotations, tmp_path / "a", cfg)
+    b = train_bundle(archive, annotations, tmp_path / "b", cfg)
+    assert a.card.training == b.card.training
+    assert load_bundle(tmp_path / "a").sha256 == load_bundle(tmp_path / "b").sha256
+
+
+def test_transfer_learning_freezes_all_but_the_last_two_blocks(tmp_path: Path) -> None:
+    archive, annotations = make_world(tmp_path / "world", n_studies=8)
+    torch.manual_seed(0)
+    start = build_network("resnet18").state_dict()
+    weights = tmp_path / "start.pth"
+    torch.save(start, weights)
+    cfg = TrainConfig(
+        pretrained=str(weights),
+        input_size=32,
+        epochs=1,
+        lr_grid=(0.01,),
+        batch_grid=(8,),
+        cv_folds=0,
+        test_fraction=0.0,
+        val_fraction=0.25,
+        threads=1,
+    )
+    train_bundle(archive, annotations, tmp_path / "b", cfg)
+    trained = load_bundle(tmp_path / "b").build_model().state_dict()
+    # frozen: stem and the first three stages, batch-norm statistics included
+    for key in ("conv1.weight", "layer1.0.conv1.weight", "layer3.1.bn2.running_var"):
+        torch.testing.assert_close(trained[key], start[key].half().float())
+    # retrained: the last two residual blocks (layer4) and the new head
+    for key in ("layer4.1.conv2.weight", "fc.weight"):
+        assert not torch.allclose(trained[key], start[key].half().float())
+
+
+def test_imagenet_without_cache_names_the_file_and_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    url, cached = imagenet_weights_location("resnet18")
+    assert cached.parent == tmp_path / "hub" / "checkpoints"
+    with pytest.raises(UsageError) as info:
+        resolve_pretrained("imagenet", "resnet18", allow_download=False)
+    message = str(info.value)
+    assert cached.name in message and str(cached.parent) in message and url in message
+    # a cached file is used without any network
+    cached.parent.mkdir(parents=True)
+    torch.save(build_network("resnet18").state_dict(), cached)
+    state, desc = resolve_pretrained("imagenet", "resnet18")
+    assert state is not None and "fc.weight" in state and cached.name in desc
+
+
+def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="architecture"):
+        TrainConfig(architecture="alexnet")
+    with pytest.raises(UsageError, match="cv-folds"):
+        TrainConfig(cv_folds=1)
+    with pytest.raises(UsageError, match="expected 'imagenet', 'none'"):
+        resolve_pretrained(str(tmp_path / "missing.pth"), "resnet18")
+    archive, annotations = make_world(tmp_path / "world", n_studies=4)
+    result = runner.invoke(
+        cli_app.app,
+        [
+            "train",
+            str(archive),
+            "--annotations",
+            str(annotations),
+            "--out",
+            str(tmp_path / "o"),
+            "--lr-grid",
+            "fast",
+        ],
+    )
+    assert result.exit_code == 2 and "comma-separated" in result.output
+
+
+def test_card_json_records_the_recipe(tmp_path: Path) -> None:
+    archive, annotations = make_world(tmp_path / "world", n_studies=6)
+    cfg = TrainConfig(
+        pretrained="none",
+        input_size=32,
+        epochs=1,
+        lr_grid=(0.001,),
+        batch_grid=(8,),
+        cv_folds=0,
+        test_fraction=0.0,
+        val_fraction=0.3,
+        threads=1,
+    )
+    train_bundle(archive, annotations, tmp_path / "b", cfg)
+    data = json.loads((tmp_path / "b" / "card.json").read_text())
+    for key in ("epochs", "lr_grid", "plateau_patience", "plateau_factor", "augment", "seed"):
+        assert key in data["recipe"]
+    assert data["recipe"]["loss"].startswith("log-softmax + NLL")
