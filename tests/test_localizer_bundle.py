@@ -76,3 +76,11 @@ def test_missing_files_are_refused(bundle: Path, tmp_path: Path) -> None:
         load_localizer(bundle)
     with pytest.raises(BundleError, match="does not exist"):
         load_localizer(tmp_path / "nowhere")
+
+
+def test_recorded_figures_keep_the_weights_loadable(bundle: Path) -> None:
+    from auditor.localizer.model import record_figures
+
+    record_figures(bundle, {"recall": 0.5}, "a test set")
+    card = load_localizer(bundle).card
+    assert card.figures == {"dataset": "a test set", "recall": 0.5}

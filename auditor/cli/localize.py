@@ -117,6 +117,10 @@ def evaluate_localizer_command(
         typer.Option("--out", "-o", file_okay=False, help="Folder for the report files."),
     ] = Path("localizer-eval"),
     localizer: BundleOption = None,
+    record: Annotated[
+        bool,
+        typer.Option("--record", help="Store the figures in the bundle's card (card.json)."),
+    ] = False,
 ) -> None:
     """Measure a localizer on an annotated archive: recall, precision, IoU, levels, speed."""
     console = Console()
@@ -129,7 +133,12 @@ def evaluate_localizer_command(
     ) as bar:
         task = bar.add_task("evaluate")
         report = evaluate_localizer(
-            localizer, archive, annotations, out, progress=lambda n: bar.update(task, completed=n)
+            localizer,
+            archive,
+            annotations,
+            out,
+            progress=lambda n: bar.update(task, completed=n),
+            record=record,
         )
     table = Table(title=f"localizer on {escape(str(archive))}")
     table.add_column("figure")

@@ -8,11 +8,12 @@ Augmentation (all randomised per sample; ranges are the ``AugmentConfig`` defaul
 
 - geometry: scale 0.75-1.35 of the fitted size, rotation +-15 degrees, translation +-18% of the
   canvas, horizontal flip 50% (anterior left or right). Bodies pushed partly out of view become
-  *partial* when less than ``partial_below`` of their box stays visible, and are dropped below
-  ``drop_below``; this is where the crops that cut bodies come from.
+  *partial* when less than ``partial_below`` (0.9) of their box stays visible, and are dropped
+  below ``drop_below`` (0.35), close to the synthetic world's own rules (partial below 0.97 of
+  the outline visible, no box below 0.35); this is where the crops that cut bodies come from.
 - collimation: 35% of samples get one to three straight shutter edges (bright or dark bands).
-- intensity: gamma 0.5-2.0, contrast 0.6-1.4, MONOCHROME inversion mistake 15%, Gaussian noise
-  sigma 0-0.06, blur 30%, burned-in text-like marks 40%.
+- intensity: gamma 0.6-1.7, contrast 0.7-1.4, MONOCHROME inversion mistake 15%, Gaussian noise
+  sigma 0-0.04, blur 30%, burned-in text-like marks 40%.
 """
 
 from __future__ import annotations
@@ -143,14 +144,14 @@ class AugmentConfig:
     translate: float = 0.18
     flip: float = 0.5
     collimation: float = 0.35
-    gamma: tuple[float, float] = (0.5, 2.0)
-    contrast: tuple[float, float] = (0.6, 1.4)
+    gamma: tuple[float, float] = (0.6, 1.7)
+    contrast: tuple[float, float] = (0.7, 1.4)
     invert: float = 0.15
-    noise: float = 0.06
+    noise: float = 0.04
     blur: float = 0.3
     text: float = 0.4
-    partial_below: float = 0.6
-    drop_below: float = 0.2
+    partial_below: float = 0.9
+    drop_below: float = 0.35
 
 
 def augment_batch(

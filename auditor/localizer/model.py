@@ -305,3 +305,25 @@ def load_localizer(path: Path | None = None) -> Localizer:
         raise BundleError(f"{weights}: weights do not fit {card.architecture}: {err}") from err
     logger.info("loaded localizer %s from %s", card.name, folder)
     return Localizer(net, card, folder)
+
+
+def record_figures(folder: Path, figures: dict[str, Any], dataset: str) -> None:
+    """Store measured figures (and what they were measured on) in a bundle's card.
+
+    The weights and their hash are untouched; only ``figures`` in ``card.json`` is replaced.
+
+    Raises
+    ------
+    BundleError
+        When ``folder`` is not a loadable localizer bundle.
+    """
+    loaded = load_localizer(folder)
+    card_path = Path(folder) / CARD_FILE
+    data = json.loads(card_path.read_text(encoding="utf-8"))
+    data["figures"] = {"dataset": dataset, **figures}
+    fd, name = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(name, card_path)
+    logger.info("recorded figures in %s (%s)", card_path, loaded.card.name)
