@@ -198,7 +198,11 @@ def train(
         typer.Option(help="Validation metric for best epoch, scheduler and CV choice."),
     ] = MonitorChoice.BALANCED_ACCURACY,
     class_weighting: Annotated[
-        str, typer.Option(help="'balanced' (inverse-frequency loss weights) or 'none'.")
+        str,
+        typer.Option(
+            help="'balanced' (inverse-frequency loss weights), 'sampler' (class-balanced "
+            "sample each epoch) or 'none'."
+        ),
     ] = "balanced",
     rotation: Annotated[
         float, typer.Option(min=0.0, help="Augmentation: max rotation, degrees.")

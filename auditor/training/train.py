@@ -34,7 +34,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from auditor.errors import UsageError
 from auditor.model.bundle import (
@@ -63,6 +63,9 @@ from auditor.training.pretrained import resolve_pretrained
 logger = logging.getLogger(__name__)
 
 MONITORS = ("balanced_accuracy", "accuracy", "auc", "loss")
+#: How class imbalance is handled: inverse-frequency loss weights, a class-balanced sample of the
+#: majority class drawn afresh every epoch (cheaper epochs), or nothing.
+CLASS_BALANCING = ("balanced", "sampler", "none")
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,8 @@ class TrainConfig:
             raise UsageError(f"--trainable must be 'last2' or 'all', got {self.trainable!r}")
         if self.monitor not in MONITORS:
             raise UsageError(f"--monitor must be one of {', '.join(MONITORS)}")
-        if self.class_weighting not in ("balanced", "none"):
-            raise UsageError("--class-weighting must be 'balanced' or 'none'")
+        if self.class_weighting not in CLASS_BALANCING:
+            raise UsageError(f"--class-weighting must be one of {', '.join(CLASS_BALANCING)}")
         if self.input_size < 32:
             raise UsageError(f"--input-size {self.input_size} is too small (minimum 32)")
         if self.epochs < 1 or (self.cv_epochs is not None and self.cv_epochs < 1):
@@ -286,11 +289,23 @@ def _score(metrics: dict[str, float], monitor: str) -> tuple[float, float]:
 
 
 def class_weights(labels: npt.NDArray[np.int64], mode: str) -> torch.Tensor:
-    """Loss weights per class: inverse frequency (``balanced``) or ones."""
+    """Loss weights per class: inverse frequency (``balanced``) or ones (``none``, ``sampler``)."""
     counts = np.bincount(labels, minlength=2).astype(np.float64)
-    if mode == "none" or np.any(counts == 0):
+    if mode != "balanced" or np.any(counts == 0):
         return torch.ones(2)
     return torch.tensor(len(labels) / (2.0 * counts), dtype=torch.float32)
+
+
+def balanced_sampler(
+    labels: npt.NDArray[np.int64], generator: torch.Generator
+) -> WeightedRandomSampler:
+    """Each epoch: 2 x (minority count) crops without replacement, about half of each class."""
+    counts = np.bincount(labels, minlength=2)
+    per_sample = 1.0 / counts[labels].astype(np.float64)
+    n = int(2 * counts.min()) if counts.min() > 0 else len(labels)
+    return WeightedRandomSampler(
+        per_sample.tolist(), num_samples=n, replacement=False, generator=generator
+    )
 
 
 def fit(
@@ -326,10 +341,14 @@ def fit(
         data.crops[train_idx], labels[train_idx], IMAGENET_MEAN, IMAGENET_STD, config.augment
     )
     gen = torch.Generator().manual_seed(seed)
+    sampler = (
+        balanced_sampler(labels[train_idx], gen) if config.class_weighting == "sampler" else None
+    )
     loader = DataLoader(
         train_ds,
         batch_size=batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=len(train_ds) > batch_size,  # a batch of one breaks batch norm
         generator=gen,
         num_workers=config.workers,
@@ -672,7 +691,11 @@ def _train_bundle(
         trainable_effective=config.effective_trainable,
         pretrained_weights=pretrained_desc,
         loss="log-softmax + NLL"
-        + (" (class-weighted)" if config.class_weighting == "balanced" else ""),
+        + {
+            "balanced": " (inverse-frequency class weights)",
+            "sampler": " (class-balanced sampling each epoch)",
+            "none": "",
+        }[config.class_weighting],
         optimiser="Adam",
         scheduler=(
             f"ReduceLROnPlateau(x{config.plateau_factor}, patience {config.plateau_patience}, "
