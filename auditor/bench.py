@@ -13,8 +13,9 @@ batch size:
   classification, heatmap thumbnails, journal and the three reports, timed from start to end.
 
 It reports vertebrae per second for each, the ratio end-to-end / model-only (the share of the
-model's speed a scan keeps), and the heatmap overhead: CAM time over classification alone, plus the
-time spent drawing overlay thumbnails in the scan.
+model's speed a scan keeps), and the heatmap overhead over classification alone: the CAM (same
+forward pass) and, as a worst case, CAM plus an overlay thumbnail drawn for every vertebra (a scan
+draws them only for positive vertebrae unless ``--heatmaps all``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ import torch
 from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle, load_bundle
 from auditor.model.infer import Classifier, select_device
+from auditor.reports.thumbnails import heatmap_overlay, save_jpeg
 from auditor.scan.config import HeatmapMode, ScanConfig, ScanResult, default_workers
+from auditor.scan.dataset import THUMB_SIZE
 from auditor.scan.pipeline import run_scan
 
 logger = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ class BenchConfig:
     precision: str = "auto"
     batch_size: int = 32
     workers: int | None = None
-    rounds: int = 5
+    rounds: int = 3
     work_dir: Path | None = None
 
 
@@ -77,6 +80,7 @@ class BenchResult:
     workers: int
     model_only_vps: float  # vertebrae/s with CAMs, as a scan runs the model
     model_only_no_cam_vps: float
+    overlay_s: float  # seconds to draw and write one heatmap overlay thumbnail
     end_to_end_vps: float
     n_images: int
     n_vertebrae: int
@@ -96,15 +100,13 @@ class BenchResult:
         return self.model_only_no_cam_vps / self.model_only_vps - 1.0
 
     @property
-    def heatmap_overhead(self) -> float:
-        """CAM overhead plus overlay-thumbnail drawing, relative to classification alone."""
-        model_s = self.scan_timings.get("model_s", 0.0)
-        draw_s = self.scan_timings.get("heatmap_thumbnails_s", 0.0)
-        if model_s <= 0:
-            return self.cam_overhead
-        # model_s already holds the CAM cost; scale it to the time without CAMs.
-        plain_s = model_s / (1.0 + self.cam_overhead)
-        return (model_s + draw_s) / plain_s - 1.0
+    def heatmap_overhead_all(self) -> float:
+        """Worst case: CAMs plus an overlay thumbnail for every vertebra, over classification
+        alone (a scan draws overlays only for positive vertebrae unless ``--heatmaps all``)."""
+        if not self.model_only_vps or not self.model_only_no_cam_vps:
+            return 0.0
+        plain = 1.0 / self.model_only_no_cam_vps
+        return (1.0 / self.model_only_vps + self.overlay_s) / plain - 1.0
 
 
 def describe_machine() -> str:
@@ -125,31 +127,55 @@ def describe_machine() -> str:
     )
 
 
-def measure_model_only(classifier: Classifier, batch_size: int, rounds: int) -> tuple[float, float]:
-    """Vertebrae per second through the model, with and without CAMs.
+def measure_model_only(
+    classifier: Classifier, batch_size: int, rounds: int, scratch: Path
+) -> tuple[float, float, float]:
+    """Time the model on random crops, with and without CAMs, and the overlay drawing.
+
+    Parameters
+    ----------
+    classifier
+        The model on its device.
+    batch_size
+        Crops per batch.
+    rounds
+        Timed rounds; each runs one batch with CAMs and one without (median of each is used).
+    scratch
+        Folder for the overlay thumbnails written while timing their drawing.
 
     Returns
     -------
     tuple of float
-        (with CAMs, without CAMs), each from the median batch time over ``rounds`` rounds.
+        (vertebrae/s with CAMs, vertebrae/s without CAMs, seconds to draw and write one overlay
+        thumbnail).
     """
     size = classifier.card.input_size
     generator = torch.Generator().manual_seed(0)
     batch = torch.randn((batch_size, 3, size, size), generator=generator)
     if classifier.device.type == "cuda":
         batch = batch.pin_memory()
-    for _ in range(2):  # warm-up: allocator, oneDNN/cuDNN kernel choice
-        classifier.predict(batch, cam=True)
-        classifier.predict(batch, cam=False)
+    classifier.predict(batch, cam=True)  # warm-up: allocator, oneDNN/cuDNN kernel choice
+    classifier.predict(batch, cam=False)
     times: dict[bool, list[float]] = {True: [], False: []}
+    cams = None
     for _ in range(max(1, rounds)):
         for cam in (True, False):
             start = time.perf_counter()
-            classifier.predict(batch, cam=cam)  # returns numpy: the device has finished
+            prediction = classifier.predict(batch, cam=cam)  # numpy out: the device is done
             times[cam].append(time.perf_counter() - start)
+            if cam:
+                cams = prediction.cams
+    assert cams is not None
+    crop = (torch.rand((THUMB_SIZE, THUMB_SIZE), generator=generator) * 255).to(torch.uint8)
+    start = time.perf_counter()
+    for index in range(len(cams)):
+        overlay = heatmap_overlay(crop.numpy(), cams[index])
+        save_jpeg(overlay, scratch / f"overlay-{index}.jpg")
+    draw_s = (time.perf_counter() - start) / len(cams)
     return (
         batch_size / statistics.median(times[True]),
         batch_size / statistics.median(times[False]),
+        draw_s,
     )
 
 
@@ -198,7 +224,9 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         classifier = Classifier(bundle, select_device(config.device), config.precision)
         tell(f"Model {bundle.card.name} on {classifier.describe()}")
         tell(f"Model-only: {config.rounds} rounds of {config.batch_size} random crops")
-        with_cam, without_cam = measure_model_only(classifier, config.batch_size, config.rounds)
+        with_cam, without_cam, draw_s = measure_model_only(
+            classifier, config.batch_size, config.rounds, work
+        )
 
         if config.archive is not None and config.boxes is not None:
             archive, boxes = config.archive, config.boxes
@@ -230,6 +258,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         workers=workers,
         model_only_vps=with_cam,
         model_only_no_cam_vps=without_cam,
+        overlay_s=draw_s,
         end_to_end_vps=scan.n_vertebrae / timings["total_s"] if timings["total_s"] else 0.0,
         n_images=scan.n_images,
         n_vertebrae=scan.n_vertebrae,
