@@ -86,7 +86,7 @@ def make_scan_world(root: Path, n_studies: int = 6, seed: int = 0) -> ScanWorld:
     uids = []
     box_rows = []
     for index in range(n_studies):
-        rel = f"patient{index:02d}/study/img{index:02d}.dcm"
+        rel = f"FAKE-{index:03d}/study/img{index:02d}.dcm"  # folders named by patient ID
         headers = HOSTILE if index == 0 else {}
         uids.append(_write_dicom(archive / rel, index, headers, rng))
         for k, level in enumerate(LEVELS):
@@ -95,11 +95,11 @@ def make_scan_world(root: Path, n_studies: int = 6, seed: int = 0) -> ScanWorld:
     (archive / "notes.txt").write_text("not an image\n", encoding="utf-8")
     (archive / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
     box_rows += [
-        ["patient01/study/img01.dcm", "X9", 30, 10, 70, 40],  # unknown level
+        ["FAKE-001/study/img01.dcm", "X9", 30, 10, 70, 40],  # unknown level
         ["../outside.dcm", "L4", 30, 10, 70, 40],  # escapes the archive
         ["nowhere/missing.dcm", "L4", 30, 10, 70, 40],  # unknown image
-        ["patient01/study/img01.dcm", "L4", 30, 150, 70, 400],  # outside the image
-        ["patient01/study/img01.dcm", "L5", 30, 10, 30, 40],  # degenerate
+        ["FAKE-001/study/img01.dcm", "L4", 30, 150, 70, 400],  # outside the image
+        ["FAKE-001/study/img01.dcm", "L5", 30, 10, 30, 40],  # degenerate
     ]
     boxes = root / "boxes.csv"
     with boxes.open("w", newline="", encoding="utf-8") as handle:

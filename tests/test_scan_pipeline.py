@@ -110,11 +110,11 @@ def test_scan_writes_three_reports(scanned: ScanResult, world: ScanWorld) -> Non
     rows = _findings(scanned.reports["csv"])
     assert len(rows) == N_STUDIES * len(LEVELS)
     status = {row["image"].split("/")[0]: row["study_status"] for row in rows}
-    assert status["patient00"] == StudyStatus.LIKELY_MISSED.value  # read negative
-    assert status["patient01"] == StudyStatus.LIKELY_MISSED.value  # read L1 only
-    assert status["patient02"] == StudyStatus.CONCORDANT_POSITIVE.value  # yes, no levels
-    assert status[f"patient{N_STUDIES - 1:02d}"] == StudyStatus.NO_READ.value
-    l1 = next(r for r in rows if r["image"].startswith("patient01") and r["level"] == "L1")
+    assert status["FAKE-000"] == StudyStatus.LIKELY_MISSED.value  # read negative
+    assert status["FAKE-001"] == StudyStatus.LIKELY_MISSED.value  # read L1 only
+    assert status["FAKE-002"] == StudyStatus.CONCORDANT_POSITIVE.value  # yes, no levels
+    assert status[f"FAKE-{N_STUDIES - 1:03d}"] == StudyStatus.NO_READ.value
+    l1 = next(r for r in rows if r["image"].startswith("FAKE-001") and r["level"] == "L1")
     assert l1["reported_in_read"] == "yes" and l1["call"] == "positive"
     assert all(r["heatmap"].startswith("thumbnails/heatmaps/") for r in rows)
 
@@ -271,9 +271,12 @@ def test_pseudonymised_reports_hide_identifiers(
     html = result.reports["html"].read_text(encoding="utf-8")
     queue = openpyxl.load_workbook(result.reports["xlsx"])["Flagged queue"]
     cells = [str(c) for row in queue.values for c in row if c is not None]
-    for secret in ("FAKE-001", "Fake^Patient1", "ACC0001", world.study_uids[1]):
+    workbook = openpyxl.load_workbook(result.reports["xlsx"])
+    every_cell = [str(c) for ws in workbook for row in ws.values for c in row if c is not None]
+    # patient ID (also the folder name in paths), name parts, accession, study UID
+    for secret in ("FAKE-001", "Patient1", "ACC0001", world.study_uids[1]):
         assert secret not in html
-        assert secret not in cells
+        assert not any(secret in c for c in every_cell), secret
         assert secret not in result.reports["csv"].read_text(encoding="utf-8")
     assert any(c.startswith("anon-") for c in cells)
     # stable: the same salt gives the same pseudonyms

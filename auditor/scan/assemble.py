@@ -10,7 +10,7 @@ model negative) have theirs drawn here, which decodes those images once more.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +108,11 @@ def assemble_report(
         Flagged studies in queue order, all vertebrae, files and errors.
     """
     anon = inputs.pseudonymise
+
+    def shown(image: str) -> str:
+        """The image path as reports show it (identifiers in it pseudonymised on request)."""
+        return anon.scrub(image, _identifiers(metas.get(image)))
+
     metas = {f.relative: f.meta for f in inputs.files}
     paths = {f.relative: f.path for f in inputs.files}
     reads = ReadIndex(inputs.reads or ())
@@ -144,14 +149,14 @@ def assemble_report(
         status_counts[flag.status] += 1
         reported_levels = set(read.reported_levels) if read else set()
         covers_all = bool(read and read.fracture_reported and not read.reported_levels)
-        shown_key = anon(key) if not key.startswith("image:") else key
+        shown_key = "image:" + shown(key[6:]) if key.startswith("image:") else anon(key)
         for image in images:
             for v in outcomes[image].vertebrae:
                 box = boxes_by_row.get((image, v.box_row))
                 vertebrae.append(
                     VertebraFinding(
                         study=shown_key,
-                        image=image,
+                        image=shown(image),
                         level=v.level,
                         box_row=v.box_row,
                         box=box.xyxy if box else (0.0, 0.0, 0.0, 0.0),
@@ -191,8 +196,10 @@ def assemble_report(
                 patient_name=anon(meta.patient_name) if meta else "",
                 study_date=meta.study_date if meta else "",
                 description=(meta.study_description or meta.series_description) if meta else "",
-                images=(focus, *(i for i in images if i != focus)),
-                image_path=str(paths[focus].absolute()) if focus in paths else "",
+                images=tuple(shown(i) for i in (focus, *(i for i in images if i != focus))),
+                image_path=""
+                if anon.enabled or focus not in paths
+                else str(paths[focus].absolute()),
                 flag=flag,
                 read=read,
                 levels=levels,
@@ -202,8 +209,8 @@ def assemble_report(
     findings.sort(key=lambda s: (-s.flag.priority, s.status.rank, -s.max_probability, s.key))
     vertebrae.sort(key=lambda v: (v.study, v.image, v.level.order, v.box_row))
 
-    files = tuple(_file_row(f, outcomes, inputs.boxes) for f in inputs.files)
-    errors = _errors(inputs, outcomes)
+    files = tuple(_file_row(f, outcomes, inputs.boxes, anon) for f in inputs.files)
+    errors = _errors(inputs, outcomes, shown)
     n_reads = len(inputs.reads) if inputs.reads is not None else 0
     extra: list[tuple[str, SummaryValue]] = []
     if inputs.reads is not None:
@@ -251,10 +258,17 @@ def _radiograph_thumbnail(
     return relative
 
 
+def _identifiers(meta: RadiographMeta | None) -> tuple[str, ...]:
+    if meta is None:
+        return ()
+    return (meta.patient_id, meta.patient_name, meta.accession_number, meta.study_uid)
+
+
 def _file_row(
     entry: FileEntry,
     outcomes: Mapping[str, ImageOutcome],
     boxes: Mapping[str, tuple[VertebraBox, ...]],
+    anon: Pseudonymiser,
 ) -> FileRow:
     meta = entry.meta
     if entry.status != "candidate":
@@ -272,7 +286,7 @@ def _file_row(
         else:
             scan = f"classified {done} vertebrae" + (f", {failed} failed" if failed else "")
     return FileRow(
-        path=entry.relative,
+        path=anon.scrub(entry.relative, _identifiers(meta)),
         size=entry.size,
         status=entry.status,
         reason=entry.reason,
@@ -284,9 +298,11 @@ def _file_row(
     )
 
 
-def _errors(inputs: ScanInputs, outcomes: Mapping[str, ImageOutcome]) -> tuple[ErrorRow, ...]:
+def _errors(
+    inputs: ScanInputs, outcomes: Mapping[str, ImageOutcome], shown: Callable[[str], str]
+) -> tuple[ErrorRow, ...]:
     rows: list[ErrorRow] = [
-        ErrorRow("box file", e.row, " ".join(p for p in (e.image, e.level) if p), e.reason)
+        ErrorRow("box file", e.row, " ".join(p for p in (shown(e.image), e.level) if p), e.reason)
         for e in sorted(inputs.box_errors, key=lambda e: e.row)
     ]
     rows += [
@@ -296,10 +312,10 @@ def _errors(inputs: ScanInputs, outcomes: Mapping[str, ImageOutcome]) -> tuple[E
     for image in sorted(outcomes):
         outcome = outcomes[image]
         if outcome.status != "classified":
-            rows.append(ErrorRow("image", None, image, outcome.reason))
+            rows.append(ErrorRow("image", None, shown(image), outcome.reason))
             continue
         rows += [
-            ErrorRow("crop", v.box_row, f"{image} {v.level.value}", v.error)
+            ErrorRow("crop", v.box_row, f"{shown(image)} {v.level.value}", v.error)
             for v in outcome.vertebrae
             if v.error
         ]
