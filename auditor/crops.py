@@ -117,3 +117,43 @@ def crop_vertebra(
     resized = Image.fromarray(window, mode="F").resize((size, size), Image.Resampling.BILINEAR)
     out = np.asarray(resized, dtype=np.float32)
     return np.clip(out, 0.0, 1.0)
+
+
+#: Per-crop intensity normalisations a model card may ask for.
+CROP_NORMALISATIONS = ("none", "percentile")
+
+
+def stretch_contrast(
+    crops: npt.NDArray[np.float32], low: float = 1.0, high: float = 99.0
+) -> npt.NDArray[np.float32]:
+    """Map each crop's ``low``-``high`` percentile range to [0, 1] (clipped); returns a new array.
+
+    Radiographs of one archive differ widely in exposure and windowing; stretching every crop
+    on its own removes that nuisance before the network sees it. A flat crop becomes all zeros.
+    """
+    arr = np.asarray(crops, dtype=np.float32)
+    flat = arr.reshape(arr.shape[0], -1) if arr.ndim == 3 else arr.reshape(1, -1)
+    lo = np.percentile(flat, low, axis=1).astype(np.float32)
+    hi = np.percentile(flat, high, axis=1).astype(np.float32)
+    span = np.where(hi - lo > 1e-6, hi - lo, np.float32(1.0))
+    shape = (-1,) + (1,) * (arr.ndim - 1) if arr.ndim == 3 else ()
+    out = (arr - lo.reshape(shape)) / span.reshape(shape)
+    out = np.where((hi - lo > 1e-6).reshape(shape), out, np.float32(0.0))
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def normalise_crops(crops: npt.NDArray[np.float32], method: str) -> npt.NDArray[np.float32]:
+    """Apply a card's per-crop normalisation (``none`` returns the input unchanged).
+
+    Raises
+    ------
+    ValueError
+        For an unknown method.
+    """
+    if method == "none":
+        return crops
+    if method == "percentile":
+        return stretch_contrast(crops)
+    raise ValueError(
+        f"unknown crop normalisation {method!r}; expected one of {CROP_NORMALISATIONS}"
+    )

@@ -19,7 +19,7 @@ from auditor.model.infer import Classifier
 from auditor.model.nets import build_network
 from auditor.training.data import load_crop_set
 from auditor.training.pretrained import imagenet_weights_location, resolve_pretrained
-from auditor.training.train import TrainConfig, train_bundle
+from auditor.training.train import TrainConfig, balanced_sampler, train_bundle
 
 runner = CliRunner()
 
@@ -194,3 +194,11 @@ def test_card_json_records_the_recipe(tmp_path: Path) -> None:
     for key in ("epochs", "lr_grid", "plateau_patience", "plateau_factor", "augment", "seed"):
         assert key in data["recipe"]
     assert data["recipe"]["loss"].startswith("log-softmax + NLL")
+
+
+def test_balanced_sampler_draws_both_classes_equally_often() -> None:
+    labels = np.array([1] * 10 + [0] * 90)
+    sampler = balanced_sampler(labels, torch.Generator().manual_seed(0))
+    drawn = np.array(list(sampler))
+    assert len(drawn) == 20 and len(set(drawn.tolist())) == 20  # no repeats within an epoch
+    assert 5 <= labels[drawn].sum() <= 15

@@ -155,6 +155,13 @@ def train(
             min=0.0, max=1.0, help="Context around each box, fraction of its longer side."
         ),
     ] = 0.15,
+    crop_normalisation: Annotated[
+        str,
+        typer.Option(
+            help="Per-crop intensity normalisation before the ImageNet statistics: 'none' "
+            "(study) or 'percentile' (stretch each crop's 1-99th percentiles to 0-1)."
+        ),
+    ] = "none",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of the final fit (study: 200).")] = 200,
     lr_grid: Annotated[
         str, typer.Option(help="Learning rates tried by cross-validation, comma-separated.")
@@ -234,6 +241,7 @@ def train(
         trainable=trainable.value,
         input_size=input_size,
         crop_margin=crop_margin,
+        crop_normalisation=crop_normalisation,
         epochs=epochs,
         lr_grid=_floats(lr_grid),
         batch_grid=_ints(batch_grid),

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from auditor import __version__
+from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import BundleError, TlauditError
 from auditor.model.nets import ARCHITECTURES, build_network
 from auditor.resources import resource_path
@@ -72,6 +73,7 @@ class ModelCard:
     architecture: str
     input_size: int
     crop_margin: float
+    crop_normalisation: str = "none"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     class_names: tuple[str, str] = CLASS_NAMES
@@ -89,6 +91,11 @@ class ModelCard:
             raise BundleError(
                 f"model card names architecture {self.architecture!r}; expected one of "
                 f"{', '.join(ARCHITECTURES)}"
+            )
+        if self.crop_normalisation not in CROP_NORMALISATIONS:
+            raise BundleError(
+                f"model card crop_normalisation {self.crop_normalisation!r}; expected one of "
+                f"{', '.join(CROP_NORMALISATIONS)}"
             )
         if self.input_size < 16:
             raise BundleError(f"model card input_size {self.input_size} is too small (< 16)")

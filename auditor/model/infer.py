@@ -16,6 +16,7 @@ import numpy.typing as npt
 import torch
 from torchvision import models
 
+from auditor.crops import normalise_crops
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, ModelCard
 from auditor.model.cam import normalise_maps, resnet_logits_and_cam, vgg_logits_and_gradcam
@@ -94,9 +95,11 @@ def resolve_precision(device: torch.device, requested: str = "auto") -> str:
 def preprocess_crops(crops: npt.NDArray[np.float32], card: ModelCard) -> torch.Tensor:
     """Turn greyscale crops (N, S, S) in [0, 1] into a normalised (N, 3, S, S) float32 tensor.
 
-    The grey value is repeated on the three channels the ImageNet-shaped network expects, then
-    normalised with the card's mean and std. Works on CPU without touching the model, so it can run
-    in DataLoader workers. The caller's array is not modified.
+    The card's per-crop normalisation is applied first (``percentile``: contrast stretch, see
+    :func:`auditor.crops.stretch_contrast`); the grey value is then repeated on the three
+    channels the ImageNet-shaped network expects and normalised with the card's mean and std.
+    Works on CPU without touching the model, so it can run in DataLoader workers. The caller's
+    array is not modified.
 
     Raises
     ------
@@ -110,6 +113,7 @@ def preprocess_crops(crops: npt.NDArray[np.float32], card: ModelCard) -> torch.T
         raise ValueError(
             f"expected crops of shape (N, {card.input_size}, {card.input_size}), got {arr.shape}"
         )
+    arr = normalise_crops(arr, card.crop_normalisation)
     x = torch.from_numpy(arr.copy())[:, None].expand(-1, 3, -1, -1)
     mean = torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1)

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from auditor.boxes import BoxRowError, VertebraBox, archive_key, read_box_file, resolve_boxes
-from auditor.crops import crop_vertebra, crop_window
+from auditor.crops import crop_vertebra, crop_window, normalise_crops
 from auditor.errors import InputFileError, ReadError
 from auditor.io.radiograph import RadiographMeta, read_header, read_radiograph
 
@@ -332,7 +332,9 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
         mean: Sequence[float],
         std: Sequence[float],
         augment: AugmentConfig | None = None,
+        crop_normalisation: str = "none",
     ) -> None:
+        crops = normalise_crops(np.asarray(crops, dtype=np.float32), crop_normalisation)
         self.crops = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))
         self.labels = [int(v) for v in labels]
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import UsageError
 from auditor.model.bundle import (
     CLASS_NAMES,
@@ -78,6 +79,7 @@ class TrainConfig:
     trainable: str = "last2"
     input_size: int = 512
     crop_margin: float = 0.15
+    crop_normalisation: str = "none"
     epochs: int = 200
     lr_grid: tuple[float, ...] = (0.00005, 0.00016, 0.0005)
     batch_grid: tuple[int, ...] = (16, 32)
@@ -110,6 +112,10 @@ class TrainConfig:
             raise UsageError(f"--monitor must be one of {', '.join(MONITORS)}")
         if self.class_weighting not in CLASS_BALANCING:
             raise UsageError(f"--class-weighting must be one of {', '.join(CLASS_BALANCING)}")
+        if self.crop_normalisation not in CROP_NORMALISATIONS:
+            raise UsageError(
+                f"--crop-normalisation must be one of {', '.join(CROP_NORMALISATIONS)}"
+            )
         if self.input_size < 32:
             raise UsageError(f"--input-size {self.input_size} is too small (minimum 32)")
         if self.epochs < 1 or (self.cv_epochs is not None and self.cv_epochs < 1):
@@ -250,10 +256,17 @@ def predict_scores(
     device: torch.device,
     precision: str = "fp32",
     batch_size: int = 64,
+    crop_normalisation: str = "none",
 ) -> npt.NDArray[np.float64]:
     """P(fracture) for crops (N, S, S) with ImageNet normalisation, in eval mode."""
     net.eval()
-    ds = CropDataset(crops, np.zeros(len(crops), np.int64), IMAGENET_MEAN, IMAGENET_STD)
+    ds = CropDataset(
+        crops,
+        np.zeros(len(crops), np.int64),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        crop_normalisation=crop_normalisation,
+    )
     out = []
     with torch.inference_mode():
         for x, _ in DataLoader(ds, batch_size=batch_size, shuffle=False):
@@ -338,7 +351,12 @@ def fit(
     labels = data.labels
     weights = class_weights(labels[train_idx], config.class_weighting).to(device)
     train_ds = CropDataset(
-        data.crops[train_idx], labels[train_idx], IMAGENET_MEAN, IMAGENET_STD, config.augment
+        data.crops[train_idx],
+        labels[train_idx],
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        config.augment,
+        config.crop_normalisation,
     )
     gen = torch.Generator().manual_seed(seed)
     sampler = (
@@ -392,7 +410,13 @@ def fit(
             epochs_run = epoch
             lr_now = float(optimiser.param_groups[0]["lr"])
             if has_val:
-                scores = predict_scores(net, data.crops[val_idx], device, precision)
+                scores = predict_scores(
+                    net,
+                    data.crops[val_idx],
+                    device,
+                    precision,
+                    crop_normalisation=config.crop_normalisation,
+                )
                 metrics = _val_metrics(labels[val_idx], scores, weights)
                 key = _score(metrics, config.monitor)
                 improved = key > best_key
@@ -663,7 +687,9 @@ def _train_bundle(
     net = net.to(device).to(memory_format=torch.channels_last)
     metrics: dict[str, Any] = {}
     if len(val_idx) and len(np.unique(labels[val_idx])) == 2:
-        val_scores = predict_scores(net, data.crops[val_idx], device)
+        val_scores = predict_scores(
+            net, data.crops[val_idx], device, crop_normalisation=config.crop_normalisation
+        )
         points = choose_operating_points(labels[val_idx], val_scores)
         metrics["validation"] = _metrics_at(labels[val_idx], val_scores, points)
     else:
@@ -671,7 +697,9 @@ def _train_bundle(
         points = {"balanced": OperatingPoint("balanced", 0.5, nan, nan)}
         log.stage("no validation split with both classes: operating point fixed at 0.5")
     if len(test_idx):
-        test_scores = predict_scores(net, data.crops[test_idx], device)
+        test_scores = predict_scores(
+            net, data.crops[test_idx], device, crop_normalisation=config.crop_normalisation
+        )
         metrics["test"] = _metrics_at(labels[test_idx], test_scores, points)
         t = metrics["test"]
         log.stage(
@@ -718,6 +746,7 @@ def _train_bundle(
         architecture=config.architecture,
         input_size=config.input_size,
         crop_margin=config.crop_margin,
+        crop_normalisation=config.crop_normalisation,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         class_names=CLASS_NAMES,
