@@ -64,3 +64,23 @@ def test_points_map_into_crop_coordinates() -> None:
     win = crop_window((100.0, 100.0, 200.0, 200.0), margin=0.0, size=50)
     pts = win.to_crop([[100.0, 100.0], [200.0, 150.0]])
     np.testing.assert_allclose(pts, [[0.0, 0.0], [50.0, 25.0]])
+
+
+def test_contrast_stretch_per_crop() -> None:
+    from auditor.crops import normalise_crops, stretch_contrast
+
+    rng = np.random.default_rng(0)
+    dark = (rng.random((16, 16)) * 0.2 + 0.1).astype(np.float32)
+    bright = (rng.random((16, 16)) * 0.2 + 0.7).astype(np.float32)
+    crops = np.stack([dark, bright, np.full((16, 16), 0.5, np.float32)])
+    before = crops.copy()
+    out = stretch_contrast(crops)
+    # both exposures end up on the same 0-1 scale; a flat crop becomes zeros
+    for i in (0, 1):
+        assert out[i].min() == 0.0 and out[i].max() == 1.0
+        assert np.percentile(out[i], 50) == pytest.approx(0.5, abs=0.1)
+    assert np.all(out[2] == 0.0)
+    np.testing.assert_array_equal(crops, before)
+    assert normalise_crops(crops, "none") is crops
+    with pytest.raises(ValueError, match="unknown crop normalisation"):
+        normalise_crops(crops, "clahe")

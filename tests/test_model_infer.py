@@ -106,3 +106,14 @@ def test_device_and_precision_choices() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="no CUDA"):
             select_device("cuda")
+
+
+def test_preprocess_follows_the_cards_crop_normalisation(resnet_classifier: Classifier) -> None:
+    import dataclasses
+
+    card = dataclasses.replace(resnet_classifier.card, crop_normalisation="percentile")
+    dim = np.random.default_rng(1).random((2, 64, 64), dtype=np.float32) * 0.1 + 0.45
+    x = preprocess_crops(dim, card)
+    # stretched to the full range before the ImageNet statistics
+    assert float(x[:, 0].min()) == pytest.approx((0.0 - card.mean[0]) / card.std[0], rel=1e-5)
+    assert float(x[:, 0].max()) == pytest.approx((1.0 - card.mean[0]) / card.std[0], rel=1e-5)
