@@ -127,9 +127,24 @@ def describe_machine() -> str:
     )
 
 
+@dataclass(frozen=True)
+class ModelTimes:
+    """Per-batch seconds of the model with and without CAMs, and of drawing one overlay."""
+
+    with_cam: tuple[float, ...]
+    without_cam: tuple[float, ...]
+    overlay_s: float
+
+    def merged(self, other: ModelTimes) -> ModelTimes:
+        """Both sets of rounds together (the overlay time of the later set)."""
+        return ModelTimes(
+            self.with_cam + other.with_cam, self.without_cam + other.without_cam, other.overlay_s
+        )
+
+
 def measure_model_only(
-    classifier: Classifier, batch_size: int, rounds: int, scratch: Path
-) -> tuple[float, float, float]:
+    classifier: Classifier, batch_size: int, rounds: int, scratch: Path, warm_up: bool = True
+) -> ModelTimes:
     """Time the model on random crops, with and without CAMs, and the overlay drawing.
 
     Parameters
@@ -139,23 +154,21 @@ def measure_model_only(
     batch_size
         Crops per batch.
     rounds
-        Timed rounds; each runs one batch with CAMs and one without (median of each is used).
+        Timed rounds; each runs one batch with CAMs and one without, alternating so that load
+        from other processes hits both alike.
     scratch
         Folder for the overlay thumbnails written while timing their drawing.
-
-    Returns
-    -------
-    tuple of float
-        (vertebrae/s with CAMs, vertebrae/s without CAMs, seconds to draw and write one overlay
-        thumbnail).
+    warm_up
+        Run one untimed batch each way first (allocator, oneDNN/cuDNN kernel choice).
     """
     size = classifier.card.input_size
     generator = torch.Generator().manual_seed(0)
     batch = torch.randn((batch_size, 3, size, size), generator=generator)
     if classifier.device.type == "cuda":
         batch = batch.pin_memory()
-    classifier.predict(batch, cam=True)  # warm-up: allocator, oneDNN/cuDNN kernel choice
-    classifier.predict(batch, cam=False)
+    if warm_up:
+        classifier.predict(batch, cam=True)
+        classifier.predict(batch, cam=False)
     times: dict[bool, list[float]] = {True: [], False: []}
     cams = None
     for _ in range(max(1, rounds)):
@@ -171,11 +184,8 @@ def measure_model_only(
     for index in range(len(cams)):
         overlay = heatmap_overlay(crop.numpy(), cams[index])
         save_jpeg(overlay, scratch / f"overlay-{index}.jpg")
-    draw_s = (time.perf_counter() - start) / len(cams)
-    return (
-        batch_size / statistics.median(times[True]),
-        batch_size / statistics.median(times[False]),
-        draw_s,
+    return ModelTimes(
+        tuple(times[True]), tuple(times[False]), (time.perf_counter() - start) / len(cams)
     )
 
 
@@ -223,10 +233,11 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         bundle = load_bundle(model_path)
         classifier = Classifier(bundle, select_device(config.device), config.precision)
         tell(f"Model {bundle.card.name} on {classifier.describe()}")
-        tell(f"Model-only: {config.rounds} rounds of {config.batch_size} random crops")
-        with_cam, without_cam, draw_s = measure_model_only(
-            classifier, config.batch_size, config.rounds, work
-        )
+        tell(f"Model-only: rounds of {config.batch_size} random crops, with and without CAMs")
+        # Half the model-only rounds before the scan and half after, so that a change in the
+        # load from other processes during the run weighs on both measurements alike.
+        first = (config.rounds + 1) // 2
+        times = measure_model_only(classifier, config.batch_size, first, work)
 
         if config.archive is not None and config.boxes is not None:
             archive, boxes = config.archive, config.boxes
@@ -248,6 +259,13 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
                 heatmaps=HeatmapMode.POSITIVE,
             )
         )
+        if config.rounds - first > 0:
+            tell(f"Model-only again: {config.rounds - first} rounds")
+            times = times.merged(
+                measure_model_only(
+                    classifier, config.batch_size, config.rounds - first, work, warm_up=False
+                )
+            )
     timings = dict(scan.timings)
     return BenchResult(
         machine=describe_machine(),
@@ -256,9 +274,9 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         input_size=bundle.card.input_size,
         batch_size=config.batch_size,
         workers=workers,
-        model_only_vps=with_cam,
-        model_only_no_cam_vps=without_cam,
-        overlay_s=draw_s,
+        model_only_vps=config.batch_size / statistics.median(times.with_cam),
+        model_only_no_cam_vps=config.batch_size / statistics.median(times.without_cam),
+        overlay_s=times.overlay_s,
         end_to_end_vps=scan.n_vertebrae / timings["total_s"] if timings["total_s"] else 0.0,
         n_images=scan.n_images,
         n_vertebrae=scan.n_vertebrae,
