@@ -174,6 +174,15 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         )
     )
 
+    if box_file.boxes and not resolved.by_image:
+        emit(
+            ScanEvent(
+                "info",
+                f"warning: none of the {len(box_file.boxes)} box rows matched a candidate image; "
+                "box paths must be relative to ARCHIVE (see the Errors table for each row)",
+            )
+        )
+
     fingerprint = {
         "archive": str(config.archive.resolve()),
         "boxes_sha256": _sha256(config.boxes),
