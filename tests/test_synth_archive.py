@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from auditor.archive.triage import TriageRules, triage_header
@@ -116,3 +117,17 @@ def test_files_read_back_and_triage_keeps_exactly_the_laterals(world: Path) -> N
 def test_refuses_to_overwrite_without_flag(world: Path) -> None:
     with pytest.raises(UsageError, match="already holds"):
         write_archive(world, 1, seed=3, config=CONFIG)
+
+
+def test_reader_shows_what_the_generator_drew(world: Path) -> None:
+    from auditor.synth import generate_study
+
+    studies = _rows(world / "studies.csv")
+    for index, row in enumerate(studies):
+        image = read_radiograph(world / "archive" / row["image"])
+        drawn = generate_study(3, index, CONFIG).pixels
+        assert image.pixels.shape == drawn.shape
+        if image.windowing.startswith("window"):
+            assert float(abs(image.pixels - drawn).max()) < 0.01, image.windowing
+        else:  # percentile windowing: same picture up to a monotone stretch
+            assert float(np.corrcoef(image.pixels.ravel(), drawn.ravel())[0, 1]) > 0.98

@@ -9,7 +9,7 @@ Norms (adult means; every patient is scaled by a size factor and each level jitt
 - Sagittal alignment: sacral slope 30-50 degrees, lumbar lordosis L1-S1 40-65 degrees, most of it at
   L4-S1; a near-neutral thoracolumbar junction; thoracic kyphosis about 3-5 degrees per segment
   below T9 (Roussouly et al., Spine 2005; Vialle et al., JBJS 2005).
-- Physiologic anterior wedging of T10-L1 (anterior/posterior height 0.84-0.95) and the reverse
+- Physiologic anterior wedging of T10-L1 (anterior/posterior height 0.82-0.96) and the reverse
   wedge of L5 (1.00-1.15), after Diacinti et al., 1995 and Ruyssen-Witrand et al., 2007.
 
 Coordinates are millimetres in the patient's mid-sagittal plane: ``x`` anterior, ``y`` cranial.
@@ -62,11 +62,11 @@ WEDGE_RATIO: dict[str, tuple[float, float]] = {
     "T7": (0.86, 0.96),
     "T8": (0.86, 0.96),
     "T9": (0.86, 0.96),
-    "T10": (0.86, 0.96),
-    "T11": (0.84, 0.95),
-    "T12": (0.84, 0.95),
-    "L1": (0.85, 0.96),
-    "L2": (0.92, 1.01),
+    "T10": (0.84, 0.96),
+    "T11": (0.82, 0.95),
+    "T12": (0.82, 0.95),
+    "L1": (0.83, 0.96),
+    "L2": (0.90, 1.01),
     "L3": (0.95, 1.03),
     "L4": (0.97, 1.06),
     "L5": (1.00, 1.15),
@@ -122,7 +122,7 @@ def sample_patient(rng: np.random.Generator) -> Patient:
         size=float(np.clip(size, 0.86, 1.14)),
         body_width=width,
         anterior_tissue=float(rng.uniform(110, 170) + 120 * bmi),
-        posterior_tissue=float(rng.uniform(55, 75) + 45 * bmi),
+        posterior_tissue=float(rng.uniform(72, 95) + 50 * bmi),
         bone_density=density,
         sacral_slope=slope,
         lordosis=float(slope + rng.uniform(5, 18)),
@@ -139,10 +139,16 @@ def normal_body(level: str, patient: Patient, rng: np.random.Generator) -> BodyS
     w = w0 * patient.size * jitter[2]
     lo, hi = WEDGE_RATIO[level]
     ha = hp * rng.uniform(lo, hi)
-    # Middle height: concave endplates, 0-1.2 mm each, so middle/posterior 0.91-1.0.
-    concave_top = rng.uniform(0.2, 1.2)
-    concave_bottom = rng.uniform(0.2, 1.2)
+    # Middle height: concave endplates, 0.2-1.5 mm each, kept so that middle/posterior >= 0.84
+    # (an intact body stays Genant grade 0).
+    concave_top = rng.uniform(0.2, 1.5)
+    concave_bottom = rng.uniform(0.2, 1.5)
     mid_half = 0.25 * (ha + hp)
+    excess = (2 * mid_half - concave_top - concave_bottom) - 0.84 * hp
+    if excess < 0:
+        shrink = max(0.0, 1.0 + excess / (concave_top + concave_bottom))
+        concave_top *= shrink
+        concave_bottom *= shrink
     top = (0.5 * hp, mid_half - concave_top, 0.5 * ha)
     bottom = (-0.5 * hp, -mid_half + concave_bottom, -0.5 * ha)
     return BodyShape(
@@ -170,17 +176,29 @@ class Disc:
 @dataclass(frozen=True)
 class PlacedBody:
     """A body placed in the patient plane: centre (x, y) mm and axis tilt (radians, + = leaning
-    anterior going cranially)."""
+    anterior going cranially). ``obliquity`` is how far the beam misses the endplates' plane
+    (divergence away from the central ray, patient tilt): the endplate shows as a double contour."""
 
     shape: BodyShape
     cx: float
     cy: float
     tilt: float
+    obliquity: float = 0.0  # mm: endplates seen off-axis project as ellipses this tall
 
     def to_patient(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Local (u, v) to patient (x, y)."""
         c, s = np.cos(self.tilt), np.sin(self.tilt)
         return self.cx + u * c + v * s, self.cy - u * s + v * c
+
+    def projected_shape(self) -> BodyShape:
+        """The outline as projected: endplates widened by half the obliquity each way."""
+        h = 0.5 * self.obliquity
+        t, b = self.shape.top_pts, self.shape.bottom_pts
+        return replace(
+            self.shape,
+            top_pts=(t[0] + h, t[1] + h, t[2] + h),
+            bottom_pts=(b[0] - h, b[1] - h, b[2] - h),
+        )
 
 
 def sample_discs(

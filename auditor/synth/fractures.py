@@ -38,6 +38,7 @@ from auditor.synth.shape import (
     Gap,
     Line,
     Spur,
+    bell,
     genant_grade,
     height_loss,
 )
@@ -48,12 +49,12 @@ AO_WEIGHTS: tuple[float, ...] = (0.27, 0.07, 0.25, 0.31, 0.06, 0.04)
 
 #: Genant grade probabilities by AO type (grades 1, 2, 3).
 GRADE_WEIGHTS: dict[str, tuple[float, float, float]] = {
-    "A1": (0.45, 0.42, 0.13),
-    "A2": (0.60, 0.35, 0.05),
-    "A3": (0.30, 0.48, 0.22),
-    "A4": (0.18, 0.47, 0.35),
-    "B": (0.12, 0.43, 0.45),
-    "C": (0.10, 0.40, 0.50),
+    "A1": (0.55, 0.35, 0.10),
+    "A2": (0.65, 0.30, 0.05),
+    "A3": (0.38, 0.44, 0.18),
+    "A4": (0.28, 0.44, 0.28),
+    "B": (0.15, 0.45, 0.40),
+    "C": (0.12, 0.43, 0.45),
 }
 
 #: Height-loss band drawn for each grade (kept a little inside the grade's limits).
@@ -143,7 +144,9 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
     ep = "top" if superior else "bottom"
     share_one = 1.0 if superior else 0.0
     h = hp0
-    grade_scale = {1: 0.55, 2: 0.8, 3: 1.0}[spec.grade]
+    # Signs beyond the height loss grow with the grade: a grade-1 fracture is often no more than
+    # a slightly wedged, slightly irregular endplate.
+    grade_scale = {1: 0.4, 2: 0.75, 3: 1.0}[spec.grade]
 
     if base == "A1":
         hp = hp0 * (1.0 - rng.uniform(0.0, 0.03))
@@ -152,7 +155,7 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
         out = _set_heights(shape, ha, hm, hp, (share_one, share_one, share_one))
         corner_v = out.top_pts[2] - 2.5 if superior else out.bottom_pts[2] + 2.5
         gaps: list[Gap] = []
-        if rng.random() < 0.45 + 0.2 * spec.grade:
+        if rng.random() < 0.1 + 0.25 * spec.grade:
             gaps.append(
                 Gap(
                     "anterior",
@@ -162,7 +165,7 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
                 )
             )
         bands: list[Band] = []
-        if rng.random() < 0.4 + 0.1 * spec.grade:
+        if rng.random() < 0.1 + 0.2 * spec.grade:
             bands.append(
                 Band(
                     ep,
@@ -191,7 +194,7 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
         out = _set_heights(shape, ha, hp * 0.985, hp, (0.5, 0.5, 0.5))
         _ha_now, hm_now, _ = out.heights()
         need = hm_now - hp * (1.0 - q)
-        w0 = float(np.sqrt(max(1.0 - (us / radius) ** 2, 0.05)))
+        w0 = max(float(bell(np.array([us / radius]))[0]), 0.05)
         dents = (
             Dent("top", us, radius, 0.6 * need / w0),
             Dent("bottom", us, radius, 0.4 * need / w0),
@@ -199,7 +202,9 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
         tilt = float(rng.uniform(-0.15, 0.15))
         half = 0.5 * hp + 1.0
         gap_w = float(rng.uniform(0.8, 2.0) * grade_scale)
-        split = Line(us - tilt * half, -half, us + tilt * half, half, gap_w, -0.85)
+        split = Line(
+            us - tilt * half, -half, us + tilt * half, half, gap_w, -0.6, _bends(rng, 4, 0.7)
+        )
         out = replace(
             out,
             dents=out.dents + dents,
@@ -295,15 +300,27 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
             zone=zone,
         )
 
+    # Fractured endplates are irregular (zero at the morphometry points: heights stay exact).
+    amp = float(rng.uniform(0.2, 0.7) * grade_scale)
+    phase = float(rng.uniform(0.0, 2.0 * np.pi))
+    if base == "A4":
+        out = replace(out, rough_top=amp, rough_bottom=0.7 * amp, rough_phase=phase)
+    elif ep == "top":
+        out = replace(out, rough_top=amp, rough_phase=phase)
+    else:
+        out = replace(out, rough_bottom=amp, rough_phase=phase)
+
     if spec.ao_type == "B":
         v_line = float(rng.uniform(-0.1, 0.2) * hp0)
+        # Through the spinous process, lamina and pedicle into the posterior body.
         chance = Line(
-            -0.55 * d,
-            v_line,
+            -1.8 * d,
+            v_line + float(rng.uniform(-2.0, 2.0)),
             float(rng.uniform(-0.15, 0.15) * d),
             v_line + rng.uniform(-1.5, 1.5),
-            float(rng.uniform(0.9, 1.8)),
-            -0.8,
+            float(rng.uniform(0.9, 1.6)),
+            -0.55,
+            _bends(rng, 5, 0.8),
         )
         zone_b = (
             (-0.5 * d, v_line - 3.0),
@@ -333,8 +350,14 @@ def _random_line(
     angle = float(rng.uniform(-0.7, 0.7))
     u1 = u0 + np.sin(angle) * length
     v1 = v0 + sign * np.cos(angle) * length
-    strength = float(rng.choice([-0.7, -0.5, 0.45]))
-    return Line(u0, v0, float(u1), float(v1), float(rng.uniform(0.6, 1.3)), strength)
+    strength = float(rng.choice([-0.45, -0.35, 0.35]))
+    width = float(rng.uniform(0.7, 1.4))
+    return Line(u0, v0, float(u1), float(v1), width, strength, _bends(rng, 3, 0.5))
+
+
+def _bends(rng: np.random.Generator, n: int, scale: float) -> tuple[float, ...]:
+    """Sideways offsets that make a line irregular, as fracture lines are."""
+    return tuple(float(x) for x in rng.normal(0.0, scale, size=n))
 
 
 def apply_variants(
@@ -379,6 +402,17 @@ def apply_variants(
         if spurs:
             shape = replace(shape, spurs=tuple(spurs))
             names.append("osteophyte")
+    if rng.random() < 0.12 and not (shape.rough_top or shape.rough_bottom):
+        # Mildly irregular endplates without height loss (Scheuermann-type, degenerative).
+        amp = float(rng.uniform(0.1, 0.35))
+        side = float(rng.random())
+        shape = replace(
+            shape,
+            rough_top=amp if side < 0.7 else 0.0,
+            rough_bottom=amp if side >= 0.4 else 0.0,
+            rough_phase=float(rng.uniform(0.0, 2.0 * np.pi)),
+        )
+        names.append("irregular_endplate")
     if rng.random() < 0.10:
         v = float(rng.uniform(-0.1, 0.1) * shape.half_height)
         cleft = Line(
@@ -387,7 +421,8 @@ def apply_variants(
             -0.5 * d + rng.uniform(0.2, 0.4) * d,
             v + rng.uniform(-0.6, 0.6),
             float(rng.uniform(0.6, 1.1)),
-            -0.45,
+            -0.4,
+            _bends(rng, 3, 0.3),
         )
         shape = replace(shape, lines=(*shape.lines, cleft))
         names.append("hahn_cleft")

@@ -91,7 +91,7 @@ def form_image(
     low_drc -= np.float32(ref)
     low_drc *= np.float32(acq.drc_gain)
     proc -= low_drc
-    soft_level, bone_level = _levels(proc, roi, avoid)
+    soft_level, bone_level = _levels(proc, roi, avoid, grid.facing_right)
     # Anchor the soft tissue beside the spine and the vertebral bodies at the acquisition's display
     # levels (what a console's histogram analysis does), then roll off the extremes.
     gain = np.float32(acq.bone_contrast / max(bone_level - soft_level, 1e-6))
@@ -121,7 +121,10 @@ def form_image(
 
 
 def _levels(
-    proc: F32, roi: tuple[slice, slice], boxes: list[tuple[float, float, float, float]]
+    proc: F32,
+    roi: tuple[slice, slice],
+    boxes: list[tuple[float, float, float, float]],
+    facing_right: bool,
 ) -> tuple[float, float]:
     """Median processed value of the soft tissue around the spine and of the body centres."""
     r0, c0 = roi[0].start, roi[1].start
@@ -129,19 +132,25 @@ def _levels(
     rr = r0 + 4 * np.arange(sub.shape[0])[:, None]
     cc = c0 + 4 * np.arange(sub.shape[1])[None, :]
     near = np.zeros(sub.shape, bool)
+    ring = np.zeros(sub.shape, bool)
     core = np.zeros(sub.shape, bool)
     for x0, y0, x1, y1 in boxes:
         w, h = x1 - x0, y1 - y0
         near |= (
-            (cc > x0 - 0.2 * w) & (cc < x1 + 0.2 * w) & (rr > y0 - 0.2 * h) & (rr < y1 + 0.2 * h)
+            (cc > x0 - 0.1 * w) & (cc < x1 + 0.1 * w) & (rr > y0 - 0.1 * h) & (rr < y1 + 0.1 * h)
         )
+        if facing_right:  # prevertebral soft tissue only (behind are the posterior elements)
+            ring |= (cc > x1 + 0.1 * w) & (cc < x1 + 0.8 * w) & (rr > y0) & (rr < y1)
+        else:
+            ring |= (cc > x0 - 0.8 * w) & (cc < x0 - 0.1 * w) & (rr > y0) & (rr < y1)
         core |= (
             (cc > x0 + 0.25 * w)
             & (cc < x1 - 0.25 * w)
             & (rr > y0 + 0.25 * h)
             & (rr < y1 - 0.25 * h)
         )
-    soft = sub[~near] if (~near).sum() > 50 else sub.ravel()
+    ring &= ~near
+    soft = sub[ring] if ring.sum() > 50 else sub.ravel()
     bone = sub[core] if core.sum() > 20 else sub.ravel()
     soft_level = float(np.median(soft))
     bone_level = float(np.median(bone))
@@ -151,11 +160,12 @@ def _levels(
 
 
 def _rolloff(y: F32) -> None:
-    """Smooth shoulder above 0.85 and toe below 0.12 (in place), like a film-like tone curve."""
+    """Smooth shoulder above 0.85 and a long toe below 0.25 (in place), like a film-like tone
+    curve: dark lungs keep their detail, only air outside the body goes black."""
     hi = y > 0.85
     y[hi] = 0.85 + 0.15 * np.tanh((y[hi] - 0.85) / 0.15)
-    lo = y < 0.12
-    y[lo] = 0.12 - 0.12 * np.tanh((0.12 - y[lo]) / 0.12)
+    lo = y < 0.25
+    y[lo] = 0.25 - 0.25 * np.tanh((0.25 - y[lo]) / 0.25)
 
 
 def _roi(

@@ -15,7 +15,7 @@ INTACT_COLOUR = (60, 220, 90)
 ZONE_COLOUR = (255, 170, 0)
 
 
-def study_tile(study: SynthStudy, size: int = 360) -> npt.NDArray[np.uint8]:
+def study_tile(study: SynthStudy, size: int = 320) -> npt.NDArray[np.uint8]:
     """The study's display image, long side ``size`` px, with boxes, levels, labels, zones."""
     pixels = study.pixels
     scale = size / max(pixels.shape)
@@ -45,7 +45,7 @@ def study_tile(study: SynthStudy, size: int = 360) -> npt.NDArray[np.uint8]:
 
 
 def contact_sheet(
-    tiles: list[npt.NDArray[np.uint8]], columns: int = 4, size: int = 360
+    tiles: list[npt.NDArray[np.uint8]], columns: int = 4, size: int = 320
 ) -> Image.Image:
     """Tiles on a black sheet, ``columns`` across, each in a ``size`` square cell."""
     rows = max(1, -(-len(tiles) // columns))
@@ -59,6 +59,7 @@ def contact_sheet(
 
 
 def save_sheet(sheet: Image.Image, path: Path) -> None:
-    """Write a contact sheet as an optimised PNG (no timestamps in the file)."""
+    """Write a contact sheet as a small palette PNG (no timestamps in the file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG", optimize=True)
+    small = sheet.quantize(colors=96, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    small.save(path, format="PNG", optimize=True)

@@ -123,8 +123,10 @@ def _soft_tissue(scene: Scene, soft: F32, air: F32, rng: np.random.Generator) ->
     x_ant = np.interp(y, ys[order], ant[order]) + st.anterior_tissue
     xc = 0.5 * (x_post + x_ant)
     half = 0.5 * (x_ant - x_post)
-    s = np.clip(1.0 - ((x - xc) / half) ** 2, 0.0, None)
-    soft += (st.body_width * s**0.45).astype(np.float32)
+    # Trunk cross-section as a superellipse: the back and the flanks are broad, so the path
+    # stays long until close to the skin.
+    s = np.clip(1.0 - np.abs((x - xc) / half) ** 4, 0.0, None)
+    soft += (st.body_width * s**0.25).astype(np.float32)
     # Skin fold and subcutaneous fat lines are left out; the trunk edge itself is kept.
 
     # Lungs above each hemidiaphragm, tapering towards the trunk edges.
@@ -132,7 +134,7 @@ def _soft_tissue(scene: Scene, soft: F32, air: F32, rng: np.random.Generator) ->
     for ax, ay, k in st.diaphragm:
         yd = ay - k * (x - ax) ** 2
         above = np.clip((y - yd) / 6.0 + 0.5, 0.0, 1.0)
-        fill = np.clip((y - yd) / 60.0, 0.25, 1.0)
+        fill = np.clip((y - yd) / 110.0, 0.2, 1.0)
         air += (0.5 * st.lung_air * above * fill * inside).astype(np.float32)
 
     for pocket in st.gas:
@@ -146,7 +148,15 @@ def _soft_tissue(scene: Scene, soft: F32, air: F32, rng: np.random.Generator) ->
         c, s_ = np.cos(pocket.angle), np.sin(pocket.angle)
         du = ((gx - pocket.centre[0]) * c + (gy - pocket.centre[1]) * s_) / pocket.axes[0]
         dv = (-(gx - pocket.centre[0]) * s_ + (gy - pocket.centre[1]) * c) / pocket.axes[1]
-        prof = np.sqrt(np.clip(1.0 - du * du - dv * dv, 0.0, None))
+        # Lobulated outline (bowel loops are not ellipses).
+        theta = np.arctan2(dv, du)
+        lobes = (
+            1.0
+            + 0.22 * np.sin(3 * theta + 7 * pocket.angle)
+            + 0.12 * np.sin(5 * theta + pocket.angle)
+        )
+        rho2 = (du * du + dv * dv) / (lobes * lobes)
+        prof = np.sqrt(np.clip(1.0 - rho2, 0.0, None))
         if pocket.mottled:
             # Stool in the colon: gas bubbles a few millimetres across, soft-edged.
             bubbles = ndimage.gaussian_filter(
@@ -177,6 +187,13 @@ def _segment_distance(
     return np.sqrt(px * px + py * py)
 
 
+def _polyline_distance(u: FloatArray, v: FloatArray, pts: list[tuple[float, float]]) -> FloatArray:
+    out = _segment_distance(u, v, pts[0], pts[1])
+    for a, b in itertools.pairwise(pts[1:]):
+        out = np.minimum(out, _segment_distance(u, v, a, b))
+    return out
+
+
 def _draw_body(
     body: PlacedBody,
     grid: Grid,
@@ -187,7 +204,8 @@ def _draw_body(
 ) -> None:
     """Add one body (its cortex, cancellous bone, fracture signs and spurs) to ``bone``."""
     sh: BodyShape = body.shape
-    outline = sh.outline(16)
+    obl = body.obliquity
+    outline = body.projected_shape().outline(16)
     ox, oy = body.to_patient(outline[:, 0], outline[:, 1])
     margin = (
         4.0
@@ -208,7 +226,8 @@ def _draw_body(
     d_bot = v - bottom
     d_ant = ant - u
     d_post = u - post
-    d_end = np.minimum(d_top, d_bot)
+    # Distances from the projected (outer) endplate contours, half the obliquity beyond the plate.
+    d_end = np.minimum(d_top, d_bot) + 0.5 * obl
     d_wall = np.minimum(d_ant, d_post)
     tau = 0.7
     d = -tau * np.logaddexp(-d_end / tau, -d_wall / tau)  # soft minimum rounds the corners
@@ -226,6 +245,8 @@ def _draw_body(
     tex_full = np.zeros_like(u)
     tex_full[sl[1]] = tex
     cancellous = CANCELLOUS * density * path * (1.0 + tex_gain * tex_full)
+    if obl > 0.05:  # the beam crosses only part of the body next to an oblique endplate
+        cancellous = cancellous * np.clip(0.35 + 0.65 * d_end / obl, 0.35, 1.0)
 
     # Condensation bands: compressed trabeculae parallel to an endplate.
     for band in sh.bands:
@@ -238,7 +259,15 @@ def _draw_body(
             * np.exp(-0.5 * ((dist - band.offset) / (0.5 * band.width)) ** 2)
         )
 
-    rim_end = RIM_END * sh.width * sh.endplate_rim * np.exp(-np.clip(d_end, 0, None) / RIM_DECAY)
+    rim_scale = RIM_END * sh.width * sh.endplate_rim
+    if obl > 0.05:  # near and far rim of the tilted plate: two thinner lines
+        rim_end = rim_scale * (
+            0.5 * np.exp(-np.clip(d_end, 0, None) / RIM_DECAY)
+            + 0.5 * np.exp(-np.abs(d_end - obl) / RIM_DECAY)
+            + 0.12 * ((d_end > 0) & (d_end < obl))
+        )
+    else:
+        rim_end = rim_scale * np.exp(-np.clip(d_end, 0, None) / RIM_DECAY)
     if sh.fused_below:
         rim_end = np.where(d_bot < d_top, rim_end * 0.25, rim_end)
     rim_wall = RIM_WALL * sh.width * sh.wall_rim * np.exp(-np.clip(d_wall, 0, None) / RIM_DECAY)
@@ -254,7 +283,7 @@ def _draw_body(
 
     total: FloatArray = cancellous + 2.0 * CORTEX_MM + rim_end + rim_wall
     for line in sh.lines:
-        line_dist = _segment_distance(u, v, (line.u0, line.v0), (line.u1, line.v1))
+        line_dist = _polyline_distance(u, v, line.points())
         prof = np.exp(-0.5 * (line_dist / (0.5 * line.width)) ** 2)
         total = total * np.clip(1.0 + line.strength * prof, 0.05, None)
     total = total * inside
@@ -343,7 +372,7 @@ def _draw_posterior_elements(body: PlacedBody, grid: Grid, bone: F32, density: f
         u, v = _local(body, x, y)
         total = _ellipsoid(u, v, centre, axes, angle, peak * density**0.5, power)
         for line in chance:  # a Chance line runs on into the posterior elements
-            dist = _segment_distance(u, v, (line.u0, line.v0), (line.u1, line.v1))
+            dist = _polyline_distance(u, v, line.points())
             total *= np.clip(
                 1.0 + line.strength * np.exp(-0.5 * (dist / (0.5 * line.width)) ** 2), 0.05, None
             )

@@ -215,6 +215,15 @@ def sample_scene(rng: np.random.Generator, config: SynthConfig, fractured: bool)
     grid = _make_grid(field, acquisition, config, rng)
     acquisition = replace(acquisition, pixel_spacing=grid.pitch * acquisition.magnification)
     soft = _sample_soft(patient, placed, field, rng)
+    # Endplates are seen edge-on only near the central ray: beam divergence (about 1 rad per metre
+    # of distance from the centre) and the patient's lateral tilt make them double contours.
+    patient_tilt = float(rng.normal(0.0, np.radians(2.5)))
+    for lv in DRAWN_LEVELS:
+        body = placed[lv]
+        angle = patient_tilt + float(rng.normal(0.0, np.radians(0.8)))
+        angle += (body.cy - field.centre[1]) / 1000.0
+        obliquity = float(min(8.0, body.shape.width * abs(np.tan(angle))))
+        placed[lv] = replace(body, obliquity=obliquity)
     vertebrae = tuple(
         VertebraPlan(lv, placed[lv], specs.get(lv), variants[lv]) for lv in DRAWN_LEVELS
     )
@@ -260,8 +269,8 @@ def _sample_acquisition(rng: np.random.Generator, patient: Patient) -> Acquisiti
         heel=float(rng.uniform(-0.18, 0.18)),
         blur_px=float(rng.uniform(0.5, 0.9) if modality == "DX" else rng.uniform(0.8, 1.4)),
         edge_gain=float(rng.uniform(0.3, 1.1)),
-        drc_gain=float(rng.uniform(0.25, 0.6)),
-        soft_level=float(rng.uniform(0.28, 0.45)),
+        drc_gain=float(rng.uniform(0.6, 0.85)),
+        soft_level=float(rng.uniform(0.36, 0.5)),
         bone_contrast=float(rng.uniform(0.2, 0.32)),
         collimation=collim,
         shutter_white=bool(rng.random() < 0.5),
@@ -334,9 +343,9 @@ def _sample_soft(
         gas.append(
             GasPocket(
                 (x, float(y)),
-                (float(rng.uniform(6.0, 28.0)), float(rng.uniform(5.0, 20.0))),
+                (float(rng.uniform(8.0, 30.0)), float(rng.uniform(4.0, 12.0))),
                 float(rng.uniform(0, np.pi)),
-                float(rng.uniform(6.0, 35.0) * (0.6 if mottled else 1.0)),
+                float(rng.uniform(5.0, 22.0) * (0.7 if mottled else 1.0)),
                 mottled,
             )
         )
@@ -356,7 +365,7 @@ def _sample_soft(
         body_width=patient.body_width,
         posterior_tissue=patient.posterior_tissue,
         anterior_tissue=patient.anterior_tissue,
-        lung_air=float(rng.uniform(0.35, 0.55) * patient.body_width),
+        lung_air=float(rng.uniform(0.12, 0.25) * patient.body_width),
         diaphragm=tuple(domes),
         gas=tuple(gas),
         ribs=tuple(ribs),

@@ -46,6 +46,20 @@ class Line:
     v1: float
     width: float  # mm
     strength: float  # < 0 lucent (gap), > 0 sclerotic; fraction of local cancellous density
+    bends: tuple[float, ...] = ()  # sideways offsets (mm) at evenly spaced interior points
+
+    def points(self) -> list[tuple[float, float]]:
+        """The line as a polyline: end points plus the bent interior points."""
+        n = len(self.bends) + 1
+        du, dv = self.u1 - self.u0, self.v1 - self.v0
+        length = max(float(np.hypot(du, dv)), 1e-6)
+        nu, nv = -dv / length, du / length
+        pts = [(self.u0, self.v0)]
+        for i, off in enumerate(self.bends, start=1):
+            t = i / n
+            pts.append((self.u0 + t * du + off * nu, self.v0 + t * dv + off * nv))
+        pts.append((self.u1, self.v1))
+        return pts
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,9 @@ class BodyShape:
     endplate_rim: float = 1.0  # multiplier of the endplate rim (sclerosis > 1)
     wall_rim: float = 1.0
     fused_below: bool = False  # sacral segments: no inferior rim
+    rough_top: float = 0.0  # mm amplitude of endplate irregularity (fractured endplates)
+    rough_bottom: float = 0.0
+    rough_phase: float = 0.0
     zone: tuple[tuple[float, float], ...] = field(default=())  # fracture zone polygon (u, v)
 
     # -- outline functions -------------------------------------------------------------------
@@ -124,17 +141,31 @@ class BodyShape:
         for dent in self.dents:
             if dent.endplate != which:
                 continue
-            s = np.clip(1.0 - ((u - dent.u0) / dent.radius) ** 2, 0.0, None)
-            out += dent.depth * np.sqrt(s)
+            out += dent.depth * bell((u - dent.u0) / dent.radius)
         return out
+
+    def _rough(self, amp: float, u: FloatArray) -> FloatArray:
+        if not amp:
+            return np.zeros_like(u)
+        # Zero at the three morphometry points, so the measured heights stay exact.
+        weight = np.sin(np.pi * u / (MEASURE_AT * self.depth)) ** 2
+        phase = self.rough_phase
+        pattern = 0.6 * np.sin(2 * np.pi * u / 4.3 + phase) + 0.4 * np.sin(
+            2 * np.pi * u / 2.1 + 2.7 * phase
+        )
+        return amp * weight * pattern
 
     def top(self, u: FloatArray) -> FloatArray:
         """Superior endplate ``v`` at ``u`` (mm)."""
-        return self._quad(self.top_pts, u) - self._dents("top", u)
+        return self._quad(self.top_pts, u) - self._dents("top", u) + self._rough(self.rough_top, u)
 
     def bottom(self, u: FloatArray) -> FloatArray:
         """Inferior endplate ``v`` at ``u`` (mm)."""
-        return self._quad(self.bottom_pts, u) + self._dents("bottom", u)
+        return (
+            self._quad(self.bottom_pts, u)
+            + self._dents("bottom", u)
+            - self._rough(self.rough_bottom, u)
+        )
 
     @property
     def half_height(self) -> float:
@@ -188,6 +219,11 @@ class BodyShape:
         pts = np.concatenate([bottom, anterior, top, posterior])
         # Walls may bulge beyond the endplate ends: clamp endplate ends inside the walls' reach.
         return pts
+
+
+def bell(x: FloatArray) -> FloatArray:
+    """Raised-cosine bump: 1 at 0, 0 beyond +-1 (the profile of a dent)."""
+    return np.where(np.abs(x) < 1.0, 0.5 + 0.5 * np.cos(np.pi * np.clip(x, -1.0, 1.0)), 0.0)
 
 
 def _smooth_step(x: FloatArray) -> FloatArray:

@@ -188,7 +188,7 @@ def _truth(scene: Scene) -> tuple[VertebraTruth, ...]:
         if plan.level not in BOXED_LEVELS:
             continue
         body = plan.body
-        outline = body.shape.outline(32)
+        outline = body.projected_shape().outline(32)
         px, py = grid.patient_to_pixel(*body.to_patient(outline[:, 0], outline[:, 1]))
         poly = np.stack([px, py], axis=1)
         full = polygon_area(poly)
