@@ -80,7 +80,7 @@ def choose_fracture(level: str, rng: np.random.Generator) -> FractureSpec:
     grade = int(rng.choice([1, 2, 3], p=weights / weights.sum()))
     lo, hi = GRADE_BANDS[grade]
     loss = float(rng.uniform(lo, hi))
-    kyph = float(rng.uniform(6.0, 15.0)) if ao == "B" else 0.0
+    kyph = float(rng.uniform(4.0, 12.0)) if ao == "B" else 0.0
     trans = float(rng.uniform(3.0, 9.0) * rng.choice([1.0, -1.0])) if ao == "C" else 0.0
     return FractureSpec(level, ao, grade, loss, kyph, trans)
 

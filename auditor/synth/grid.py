@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 FloatArray = npt.NDArray[np.floating[Any]]
 
@@ -113,3 +114,13 @@ def clip_window(
     grid_sl = (slice(rr0, rr1), slice(cc0, cc1))
     win_sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
     return grid_sl, win_sl
+
+
+def resize(a: npt.NDArray[np.float32], rows: int, cols: int) -> npt.NDArray[np.float32]:
+    """Bilinear resize to exactly ``(rows, cols)``, pixel-centre aligned (Pillow's resampler on a
+    float32 image: fast, deterministic, separable linear interpolation when enlarging)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.shape == (rows, cols):
+        return a.copy()
+    img = Image.frombuffer("F", (a.shape[1], a.shape[0]), a, "raw", "F", 0, 1)
+    return np.array(img.resize((cols, rows), Image.Resampling.BILINEAR), dtype=np.float32)

@@ -5,8 +5,10 @@
 2. Scatter: a broad blur of the primary times the scatter-to-primary ratio.
 3. Upsampling to the stored grid, then quantum noise (Poisson, Gaussian approximation) and detector
    blur at full resolution.
-4. Processing as CR/DX consoles do: logarithm, dynamic-range compression, unsharp-mask edge
-   enhancement, a sigmoid tone curve, quantisation to Bits Stored, MONOCHROME1 inversion.
+4. Processing as CR/DX consoles do: logarithm, dynamic-range compression (25 mm low-pass),
+   unsharp-mask edge enhancement (1.6 mm), a tone curve anchored on the prevertebral soft tissue
+   and the vertebral bodies (histogram analysis) with a film-like toe and shoulder, quantisation
+   to Bits Stored, MONOCHROME1 inversion.
 5. Burned-in lead marker and text in a corner away from the spine.
 """
 
@@ -19,6 +21,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from auditor.synth.grid import resize
 from auditor.synth.render import Maps, exposed_rect
 from auditor.synth.scene import Acquisition, Scene
 
@@ -56,7 +59,7 @@ def form_image(
     step = max(1, round(4.0 / grid.render_pitch))
     coarse = primary[::step, ::step]
     spread = ndimage.gaussian_filter(coarse, 35.0 / (grid.render_pitch * step), mode="nearest")
-    scatter = _resize(spread.astype(np.float32), r_rows, r_cols)
+    scatter = resize(spread.astype(np.float32), r_rows, r_cols)
     body = (maps.soft > 20.0) & maps.exposed
     spine = (maps.bone > 6.0) & maps.exposed
     if not spine.any():
@@ -69,7 +72,7 @@ def form_image(
     # Full resolution: upsample, quanta, detector blur.
     pixel_area = (grid.pitch / 0.13) ** 2
     scale = np.float32(acq.counts * pixel_area / spine_level)
-    counts = _resize(signal.astype(np.float32) * scale, rows, cols)
+    counts = resize(signal.astype(np.float32) * scale, rows, cols)
     noise = rng.standard_normal((rows, cols), dtype=np.float32)
     noise *= np.sqrt(counts)
     counts += noise
@@ -190,28 +193,6 @@ def _roi(
     return slice(r0, r1), slice(c0, c1)
 
 
-def _resize(a: F32, rows: int, cols: int) -> F32:
-    """Bilinear resize to exactly ``(rows, cols)`` (pixel-centre aligned, separable gathers)."""
-    a = np.asarray(a, dtype=np.float32)
-    if a.shape == (rows, cols):
-        return a.copy()
-    i0, i1, wr = _taps(a.shape[0], rows)
-    tmp = a[i0] * (1.0 - wr)[:, None] + a[i1] * wr[:, None]
-    j0, j1, wc = _taps(a.shape[1], cols)
-    out = tmp[:, j0]
-    out *= (1.0 - wc)[None, :]
-    out += tmp[:, j1] * wc[None, :]
-    return out
-
-
-def _taps(n_in: int, n_out: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], F32]:
-    pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
-    pos = np.clip(pos, 0.0, n_in - 1.0)
-    i0 = np.floor(pos).astype(np.intp)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, (pos - i0).astype(np.float32)
-
-
 def _lowpass(a: F32, sigma_px: float) -> F32:
     """Gaussian low-pass of a full-resolution image, computed on a block-averaged copy."""
     rows, cols = a.shape
@@ -220,7 +201,7 @@ def _lowpass(a: F32, sigma_px: float) -> F32:
         a[: rows // k * k, : cols // k * k].reshape(rows // k, k, cols // k, k).mean(axis=(1, 3))
     )
     small = ndimage.gaussian_filter(small, sigma_px / k, mode="nearest")
-    return _resize(small.astype(np.float32), rows, cols)
+    return resize(small.astype(np.float32), rows, cols)
 
 
 def _burn_in(

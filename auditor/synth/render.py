@@ -20,7 +20,7 @@ Bone:
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from auditor.synth.anatomy import PlacedBody
-from auditor.synth.grid import Grid, clip_window
+from auditor.synth.grid import Grid, clip_window, resize
 from auditor.synth.scene import Scene
 from auditor.synth.shape import BodyShape
 
@@ -80,7 +80,26 @@ def render_maps(scene: Scene, rng: np.random.Generator) -> Maps:
     cc = (np.arange(shape[1]) + 0.5) * f
     exposed = ((rr >= y0) & (rr < y1))[:, None] & ((cc >= x0) & (cc < x1))[None, :]
 
-    _soft_tissue(scene, soft, air, rng)
+    # Smooth structures (trunk, lungs, gas, ribs, iliac wings) on a grid twice as coarse when the
+    # render grid is fine: they have no detail below about 0.6 mm.
+    coarse = replace(grid, factor=grid.factor * 2) if grid.render_pitch < 0.45 else grid
+    c_shape = coarse.render_shape
+    c_soft = np.zeros(c_shape, np.float32)
+    c_air = np.zeros(c_shape, np.float32)
+    c_bone = np.zeros(c_shape, np.float32)
+    _soft_tissue(scene, coarse, c_soft, c_air, rng)
+    for rib in scene.soft.ribs:
+        _draw_rib(rib.p0, rib.p1, rib.p2, rib.radius, coarse, c_bone)
+    _draw_iliac(scene, coarse, c_bone)
+    if coarse is not grid:
+        soft += resize(c_soft, *shape)
+        air += resize(c_air, *shape)
+        bone += resize(c_bone, *shape)
+    else:
+        soft += c_soft
+        air += c_air
+        bone += c_bone
+
     density = scene.patient.bone_density
     tex_gain = scene.acquisition.texture_gain
     for plan in scene.vertebrae:
@@ -88,9 +107,6 @@ def render_maps(scene: Scene, rng: np.random.Generator) -> Maps:
         _draw_posterior_elements(plan.body, grid, bone, density)
     for seg in scene.sacrum:
         _draw_body(seg, grid, bone, texture, density * 0.85, tex_gain)
-    for rib in scene.soft.ribs:
-        _draw_rib(rib.p0, rib.p1, rib.p2, rib.radius, grid, bone)
-    _draw_iliac(scene, bone)
     return Maps(soft, air, bone, exposed)
 
 
@@ -105,8 +121,7 @@ def _trabecular_texture(shape: tuple[int, int], pitch: float, rng: np.random.Gen
     return tex.astype(np.float32)
 
 
-def _soft_tissue(scene: Scene, soft: F32, air: F32, rng: np.random.Generator) -> None:
-    grid = scene.grid
+def _soft_tissue(scene: Scene, grid: Grid, soft: F32, air: F32, rng: np.random.Generator) -> None:
     st = scene.soft
     shape = grid.render_shape
     x, y = grid.window_patient(0, shape[0], 0, shape[1])
@@ -412,8 +427,7 @@ def _draw_rib(
     bone[sl[0]] += total[sl[1]].astype(np.float32)
 
 
-def _draw_iliac(scene: Scene, bone: F32) -> None:
-    grid = scene.grid
+def _draw_iliac(scene: Scene, grid: Grid, bone: F32) -> None:
     shape = grid.render_shape
     for ax, ay, k, x_lo, x_hi in scene.soft.iliac:
         xs = np.array([x_lo, x_hi, x_lo, x_hi])

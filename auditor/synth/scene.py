@@ -150,6 +150,17 @@ def _fracture_levels(
     return primary, centre, levels
 
 
+def _field_kind(centre: str, n_bodies: int) -> str:
+    """Name of the field a centre level and body count make (for fields moved onto a fracture)."""
+    if n_bodies >= 8:
+        return "long"
+    if centre in ("T10", "T11"):
+        return "lower_thoracic"
+    if centre in ("T12", "L1"):
+        return "thoracolumbar"
+    return "lumbar"
+
+
 def _field_levels(centre: str, n_bodies: int) -> tuple[int, int]:
     """Index range of bodies a field centred on ``centre`` frames (as place_field computes it)."""
     i = DRAWN_LEVELS.index(centre)
@@ -166,6 +177,7 @@ def sample_scene(rng: np.random.Generator, config: SynthConfig, fractured: bool)
     fracture_levels: list[str] = []
     if fractured:
         _, centre, fracture_levels = _fracture_levels(centre, n_bodies, rng, config)
+        kind = _field_kind(centre, n_bodies)
         lo, hi = _field_levels(centre, n_bodies)
         # Fractured bodies must sit fully inside the field.
         fracture_levels = [lv for lv in fracture_levels if lo < DRAWN_LEVELS.index(lv) < hi]
