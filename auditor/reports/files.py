@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,11 +29,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # A fresh unique name that the writer creates itself, so the report gets the user's usual
+    # permissions (umask) rather than mkstemp's owner-only ones.
+    tmp = target.parent / f".{target.stem}.{secrets.token_hex(8)}.tmp{target.suffix}"
     try:
         yield tmp
         os.replace(tmp, target)
