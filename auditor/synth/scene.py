@@ -227,6 +227,7 @@ def sample_scene(rng: np.random.Generator, config: SynthConfig, fractured: bool)
     grid = _make_grid(field, acquisition, config, rng)
     acquisition = replace(acquisition, pixel_spacing=grid.pitch * acquisition.magnification)
     soft = _sample_soft(patient, placed, field, rng)
+    soft = replace(soft, gas=soft.gas + _vacuum_discs(placed, discs, rng))
     # Endplates are seen edge-on only near the central ray: beam divergence (about 1 rad per metre
     # of distance from the centre) and the patient's lateral tilt make them double contours.
     patient_tilt = float(rng.normal(0.0, np.radians(2.5)))
@@ -292,6 +293,36 @@ def _sample_acquisition(rng: np.random.Generator, patient: Patient) -> Acquisiti
         marker=str(rng.choice(["L", "R"])),
         annotation=str(rng.choice(annotations)),
     )
+
+
+def _vacuum_discs(
+    placed: dict[str, PlacedBody], discs: dict[str, Disc], rng: np.random.Generator
+) -> tuple[GasPocket, ...]:
+    """Vacuum phenomenon: a sliver of gas in a degenerated disc."""
+    out = []
+    for level, disc in discs.items():
+        if not disc.vacuum:
+            continue
+        upper = placed[level]
+        lower = placed[DRAWN_LEVELS[DRAWN_LEVELS.index(level) + 1]]
+        ux, uy = upper.to_patient(
+            np.array([0.1 * upper.shape.depth]), np.array([upper.shape.bottom_pts[1]])
+        )
+        lx, ly = lower.to_patient(
+            np.array([0.1 * lower.shape.depth]), np.array([lower.shape.top_pts[1]])
+        )
+        centre = (float(0.5 * (ux[0] + lx[0])), float(0.5 * (uy[0] + ly[0])))
+        tilt = 0.5 * (upper.tilt + lower.tilt)
+        out.append(
+            GasPocket(
+                centre,
+                (float(rng.uniform(0.2, 0.35) * upper.shape.depth), float(rng.uniform(0.7, 1.3))),
+                float(-tilt),
+                float(rng.uniform(8.0, 18.0)),
+                False,
+            )
+        )
+    return tuple(out)
 
 
 def _spine_line(placed: dict[str, PlacedBody]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
