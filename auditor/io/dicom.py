@@ -6,12 +6,14 @@ image pipeline of PS3.4 Annex N and PS3.3 C.11:
 1. Decode the stored values. pydicom honours (0028,0101) *Bits Stored*: unused high bits are
    masked and signed values sign-extended, so the array holds only meaningful bits.
 2. Modality LUT (PS3.3 C.11.1): (0028,1052/1053) *Rescale Intercept/Slope* or the
-   (0028,3000) *Modality LUT Sequence*, via :func:`pydicom.pixels.apply_modality_lut`.
+   (0028,3000) *Modality LUT Sequence* (the sequence via
+   :func:`pydicom.pixels.apply_modality_lut`, the rescale in float32 here).
 3. VOI LUT (PS3.3 C.11.2): the (0028,3010) *VOI LUT Sequence* or the first
-   (0028,1050/1051) *Window Center/Width* pair with its (0028,1056) *VOI LUT Function*, via
-   :func:`pydicom.pixels.apply_voi_lut`; the output is scaled to [0, 1] by the range of the
-   LUT or window output. When neither is present (or the values are unusable) the fallback is
-   percentile windowing: the 0.5th and 99.5th percentiles of the modality values map to 0 and 1.
+   (0028,1050/1051) *Window Center/Width* pair with its (0028,1056) *VOI LUT Function* (the
+   LUT through :func:`pydicom.pixels.apply_voi_lut`, the window formulas in float32 here);
+   the output is scaled to [0, 1] by the range of the LUT or window output. When neither is
+   present (or the values are unusable) the fallback is percentile windowing: the 0.5th and
+   99.5th percentiles of the modality values map to 0 and 1.
 4. MONOCHROME1 (minimum value is white) is inverted so that bone is bright. A (2050,0020)
    *Presentation LUT Shape* of ``INVERSE`` on a MONOCHROME1 image is what the DX IOD requires
    for that photometric interpretation and does not invert a second time; on a MONOCHROME2
@@ -359,8 +361,8 @@ def _first(value: Any) -> float:
 
 
 def _apply_voi_lut_sequence(
-    values: npt.NDArray[np.float64], ds: Dataset
-) -> tuple[npt.NDArray[np.float64], float, float, str]:
+    values: npt.NDArray[np.floating[Any]], ds: Dataset
+) -> tuple[npt.NDArray[np.floating[Any]], float, float, str]:
     """Apply the first VOI LUT; its own output range (over every input it maps) scales it."""
     descriptor = ds.VOILUTSequence[0].LUTDescriptor
     entries = int(descriptor[0]) or 2**16
@@ -373,31 +375,62 @@ def _apply_voi_lut_sequence(
 
 
 def _apply_window(
-    values: npt.NDArray[np.float64], ds: Dataset
-) -> tuple[npt.NDArray[np.float64], float, float, str]:
-    """Apply the first window; probing it with extreme inputs yields its output range exactly."""
-    with np.errstate(over="ignore"):
-        probe = np.asarray(apply_voi_lut(np.array([-1e30, 1e30]), ds, prefer_lut=False))
-        out = np.asarray(apply_voi_lut(values, ds, prefer_lut=False), dtype=np.float64)
+    values: npt.NDArray[np.floating[Any]], ds: Dataset
+) -> tuple[npt.NDArray[np.floating[Any]], float, float, str]:
+    """Apply the first window (PS3.3 C.11.2.1.2), scaled to an output range of [0, 1].
+
+    The three VOI LUT functions are computed here in the input's precision (float32 in practice)
+    rather than through pydicom's float64 path: on a 4-megapixel image this halves the cost of
+    reading a file. Raises ValueError for a width the standard does not allow.
+    """
+    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
     function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-    how = f"window {_first(ds.WindowCenter):g}/{_first(ds.WindowWidth):g} ({function})"
-    return out, float(probe.min()), float(probe.max()), how
+    how = f"window {center:g}/{width:g} ({function})"
+    out = values.copy()
+    if function == "SIGMOID":
+        if width <= 0:
+            raise ValueError(f"Window Width {width:g} must be above 0 for SIGMOID")
+        out -= center
+        out *= -4.0 / width
+        np.exp(out, out=out)
+        out += 1.0
+        np.reciprocal(out, out=out)
+    elif function == "LINEAR_EXACT":
+        if width <= 0:
+            raise ValueError(f"Window Width {width:g} must be above 0 for LINEAR_EXACT")
+        out -= center - width / 2
+        out /= width
+    elif function == "LINEAR":
+        if width < 1:
+            raise ValueError(f"Window Width {width:g} must be at least 1 for LINEAR")
+        if width == 1:  # a threshold: below c - 0.5 is black, the rest white
+            out = (values >= center - 0.5).astype(values.dtype)
+        else:
+            out -= center - 0.5
+            out /= width - 1
+            out += 0.5
+    else:
+        raise ValueError(f"unknown VOI LUT Function {function!r}")
+    np.clip(out, 0.0, 1.0, out=out)
+    return out, 0.0, 1.0, how
 
 
-def _percentile_to_unit(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], str]:
+def _percentile_to_unit(
+    values: npt.NDArray[np.floating[Any]],
+) -> tuple[npt.NDArray[np.floating[Any]], str]:
     low_pct, high_pct = PERCENTILE_WINDOW
     low, high = (float(v) for v in np.percentile(values, [low_pct, high_pct]))
     if high <= low:
         low, high = float(values.min()), float(values.max())
     if high <= low:
-        return np.zeros(values.shape, dtype=np.float64), "constant image"
+        return np.zeros(values.shape, dtype=values.dtype), "constant image"
     scaled = (values - low) / (high - low)
     return np.clip(scaled, 0.0, 1.0), f"percentile {low_pct:g}-{high_pct:g}"
 
 
 def _voi_to_unit(
-    values: npt.NDArray[np.float64], ds: Dataset
-) -> tuple[npt.NDArray[np.float64], str]:
+    values: npt.NDArray[np.floating[Any]], ds: Dataset
+) -> tuple[npt.NDArray[np.floating[Any]], str]:
     """Apply the VOI LUT or window of ``ds`` and scale the result to [0, 1].
 
     Returns the scaled values and a description of what was applied; falls back to percentile
@@ -420,12 +453,30 @@ def _voi_to_unit(
     if not (high > low and np.isfinite(low) and np.isfinite(high)):
         scaled, fallback = _percentile_to_unit(values)
         return scaled, f"{how} has an empty output range; {fallback}"
-    scaled = np.clip((out - low) / (high - low), 0.0, 1.0)
+    scaled = out if (low, high) == (0.0, 1.0) else np.clip((out - low) / (high - low), 0.0, 1.0)
     clipped = max(float(np.mean(scaled <= 0.0)), float(np.mean(scaled >= 1.0)))
     if clipped > MAX_CLIPPED_FRACTION:
         scaled, fallback = _percentile_to_unit(values)
         return scaled, f"{how} clips {clipped:.0%} of pixels to one end, ignored; {fallback}"
     return scaled, how
+
+
+def _modality_values(stored: npt.NDArray[Any], ds: Dataset) -> npt.NDArray[np.floating[Any]]:
+    """Modality LUT (PS3.3 C.11.1): a Modality LUT Sequence through pydicom, else the rescale.
+
+    Rescale slope/intercept is applied here in float32, which represents every stored value of
+    up to 16 bits exactly and halves memory traffic against pydicom's float64 result.
+    """
+    if "ModalityLUTSequence" in ds:
+        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    values = stored.astype(np.float32)
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    if slope != 1.0:
+        values *= slope
+    if intercept != 0.0:
+        values += intercept
+    return values
 
 
 def read_dicom(path: Path) -> Radiograph:
@@ -463,7 +514,7 @@ def read_dicom(path: Path) -> Radiograph:
     _ensure_transfer_syntax(ds)
     stored = _decode(path, ds)
     try:
-        modality_values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        modality_values = _modality_values(stored, ds)
     except Exception as err:  # malformed Modality LUT Sequence or rescale values
         raise ReadError(path, f"Modality LUT cannot be applied: {err}") from err
     if not np.all(np.isfinite(modality_values)):
@@ -477,4 +528,4 @@ def read_dicom(path: Path) -> Radiograph:
         display = 1.0 - display
         how += "; Presentation LUT Shape INVERSE"
         logger.debug("%s: MONOCHROME2 with Presentation LUT Shape INVERSE, inverted", path.name)
-    return Radiograph(pixels=display.astype(np.float32), meta=meta, windowing=how)
+    return Radiograph(pixels=display.astype(np.float32, copy=False), meta=meta, windowing=how)
