@@ -392,7 +392,8 @@ def _apply_window(
             raise ValueError(f"Window Width {width:g} must be above 0 for SIGMOID")
         out -= center
         out *= -4.0 / width
-        np.exp(out, out=out)
+        with np.errstate(over="ignore"):  # exp overflows to inf far below the window: y = 0
+            np.exp(out, out=out)
         out += 1.0
         np.reciprocal(out, out=out)
     elif function == "LINEAR_EXACT":
