@@ -37,6 +37,9 @@ from auditor.vocab import Level
 
 logger = logging.getLogger(__name__)
 
+#: Level-head class of S1 (classes: 0 above T10, 1..9 T10..S1).
+S1_CLASS = 9
+
 FORMAT_MARKER = "tlaudit-localizer-bundle"
 FORMAT_VERSION = 1
 CARD_FILE = "card.json"
@@ -57,7 +60,8 @@ class LocalizerCard:
     heat_channels: tuple[str, ...] = HEAT_CHANNELS
     levels: tuple[str, ...] = tuple(level.value for level in Level)
     score_threshold: float = 0.3
-    sacrum_threshold: float = 0.5
+    sacrum_threshold: float = 0.2
+    sacrum_peak_threshold: float = 0.15
     training: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     reproduce: str = ""
@@ -184,13 +188,25 @@ class Localizer:
             letterboxes.append(lb)
         x = normalise(torch.stack(canvases)[:, None], torch.stack(masks)[:, None])
         out = self.net(x)
-        detections = decode(out, threshold=self.card.score_threshold)
+        low = min(self.card.score_threshold, self.card.sacrum_peak_threshold)
+        detections = [
+            [
+                d
+                for d in dets
+                if d.score
+                >= (
+                    self.card.sacrum_peak_threshold
+                    if d.channel == SACRUM
+                    else self.card.score_threshold
+                )
+            ]
+            for dets in decode(out, threshold=low)
+        ]
         return [self._result(dets, lb) for dets, lb in zip(detections, letterboxes, strict=True)]
 
     def _result(self, dets: list[Detection], lb: Letterbox) -> LocalizerResult:
         bodies = [d for d in dets if d.channel == BODY]
-        sacra = sorted((d for d in dets if d.channel == SACRUM), key=lambda d: -d.score)
-        sacrum = sacra[0] if sacra else None
+        sacrum = _sacrum_anchor(dets)
         partial = tuple(
             _partial(lb.boxes_to_image(np.array([d.box]))[0], d.score)
             for d in dets
@@ -207,7 +223,7 @@ class Localizer:
             for i, level in zip(assignment.order, assignment.levels, strict=True)
             if level is not None
         ]
-        if assignment.anchor == "sacrum" and sacrum is not None:
+        if assignment.anchor == "sacrum" and sacrum is not None and sacrum.channel == SACRUM:
             named.append((Level.S1, sacrum))
         if not named:
             return LocalizerResult(
@@ -232,6 +248,30 @@ class Localizer:
         return LocalizerResult(boxes, partial, assignment.anchor, assignment.confidence)
 
 
+def _sacrum_anchor(dets: list[Detection]) -> Detection | None:
+    """The S1 detection to count from, with its anchor score, or None.
+
+    The S1 body is usually cut by the lower image edge, so in training it was mostly a *partial*
+    body and the sacrum heat channel alone fires weakly (on held-out synthetic views its peak
+    stayed below 0.3 on most images with S1 in view). The level head names S1 reliably from
+    context, so an S1 candidate is a sacrum or partial peak, scored by the larger of its heat
+    score and its S1 level probability. A partial S1 anchors the count but gets no box.
+    """
+    best: Detection | None = None
+    best_score = 0.0
+    for d in dets:
+        if d.channel not in (SACRUM, PARTIAL):
+            continue
+        score = (
+            max(d.score, d.level_probs[S1_CLASS])
+            if d.channel == SACRUM
+            else d.level_probs[S1_CLASS]
+        )
+        if score > best_score:
+            best, best_score = d, score
+    return None if best is None else dataclasses.replace(best, score=best_score)
+
+
 def _partial(box: npt.NDArray[np.float32], score: float) -> PartialBody:
     x0, y0, x1, y1 = (float(v) for v in box)
     return PartialBody(x0, y0, x1, y1, round(score, 4))
@@ -253,6 +293,7 @@ def save_localizer(net: LocalizerNet, card: LocalizerCard, folder: Path) -> Path
     state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
     tmp = folder / (WEIGHTS_FILE + ".tmp")
     save_file(state, str(tmp), metadata={"format": FORMAT_MARKER})
+    os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     data = card.to_json()
     data["weights_sha256"] = _sha256(weights)
@@ -260,6 +301,7 @@ def save_localizer(net: LocalizerNet, card: LocalizerCard, folder: Path) -> Path
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=False)
         fh.write("\n")
+    os.chmod(name, 0o644)
     os.replace(name, folder / CARD_FILE)
     return folder
 
@@ -325,5 +367,6 @@ def record_figures(folder: Path, figures: dict[str, Any], dataset: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2)
         fh.write("\n")
+    os.chmod(name, 0o644)
     os.replace(name, card_path)
     logger.info("recorded figures in %s (%s)", card_path, loaded.card.name)

@@ -1,0 +1,78 @@
+"""``tlaudit localize`` and ``evaluate-localizer`` on a small generated archive (bundled model)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from auditor.boxes import read_box_file
+from auditor.cli.app import app
+from auditor.localizer import load_localizer
+from auditor.synth import SynthConfig, write_archive
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    write_archive(out, studies=3, seed=11, config=SynthConfig(max_side=700, distractor_rate=0.7))
+    return out
+
+
+def test_bundled_localizer_loads_and_describes_itself() -> None:
+    loc = load_localizer()
+    card = loc.card
+    assert card.name == "localizer-v1"
+    assert card.reproduce.startswith("tlaudit train-localizer")
+    assert "synthetic" in card.limits
+    assert card.figures["recall"] > 0
+
+
+@pytest.mark.slow
+def test_localize_writes_a_box_file_scan_can_read(world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "boxes.csv"
+    result = runner.invoke(app, ["localize", str(world / "archive"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    box_file = read_box_file(out)
+    assert box_file.errors == ()
+    assert len(box_file.boxes) >= 3
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["source"] for r in rows} == {"localizer"}
+    assert all(0.0 < float(r["confidence"]) <= 1.0 for r in rows)
+    with (tmp_path / "boxes.images.csv").open(newline="") as fh:
+        images = list(csv.DictReader(fh))
+    # three lateral studies are candidates; distractors are triaged away before the localizer
+    assert len(images) == 3
+    assert {r["status"] for r in images} <= {"localized", "nothing_found"}
+    for image in images:
+        levels = [r["level"] for r in rows if r["image"] == image["image"]]
+        assert len(levels) == len(set(levels))  # one box per level and image
+
+
+@pytest.mark.slow
+def test_evaluate_localizer_reports_figures(world: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "evaluate-localizer",
+            str(world / "archive"),
+            "--annotations",
+            str(world / "ground_truth.csv"),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "eval" / "localizer_report.json").read_text())
+    assert figures["images"] == 3
+    assert figures["truth_bodies"] >= 9
+    assert 0.0 <= figures["recall"] <= 1.0
+    assert figures["seconds_per_image"] > 0
+    with (tmp_path / "eval" / "localizer_images.csv").open(newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 3
