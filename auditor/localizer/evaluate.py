@@ -365,7 +365,7 @@ def evaluate_localizer(
         record_figures(
             localizer.path,
             report.figures(),
-            f"archive {Path(archive).name}, annotations {Path(annotations).name}",
+            f"archive {Path(archive).resolve()}, annotations {Path(annotations).resolve()}",
         )
     return report
 
