@@ -40,6 +40,12 @@ def train_localizer_command(
             help="Prepared-image cache (.npz): used if it exists, written otherwise.",
         ),
     ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="Start from this localizer bundle's weights."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1200,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 16,
     lr: Annotated[float, typer.Option(min=1e-6, help="Peak learning rate.")] = 3e-3,
@@ -70,6 +76,7 @@ def train_localizer_command(
         synth_studies=synth,
         synth_seed=synth_seed,
         cache=cache,
+        init=init,
         reproduce="tlaudit " + shlex.join(sys.argv[1:]),
         config=config,
     )

@@ -21,7 +21,7 @@ import torch
 
 from auditor.errors import UsageError
 from auditor.localizer.data import AugmentConfig, CanvasCache, TrainingImage, augment_batch
-from auditor.localizer.model import LocalizerCard, save_localizer
+from auditor.localizer.model import LocalizerCard, load_localizer, save_localizer
 from auditor.localizer.net import LocalizerNet
 from auditor.localizer.targets import losses, render
 
@@ -70,8 +70,9 @@ def train_localizer(
     config: TrainConfig = TrainConfig(),
     card: LocalizerCard | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    init: Path | None = None,
 ) -> TrainResult:
-    """Train a localizer from scratch and write a bundle to ``out``.
+    """Train a localizer (from scratch, or on from ``init``'s weights) and write a bundle.
 
     Parameters
     ----------
@@ -87,11 +88,15 @@ def train_localizer(
         width are taken from ``config``.
     progress
         Called as ``progress(step, total_steps, loss)`` after every step.
+    init
+        A localizer bundle whose weights start the run (same width); None starts from scratch.
 
     Raises
     ------
     ValueError
         When there are no training images.
+    BundleError
+        When ``init`` cannot be loaded.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -106,6 +111,8 @@ def train_localizer(
         cache = CanvasCache.build(images, config.cache_size)
         logger.info("cached %d images in %.1f s", len(cache), time.perf_counter() - started)
     net = LocalizerNet(width=config.width)
+    if init is not None:
+        net.load_state_dict(load_localizer(init).net.state_dict())
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
@@ -181,6 +188,7 @@ class TrainJob:
     synth_seed: int = 101
     synth_max_side: int = 480
     cache: Path | None = None
+    init: Path | None = None
     name: str = ""
     reproduce: str = ""
     config: TrainConfig = field(default_factory=TrainConfig)
@@ -237,4 +245,6 @@ def run_training(
         reproduce=job.reproduce,
         training={"sources": sources},
     )
-    return train_localizer(cache, job.out, job.config, card, progress)
+    if job.init is not None:
+        sources.append(f"continued from the weights of {job.init}")
+    return train_localizer(cache, job.out, job.config, card, progress, init=job.init)
