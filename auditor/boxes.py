@@ -6,11 +6,13 @@ read the same formats as annotations (with the optional label columns filled).
 CSV format (one row per vertebra; column names are case-insensitive)::
 
     image, sop_instance_uid, level, x_min, y_min, x_max, y_max,
-    [label, ao_type, genant_grade, patient_id, study_uid]
+    [label, ao_type, genant_grade, patient_id, study_uid, source, confidence]
 
 ``image`` is the path relative to the archive root (POSIX separators); ``sop_instance_uid`` may be
 given instead of, or beside, it. Coordinates are stored-pixel coordinates of the image (x = column,
 y = row). ``label`` is ``fracture`` / ``no_fracture`` (also 1/0, yes/no, true/false).
+``source`` says where a box came from (``file``, the default, or ``localizer`` for a box file that
+``tlaudit localize`` wrote) and ``confidence`` is the localizer's detection score in [0, 1].
 
 COCO JSON format: ``images`` ({id, file_name, width, height, sop_instance_uid?}), ``categories``
 ({id, name: level}), ``annotations`` ({id, image_id, category_id, bbox: [x, y, w, h],
@@ -56,6 +58,8 @@ _LABELS = {
     "negative": 0,
 }
 _COORDS = ("x_min", "y_min", "x_max", "y_max")
+#: Where a box can come from: a person's box file, or the bundled localizer.
+BOX_SOURCES = ("file", "localizer")
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class BoxRowError:
     reason: str
     image: str = ""
     level: str = ""
+    origin: str = "box file"  # or "localizer" for an image the localizer found nothing on
 
     def __str__(self) -> str:
         where = f" ({self.image}{', ' + self.level if self.level else ''})" if self.image else ""
@@ -284,6 +289,14 @@ def _make_box(row: int, record: Mapping[str, str], coords: Mapping[str, Any]) ->
     label_text = record.get("label", "").lower()
     if label_text and label_text not in _LABELS:
         raise _RowError(f"label {record['label']!r} is not fracture / no_fracture (or 1 / 0)")
+    source = record.get("source", "").lower() or "file"
+    if source not in BOX_SOURCES:
+        raise _RowError(f"source {record['source']!r} is not one of {', '.join(BOX_SOURCES)}")
+    confidence: float | None = None
+    if record.get("confidence", ""):
+        confidence = _number(record["confidence"], "confidence")
+        if not 0.0 <= confidence <= 1.0:
+            raise _RowError(f"confidence {record['confidence']!r} is not in 0 to 1")
     grade_text = record.get("genant_grade", "")
     grade: int | None = None
     if grade_text:
@@ -307,6 +320,8 @@ def _make_box(row: int, record: Mapping[str, str], coords: Mapping[str, Any]) ->
         genant_grade=grade,
         patient_id=record.get("patient_id", ""),
         study_uid=record.get("study_uid", ""),
+        source=source,
+        confidence=confidence,
     )
 
 

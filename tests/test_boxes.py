@@ -53,10 +53,13 @@ def test_valid_rows_are_parsed_with_labels(tmp_path: Path) -> None:
         (",,L1,0,0,50,50,,,", "neither image nor sop_instance_uid"),
         ("a.dcm,,L1,0,0,50,50,maybe,,", "label 'maybe'"),
         ("a.dcm,,L1,0,0,50,50,1,,5", "genant_grade '5' is not in 0 to 3"),
+        ("a.dcm,,L1,0,0,50,50,,,,robot,", "source 'robot'"),
+        ("a.dcm,,L1,0,0,50,50,,,,localizer,1.5", "confidence '1.5' is not in 0 to 1"),
     ],
 )
 def test_bad_rows_become_named_errors(tmp_path: Path, row: str, match: str) -> None:
-    path = write_csv(tmp_path, "good.dcm,,L2,0,0,50,50,,,\n" + row + "\n")
+    header = HEADER.rstrip("\n") + ",source,confidence\n"
+    path = write_csv(tmp_path, "good.dcm,,L2,0,0,50,50,,,,,\n" + row + "\n", header)
     result = read_box_file(path)
     assert len(result.boxes) == 1
     assert len(result.errors) == 1
@@ -81,6 +84,13 @@ def test_unreadable_files_raise(tmp_path: Path, content: str, name: str, match: 
     path.write_text(content, encoding="utf-8")
     with pytest.raises(InputFileError, match=match):
         read_box_file(path)
+
+
+def test_localizer_columns_are_kept(tmp_path: Path) -> None:
+    header = HEADER.rstrip("\n") + ",source,confidence\n"
+    path = write_csv(tmp_path, "a.dcm,,L1,0,0,50,50,,,,localizer,0.875\n", header)
+    (box,) = read_box_file(path).boxes
+    assert (box.source, box.confidence) == ("localizer", 0.875)
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:

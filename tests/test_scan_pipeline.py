@@ -293,10 +293,35 @@ def test_pseudonymised_reports_hide_identifiers(
     assert again.reports["csv"].read_bytes() == result.reports["csv"].read_bytes()
 
 
-def test_scan_without_boxes_says_a_box_file_is_needed(world: ScanWorld, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["scan", str(world.archive), "--out", str(tmp_path / "r")])
-    assert isinstance(result.exception, UsageError)
-    assert "box file is needed" in str(result.exception)
+def test_scan_without_boxes_uses_the_localizer(bundle: Path, tmp_path: Path) -> None:
+    from auditor.synth.archive import write_archive
+    from auditor.synth.config import SynthConfig
+
+    world = tmp_path / "world"
+    config = SynthConfig(max_side=700, distractor_rate=0.0, compressed_share=0.0)
+    write_archive(world, studies=3, seed=5, config=config)
+    result = run_scan(
+        ScanConfig(archive=world / "archive", out=tmp_path / "run", model=bundle, heatmaps="none")
+    )
+    assert (tmp_path / "run" / "localizer_boxes.csv").is_file()
+    with result.reports["csv"].open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows, "the localizer found no vertebra on three synthetic lateral views"
+    assert {row["box_source"] for row in rows} == {"localizer"}
+    assert all(0.0 < float(row["box_confidence"]) <= 1.0 for row in rows)
+    assert result.n_candidates == 3 and result.n_vertebrae == len(rows)
+
+
+def test_localizer_failures_are_error_rows(world: ScanWorld, bundle: Path, tmp_path: Path) -> None:
+    result = run_scan(
+        ScanConfig(archive=world.archive, out=tmp_path / "run", model=bundle, heatmaps="none")
+    )
+    workbook = openpyxl.load_workbook(result.reports["xlsx"])
+    errors = [row for row in workbook["Errors"].iter_rows(min_row=2, values_only=True) if row[0]]
+    localizer_rows = [row for row in errors if row[0] == "localizer"]
+    # every candidate is either classified with localizer boxes or named in an error row
+    assert result.n_images + len(localizer_rows) == result.n_candidates
+    assert all(row[3] for row in localizer_rows)
 
 
 def test_cli_scan_prints_model_and_device(world: ScanWorld, bundle: Path, tmp_path: Path) -> None:

@@ -57,7 +57,20 @@ def scan(
     boxes: Annotated[
         Path | None,
         typer.Option(
-            exists=True, dir_okay=False, help="Box file (CSV or COCO JSON), one box per vertebra."
+            exists=True,
+            dir_okay=False,
+            help=(
+                "Box file (CSV or COCO JSON), one box per vertebra. Without it the vertebra "
+                "localizer finds the boxes (kept as RUN_DIR/localizer_boxes.csv)."
+            ),
+        ),
+    ] = None,
+    localizer: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Localizer bundle used without --boxes (default: the bundled one).",
         ),
     ] = None,
     reads: Annotated[
@@ -125,6 +138,7 @@ def scan(
         archive=archive,
         out=out,
         boxes=boxes,
+        localizer=localizer,
         reads=reads,
         model=model,
         operating_point=operating_point,

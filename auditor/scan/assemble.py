@@ -274,7 +274,7 @@ def _file_row(
     if entry.status != "candidate":
         scan = "not scanned"
     elif entry.relative not in boxes:
-        scan = "not scanned: no boxes for this image in the box file"
+        scan = "not scanned: no vertebra boxes for this image (see the Errors table)"
     elif entry.relative not in outcomes:
         scan = "not scanned yet (run interrupted; use --resume)"
     else:
@@ -302,8 +302,13 @@ def _errors(
     inputs: ScanInputs, outcomes: Mapping[str, ImageOutcome], shown: Callable[[str], str]
 ) -> tuple[ErrorRow, ...]:
     rows: list[ErrorRow] = [
-        ErrorRow("box file", e.row, " ".join(p for p in (shown(e.image), e.level) if p), e.reason)
-        for e in sorted(inputs.box_errors, key=lambda e: e.row)
+        ErrorRow(
+            e.origin,
+            e.row or None,
+            " ".join(p for p in (shown(e.image), e.level) if p),
+            e.reason,
+        )
+        for e in sorted(inputs.box_errors, key=lambda e: (e.origin, e.row))
     ]
     rows += [
         ErrorRow("reads file", e.row, e.key, e.reason)

@@ -29,7 +29,8 @@ class ScanConfig:
     """Everything ``tlaudit scan`` was asked to do.
 
     ``operating_point`` and ``threshold`` exclude each other; with neither, the model card's
-    default operating point is used. ``workers`` None picks a count for this machine.
+    default operating point is used. Without ``boxes`` the vertebra localizer (``localizer``, or
+    the bundled one when None) finds them. ``workers`` None picks a count for this machine.
     """
 
     archive: Path
@@ -37,6 +38,7 @@ class ScanConfig:
     boxes: Path | None = None
     reads: Path | None = None
     model: Path | None = None
+    localizer: Path | None = None
     operating_point: str | None = None
     threshold: float | None = None
     device: str = "auto"
@@ -57,7 +59,7 @@ class ScanConfig:
         object.__setattr__(self, "heatmaps", HeatmapMode(self.heatmaps))
         object.__setattr__(self, "archive", Path(self.archive))
         object.__setattr__(self, "out", Path(self.out))
-        for name in ("boxes", "reads", "model"):
+        for name in ("boxes", "reads", "model", "localizer"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))

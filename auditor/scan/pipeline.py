@@ -3,8 +3,10 @@
 Stages (each in its own module):
 
 1. inventory and triage of every file (:mod:`auditor.archive`);
-2. vertebra boxes from a box file, validated row by row and matched to the candidate images
-   (:mod:`auditor.boxes`);
+2. vertebra boxes from a box file, or, without one, from the bundled vertebra localizer
+   (:mod:`auditor.localizer`, written to ``RUN_DIR/localizer_boxes.csv`` for review and reused by
+   ``--resume``), validated row by row and matched to the candidate images (:mod:`auditor.boxes`);
+   a candidate on which the localizer finds nothing usable is an error row with the reason;
 3. crops cut in DataLoader worker processes, one item per image (:mod:`auditor.scan.dataset`);
 4. batched classification with class activation maps from the same pass
    (:class:`auditor.model.infer.Classifier`), heatmap overlays for positive vertebrae (or all, on
@@ -20,6 +22,7 @@ an overlay thumbnail, so heatmaps cost little beyond the CAM itself (computed in
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import logging
@@ -29,7 +32,7 @@ from pathlib import Path
 from auditor import __version__
 from auditor.archive.inventory import inventory
 from auditor.archive.triage import TriageRules
-from auditor.boxes import read_box_file, resolve_boxes
+from auditor.boxes import BoxRowError, read_box_file, resolve_boxes
 from auditor.errors import UsageError
 from auditor.model.bundle import load_bundle
 from auditor.model.infer import Classifier, select_device
@@ -48,7 +51,7 @@ from auditor.scan.config import (
     default_workers,
 )
 from auditor.scan.dataset import ImageJob, pack_batches
-from auditor.scan.journal import RunJournal
+from auditor.scan.journal import JOURNAL_NAME, RunJournal
 from auditor.scan.reads import ReadsFile, read_reads_file
 from auditor.scan.results import SummaryValue
 
@@ -57,11 +60,8 @@ __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
 logger = logging.getLogger(__name__)
 
 REPORT_NAMES = {"xlsx": "audit.xlsx", "html": "audit.html", "csv": "findings.csv"}
-NO_BOXES_MESSAGE = (
-    "a box file is needed: pass --boxes FILE (CSV or COCO JSON with one box per vertebra, see "
-    "the README); scanning without boxes needs the bundled vertebra localizer, which this "
-    "installation does not have yet"
-)
+LOCALIZER_BOXES = "localizer_boxes.csv"
+"""Box file the localizer writes into RUN_DIR when the scan has no ``--boxes``."""
 
 
 def _sha256(path: Path) -> str:
@@ -100,8 +100,6 @@ def _rules_fingerprint(rules: TriageRules) -> dict[str, object]:
 
 
 def _validate(config: ScanConfig) -> None:
-    if config.boxes is None:
-        raise UsageError(NO_BOXES_MESSAGE)
     if not config.archive.is_dir():
         raise UsageError(f"archive {config.archive} is not a directory")
     if config.operating_point is not None and config.threshold is not None:
@@ -112,6 +110,47 @@ def _validate(config: ScanConfig) -> None:
         raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
     if config.workers is not None and config.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {config.workers}")
+    if not config.resume and (config.out / JOURNAL_NAME).exists():
+        raise UsageError(
+            f"{config.out} already holds a scan; pass --resume to continue it, or choose a new "
+            "--out directory"
+        )
+
+
+def _localize(config: ScanConfig, emit: Progress) -> tuple[Path, tuple[BoxRowError, ...]]:
+    """Find vertebra boxes with the localizer; return the box file and one error per image
+    on which nothing usable was found (or that could not be read).
+
+    The box file is kept in RUN_DIR so a person can review or correct it (and pass it back with
+    ``--boxes``); a resumed scan reuses it instead of localizing again.
+    """
+    from auditor.localizer import localize_archive  # torch model; only needed without --boxes
+
+    out = config.out / LOCALIZER_BOXES
+    outcomes = out.with_name(out.stem + ".images.csv")
+    if not (config.resume and out.is_file() and outcomes.is_file()):
+        emit(ScanEvent("info", "No box file given: finding vertebrae with the localizer"))
+        done = localize_archive(config.archive, out, bundle=config.localizer, rules=config.triage)
+        emit(
+            ScanEvent(
+                "info",
+                f"Localizer: {done.boxes} boxes on {done.localized} of {done.candidates} "
+                f"candidate images; nothing usable on {done.nothing_found}, "
+                f"{done.unreadable} unreadable; boxes in {out}",
+            )
+        )
+    with outcomes.open(newline="", encoding="utf-8") as handle:
+        errors = tuple(
+            BoxRowError(
+                0,
+                row["reason"] or row["status"].replace("_", " "),
+                row["image"],
+                origin="localizer",
+            )
+            for row in csv.DictReader(handle)
+            if row["status"] != "localized"
+        )
+    return out, errors
 
 
 def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult:
@@ -141,7 +180,6 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     """
     emit = progress or (lambda event: None)
     _validate(config)
-    assert config.boxes is not None
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -160,7 +198,12 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     t0 = time.perf_counter()
     files = _inventory(config.archive, config.triage, config.verify_pixels)
     candidates = {f.relative: f.meta for f in files if f.status == "candidate" and f.meta}
-    box_file = read_box_file(config.boxes)
+    localizer_errors: tuple[BoxRowError, ...] = ()
+    if config.boxes is None:
+        box_path, localizer_errors = _localize(config, emit)
+    else:
+        box_path = config.boxes
+    box_file = read_box_file(box_path)
     resolved = resolve_boxes(box_file.boxes, candidates)
     reads_file: ReadsFile | None = read_reads_file(config.reads) if config.reads else None
     timings["inventory_s"] = time.perf_counter() - t0
@@ -185,7 +228,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
 
     fingerprint = {
         "archive": str(config.archive.resolve()),
-        "boxes_sha256": _sha256(config.boxes),
+        "boxes_sha256": _sha256(box_path),
         "model_sha256": bundle.sha256,
         "threshold": threshold,
         "heatmaps": config.heatmaps.value,
@@ -231,7 +274,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         run_dir=config.out,
         files=tuple(files),
         boxes=resolved.by_image,
-        box_errors=box_file.errors + resolved.errors,
+        box_errors=localizer_errors + box_file.errors + resolved.errors,
         reads=reads_file.reads if reads_file else None,
         read_errors=reads_file.errors if reads_file else (),
         threshold=threshold,
@@ -249,7 +292,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     summary: list[tuple[str, SummaryValue]] = [
         ("tlaudit version", __version__),
         ("Archive", str(config.archive)),
-        ("Box file", str(config.boxes)),
+        ("Box file", str(config.boxes) if config.boxes else f"from the localizer: {box_path}"),
         ("Reads file", str(config.reads) if config.reads else "none"),
         ("Model", card.name),
         ("Model architecture", f"{card.architecture}, {card.input_size} px crops"),
@@ -268,6 +311,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         ("Vertebrae classified", n_vertebrae),
         ("Vertebrae positive", n_positive),
         ("Box rows rejected", len(box_file.errors) + len(resolved.errors)),
+        ("Images without usable localizer boxes", len(localizer_errors)),
         ("Reads rows rejected", len(reads_file.errors) if reads_file else 0),
         ("Inventory time (s)", round(timings["inventory_s"], 2)),
         ("Classification time this session (s)", round(timings["classification_s"], 2)),
