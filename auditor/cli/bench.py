@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from auditor.bench import BenchConfig, run_bench
 from auditor.cli.scan import DeviceChoice, PrecisionChoice
 
 
@@ -67,6 +66,8 @@ def bench(
 ) -> None:
     """Measure model-only and end-to-end scan throughput (vertebrae per second) and their ratio."""
     console = Console()
+    from auditor.bench import BenchConfig, run_bench  # torch loads here, not at import
+
     result = run_bench(
         BenchConfig(
             archive=archive,

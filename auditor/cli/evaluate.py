@@ -1,7 +1,12 @@
-"""``tlaudit evaluate``: measure a bundle on a labelled set and write reports (thin command)."""
+"""``tlaudit evaluate``: measure a bundle on a labelled set and write reports (thin command).
+
+``--task classifier`` (the default) measures the fracture classifier; ``--task localizer``
+measures a vertebra localizer bundle (the same report as ``auditor.localizer.evaluate``).
+"""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,9 +16,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from auditor.training.evaluate import EvaluateConfig, evaluate_bundle
-from auditor.training.metrics import format_pct
-from auditor.training.report import write_evaluation_reports
+
+class Task(str, Enum):
+    """What kind of bundle ``evaluate`` measures."""
+
+    CLASSIFIER = "classifier"
+    LOCALIZER = "localizer"
 
 
 def evaluate(
@@ -44,8 +52,25 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per inference batch.")] = 64,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the CIs.")] = 2000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    task: Annotated[
+        Task, typer.Option(help="Evaluate a fracture classifier or a vertebra localizer bundle.")
+    ] = Task.CLASSIFIER,
 ) -> None:
-    """Evaluate a model bundle: metrics with CIs, operating points, localisation, reports."""
+    """Evaluate a model bundle: metrics with CIs, operating points, localisation, reports.
+
+    With --task localizer: detection recall and precision at IoU 0.5, mean IoU, level accuracy
+    (overall and where the sacrum is in view), recall on fractured bodies, and speed.
+    """
+    if task is Task.LOCALIZER:
+        from auditor.cli.localize import evaluate_localizer_command
+
+        evaluate_localizer_command(archive, annotations, out, localizer=bundle)
+        return
+    # torch loads here, not at import, so that `tlaudit --help` and other commands stay quick
+    from auditor.training.evaluate import EvaluateConfig, evaluate_bundle
+    from auditor.training.metrics import format_pct
+    from auditor.training.report import write_evaluation_reports
+
     config = EvaluateConfig(
         operating_point=operating_point,
         device=device,

@@ -22,7 +22,7 @@ from auditor.cli.triage_options import (
     Modalities,
     build_rules,
 )
-from auditor.scan.pipeline import HeatmapMode, ScanConfig, ScanEvent, run_scan
+from auditor.scan.config import HeatmapMode, ScanConfig, ScanEvent
 
 
 class DeviceChoice(str, Enum):
@@ -183,6 +183,8 @@ def scan(
             bar.advance(task, event.advance)
 
     try:
+        from auditor.scan.pipeline import run_scan  # torch loads here, not at import
+
         result = run_scan(config, on_event)
     finally:
         bar.stop()

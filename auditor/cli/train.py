@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,8 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from auditor.training.data import AugmentConfig
-from auditor.training.train import EpochRow, TrainConfig, train_bundle
+if TYPE_CHECKING:
+    from auditor.training.train import EpochRow
 
 
 class ArchitectureChoice(str, Enum):
@@ -234,6 +234,10 @@ def train(
     source: Annotated[str, typer.Option(help="Training-data description for the card.")] = "",
 ) -> None:
     """Train a fracture / no-fracture classifier with the study's recipe, grouped by patient."""
+    # torch loads here, not at import, so that `tlaudit --help` and other commands stay quick
+    from auditor.training.data import AugmentConfig
+    from auditor.training.train import TrainConfig, train_bundle
+
     config = TrainConfig(
         architecture=architecture.value,
         pretrained=pretrained,
