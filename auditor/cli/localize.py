@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -23,8 +22,6 @@ from auditor.cli.triage_options import (
     Modalities,
     build_rules,
 )
-from auditor.localizer.archive import localize_archive
-from auditor.localizer.evaluate import evaluate_localizer
 
 ThreadsOption = Annotated[
     int,
@@ -71,6 +68,10 @@ def localize_command(
     Writes a box file in the format `scan --boxes` reads (review or correct it before a scan),
     and beside it <name>.images.csv with each image's outcome.
     """
+    import torch  # imported here so that other commands start without loading torch
+
+    from auditor.localizer.archive import localize_archive
+
     torch.set_num_threads(threads)
     rules = build_rules(
         include_all_radiographs=include_all_radiographs,
@@ -135,6 +136,10 @@ def evaluate_localizer_command(
     ] = False,
 ) -> None:
     """Measure a localizer on an annotated archive: recall, precision, IoU, levels, speed."""
+    import torch  # imported here so that other commands start without loading torch
+
+    from auditor.localizer.evaluate import evaluate_localizer
+
     torch.set_num_threads(threads)
     console = Console()
     with Progress(

@@ -12,8 +12,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from auditor.localizer.train import TrainConfig, TrainJob, run_training
-
 
 def train_localizer_command(
     out: Annotated[
@@ -58,6 +56,9 @@ def train_localizer_command(
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 1,
 ) -> None:
     """Train a vertebra localizer from scratch on annotated images and/or the synthetic world."""
+    # imported here so that other commands start without loading torch
+    from auditor.localizer.train import TrainConfig, TrainJob, run_training
+
     config = TrainConfig(
         working_size=working_size,
         cache_size=round(working_size * 1.25),
