@@ -200,13 +200,15 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     candidates = {f.relative: f.meta for f in files if f.status == "candidate" and f.meta}
     localizer_errors: tuple[BoxRowError, ...] = ()
     if config.boxes is None:
+        t_loc = time.perf_counter()
         box_path, localizer_errors = _localize(config, emit)
+        timings["localizer_s"] = time.perf_counter() - t_loc
     else:
         box_path = config.boxes
     box_file = read_box_file(box_path)
     resolved = resolve_boxes(box_file.boxes, candidates)
     reads_file: ReadsFile | None = read_reads_file(config.reads) if config.reads else None
-    timings["inventory_s"] = time.perf_counter() - t0
+    timings["inventory_s"] = time.perf_counter() - t0 - timings.get("localizer_s", 0.0)
     emit(
         ScanEvent(
             "info",
@@ -314,6 +316,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         ("Images without usable localizer boxes", len(localizer_errors)),
         ("Reads rows rejected", len(reads_file.errors) if reads_file else 0),
         ("Inventory time (s)", round(timings["inventory_s"], 2)),
+        ("Localizer time (s)", round(timings.get("localizer_s", 0.0), 2)),
         ("Classification time this session (s)", round(timings["classification_s"], 2)),
     ]
     report = assemble_report(inputs, outcomes, summary)
