@@ -313,12 +313,15 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         ("Vertebrae classified", n_vertebrae),
         ("Vertebrae positive", n_positive),
         ("Box rows rejected", len(box_file.errors) + len(resolved.errors)),
-        ("Images without usable localizer boxes", len(localizer_errors)),
         ("Reads rows rejected", len(reads_file.errors) if reads_file else 0),
         ("Inventory time (s)", round(timings["inventory_s"], 2)),
-        ("Localizer time (s)", round(timings.get("localizer_s", 0.0), 2)),
         ("Classification time this session (s)", round(timings["classification_s"], 2)),
     ]
+    if config.boxes is None:
+        summary += [
+            ("Images without usable localizer boxes", len(localizer_errors)),
+            ("Localizer time (s)", round(timings["localizer_s"], 2)),
+        ]
     report = assemble_report(inputs, outcomes, summary)
     reports = {kind: config.out / name for kind, name in REPORT_NAMES.items()}
     write_findings_csv(report, reports["csv"])
