@@ -71,6 +71,14 @@ class ImageOutcome:
     vertebrae: tuple[VertebraOutcome, ...] = ()
 
 
+def run_in_use(run_dir: Path) -> UsageError:
+    """The error for starting a new scan in a directory that already holds one."""
+    return UsageError(
+        f"{run_dir} already holds a scan; pass --resume to continue it, or choose a new "
+        "--out directory"
+    )
+
+
 class RunJournal:
     """Open (or create) the journal of a run directory.
 
@@ -109,10 +117,7 @@ class RunJournal:
         if existed and stored is not None:
             if not resume:
                 self.close()
-                raise UsageError(
-                    f"{self.path.parent} already holds a scan; pass --resume to continue it, or "
-                    "choose a new --out directory"
-                )
+                raise run_in_use(self.path.parent)
             if stored != wanted:
                 changed = _changed_keys(json.loads(stored), json.loads(wanted))
                 self.close()

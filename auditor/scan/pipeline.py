@@ -51,7 +51,7 @@ from auditor.scan.config import (
     default_workers,
 )
 from auditor.scan.dataset import ImageJob, pack_batches
-from auditor.scan.journal import JOURNAL_NAME, RunJournal
+from auditor.scan.journal import JOURNAL_NAME, RunJournal, run_in_use
 from auditor.scan.reads import ReadsFile, read_reads_file
 from auditor.scan.results import SummaryValue
 
@@ -111,10 +111,8 @@ def _validate(config: ScanConfig) -> None:
     if config.workers is not None and config.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {config.workers}")
     if not config.resume and (config.out / JOURNAL_NAME).exists():
-        raise UsageError(
-            f"{config.out} already holds a scan; pass --resume to continue it, or choose a new "
-            "--out directory"
-        )
+        # the journal refuses this too, but only after the localizer would have run
+        raise run_in_use(config.out)
 
 
 def _localize(config: ScanConfig, emit: Progress) -> tuple[Path, tuple[BoxRowError, ...]]:
