@@ -98,3 +98,35 @@ def test_missing_or_empty_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk" / CARD_FILE).write_text("{not json")
     with pytest.raises(BundleError, match="cannot read"):
         load_bundle(tmp_path / "junk")
+
+
+@pytest.mark.parametrize(("stride", "side"), [(32, 2), (16, 4), (8, 8)])
+def test_feature_stride_sets_the_heatmap_grid(stride: int, side: int) -> None:
+    from auditor.model.cam import resnet_features
+
+    net = build_network("resnet18", feature_stride=stride).eval()
+    with torch.no_grad():
+        assert resnet_features(net, torch.zeros(1, 3, 64, 64)).shape == (1, 512, side, side)
+    # same tensors and shapes at every stride, so weights move between strides
+    plain = build_network("resnet18")
+    assert {k: v.shape for k, v in net.state_dict().items()} == {
+        k: v.shape for k, v in plain.state_dict().items()
+    }
+
+
+def test_feature_stride_round_trips_and_old_cards_default_to_32(tmp_path: Path) -> None:
+    path = create_untrained_bundle(tmp_path / "s8", input_size=64, feature_stride=8)
+    bundle = load_bundle(path)
+    assert bundle.card.feature_stride == 8
+    assert "8x8 heatmap grid" in bundle.card.headline()
+    net = bundle.build_model()
+    assert net.layer3[0].conv1.stride == (1, 1) and net.layer4[0].conv1.stride == (1, 1)
+
+    data = json.loads((path / CARD_FILE).read_text())
+    data.pop("feature_stride")
+    assert ModelCard.from_json(data).feature_stride == 32
+    data["feature_stride"] = 4
+    with pytest.raises(BundleError, match="feature_stride"):
+        ModelCard.from_json(data)
+    with pytest.raises(ValueError, match="resnet18 only"):
+        build_network("vgg16", feature_stride=16)

@@ -117,3 +117,24 @@ def test_preprocess_follows_the_cards_crop_normalisation(resnet_classifier: Clas
     # stretched to the full range before the ImageNet statistics
     assert float(x[:, 0].min()) == pytest.approx((0.0 - card.mean[0]) / card.std[0], rel=1e-5)
     assert float(x[:, 0].max()) == pytest.approx((1.0 - card.mean[0]) / card.std[0], rel=1e-5)
+
+
+def test_finer_feature_stride_gives_finer_cams(tmp_path: Path) -> None:
+    """At stride 8 a 64 px crop has an 8 x 8 CAM, upsampled like the 2 x 2 one."""
+    bundle = load_bundle(create_untrained_bundle(tmp_path / "s8", input_size=64, feature_stride=8))
+    clf = Classifier(bundle, torch.device("cpu"), "fp32")
+    batch = clf.preprocess(_crops(2, 64))
+    pred = clf.predict(batch, cam=True)
+    net = bundle.build_model()
+    with torch.no_grad():
+        feats = resnet_features(net, batch)
+        assert feats.shape[-2:] == (8, 8)
+        hand = (feats * net.fc.weight[1][None, :, None, None]).sum(dim=1)
+        torch.testing.assert_close(
+            hand.mean(dim=(1, 2)) + net.fc.bias[1], net(batch)[:, 1], rtol=1e-4, atol=1e-4
+        )
+        up = F.interpolate(hand[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+        lo = up.flatten(1).min(1).values[:, None, None]
+        hi = up.flatten(1).max(1).values[:, None, None]
+    assert pred.cams is not None
+    np.testing.assert_allclose(pred.cams, ((up - lo) / (hi - lo)).numpy(), atol=1e-4)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from auditor.cli import app as cli_app
 from auditor.errors import UsageError
-from auditor.model.bundle import load_bundle
+from auditor.model.bundle import create_untrained_bundle, load_bundle
 from auditor.model.infer import Classifier
 from auditor.model.nets import build_network
 from auditor.training.data import load_crop_set
@@ -194,6 +194,33 @@ def test_card_json_records_the_recipe(tmp_path: Path) -> None:
     for key in ("epochs", "lr_grid", "plateau_patience", "plateau_factor", "augment", "seed"):
         assert key in data["recipe"]
     assert data["recipe"]["loss"].startswith("log-softmax + NLL")
+    assert data["feature_stride"] == 32
+
+
+def test_finer_stride_continues_from_a_stride_32_bundle(tmp_path: Path) -> None:
+    """Weights keep their shapes across strides, so a stride-8 fit starts from a stride-32 one."""
+    archive, annotations = make_world(tmp_path / "world", n_studies=6)
+    start = create_untrained_bundle(tmp_path / "start", input_size=32)
+    cfg = TrainConfig(
+        pretrained=str(start / "weights.safetensors"),
+        trainable="all",
+        input_size=32,
+        feature_stride=8,
+        epochs=1,
+        lr_grid=(0.001,),
+        batch_grid=(8,),
+        cv_folds=0,
+        test_fraction=0.0,
+        val_fraction=0.3,
+        threads=1,
+    )
+    train_bundle(archive, annotations, tmp_path / "b", cfg)
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.card.feature_stride == 8 and bundle.card.recipe["feature_stride"] == 8
+    net = bundle.build_model()
+    assert net.layer3[0].conv1.stride == (1, 1)
+    with pytest.raises(UsageError, match="feature-stride"):
+        TrainConfig(feature_stride=4)
 
 
 def test_balanced_sampler_draws_both_classes_equally_often() -> None:

@@ -149,6 +149,13 @@ def train(
     input_size: Annotated[
         int, typer.Option(min=32, help="Crop side in pixels (study: 512).")
     ] = 512,
+    feature_stride: Annotated[
+        int,
+        typer.Option(
+            help="Downsampling of ResNet18's last feature map: 32 (torchvision, study), 16 or 8. "
+            "Smaller gives finer heatmaps (input-size / stride cells a side) at more compute."
+        ),
+    ] = 32,
     crop_margin: Annotated[
         float,
         typer.Option(
@@ -244,6 +251,7 @@ def train(
         allow_download=download_weights,
         trainable=trainable.value,
         input_size=input_size,
+        feature_stride=feature_stride,
         crop_margin=crop_margin,
         crop_normalisation=crop_normalisation,
         epochs=epochs,

@@ -34,7 +34,7 @@ from torch import nn
 from auditor import __version__
 from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import BundleError, TlauditError
-from auditor.model.nets import ARCHITECTURES, build_network
+from auditor.model.nets import ARCHITECTURES, FEATURE_STRIDES, build_network
 from auditor.resources import resource_path
 
 logger = logging.getLogger(__name__)
@@ -85,8 +85,15 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    feature_stride: int = 32
+    """Downsampling of the last feature map (32 = torchvision's; 16 or 8 for finer heatmaps)."""
 
     def __post_init__(self) -> None:
+        if self.feature_stride not in FEATURE_STRIDES:
+            raise BundleError(
+                f"model card feature_stride {self.feature_stride}; expected one of "
+                f"{', '.join(map(str, FEATURE_STRIDES))}"
+            )
         if self.architecture not in ARCHITECTURES:
             raise BundleError(
                 f"model card names architecture {self.architecture!r}; expected one of "
@@ -130,7 +137,11 @@ class ModelCard:
 
     def headline(self) -> str:
         """One line describing the model, printed when a bundle is loaded."""
-        parts = [f"{self.name}: {self.architecture}, {self.input_size}px crops"]
+        grid = max(1, self.input_size // self.feature_stride)
+        parts = [
+            f"{self.name}: {self.architecture}, {self.input_size}px crops, "
+            f"{grid}x{grid} heatmap grid"
+        ]
         source = self.training.get("source")
         if source:
             parts.append(f"trained on {source}")
@@ -184,6 +195,7 @@ class ModelCard:
             fields["class_names"] = tuple(data.get("class_names", CLASS_NAMES))
             fields["input_size"] = int(data["input_size"])
             fields["crop_margin"] = float(data["crop_margin"])
+            fields["feature_stride"] = int(data.get("feature_stride", 32))
             return cls(**fields)
         except BundleError:
             raise
@@ -208,7 +220,7 @@ class ModelBundle:
         BundleError
             When the weights do not fit the card's architecture.
         """
-        net = build_network(self.card.architecture)
+        net = build_network(self.card.architecture, feature_stride=self.card.feature_stride)
         state = {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
         try:
             net.load_state_dict(state, strict=True)
@@ -370,19 +382,24 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
 
 
 def create_untrained_bundle(
-    directory: Path, architecture: str = "resnet18", input_size: int = 64, seed: int = 0
+    directory: Path,
+    architecture: str = "resnet18",
+    input_size: int = 64,
+    seed: int = 0,
+    feature_stride: int = 32,
 ) -> Path:
     """Write a bundle with randomly initialised weights (for tests and benchmarks only).
 
     Its operating point ``balanced`` sits at 0.5 with no validation behind it (figures NaN).
     """
     torch.manual_seed(seed)
-    net = build_network(architecture)
+    net = build_network(architecture, feature_stride=feature_stride)
     nan = float("nan")
     card = ModelCard(
         name=f"untrained-{architecture}-{input_size}",
         architecture=architecture,
         input_size=input_size,
+        feature_stride=feature_stride,
         crop_margin=0.15,
         operating_points={"balanced": OperatingPoint("balanced", 0.5, nan, nan)},
         default_operating_point="balanced",

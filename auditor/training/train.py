@@ -51,6 +51,7 @@ from auditor.model.bundle import (
 from auditor.model.infer import resolve_precision, select_device
 from auditor.model.nets import (
     ARCHITECTURES,
+    FEATURE_STRIDES,
     build_network,
     freeze_batchnorm,
     load_backbone_weights,
@@ -78,6 +79,7 @@ class TrainConfig:
     allow_download: bool = False
     trainable: str = "last2"
     input_size: int = 512
+    feature_stride: int = 32
     crop_margin: float = 0.15
     crop_normalisation: str = "none"
     epochs: int = 200
@@ -116,6 +118,12 @@ class TrainConfig:
             raise UsageError(
                 f"--crop-normalisation must be one of {', '.join(CROP_NORMALISATIONS)}"
             )
+        if self.feature_stride not in FEATURE_STRIDES:
+            raise UsageError(
+                f"--feature-stride must be one of {', '.join(map(str, FEATURE_STRIDES))}"
+            )
+        if self.feature_stride != 32 and self.architecture != "resnet18":
+            raise UsageError("--feature-stride other than 32 is implemented for resnet18 only")
         if self.input_size < 32:
             raise UsageError(f"--input-size {self.input_size} is too small (minimum 32)")
         if self.epochs < 1 or (self.cv_epochs is not None and self.cv_epochs < 1):
@@ -343,7 +351,7 @@ def fit(
     """
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
-    net = build_network(config.architecture)
+    net = build_network(config.architecture, feature_stride=config.feature_stride)
     if pretrained is not None:
         load_backbone_weights(net, pretrained)
     frozen = set_trainable(net, config.architecture, config.effective_trainable)
@@ -682,7 +690,7 @@ def _train_bundle(
     )
 
     # Score with the half-precision weights the bundle stores.
-    net = build_network(config.architecture)
+    net = build_network(config.architecture, feature_stride=config.feature_stride)
     net.load_state_dict(_half_round_trip(result.state))
     net = net.to(device).to(memory_format=torch.channels_last)
     metrics: dict[str, Any] = {}
@@ -745,6 +753,7 @@ def _train_bundle(
         name=name,
         architecture=config.architecture,
         input_size=config.input_size,
+        feature_stride=config.feature_stride,
         crop_margin=config.crop_margin,
         crop_normalisation=config.crop_normalisation,
         mean=IMAGENET_MEAN,
