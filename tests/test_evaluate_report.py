@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -105,6 +106,7 @@ def test_evaluate_command_writes_plots_and_reports(
     assert acc["value"] == pytest.approx((conf["tp"] + conf["tn"]) / 24)
     assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
     assert set(summary["operating_points"]) == {"balanced"}
+    assert summary["annotations_sha256"] == hashlib.sha256(annotations.read_bytes()).hexdigest()
 
     wb = load_workbook(out / "evaluation.xlsx")
     assert {"Summary", "Operating points", "Sensitivity by group", "Vertebrae"} <= set(

@@ -8,7 +8,6 @@ thresholds, training summary, measured figures, limits, the weights' SHA-256) an
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from auditor import __version__
 from auditor.boxes import VertebraBox
+from auditor.checksums import file_sha256
 from auditor.errors import BundleError, TlauditError
 from auditor.localizer.decode import Detection, decode
 from auditor.localizer.geometry import Letterbox, normalise
@@ -277,14 +277,6 @@ def _partial(box: npt.NDArray[np.float32], score: float) -> PartialBody:
     return PartialBody(x0, y0, x1, y1, round(score, 4))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_localizer(net: LocalizerNet, card: LocalizerCard, folder: Path) -> Path:
     """Write a bundle folder (weights as safetensors, card as JSON, both written atomically)."""
     folder = Path(folder)
@@ -296,7 +288,7 @@ def save_localizer(net: LocalizerNet, card: LocalizerCard, folder: Path) -> Path
     os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     data = card.to_json()
-    data["weights_sha256"] = _sha256(weights)
+    data["weights_sha256"] = file_sha256(weights)
     fd, name = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=False)
@@ -332,7 +324,7 @@ def load_localizer(path: Path | None = None) -> Localizer:
         raise BundleError(f"{card_path}: the localizer card must be a JSON object")
     card = LocalizerCard.from_json(data, card_path)
     expected = data.get("weights_sha256")
-    if expected != _sha256(weights):
+    if expected != file_sha256(weights):
         raise BundleError(f"{weights}: weights do not match the SHA-256 recorded in {CARD_FILE}")
     try:
         state = load_file(str(weights))

@@ -14,7 +14,6 @@ recorded hash is refused with :class:`~auditor.errors.BundleError`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from auditor import __version__
+from auditor.checksums import file_sha256
 from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import BundleError, TlauditError
 from auditor.model.nets import ARCHITECTURES, FEATURE_STRIDES, build_network
@@ -265,14 +265,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -320,7 +312,7 @@ def save_bundle(
     os.replace(tmp, weights)
     data = {"format": FORMAT_MARKER, "format_version": FORMAT_VERSION, **card.to_json()}
     data["weights_file"] = WEIGHTS_FILE
-    data["sha256"] = _sha256(weights)
+    data["sha256"] = file_sha256(weights)
     _atomic_write_text(directory / CARD_FILE, json.dumps(data, indent=2, allow_nan=False) + "\n")
     logger.info("wrote model bundle %s (%s)", directory, data["sha256"][:12])
     return directory
@@ -367,7 +359,7 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
     if weights.parent.resolve() != folder.resolve() or not weights.is_file():
         raise BundleError(f"{folder}: weights file {weights.name!r} missing from the bundle")
     recorded = str(data.get("sha256", ""))
-    actual = _sha256(weights)
+    actual = file_sha256(weights)
     if recorded != actual:
         raise BundleError(
             f"{weights}: SHA-256 {actual[:16]}... does not match the card's "

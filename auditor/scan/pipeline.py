@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from auditor import __version__
 from auditor.archive.inventory import inventory
 from auditor.archive.triage import TriageRules
 from auditor.boxes import BoxRowError, read_box_file, resolve_boxes
+from auditor.checksums import file_sha256
 from auditor.errors import UsageError
 from auditor.model.bundle import load_bundle
 from auditor.model.infer import Classifier, select_device
@@ -62,14 +62,6 @@ logger = logging.getLogger(__name__)
 REPORT_NAMES = {"xlsx": "audit.xlsx", "html": "audit.html", "csv": "findings.csv"}
 LOCALIZER_BOXES = "localizer_boxes.csv"
 """Box file the localizer writes into RUN_DIR when the scan has no ``--boxes``."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _inventory(archive: Path, rules: TriageRules, verify_pixels: bool) -> list[FileEntry]:
@@ -228,7 +220,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
 
     fingerprint = {
         "archive": str(config.archive.resolve()),
-        "boxes_sha256": _sha256(box_path),
+        "boxes_sha256": file_sha256(box_path),
         "model_sha256": bundle.sha256,
         "threshold": threshold,
         "heatmaps": config.heatmaps.value,

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.path import Path as PolygonPath
 
+from auditor.checksums import file_sha256
 from auditor.model.bundle import ModelBundle, OperatingPoint, load_bundle
 from auditor.model.infer import Classifier, select_device
 from auditor.training.data import CropSet, load_crop_set
@@ -132,6 +133,7 @@ class Evaluation:
             "bundle_sha256": self.bundle.sha256,
             "archive": str(self.archive),
             "annotations": str(self.annotations),
+            "annotations_sha256": file_sha256(self.annotations),
             "data": self.data.summary(),
             "operating_point": {"name": op.name, "threshold": op.threshold},
             "metrics": self.headline.as_dict(),
