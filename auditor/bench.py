@@ -66,6 +66,8 @@ class BenchConfig:
     workers: int | None = None
     rounds: int = 3
     work_dir: Path | None = None
+    localizer: bool = True
+    localizer_model: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class BenchResult:
     n_vertebrae: int
     heatmaps_drawn: int
     scan_timings: dict[str, float]
+    localizer_images: int = 0
+    localizer_s_per_image: float | None = None  # network + decoding, median per radiograph
+    localizer_read_s_per_image: float | None = None  # reading the file, median per radiograph
 
     @property
     def ratio(self) -> float:
@@ -189,6 +194,41 @@ def measure_model_only(
     )
 
 
+def measure_localizer(
+    archive: Path, bundle: Path | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Seconds per candidate radiograph of ``archive``: (locating, reading), one entry each.
+
+    Locating is :meth:`Localizer.locate` (letterbox, network, decoding, level naming) on the
+    decoded pixels; reading is :func:`read_radiograph`. The first image is located twice and its
+    first (warm-up) time dropped. Unreadable files are skipped.
+    """
+    from auditor.archive.inventory import inventory
+    from auditor.errors import ReadError
+    from auditor.io.radiograph import read_radiograph
+    from auditor.localizer import load_localizer
+    from auditor.vocab import FileStatus
+
+    loc = load_localizer(bundle)
+    locate_s: list[float] = []
+    read_s: list[float] = []
+    for record in inventory(archive):
+        if record.status is not FileStatus.CANDIDATE:
+            continue
+        start = time.perf_counter()
+        try:
+            radiograph = read_radiograph(record.path)
+        except ReadError:
+            continue
+        read_s.append(time.perf_counter() - start)
+        if not locate_s:
+            loc.locate(radiograph.pixels)  # warm-up
+        start = time.perf_counter()
+        loc.locate(radiograph.pixels)
+        locate_s.append(time.perf_counter() - start)
+    return tuple(locate_s), tuple(read_s)
+
+
 def _synthetic_archive(config: BenchConfig, work: Path) -> tuple[Path, Path]:
     from auditor.synth.archive import write_archive
     from auditor.synth.config import SynthConfig
@@ -266,6 +306,11 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
                     classifier, config.batch_size, config.rounds - first, work, warm_up=False
                 )
             )
+        locate_s: tuple[float, ...] = ()
+        read_s: tuple[float, ...] = ()
+        if config.localizer:
+            tell("Localizer: locating every candidate radiograph of the archive")
+            locate_s, read_s = measure_localizer(archive, config.localizer_model)
     timings = dict(scan.timings)
     return BenchResult(
         machine=describe_machine(),
@@ -282,4 +327,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         n_vertebrae=scan.n_vertebrae,
         heatmaps_drawn=int(timings.get("heatmaps_drawn", 0)),
         scan_timings=timings,
+        localizer_images=len(locate_s),
+        localizer_s_per_image=statistics.median(locate_s) if locate_s else None,
+        localizer_read_s_per_image=statistics.median(read_s) if read_s else None,
     )

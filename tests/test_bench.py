@@ -35,6 +35,10 @@ def test_bench_on_a_given_archive(tmp_path: Path) -> None:
     t = result.scan_timings
     assert t["total_s"] >= t["model_s"] > 0
     assert "cores" in result.machine
+    # the localizer was timed on each of the three candidate radiographs
+    assert result.localizer_images == 3
+    assert result.localizer_s_per_image is not None and result.localizer_s_per_image > 0
+    assert result.localizer_read_s_per_image is not None and result.localizer_read_s_per_image > 0
     assert not any(p.name.startswith("tlaudit-bench-") for p in tmp_path.iterdir())  # cleaned up
 
 
@@ -74,3 +78,5 @@ def test_bench_cli_on_a_synthetic_archive(tmp_path: Path) -> None:
     assert data["n_vertebrae"] > 0
     assert data["ratio"] == pytest.approx(data["end_to_end_vps"] / data["model_only_vps"])
     assert describe_machine() == data["machine"]
+    assert "Localizer, network + decoding" in result.output
+    assert data["localizer_images"] == 1 and data["localizer_s_per_image"] > 0

@@ -60,6 +60,14 @@ def bench(
         int | None, typer.Option(min=0, help="Crop-loading workers (default as in scan).")
     ] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Model-only timing rounds.")] = 3,
+    localizer: Annotated[
+        bool,
+        typer.Option(help="Also time the vertebra localizer on every candidate radiograph."),
+    ] = True,
+    localizer_model: Annotated[
+        Path | None,
+        typer.Option(exists=True, help="Localizer bundle (default: the bundled one)."),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", dir_okay=False, help="Also write the results here.")
     ] = None,
@@ -83,6 +91,8 @@ def bench(
             batch_size=batch_size,
             workers=workers,
             rounds=rounds,
+            localizer=localizer,
+            localizer_model=localizer_model,
         ),
         say=lambda message: console.print(escape(message), highlight=False),
     )
@@ -109,6 +119,21 @@ def bench(
         ),
         ("Scan: loader workers", str(result.workers)),
     ]
+    if result.localizer_s_per_image is not None:
+        rows.append(
+            (
+                f"Localizer, network + decoding (s per radiograph, median of "
+                f"{result.localizer_images})",
+                f"{result.localizer_s_per_image:.3f}",
+            )
+        )
+    if result.localizer_read_s_per_image is not None:
+        rows.append(
+            (
+                "Localizer, reading the file (s per radiograph)",
+                f"{result.localizer_read_s_per_image:.3f}",
+            )
+        )
     for key in (
         "inventory_s",
         "loader_wait_s",
