@@ -115,3 +115,64 @@ def test_dataset_normalises_and_augments_without_touching_the_cache() -> None:
     xa, _ = aug[1]
     assert xa.shape == (3, 32, 32) and not torch.equal(xa, x)
     np.testing.assert_array_equal(crops, before)
+
+
+def test_jitter_box_moves_each_edge_within_bounds() -> None:
+    from auditor.training.data import jitter_box
+
+    rng = np.random.default_rng(0)
+    box = (100.0, 200.0, 160.0, 240.0)  # 60 wide, 40 tall
+    moved = np.array([jitter_box(box, 0.1, rng) for _ in range(500)])
+    delta = moved - np.array(box)
+    assert np.all(np.abs(delta[:, [0, 2]]) <= 6.0 + 1e-9)  # 10 % of the width
+    assert np.all(np.abs(delta[:, [1, 3]]) <= 4.0 + 1e-9)  # 10 % of the height
+    assert np.abs(delta).mean() > 1.0  # and they do move
+    assert jitter_box(box, 0.0, rng) == box
+
+
+def test_jittered_variants_are_cut_per_vertebra_and_repeatable(tmp_path: Path) -> None:
+    archive, annotations = make_world(tmp_path, n_studies=4)
+    plain = load_crop_set(archive, annotations, input_size=32, margin=0.15)
+    data = load_crop_set(
+        archive, annotations, input_size=32, margin=0.15, box_jitter=0.15, jitter_copies=2, seed=4
+    )
+    again = load_crop_set(
+        archive, annotations, input_size=32, margin=0.15, box_jitter=0.15, jitter_copies=2, seed=4
+    )
+    assert plain.variants is None
+    assert data.variants is not None and data.variants.shape == (16, 2, 32, 32)
+    np.testing.assert_array_equal(data.crops, plain.crops)  # the originals are untouched
+    assert again.variants is not None
+    np.testing.assert_array_equal(data.variants, again.variants)
+    assert not np.allclose(data.variants[:, 0], data.crops)  # a variant differs from its original
+    sub = data.subset([3, 1])
+    assert sub.variants is not None
+    np.testing.assert_array_equal(sub.variants, data.variants[[3, 1]])
+
+    # training draws originals and variants; without augmentation only originals
+    ds = CropDataset(
+        data.crops,
+        data.labels,
+        (0.0,) * 3,
+        (1.0,) * 3,
+        AugmentConfig(0, 0, 0.001),
+        "none",
+        variants=data.variants,
+    )
+    torch.manual_seed(0)
+    seen = {
+        int(
+            np.argmin(
+                [
+                    float((ds[0][0][0] - c).abs().max())
+                    for c in (torch.from_numpy(data.crops[0]), *torch.from_numpy(data.variants[0]))
+                ]
+            )
+        )
+        for _ in range(40)
+    }
+    assert seen == {0, 1, 2}
+    plain_ds = CropDataset(
+        data.crops, data.labels, (0.0,) * 3, (1.0,) * 3, None, "none", variants=data.variants
+    )
+    torch.testing.assert_close(plain_ds[0][0][0], torch.from_numpy(data.crops[0]))

@@ -198,7 +198,8 @@ def test_card_json_records_the_recipe(tmp_path: Path) -> None:
 
 
 def test_finer_stride_continues_from_a_stride_32_bundle(tmp_path: Path) -> None:
-    """Weights keep their shapes across strides, so a stride-8 fit starts from a stride-32 one."""
+    """Weights keep their shapes across strides, so a stride-8 fit starts from a stride-32 one
+    (here with box jitter too)."""
     archive, annotations = make_world(tmp_path / "world", n_studies=6)
     start = create_untrained_bundle(tmp_path / "start", input_size=32)
     cfg = TrainConfig(
@@ -206,6 +207,7 @@ def test_finer_stride_continues_from_a_stride_32_bundle(tmp_path: Path) -> None:
         trainable="all",
         input_size=32,
         feature_stride=8,
+        box_jitter=0.1,
         epochs=1,
         lr_grid=(0.001,),
         batch_grid=(8,),
@@ -217,6 +219,10 @@ def test_finer_stride_continues_from_a_stride_32_bundle(tmp_path: Path) -> None:
     train_bundle(archive, annotations, tmp_path / "b", cfg)
     bundle = load_bundle(tmp_path / "b")
     assert bundle.card.feature_stride == 8 and bundle.card.recipe["feature_stride"] == 8
+    assert bundle.card.recipe["box_jitter"] == 0.1
+    assert (
+        "box jitter: 2 extra crops per vertebra" in (tmp_path / "b" / "train_log.txt").read_text()
+    )
     net = bundle.build_model()
     assert net.layer3[0].conv1.stride == (1, 1)
     with pytest.raises(UsageError, match="feature-stride"):

@@ -156,6 +156,19 @@ def train(
             "Smaller gives finer heatmaps (input-size / stride cells a side) at more compute."
         ),
     ] = 32,
+    box_jitter: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.5,
+            help="Also train on crops from boxes whose edges move by up to this fraction of the "
+            "box size, so that localizer or annotator box errors do not change the call "
+            "(0: off, as in the study).",
+        ),
+    ] = 0.0,
+    jitter_copies: Annotated[
+        int, typer.Option(min=0, help="Jittered crops per vertebra with --box-jitter.")
+    ] = 2,
     crop_margin: Annotated[
         float,
         typer.Option(
@@ -252,6 +265,8 @@ def train(
         trainable=trainable.value,
         input_size=input_size,
         feature_stride=feature_stride,
+        box_jitter=box_jitter,
+        jitter_copies=jitter_copies,
         crop_margin=crop_margin,
         crop_normalisation=crop_normalisation,
         epochs=epochs,

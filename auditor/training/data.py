@@ -62,6 +62,9 @@ class CropSet:
     input_size: int
     margin: float
     n_images: int
+    variants: npt.NDArray[np.float32] | None = field(default=None, repr=False)
+    """Optional (N, K, S, S) extra crops of each vertebra cut from jittered boxes (training only:
+    they stand in for the box errors of a localizer or a hurried annotator)."""
 
     @property
     def labels(self) -> npt.NDArray[np.int64]:
@@ -81,6 +84,7 @@ class CropSet:
             input_size=self.input_size,
             margin=self.margin,
             n_images=len({self.records[i].image for i in idx}),
+            variants=None if self.variants is None else self.variants[idx],
         )
 
     def summary(self) -> dict[str, Any]:
@@ -192,6 +196,9 @@ def load_crop_set(
     ground_truth: Path | None = None,
     require_labels: bool = True,
     on_image: Callable[[int, int], None] | None = None,
+    box_jitter: float = 0.0,
+    jitter_copies: int = 0,
+    seed: int = 0,
 ) -> CropSet:
     """Read annotations, check them against the archive, and cut every labelled vertebra once.
 
@@ -210,6 +217,10 @@ def load_crop_set(
         Rows without a label are skipped (with a reason) when True.
     on_image
         Progress callback ``(images_done, images_total)``.
+    box_jitter, jitter_copies, seed
+        Also cut ``jitter_copies`` crops per vertebra from boxes whose four edges are each moved
+        by up to ``box_jitter`` of the box's width (x) or height (y), drawn from ``seed``; they go
+        to :attr:`CropSet.variants`. 0 copies (the default) cuts none.
 
     Returns
     -------
@@ -247,7 +258,10 @@ def load_crop_set(
     uid_of = {key: meta.sop_uid for key, meta in headers.items()}
 
     crops: list[npt.NDArray[np.float32]] = []
+    variants: list[npt.NDArray[np.float32]] = []
     records: list[CropRecord] = []
+    rng = np.random.default_rng(seed)
+    copies = jitter_copies if box_jitter > 0 else 0
     total = len(resolved.by_image)
     n_images = 0
     for done, (key, boxes) in enumerate(resolved.by_image.items(), start=1):
@@ -270,6 +284,17 @@ def load_crop_set(
             zone = zones.get((key, level)) or zones.get((uid_of.get(key, ""), level))
             zone_crop = crop_window(box.xyxy, margin, input_size).to_crop(zone) if zone else None
             crops.append(crop)
+            if copies:
+                variants.append(
+                    np.stack(
+                        [
+                            crop_vertebra(
+                                pixels, jitter_box(box.xyxy, box_jitter, rng), margin, input_size
+                            )
+                            for _ in range(copies)
+                        ]
+                    )
+                )
             records.append(
                 CropRecord(
                     image=key,
@@ -302,7 +327,27 @@ def load_crop_set(
         input_size=input_size,
         margin=margin,
         n_images=n_images,
+        variants=np.stack(variants).astype(np.float32, copy=False) if variants else None,
     )
+
+
+def jitter_box(
+    box: tuple[float, float, float, float], amount: float, rng: np.random.Generator
+) -> tuple[float, float, float, float]:
+    """Move each edge of ``box`` by up to ``amount`` of its width (x) or height (y).
+
+    The result keeps at least a quarter of the original width and height.
+    """
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    dx0, dy0, dx1, dy1 = rng.uniform(-amount, amount, 4)
+    nx0, nx1 = x0 + dx0 * w, x1 + dx1 * w
+    ny0, ny1 = y0 + dy0 * h, y1 + dy1 * h
+    if nx1 - nx0 < 0.25 * w:
+        nx0, nx1 = x0, x1
+    if ny1 - ny0 < 0.25 * h:
+        ny0, ny1 = y0, y1
+    return (float(nx0), float(ny0), float(nx1), float(ny1))
 
 
 @dataclass(frozen=True)
@@ -323,6 +368,8 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
 
     Augmentation (rotation, horizontal flip, shift) acts on the cached greyscale crop, so no image
     is decoded again; the area a rotation or shift uncovers is filled with 0 like crop padding.
+    With ``variants`` (crops from jittered boxes, :func:`load_crop_set`) and augmentation on, each
+    draw picks the original crop or one of its variants at random.
     """
 
     def __init__(
@@ -333,9 +380,18 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
         std: Sequence[float],
         augment: AugmentConfig | None = None,
         crop_normalisation: str = "none",
+        variants: npt.NDArray[np.float32] | None = None,
     ) -> None:
         crops = normalise_crops(np.asarray(crops, dtype=np.float32), crop_normalisation)
         self.crops = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))
+        self.variants: torch.Tensor | None = None
+        if variants is not None and augment is not None and augment.enabled:
+            n, k, size = variants.shape[0], variants.shape[1], variants.shape[-1]
+            flat = normalise_crops(
+                np.asarray(variants, dtype=np.float32).reshape(n * k, size, size),
+                crop_normalisation,
+            )
+            self.variants = torch.from_numpy(np.ascontiguousarray(flat.reshape(n, k, size, size)))
         self.labels = [int(v) for v in labels]
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
@@ -359,6 +415,10 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x = self.crops[index][None]
+        if self.variants is not None:
+            pick = int(torch.randint(0, self.variants.shape[1] + 1, ()))
+            if pick:
+                x = self.variants[index, pick - 1][None]
         if self.transform is not None:
             x = self.transform(x)
         x = (x.expand(3, -1, -1) - self.mean) / self.std

@@ -81,6 +81,8 @@ class TrainConfig:
     input_size: int = 512
     feature_stride: int = 32
     crop_margin: float = 0.15
+    box_jitter: float = 0.0
+    jitter_copies: int = 2
     crop_normalisation: str = "none"
     epochs: int = 200
     lr_grid: tuple[float, ...] = (0.00005, 0.00016, 0.0005)
@@ -124,6 +126,8 @@ class TrainConfig:
             )
         if self.feature_stride != 32 and self.architecture != "resnet18":
             raise UsageError("--feature-stride other than 32 is implemented for resnet18 only")
+        if not 0 <= self.box_jitter <= 0.5 or self.jitter_copies < 0:
+            raise UsageError("--box-jitter must be between 0 and 0.5 and --jitter-copies >= 0")
         if self.input_size < 32:
             raise UsageError(f"--input-size {self.input_size} is too small (minimum 32)")
         if self.epochs < 1 or (self.cv_epochs is not None and self.cv_epochs < 1):
@@ -365,6 +369,7 @@ def fit(
         IMAGENET_STD,
         config.augment,
         config.crop_normalisation,
+        variants=None if data.variants is None else data.variants[train_idx],
     )
     gen = torch.Generator().manual_seed(seed)
     sampler = (
@@ -624,8 +629,21 @@ def _train_bundle(
         + ("all layers" if config.effective_trainable == "all" else "last two blocks + head")
     )
     log.stage(f"reading annotations {annotations} and cutting crops from {archive}")
-    data = load_crop_set(archive, annotations, config.input_size, config.crop_margin)
+    data = load_crop_set(
+        archive,
+        annotations,
+        config.input_size,
+        config.crop_margin,
+        box_jitter=config.box_jitter,
+        jitter_copies=config.jitter_copies,
+        seed=config.seed,
+    )
     summary = data.summary()
+    if data.variants is not None:
+        log.stage(
+            f"box jitter: {data.variants.shape[1]} extra crops per vertebra from boxes whose "
+            f"edges move by up to {config.box_jitter:.0%} (training split only)"
+        )
     log.stage(
         f"{summary['n_crops']} crops from {summary['n_images']} images of {summary['n_groups']} "
         f"patients/studies; classes {summary['by_class']}; {summary['n_skipped_rows']} rows skipped"
