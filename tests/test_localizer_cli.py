@@ -76,3 +76,32 @@ def test_evaluate_localizer_reports_figures(world: Path, tmp_path: Path) -> None
     assert figures["seconds_per_image"] > 0
     with (tmp_path / "eval" / "localizer_images.csv").open(newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 3
+
+
+@pytest.mark.slow
+def test_train_localizer_command_logs_progress_and_writes_a_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "loc"
+    result = runner.invoke(
+        app,
+        [
+            "train-localizer",
+            str(out),
+            "--synth",
+            "2",
+            "--synth-seed",
+            "5",
+            "--steps",
+            "100",
+            "--batch-size",
+            "2",
+            "--working-size",
+            "64",
+            "--width",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    # not a terminal: plain progress lines instead of a bar that shows only at the end
+    assert "preparing training images" in result.output and "step 100, loss" in result.output
+    loc = load_localizer(out)
+    assert loc.card.working_size == 64 and loc.card.width == 4

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 
 def train_localizer_command(
@@ -82,6 +90,17 @@ def train_localizer_command(
         config=config,
     )
     console = Console()
+    started = time.perf_counter()
+
+    def report(bar: Progress, task: TaskID, step: int, loss: float) -> None:
+        bar.update(task, completed=step, loss=loss)
+        # Redirected to a file, the bar shows nothing until the end: log a line now and then.
+        if not console.is_terminal and step % 100 == 0:
+            minutes = (time.perf_counter() - started) / 60
+            console.print(f"step {step}, loss {loss:.3f}, {minutes:.1f} min", highlight=False)
+
+    if not console.is_terminal:
+        console.print("preparing training images (synthetic studies are generated first)")
     with Progress(
         TextColumn("training"),
         BarColumn(),
@@ -92,7 +111,7 @@ def train_localizer_command(
     ) as bar:
         task = bar.add_task("train", total=steps, loss=float("nan"))
         result = run_training(
-            job, progress=lambda step, _total, loss: bar.update(task, completed=step, loss=loss)
+            job, progress=lambda step, _total, loss: report(bar, task, step, loss)
         )
     console.print(
         f"wrote {escape(str(result.bundle))}: {result.steps} steps in "
