@@ -23,7 +23,7 @@ def test_evaluate_task_localizer(tmp_path: Path) -> None:
             "evaluate",
             "--task",
             "localizer",
-            str(resource_path("models", "localizer-v1")),
+            str(resource_path("models", "localizer-v2")),
             str(world / "archive"),
             "--annotations",
             str(world / "ground_truth.csv"),

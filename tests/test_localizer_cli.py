@@ -27,7 +27,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bundled_localizer_loads_and_describes_itself() -> None:
     loc = load_localizer()
     card = loc.card
-    assert card.name == "localizer-v1"
+    assert card.name == "localizer-v2"
     assert card.reproduce.startswith("tlaudit train-localizer")
     assert "synthetic" in card.limits
     assert card.figures["recall"] > 0

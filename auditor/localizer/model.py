@@ -45,7 +45,7 @@ FORMAT_VERSION = 1
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
 #: Folder name, inside ``models/``, of the bundle ``load_localizer(None)`` loads.
-DEFAULT_LOCALIZER = "localizer-v1"
+DEFAULT_LOCALIZER = "localizer-v2"
 ARCHITECTURE = "centernet-unet"
 
 
