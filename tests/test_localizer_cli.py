@@ -105,3 +105,26 @@ def test_train_localizer_command_logs_progress_and_writes_a_bundle(tmp_path: Pat
     assert "preparing training images" in result.output and "step 100, loss" in result.output
     loc = load_localizer(out)
     assert loc.card.working_size == 64 and loc.card.width == 4
+
+
+def test_bundled_localizer_on_the_bundled_sample(tmp_path: Path) -> None:
+    """Guards the shipped weights and thresholds: on the sample it found and named every body
+    when released (recall, precision and level accuracy 1.0); allow a little slack."""
+    sample = Path(__file__).resolve().parents[1] / "sample_data"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate-localizer",
+            str(sample / "archive"),
+            "--annotations",
+            str(sample / "ground_truth.csv"),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "eval" / "localizer_report.json").read_text())
+    assert figures["images"] == 24 and figures["truth_bodies"] == 131
+    assert figures["recall"] >= 0.97 and figures["precision"] >= 0.97
+    assert figures["recall_fractured"] >= 0.95
+    assert figures["level_accuracy"] >= 0.95
