@@ -107,6 +107,10 @@ def test_feature_stride_sets_the_heatmap_grid(stride: int, side: int) -> None:
     net = build_network("resnet18", feature_stride=stride).eval()
     with torch.no_grad():
         assert resnet_features(net, torch.zeros(1, 3, 64, 64)).shape == (1, 512, side, side)
+    card = ModelCard(
+        name="grid", architecture="resnet18", input_size=64, crop_margin=0.15, feature_stride=stride
+    )
+    assert card.heatmap_grid == side
     # same tensors and shapes at every stride, so weights move between strides
     plain = build_network("resnet18")
     assert {k: v.shape for k, v in net.state_dict().items()} == {

@@ -147,6 +147,7 @@ def test_excel_structure(scanned: ScanResult) -> None:
     assert summary["Vertebrae classified"] == N_STUDIES * len(LEVELS)
     assert summary["Box rows rejected"] == BAD_BOX_ROWS
     assert summary["Reads rows rejected"] == BAD_READ_ROWS
+    assert str(summary["Model architecture"]).endswith("heatmap grid")
 
 
 def test_bad_rows_are_counted_and_named(scanned: ScanResult) -> None:

@@ -135,9 +135,16 @@ class ModelCard:
                 f"model {self.name!r} has no operating point {key!r} (it has: {known})"
             ) from None
 
+    @property
+    def heatmap_grid(self) -> int:
+        """Cells per side of the raw heatmap: ResNet18's last feature map, or for VGG16 the
+        conv5_3 map Grad-CAM reads (stride 16)."""
+        stride = 16 if self.architecture == "vgg16" else self.feature_stride
+        return max(1, -(-self.input_size // stride))
+
     def headline(self) -> str:
         """One line describing the model, printed when a bundle is loaded."""
-        grid = max(1, self.input_size // self.feature_stride)
+        grid = self.heatmap_grid
         parts = [
             f"{self.name}: {self.architecture}, {self.input_size}px crops, "
             f"{grid}x{grid} heatmap grid"

@@ -287,7 +287,11 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         ("Box file", str(config.boxes) if config.boxes else f"from the localizer: {box_path}"),
         ("Reads file", str(config.reads) if config.reads else "none"),
         ("Model", card.name),
-        ("Model architecture", f"{card.architecture}, {card.input_size} px crops"),
+        (
+            "Model architecture",
+            f"{card.architecture}, {card.input_size} px crops, "
+            f"{card.heatmap_grid} x {card.heatmap_grid} heatmap grid",
+        ),
         ("Model SHA-256", bundle.sha256),
         ("Operating point", f"{op_name} (P >= {threshold:.4f})"),
         ("Device", classifier.describe()),
