@@ -88,6 +88,7 @@ class Evaluation:
     bundle: ModelBundle
     archive: Path
     annotations: Path
+    annotations_sha256: str
     data: CropSet
     probs: npt.NDArray[np.float32]
     cam_peak_in_zone: tuple[bool | None, ...]
@@ -133,7 +134,7 @@ class Evaluation:
             "bundle_sha256": self.bundle.sha256,
             "archive": str(self.archive),
             "annotations": str(self.annotations),
-            "annotations_sha256": file_sha256(self.annotations),
+            "annotations_sha256": self.annotations_sha256,
             "data": self.data.summary(),
             "operating_point": {"name": op.name, "threshold": op.threshold},
             "metrics": self.headline.as_dict(),
@@ -258,6 +259,7 @@ def evaluate_bundle(
         bundle=bundle,
         archive=Path(archive),
         annotations=Path(annotations),
+        annotations_sha256=file_sha256(Path(annotations)),
         data=data,
         probs=probs,
         cam_peak_in_zone=tuple(in_zone),

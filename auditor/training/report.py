@@ -26,7 +26,6 @@ from matplotlib.figure import Figure
 from openpyxl import Workbook
 from PIL import Image, ImageDraw
 
-from auditor.checksums import file_sha256
 from auditor.reports.cells import csv_safe, write_table
 from auditor.reports.files import atomic_path, write_text_atomic, write_with
 from auditor.reports.html import template_environment
@@ -259,7 +258,7 @@ def _write_excel(ev: Evaluation, target: Path) -> None:
         ("Bundle SHA-256", ev.bundle.sha256),
         ("Archive", str(ev.archive)),
         ("Annotations", str(ev.annotations)),
-        ("Annotations SHA-256", file_sha256(ev.annotations)),
+        ("Annotations SHA-256", ev.annotations_sha256),
         ("Device", ev.device),
         ("Operating point", f"{ev.operating_point.name} (P >= {ev.operating_point.threshold:.4f})"),
         ("Bootstrap resamples (by patient)", ev.headline.n_bootstrap),
