@@ -1,4 +1,5 @@
-"""Inference: CAM equals the hand computation, Grad-CAM shape and range, inputs untouched."""
+"""Inference: CAM and LayerCAM equal hand computations, Grad-CAM shape and range, inputs
+untouched."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from auditor.model.infer import Classifier, preprocess_crops, resolve_precision,
 @pytest.fixture(scope="module")
 def resnet_classifier(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
     path = create_untrained_bundle(tmp_path_factory.mktemp("b") / "r", "resnet18", input_size=64)
-    return Classifier(load_bundle(path), torch.device("cpu"), precision="fp32")
+    return Classifier(load_bundle(path), torch.device("cpu"), precision="fp32", heatmap="cam")
 
 
 def _crops(n: int, size: int) -> np.ndarray:
@@ -88,7 +89,7 @@ def test_vgg_gradcam_shape_range_and_hooks_removed(tmp_path: Path) -> None:
 
 
 def test_bf16_autocast_runs_on_cpu(resnet_classifier: Classifier) -> None:
-    clf = Classifier(resnet_classifier.bundle, torch.device("cpu"), precision="bf16")
+    clf = Classifier(resnet_classifier.bundle, torch.device("cpu"), "bf16", heatmap="cam")
     assert "bf16" in clf.describe()
     fp32 = resnet_classifier.predict(resnet_classifier.preprocess(_crops(2, 64)))
     bf16 = clf.predict(clf.preprocess(_crops(2, 64)))
@@ -122,7 +123,7 @@ def test_preprocess_follows_the_cards_crop_normalisation(resnet_classifier: Clas
 def test_finer_feature_stride_gives_finer_cams(tmp_path: Path) -> None:
     """At stride 8 a 64 px crop has an 8 x 8 CAM, upsampled like the 2 x 2 one."""
     bundle = load_bundle(create_untrained_bundle(tmp_path / "s8", input_size=64, feature_stride=8))
-    clf = Classifier(bundle, torch.device("cpu"), "fp32")
+    clf = Classifier(bundle, torch.device("cpu"), "fp32", heatmap="cam")
     batch = clf.preprocess(_crops(2, 64))
     pred = clf.predict(batch, cam=True)
     net = bundle.build_model()
@@ -138,3 +139,66 @@ def test_finer_feature_stride_gives_finer_cams(tmp_path: Path) -> None:
         hi = up.flatten(1).max(1).values[:, None, None]
     assert pred.cams is not None
     np.testing.assert_allclose(pred.cams, ((up - lo) / (hi - lo)).numpy(), atol=1e-4)
+
+
+def _minmax(maps: torch.Tensor) -> torch.Tensor:
+    up = F.interpolate(maps[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+    lo = up.flatten(1).min(1).values[:, None, None]
+    hi = up.flatten(1).max(1).values[:, None, None]
+    return (up - lo) / (hi - lo)
+
+
+def test_layercam_equals_hooked_gradients_times_activations(tmp_path: Path) -> None:
+    """LayerCAM by hand: forward hooks on layer2 and layer4, the fracture logit's gradient, its
+    positive part times the activation summed over channels, upsampled, normalised, multiplied."""
+    bundle = load_bundle(create_untrained_bundle(tmp_path / "s8", input_size=64, feature_stride=8))
+    clf = Classifier(bundle, torch.device("cpu"), "fp32")  # layercam is the default
+    assert clf.heatmap == "layercam"
+    batch = clf.preprocess(_crops(3, 64))
+    pred = clf.predict(batch, cam=True)
+
+    net = bundle.build_model()
+    acts: dict[str, torch.Tensor] = {}
+    for name in ("layer2", "layer4"):
+        getattr(net, name).register_forward_hook(
+            lambda _m, _i, out, name=name: acts.__setitem__(name, out)
+        )
+    x = batch.clone().requires_grad_(True)
+    logits = net(x)
+    g2, g4 = torch.autograd.grad(logits[:, 1].sum(), (acts["layer2"], acts["layer4"]))
+    with torch.no_grad():
+        m2 = (torch.relu(g2) * acts["layer2"]).sum(1)
+        m4 = (torch.relu(g4) * acts["layer4"]).sum(1)
+        # at the last stage the gradient is the fc weight / (h * w): CAM over positive weights
+        pos = torch.relu(net.fc.weight[1])[None, :, None, None]
+        torch.testing.assert_close(m4 * 64, (acts["layer4"] * pos).sum(1), rtol=1e-4, atol=1e-4)
+        product = _minmax(m2) * _minmax(m4)
+        lo = product.flatten(1).min(1).values[:, None, None]
+        hi = product.flatten(1).max(1).values[:, None, None]
+        expected = ((product - lo) / (hi - lo)).numpy()
+    assert pred.cams is not None and pred.cams.shape == (3, 64, 64)
+    np.testing.assert_allclose(pred.cams, expected, atol=1e-4)
+    np.testing.assert_allclose(
+        pred.probs, torch.softmax(logits.detach(), 1)[:, 1].numpy(), atol=1e-5
+    )
+
+
+def test_heatmaps_only_for_crops_at_or_above_cam_min_prob(resnet_classifier: Classifier) -> None:
+    clf = Classifier(resnet_classifier.bundle, torch.device("cpu"), "fp32")
+    batch = clf.preprocess(_crops(4, 64))
+    full = clf.predict(batch, cam=True)
+    bar = float(np.sort(full.probs)[2])  # the two most likely crops get maps
+    part = clf.predict(batch, cam=True, cam_min_prob=bar)
+    assert full.cams is not None and part.cams is not None
+    wanted = full.probs >= bar
+    assert wanted.sum() == 2
+    np.testing.assert_allclose(part.cams[wanted], full.cams[wanted], atol=1e-5)
+    assert not part.cams[~wanted].any()
+    np.testing.assert_array_equal(part.probs, full.probs)
+    none = clf.predict(batch, cam=True, cam_min_prob=2.0)
+    assert none.cams is not None and not none.cams.any()
+
+
+def test_unknown_heatmap_method_is_a_usage_error(resnet_classifier: Classifier) -> None:
+    with pytest.raises(UsageError, match="heatmap method"):
+        Classifier(resnet_classifier.bundle, torch.device("cpu"), "fp32", heatmap="scorecam")

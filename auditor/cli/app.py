@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from auditor import __version__
 from auditor.cli.bench import bench
+from auditor.cli.calibrate import calibrate
 from auditor.cli.evaluate import evaluate
 from auditor.cli.inventory import inventory_command
 from auditor.cli.localize import evaluate_localizer_command, localize_command
@@ -70,6 +71,7 @@ app.command("scan")(scan)
 app.command("bench")(bench)
 app.command("train")(train)
 app.command("evaluate")(evaluate)
+app.command("calibrate")(calibrate)
 app.command("synth")(synth)
 app.command("localize")(localize_command)
 app.command("train-localizer")(train_localizer_command)

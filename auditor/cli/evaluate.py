@@ -16,6 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from auditor.cli.scan import HEATMAP_METHOD_HELP, HeatmapMethodChoice
+
 
 class Task(str, Enum):
     """What kind of bundle ``evaluate`` measures."""
@@ -49,6 +51,9 @@ def evaluate(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
+    heatmap_method: Annotated[
+        HeatmapMethodChoice, typer.Option(help=HEATMAP_METHOD_HELP)
+    ] = HeatmapMethodChoice.LAYERCAM,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per inference batch.")] = 64,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the CIs.")] = 2000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
@@ -75,6 +80,7 @@ def evaluate(
         operating_point=operating_point,
         device=device,
         precision=precision,
+        heatmap_method=heatmap_method.value,
         batch_size=batch_size,
         n_bootstrap=bootstrap,
         seed=seed,
@@ -127,7 +133,7 @@ def evaluate(
     if ev.localisation is not None:
         loc = ev.localisation
         table.add_row(
-            "heatmap localisation",
+            f"heatmap localisation ({ev.heatmap_method})",
             f"{format_pct(loc.score)} ({loc.hits}/{loc.total})",
             "81% (surgeon-judged)",
         )

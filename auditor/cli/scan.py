@@ -43,6 +43,19 @@ class PrecisionChoice(str, Enum):
     FP32 = "fp32"
 
 
+class HeatmapMethodChoice(str, Enum):
+    """``--heatmap-method`` values (see :mod:`auditor.model.cam`)."""
+
+    LAYERCAM = "layercam"
+    CAM = "cam"
+
+
+HEATMAP_METHOD_HELP = (
+    "ResNet heatmap: layercam (layer2 x layer4 LayerCAM) or cam (the source study's CAM). "
+    "VGG16 always uses Grad-CAM."
+)
+
+
 def scan(
     archive: Annotated[
         Path,
@@ -125,6 +138,9 @@ def scan(
         HeatmapMode,
         typer.Option(help="Draw heatmap thumbnails for positive vertebrae, all, or none."),
     ] = HeatmapMode.POSITIVE,
+    heatmap_method: Annotated[
+        HeatmapMethodChoice, typer.Option(help=HEATMAP_METHOD_HELP)
+    ] = HeatmapMethodChoice.LAYERCAM,
     include_all_radiographs: IncludeAllRadiographs = False,
     accept_blank_view: AcceptBlankView = False,
     accept_blank_body_part: AcceptBlankBodyPart = False,
@@ -145,6 +161,7 @@ def scan(
         threshold=threshold,
         device=device.value,
         precision=precision.value,
+        heatmap_method=heatmap_method.value,
         batch_size=batch_size,
         workers=workers,
         resume=resume,

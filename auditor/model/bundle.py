@@ -317,12 +317,21 @@ def save_bundle(
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
     save_file(state, str(tmp), metadata={"format": FORMAT_MARKER})
     os.replace(tmp, weights)
+    sha256 = file_sha256(weights)
+    write_card(directory, card, sha256)
+    logger.info("wrote model bundle %s (%s)", directory, sha256[:12])
+    return directory
+
+
+def write_card(directory: Path, card: ModelCard, sha256: str) -> None:
+    """Write (atomically) ``card.json`` for the weights file already in ``directory``, whose
+    SHA-256 is ``sha256``."""
     data = {"format": FORMAT_MARKER, "format_version": FORMAT_VERSION, **card.to_json()}
     data["weights_file"] = WEIGHTS_FILE
-    data["sha256"] = file_sha256(weights)
-    _atomic_write_text(directory / CARD_FILE, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    logger.info("wrote model bundle %s (%s)", directory, data["sha256"][:12])
-    return directory
+    data["sha256"] = sha256
+    _atomic_write_text(
+        Path(directory) / CARD_FILE, json.dumps(data, indent=2, allow_nan=False) + "\n"
+    )
 
 
 def load_bundle(path: Path | None = None) -> ModelBundle:

@@ -9,6 +9,7 @@ forward pass and stay on the device until the batch is done.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,14 @@ from torchvision import models
 from auditor.crops import normalise_crops
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, ModelCard
-from auditor.model.cam import normalise_maps, resnet_logits_and_cam, vgg_logits_and_gradcam
+from auditor.model.cam import (
+    RESNET_HEATMAPS,
+    fuse_maps,
+    normalise_maps,
+    resnet_layercam,
+    resnet_logits_and_cam,
+    vgg_logits_and_gradcam,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +130,14 @@ def preprocess_crops(crops: npt.NDArray[np.float32], card: ModelCard) -> torch.T
 
 @dataclass(frozen=True)
 class Prediction:
-    """Output of one batch: P(fracture) per crop and, when asked, heatmaps in [0, 1]."""
+    """Output of one batch: P(fracture) per crop and, when asked, heatmaps in [0, 1].
+
+    Crops below the ``cam_min_prob`` given to :meth:`Classifier.predict` have all-zero maps.
+    """
 
     probs: npt.NDArray[np.float32]
     cams: npt.NDArray[np.float32] | None
+    heatmap_s: float = 0.0  # seconds of the separate heatmap pass (LayerCAM, Grad-CAM)
 
 
 class Classifier:
@@ -139,9 +151,27 @@ class Classifier:
         Where to run (see :func:`select_device`).
     precision
         ``auto`` (see :func:`resolve_precision`), ``bf16``, ``fp16`` or ``fp32``.
+    heatmap
+        ResNet heatmap method, ``layercam`` or ``cam`` (see :mod:`auditor.model.cam`); VGG16
+        always uses Grad-CAM.
+
+    Raises
+    ------
+    UsageError
+        For an unknown device, precision or heatmap method.
     """
 
-    def __init__(self, bundle: ModelBundle, device: torch.device, precision: str = "auto") -> None:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        device: torch.device,
+        precision: str = "auto",
+        heatmap: str = "layercam",
+    ) -> None:
+        if heatmap not in RESNET_HEATMAPS:
+            raise UsageError(
+                f"unknown heatmap method {heatmap!r}; expected one of {', '.join(RESNET_HEATMAPS)}"
+            )
         self.bundle = bundle
         self.card = bundle.card
         self.device = device
@@ -151,6 +181,7 @@ class Classifier:
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net.eval()
+        self.heatmap = "grad-cam" if isinstance(net, models.VGG) else heatmap
 
     def describe(self) -> str:
         """Human-readable device and precision, e.g. ``cpu, fp32, channels-last``."""
@@ -158,6 +189,7 @@ class Classifier:
         parts = [str(self.device), prec]
         if self.channels_last:
             parts.append("channels-last")
+        parts.append(f"{self.heatmap} heatmaps")
         return ", ".join(parts)
 
     def preprocess(self, crops: npt.NDArray[np.float32]) -> torch.Tensor:
@@ -170,11 +202,15 @@ class Classifier:
             device_type=self.device.type, dtype=dtype, enabled=self.precision != "fp32"
         )
 
-    def predict(self, batch: torch.Tensor, cam: bool = True) -> Prediction:
+    def predict(
+        self, batch: torch.Tensor, cam: bool = True, cam_min_prob: float = 0.0
+    ) -> Prediction:
         """Classify a preprocessed batch (N, 3, S, S); heatmaps for the fracture class if ``cam``.
 
-        The batch may live on the CPU (pinned or not); it is moved to the device without
-        modifying the caller's tensor.
+        Heatmaps are computed for the crops whose probability is at least ``cam_min_prob`` (all
+        by default); the others get all-zero maps, which saves the second, autograd pass of
+        LayerCAM and Grad-CAM for crops nobody looks at. The batch may live on the CPU (pinned
+        or not); it is moved to the device without modifying the caller's tensor.
         """
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected a (N, 3, S, S) batch, got {tuple(batch.shape)}")
@@ -183,24 +219,45 @@ class Classifier:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         size = int(batch.shape[-1])
-        if isinstance(self.net, models.VGG) and cam:
-            # Grad-CAM needs autograd, so no inference_mode here.
-            with self._autocast():
-                logits, raw = vgg_logits_and_gradcam(self.net, x, with_cam=True)
-            with torch.no_grad():
-                probs = torch.softmax(logits.float(), dim=1)[:, 1]
-                maps = normalise_maps(raw, size) if raw is not None else None
-        else:
-            with torch.inference_mode():
-                with self._autocast():
-                    if isinstance(self.net, models.ResNet):
-                        logits, raw = resnet_logits_and_cam(self.net, x, with_cam=cam)
-                    else:
-                        logits, raw = self.net(x), None
-                probs = torch.softmax(logits.float(), dim=1)[:, 1]
-                maps = normalise_maps(raw, size) if raw is not None else None
-        out_probs = probs.float().cpu().numpy().astype(np.float32, copy=False)
+        maps: torch.Tensor | None = None
+        with torch.inference_mode(), self._autocast():
+            if isinstance(self.net, models.ResNet):
+                logits, raw = resnet_logits_and_cam(
+                    self.net, x, with_cam=cam and self.heatmap == "cam"
+                )
+                if raw is not None:
+                    maps = normalise_maps(raw, size)
+            else:
+                logits = self.net(x)
+        probs = torch.softmax(logits.float(), dim=1)[:, 1]
+        heatmap_s = 0.0
+        if cam and maps is None:
+            start = time.perf_counter()
+            maps = self._gradient_maps(x, probs >= cam_min_prob, size)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            heatmap_s = time.perf_counter() - start
+        out_probs = probs.cpu().numpy().astype(np.float32, copy=False)
         out_maps = (
             maps.float().cpu().numpy().astype(np.float32, copy=False) if maps is not None else None
         )
-        return Prediction(probs=out_probs, cams=out_maps)
+        return Prediction(probs=out_probs, cams=out_maps, heatmap_s=heatmap_s)
+
+    def _gradient_maps(self, x: torch.Tensor, wanted: torch.Tensor, size: int) -> torch.Tensor:
+        """LayerCAM (ResNet) or Grad-CAM (VGG16) maps for the ``wanted`` crops of ``x``; zeros
+        for the rest. A second pass with autograd, so outside ``inference_mode``."""
+        maps = torch.zeros((x.shape[0], size, size), device=x.device)
+        index = torch.nonzero(wanted).flatten()
+        if index.numel() == 0:
+            return maps
+        # x was made outside inference_mode, so it can enter autograd
+        chosen = x[index]
+        with self._autocast():
+            if isinstance(self.net, models.ResNet):
+                fused = fuse_maps(resnet_layercam(self.net, chosen), size)
+            else:
+                _, raw = vgg_logits_and_gradcam(self.net, chosen, with_cam=True)
+                assert raw is not None
+                fused = normalise_maps(raw, size)
+        maps[index] = fused.detach().float()
+        return maps

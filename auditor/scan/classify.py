@@ -43,7 +43,8 @@ class ClassifyStats:
     batches: int
     heatmaps: int
     wait_s: float  # waiting for the loader (decoding and cropping not hidden by the model)
-    model_s: float  # forward passes with CAMs
+    model_s: float  # forward passes, heatmap passes included
+    maps_s: float  # the separate heatmap pass (LayerCAM) within model_s
     heatmap_s: float  # drawing and writing overlay thumbnails
     journal_s: float  # committing results
 
@@ -85,7 +86,7 @@ def classify_batches(
         Progress callback (one ``batch`` event per committed batch).
     """
     if not batches:
-        return ClassifyStats(0, 0, 0, 0.0, 0.0, 0.0, 0.0)
+        return ClassifyStats(0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
     loader = DataLoader(
         VertebraCropDataset(jobs, classifier.card),
         batch_sampler=batches,
@@ -96,15 +97,22 @@ def classify_batches(
         prefetch_factor=2 if workers else None,
     )
     want_cam = heatmaps is not HeatmapMode.NONE
+    # with positive-only thumbnails, gradient heatmaps are computed for positive crops only
+    cam_min_prob = threshold if heatmaps is HeatmapMode.POSITIVE else 0.0
     run_dir = journal.path.parent
     done = drawn = 0
-    wait = model = drawing = committing = 0.0
+    wait = model = maps = drawing = committing = 0.0
     tick = time.perf_counter()
     for batch in loader:
         t0 = time.perf_counter()
         wait += t0 - tick
-        prediction = classifier.predict(batch.crops, cam=want_cam) if batch.n_vertebrae else None
+        prediction = (
+            classifier.predict(batch.crops, cam=want_cam, cam_min_prob=cam_min_prob)
+            if batch.n_vertebrae
+            else None
+        )
         t1 = time.perf_counter()
+        maps += prediction.heatmap_s if prediction else 0.0
         outcomes, n_drawn = _outcomes(batch, prediction, threshold, heatmaps, run_dir)
         t2 = time.perf_counter()
         journal.record(outcomes)
@@ -115,7 +123,7 @@ def classify_batches(
         done += batch.n_vertebrae
         drawn += n_drawn
         emit(ScanEvent("batch", advance=sum(len(o.vertebrae) for o in outcomes)))
-    return ClassifyStats(done, len(batches), drawn, wait, model, drawing, committing)
+    return ClassifyStats(done, len(batches), drawn, wait, model, maps, drawing, committing)
 
 
 def _outcomes(

@@ -43,6 +43,7 @@ class ScanConfig:
     threshold: float | None = None
     device: str = "auto"
     precision: str = "auto"
+    heatmap_method: str = "layercam"
     batch_size: int = 32
     workers: int | None = None
     resume: bool = False

@@ -176,7 +176,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     bundle = load_bundle(config.model)
     card = bundle.card
     device = select_device(config.device)
-    classifier = Classifier(bundle, device, config.precision)
+    classifier = Classifier(bundle, device, config.precision, config.heatmap_method)
     if config.threshold is not None:
         threshold, op_name = float(config.threshold), "custom threshold"
     else:
@@ -224,6 +224,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         "model_sha256": bundle.sha256,
         "threshold": threshold,
         "heatmaps": config.heatmaps.value,
+        "heatmap_method": classifier.heatmap,
         "batch_size": config.batch_size,
         "device": device.type,
         "precision": classifier.precision,
@@ -256,6 +257,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         timings["classified_this_session"] = float(stats.vertebrae)
         timings["loader_wait_s"] = stats.wait_s
         timings["model_s"] = stats.model_s
+        timings["heatmap_maps_s"] = stats.maps_s
         timings["heatmap_thumbnails_s"] = stats.heatmap_s
         timings["journal_s"] = stats.journal_s
         timings["heatmaps_drawn"] = float(stats.heatmaps)
@@ -297,7 +299,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         ("Device", classifier.describe()),
         ("Batch size", config.batch_size),
         ("Loader workers", workers),
-        ("Heatmaps", config.heatmaps.value),
+        ("Heatmaps", f"{config.heatmaps.value} ({classifier.heatmap})"),
         ("Pseudonymised", "yes" if config.pseudonymise else "no"),
         ("Files found", len(files)),
         ("Candidate images", len(candidates)),

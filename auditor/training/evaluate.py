@@ -50,6 +50,7 @@ class EvaluateConfig:
     operating_point: str | None = None
     device: str = "auto"
     precision: str = "auto"
+    heatmap_method: str = "layercam"
     batch_size: int = 64
     n_bootstrap: int = 2000
     seed: int = 0
@@ -98,6 +99,7 @@ class Evaluation:
     by_level: dict[str, dict[str, float | int]]
     by_ao_type: dict[str, dict[str, float | int]]
     localisation: Localisation | None
+    heatmap_method: str
     examples: tuple[Example, ...]
     device: str
     seconds: float
@@ -121,7 +123,13 @@ class Evaluation:
             ("AUC", h.auc.value, study.get("auc")),
         ]
         if self.localisation is not None:
-            rows.append(("heatmap localisation", self.localisation.score, STUDY_LOCALISATION))
+            rows.append(
+                (
+                    f"heatmap localisation ({self.heatmap_method})",
+                    self.localisation.score,
+                    STUDY_LOCALISATION,
+                )
+            )
         return rows
 
     def as_dict(self) -> dict[str, Any]:
@@ -156,6 +164,7 @@ class Evaluation:
                 "hits": self.localisation.hits,
                 "total": self.localisation.total,
                 "score": self.localisation.score,
+                "heatmap_method": self.heatmap_method,
             },
             "device": self.device,
             "seconds": round(self.seconds, 2),
@@ -219,14 +228,15 @@ def evaluate_bundle(
         ground_truth=ground_truth,
         on_image=(lambda d, t: on_progress("decode", d, t)) if on_progress else None,
     )
-    clf = Classifier(bundle, select_device(config.device), config.precision)
+    clf = Classifier(bundle, select_device(config.device), config.precision, config.heatmap_method)
     n = len(data.records)
     labels = data.labels
     probs = np.zeros(n, dtype=np.float32)
     in_zone: list[bool | None] = [None] * n
     for lo in range(0, n, config.batch_size):
         hi = min(lo + config.batch_size, n)
-        pred = clf.predict(clf.preprocess(data.crops[lo:hi]), cam=True)
+        # heatmaps only where localisation is scored: crops called positive
+        pred = clf.predict(clf.preprocess(data.crops[lo:hi]), cam=True, cam_min_prob=op.threshold)
         assert pred.cams is not None
         probs[lo:hi] = pred.probs
         for j, i in enumerate(range(lo, hi)):
@@ -269,6 +279,7 @@ def evaluate_bundle(
         by_level=sensitivity_by(labels, predicted, levels),
         by_ao_type=sensitivity_by(labels, predicted, ao),
         localisation=localisation,
+        heatmap_method=clf.heatmap,
         examples=examples,
         device=clf.describe(),
         seconds=seconds,

@@ -144,7 +144,7 @@ def _headline_rows(ev: Evaluation) -> list[dict[str, str]]:
         loc = ev.localisation
         rows.append(
             {
-                "metric": "Heatmap localisation",
+                "metric": f"Heatmap localisation ({ev.heatmap_method})",
                 "value": f"{format_pct(loc.score)} ({loc.hits} of {loc.total} true positives)",
                 "study": "81% (judged by surgeons)",
             }
