@@ -148,9 +148,54 @@ def _minmax(maps: torch.Tensor) -> torch.Tensor:
     return (up - lo) / (hi - lo)
 
 
+def _hand_layercam(net: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """layer2 x layer4 LayerCAM of one batch, by forward hooks and autograd on the whole net."""
+    acts: dict[str, torch.Tensor] = {}
+    handles = [
+        getattr(net, name).register_forward_hook(
+            lambda _m, _i, out, name=name: acts.__setitem__(name, out)
+        )
+        for name in ("layer2", "layer4")
+    ]
+    x = batch.clone().requires_grad_(True)
+    logits = net(x)
+    for handle in handles:
+        handle.remove()
+    g2, g4 = torch.autograd.grad(logits[:, 1].sum(), (acts["layer2"], acts["layer4"]))
+    with torch.no_grad():
+        m2 = (torch.relu(g2) * acts["layer2"]).sum(1)
+        m4 = (torch.relu(g4) * acts["layer4"]).sum(1)
+        # at the last stage the gradient is the fc weight / (h * w): CAM over positive weights
+        pos = torch.relu(net.fc.weight[1])[None, :, None, None]
+        hw = m4.shape[-1] * m4.shape[-2]
+        torch.testing.assert_close(m4 * hw, (acts["layer4"] * pos).sum(1), rtol=1e-4, atol=1e-4)
+        return _minmax(_minmax(m2) * _minmax(m4))
+
+
+def _np_shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Move the content of (..., H, W) arrays by (dy, dx), repeating edges (numpy's own pad)."""
+    h, w = a.shape[-2:]
+    pad = [(0, 0)] * (a.ndim - 2) + [(max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0))]
+    p = np.pad(a, pad, mode="edge")
+    return p[..., max(-dy, 0) : max(-dy, 0) + h, max(-dx, 0) : max(-dx, 0) + w]
+
+
+def test_translate_moves_content_and_repeats_edges() -> None:
+    from auditor.model.cam import translate
+
+    x = torch.arange(2 * 1 * 5 * 6, dtype=torch.float32).reshape(2, 1, 5, 6)
+    for dy, dx in ((0, 0), (2, 0), (0, 3), (-1, 2), (4, -3)):
+        np.testing.assert_array_equal(translate(x, dy, dx).numpy(), _np_shift(x.numpy(), dy, dx))
+    moved = translate(x, 1, 2)
+    assert moved[0, 0, 1, 2] == x[0, 0, 0, 0]  # content moved down 1, right 2
+
+
 def test_layercam_equals_hooked_gradients_times_activations(tmp_path: Path) -> None:
     """LayerCAM by hand: forward hooks on layer2 and layer4, the fracture logit's gradient, its
-    positive part times the activation summed over channels, upsampled, normalised, multiplied."""
+    positive part times the activation summed over channels, upsampled, normalised, multiplied;
+    then shift-and-stitch: the crop moved by (0|4, 0|4) pixels, each map moved back, averaged."""
+    from auditor.model.cam import STITCH_SHIFTS
+
     bundle = load_bundle(create_untrained_bundle(tmp_path / "s8", input_size=64, feature_stride=8))
     clf = Classifier(bundle, torch.device("cpu"), "fp32")  # layercam is the default
     assert clf.heatmap == "layercam"
@@ -158,29 +203,17 @@ def test_layercam_equals_hooked_gradients_times_activations(tmp_path: Path) -> N
     pred = clf.predict(batch, cam=True)
 
     net = bundle.build_model()
-    acts: dict[str, torch.Tensor] = {}
-    for name in ("layer2", "layer4"):
-        getattr(net, name).register_forward_hook(
-            lambda _m, _i, out, name=name: acts.__setitem__(name, out)
-        )
-    x = batch.clone().requires_grad_(True)
-    logits = net(x)
-    g2, g4 = torch.autograd.grad(logits[:, 1].sum(), (acts["layer2"], acts["layer4"]))
-    with torch.no_grad():
-        m2 = (torch.relu(g2) * acts["layer2"]).sum(1)
-        m4 = (torch.relu(g4) * acts["layer4"]).sum(1)
-        # at the last stage the gradient is the fc weight / (h * w): CAM over positive weights
-        pos = torch.relu(net.fc.weight[1])[None, :, None, None]
-        torch.testing.assert_close(m4 * 64, (acts["layer4"] * pos).sum(1), rtol=1e-4, atol=1e-4)
-        product = _minmax(m2) * _minmax(m4)
-        lo = product.flatten(1).min(1).values[:, None, None]
-        hi = product.flatten(1).max(1).values[:, None, None]
-        expected = ((product - lo) / (hi - lo)).numpy()
+    total = np.zeros((3, 64, 64), np.float32)
+    for dy, dx in STITCH_SHIFTS:
+        moved = torch.from_numpy(np.ascontiguousarray(_np_shift(batch.numpy(), dy, dx)))
+        total += _np_shift(_hand_layercam(net, moved).numpy(), -dy, -dx)
+    expected = _minmax(torch.from_numpy(total / len(STITCH_SHIFTS))).numpy()
+    assert sorted(STITCH_SHIFTS) == [(0, 0), (0, 4), (4, 0), (4, 4)]
     assert pred.cams is not None and pred.cams.shape == (3, 64, 64)
     np.testing.assert_allclose(pred.cams, expected, atol=1e-4)
-    np.testing.assert_allclose(
-        pred.probs, torch.softmax(logits.detach(), 1)[:, 1].numpy(), atol=1e-5
-    )
+    with torch.no_grad():
+        probs = torch.softmax(net(batch), 1)[:, 1].numpy()
+    np.testing.assert_allclose(pred.probs, probs, atol=1e-5)
 
 
 def test_heatmaps_only_for_crops_at_or_above_cam_min_prob(resnet_classifier: Classifier) -> None:

@@ -9,8 +9,11 @@ ResNet18 has two methods (:data:`RESNET_HEATMAPS`):
   the evidence, the mid-level map where in that part the evidence sits. At ``layer4`` the
   gradient is the fracture class's fully connected weight, so that map is CAM restricted to the
   channels that speak *for* a fracture; CAM's channels that speak against one drag its maximum
-  off the lesion. On synthetic validation crops (seed 7, 106 true positives) the fused map's
-  maximum fell inside the fracture zone for 90 (85 %), CAM's for 69 (65 %).
+  off the lesion. The map is computed on the crop and on three copies moved by half of
+  ``layer2``'s stride (shift-and-stitch, :func:`resnet_layercam_map`), which halves its grid.
+  On synthetic validation crops (seed 7; 106 true positives at P >= 0.557) the fused map's
+  maximum fell inside the fracture zone for 90 (85 %), CAM's for 69 (65 %); at P >= 0.316
+  (112 true positives) shift-and-stitch raised the fused map from 94 (84 %) to 101 (90 %).
 - ``cam``: CAM (Zhou et al. 2016), as the source study did: the last convolutional feature maps
   weighted by the fully connected weights of the fracture class, summed over channels. Global
   average pooling makes this exact: the fracture logit is the spatial mean of the CAM plus the
@@ -95,6 +98,38 @@ def resnet_layercam(
         for g, a in ((grad_mid, mid), (grad_deep, deep))
     ]
     return maps[0], maps[1]
+
+
+#: Input shifts (rows, columns) of the shift-and-stitch LayerCAM: half of layer2's stride of 8.
+STITCH_SHIFTS = ((0, 0), (0, 4), (4, 0), (4, 4))
+
+
+def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Move the content of (N, C, H, W) images by ``dy`` rows and ``dx`` columns (negative: up or
+    left), repeating the edge pixels into the uncovered border; same shape."""
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), mode="replicate")
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + height, left : left + width]
+
+
+def resnet_layercam_map(
+    net: models.ResNet, x: torch.Tensor, class_index: int = FRACTURE_CLASS
+) -> torch.Tensor:
+    """The ``layercam`` heatmap: (N, S, S) in [0, 1] for an (N, 3, S, S) batch.
+
+    The layer2 x layer4 LayerCAM (:func:`resnet_layercam`, :func:`fuse_maps`) of the crop moved
+    by each of :data:`STITCH_SHIFTS`, each map moved back, and the maps averaged
+    (shift-and-stitch, Long et al. 2015): the maps' 8-pixel grid becomes a 4-pixel one, so a peak
+    can sit on a thin band such as a compressed endplate. One batched pass of 4N crops.
+    """
+    n, size = x.shape[0], int(x.shape[-1])
+    moved = torch.cat([translate(x, dy, dx) for dy, dx in STITCH_SHIFTS])
+    fused = fuse_maps(resnet_layercam(net, moved, class_index), size)
+    total = torch.zeros((n, size, size), device=x.device)
+    for k, (dy, dx) in enumerate(STITCH_SHIFTS):
+        total += translate(fused[k * n : (k + 1) * n, None], -dy, -dx)[:, 0]
+    return normalise_maps(total / len(STITCH_SHIFTS), size)
 
 
 def fuse_maps(maps: tuple[torch.Tensor, ...], size: int) -> torch.Tensor:

@@ -22,9 +22,8 @@ from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, ModelCard
 from auditor.model.cam import (
     RESNET_HEATMAPS,
-    fuse_maps,
     normalise_maps,
-    resnet_layercam,
+    resnet_layercam_map,
     resnet_logits_and_cam,
     vgg_logits_and_gradcam,
 )
@@ -254,7 +253,7 @@ class Classifier:
         chosen = x[index]
         with self._autocast():
             if isinstance(self.net, models.ResNet):
-                fused = fuse_maps(resnet_layercam(self.net, chosen), size)
+                fused = resnet_layercam_map(self.net, chosen)
             else:
                 _, raw = vgg_logits_and_gradcam(self.net, chosen, with_cam=True)
                 assert raw is not None
