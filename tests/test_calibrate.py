@@ -55,6 +55,8 @@ def test_calibrate_rechooses_points_and_keeps_the_weights(
     assert calib["previous_operating_points"]["balanced"]["threshold"] == pytest.approx(
         before.card.operating_points["balanced"].threshold
     )
+    assert "calibration sens" in after.card.headline()
+    assert "validation sens" in before.card.headline()
     # nothing else of the card changed
     assert after.card.input_size == before.card.input_size
     assert after.card.name == before.card.name

@@ -160,8 +160,10 @@ class ModelCard:
             parts.append(f"test-split AUC {float(test['auc']):.3f}")
         if self.operating_points:
             op = self.operating_point()
+            # points re-chosen by `tlaudit calibrate` rest on its set, not the validation split
+            basis = "calibration" if "calibration" in self.metrics else "validation"
             parts.append(
-                f"operating point {op.name} (P >= {op.threshold:.3f}; validation sens "
+                f"operating point {op.name} (P >= {op.threshold:.3f}; {basis} sens "
                 f"{op.sensitivity:.2f}, spec {op.specificity:.2f})"
             )
         else:
