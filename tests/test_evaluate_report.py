@@ -154,3 +154,42 @@ def test_evaluate_localisation_and_hostile_names(
         assert 0 <= ev.localisation.hits <= ev.localisation.total
         assert ev.localisation.total == sum(v is not None for v in ev.cam_peak_in_zone)
     assert len(ev.probs) == 24 and ev.probs.dtype == np.float32
+
+
+@pytest.mark.parametrize("method", ["layercam", "cam"])
+def test_localisation_scores_every_true_positive_with_the_chosen_heatmap(
+    world: tuple[Path, Path, Path], tmp_path: Path, method: str
+) -> None:
+    """At threshold 0 every fracture is a true positive, so each one with a zone is scored, with
+    the heatmap method asked for, and the score is recomputable from the saved flags."""
+    import dataclasses
+    import math
+
+    from auditor.model.bundle import OperatingPoint, load_bundle, write_card
+
+    archive, annotations, bundle = world
+    loaded = load_bundle(bundle)
+    everything = tmp_path / "everything"
+    everything.mkdir()
+    (everything / "weights.safetensors").write_bytes((bundle / "weights.safetensors").read_bytes())
+    card = dataclasses.replace(
+        loaded.card,
+        operating_points={"balanced": OperatingPoint("balanced", 0.0, math.nan, math.nan)},
+    )
+    write_card(everything, card, loaded.sha256)
+
+    ev = evaluate_bundle(
+        everything,
+        archive,
+        annotations,
+        EvaluateConfig(device="cpu", n_bootstrap=20, heatmap_method=method),
+        ground_truth=annotations,
+    )
+    with_zone = [r.label == 1 and r.fracture_zone is not None for r in ev.data.records]
+    assert ev.localisation is not None and ev.localisation.total == sum(with_zone) > 0
+    scored = [v for v in ev.cam_peak_in_zone if v is not None]
+    assert ev.localisation.hits == sum(scored)
+    assert [v is not None for v in ev.cam_peak_in_zone] == with_zone
+    assert ev.heatmap_method == method
+    assert ev.as_dict()["localisation"]["heatmap_method"] == method
+    assert method in ev.device
