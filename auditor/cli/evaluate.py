@@ -13,9 +13,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from auditor.cli.progress import stage_progress
 from auditor.cli.scan import HEATMAP_METHOD_HELP, HeatmapMethodChoice
 
 
@@ -86,22 +86,7 @@ def evaluate(
         seed=seed,
     )
     console = Console()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                label = "decoding images" if stage == "decode" else "classifying vertebrae"
-                tasks[stage] = progress.add_task(label, total=total)
-            progress.update(tasks[stage], completed=done)  # type: ignore[arg-type]
-
+    with stage_progress(console) as on_progress:
         ev = evaluate_bundle(bundle, archive, annotations, config, ground_truth, on_progress)
         paths = write_evaluation_reports(ev, out)
     console.print(escape(ev.bundle.card.headline()), highlight=False)
