@@ -9,8 +9,8 @@ ResNet18 has two methods (:data:`RESNET_HEATMAPS`):
   the evidence, the mid-level map where in that part the evidence sits. At ``layer4`` the
   gradient is the fracture class's fully connected weight, so that map is CAM restricted to the
   channels that speak *for* a fracture; CAM's channels that speak against one drag its maximum
-  off the lesion. The map is computed on the crop and on three copies moved by half of
-  ``layer2``'s stride (shift-and-stitch, :func:`resnet_layercam_map`), which halves its grid.
+  off the lesion. The map is computed on the crop and on a copy moved by half of ``layer2``'s
+  stride along both axes (shift-and-stitch, :func:`resnet_layercam_map`), which fills in its grid.
   On synthetic validation crops (seed 7; 106 true positives at P >= 0.557) the fused map's
   maximum fell inside the fracture zone for 90 (85 %), CAM's for 69 (65 %); at P >= 0.316
   (112 true positives) shift-and-stitch raised the fused map from 94 (84 %) to 101 (90 %).
@@ -100,8 +100,11 @@ def resnet_layercam(
     return maps[0], maps[1]
 
 
-#: Input shifts (rows, columns) of the shift-and-stitch LayerCAM: half of layer2's stride of 8.
-STITCH_SHIFTS = ((0, 0), (0, 4), (4, 0), (4, 4))
+#: Input shifts (rows, columns) of the shift-and-stitch LayerCAM: none, and half of layer2's
+#: stride of 8 along both axes (a quincunx lattice). On validation crops (seed 7, 112 true
+#: positives) all four half-stride shifts found the fracture zone for the same 101 crops as these
+#: two, at twice the cost.
+STITCH_SHIFTS = ((0, 0), (4, 4))
 
 
 def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -120,8 +123,9 @@ def resnet_layercam_map(
 
     The layer2 x layer4 LayerCAM (:func:`resnet_layercam`, :func:`fuse_maps`) of the crop moved
     by each of :data:`STITCH_SHIFTS`, each map moved back, and the maps averaged
-    (shift-and-stitch, Long et al. 2015): the maps' 8-pixel grid becomes a 4-pixel one, so a peak
-    can sit on a thin band such as a compressed endplate. One batched pass of 4N crops.
+    (shift-and-stitch, Long et al. 2015): the maps' 8-pixel grid gains the points halfway
+    between, so a peak can sit on a thin band such as a compressed endplate. One batched pass of
+    ``len(STITCH_SHIFTS) * N`` crops.
     """
     n, size = x.shape[0], int(x.shape[-1])
     moved = torch.cat([translate(x, dy, dx) for dy, dx in STITCH_SHIFTS])
