@@ -232,7 +232,8 @@ class Classifier:
         heatmap_s = 0.0
         if cam and maps is None:
             start = time.perf_counter()
-            maps = self._gradient_maps(x, probs >= cam_min_prob, size)
+            # compared in float64, as callers compare float(prob) >= threshold
+            maps = self._gradient_maps(x, probs.double() >= cam_min_prob, size)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             heatmap_s = time.perf_counter() - start
