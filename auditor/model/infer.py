@@ -229,15 +229,16 @@ class Classifier:
             else:
                 logits = self.net(x)
         probs = torch.softmax(logits.float(), dim=1)[:, 1]
+        out_probs = probs.cpu().numpy().astype(np.float32, copy=False)
         heatmap_s = 0.0
         if cam and maps is None:
             start = time.perf_counter()
-            # compared in float64, as callers compare float(prob) >= threshold
-            maps = self._gradient_maps(x, probs.double() >= cam_min_prob, size)
+            # compared in float64 on the host, as callers compare float(prob) >= threshold
+            wanted = torch.from_numpy(out_probs.astype(np.float64) >= cam_min_prob)
+            maps = self._gradient_maps(x, wanted.to(x.device), size)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             heatmap_s = time.perf_counter() - start
-        out_probs = probs.cpu().numpy().astype(np.float32, copy=False)
         out_maps = (
             maps.float().cpu().numpy().astype(np.float32, copy=False) if maps is not None else None
         )
