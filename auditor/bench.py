@@ -91,7 +91,7 @@ class BenchResult:
     n_vertebrae: int
     heatmaps_drawn: int
     scan_timings: dict[str, float]
-    heatmap_method: str = "cam"
+    heatmap_method: str  # the method the scan and the "every crop" timing used
     localizer_images: int = 0
     localizer_s_per_image: float | None = None  # network + decoding, median per radiograph
     localizer_read_s_per_image: float | None = None  # reading the file, median per radiograph
@@ -148,7 +148,7 @@ def describe_machine() -> str:
 
 @dataclass(frozen=True)
 class ModelTimes:
-    """Per-batch seconds of the model with and without CAMs, and of drawing one overlay."""
+    """Per-batch seconds of the model with and without heatmaps, and of drawing one overlay."""
 
     with_cam: tuple[float, ...]
     without_cam: tuple[float, ...]
@@ -164,7 +164,7 @@ class ModelTimes:
 def measure_model_only(
     classifier: Classifier, batch_size: int, rounds: int, scratch: Path, warm_up: bool = True
 ) -> ModelTimes:
-    """Time the model on random crops, with and without CAMs, and the overlay drawing.
+    """Time the model on random crops, with and without heatmaps, and the overlay drawing.
 
     Parameters
     ----------
@@ -173,7 +173,7 @@ def measure_model_only(
     batch_size
         Crops per batch.
     rounds
-        Timed rounds; each runs one batch with CAMs and one without, alternating so that load
+        Timed rounds; each runs one batch with heatmaps and one without, alternating so that load
         from other processes hits both alike.
     scratch
         Folder for the overlay thumbnails written while timing their drawing.
@@ -289,7 +289,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
             bundle, select_device(config.device), config.precision, config.heatmap_method
         )
         tell(f"Model {bundle.card.name} on {classifier.describe()}")
-        tell(f"Model-only: rounds of {config.batch_size} random crops, with and without CAMs")
+        tell(f"Model-only: rounds of {config.batch_size} random crops, with and without heatmaps")
         # Half the model-only rounds before the scan and half after, so that a change in the
         # load from other processes during the run weighs on both measurements alike.
         first = (config.rounds + 1) // 2

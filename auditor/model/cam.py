@@ -54,10 +54,14 @@ def normalise_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(span > 1e-12, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
 
 
+def resnet_mid_features(net: models.ResNet, x: torch.Tensor) -> torch.Tensor:
+    """Run a torchvision ResNet through its stem, ``layer1`` and ``layer2``: (N, C, h, w)."""
+    return net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x))))))
+
+
 def resnet_features(net: models.ResNet, x: torch.Tensor) -> torch.Tensor:
     """Run a torchvision ResNet up to its last convolutional block: (N, C, h, w) feature maps."""
-    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
-    return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+    return net.layer4(net.layer3(resnet_mid_features(net, x)))
 
 
 def resnet_logits_and_cam(
@@ -87,7 +91,7 @@ def resnet_layercam(
     outside ``torch.inference_mode``. Fuse the maps with :func:`fuse_maps`.
     """
     with torch.no_grad():
-        mid = net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x))))))
+        mid = resnet_mid_features(net, x)
     mid = mid.detach().requires_grad_(True)
     with torch.enable_grad():
         deep = net.layer4(net.layer3(mid))
