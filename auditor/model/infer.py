@@ -232,33 +232,30 @@ class Classifier:
         out_probs = probs.cpu().numpy().astype(np.float32, copy=False)
         heatmap_s = 0.0
         if cam and maps is None:
-            start = time.perf_counter()
             # compared in float64 on the host, as callers compare float(prob) >= threshold
-            wanted = torch.from_numpy(out_probs.astype(np.float64) >= cam_min_prob)
-            maps = self._gradient_maps(x, wanted.to(x.device), size)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            heatmap_s = time.perf_counter() - start
+            wanted = np.flatnonzero(out_probs.astype(np.float64) >= cam_min_prob)
+            maps = torch.zeros((x.shape[0], size, size), device=x.device)
+            if len(wanted):
+                start = time.perf_counter()
+                index = torch.from_numpy(wanted).to(x.device)
+                maps[index] = self._gradient_maps(x[index], size)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                heatmap_s = time.perf_counter() - start
         out_maps = (
             maps.float().cpu().numpy().astype(np.float32, copy=False) if maps is not None else None
         )
         return Prediction(probs=out_probs, cams=out_maps, heatmap_s=heatmap_s)
 
-    def _gradient_maps(self, x: torch.Tensor, wanted: torch.Tensor, size: int) -> torch.Tensor:
-        """LayerCAM (ResNet) or Grad-CAM (VGG16) maps for the ``wanted`` crops of ``x``; zeros
-        for the rest. A second pass with autograd, so outside ``inference_mode``."""
-        maps = torch.zeros((x.shape[0], size, size), device=x.device)
-        index = torch.nonzero(wanted).flatten()
-        if index.numel() == 0:
-            return maps
-        # x was made outside inference_mode, so it can enter autograd
-        chosen = x[index]
+    def _gradient_maps(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        """LayerCAM (ResNet) or Grad-CAM (VGG16) maps of the crops ``x``, (N, size, size) in
+        [0, 1]. A second pass with autograd, so outside ``inference_mode`` (``x`` was made
+        outside it, so it can enter autograd)."""
         with self._autocast():
             if isinstance(self.net, models.ResNet):
-                fused = resnet_layercam_map(self.net, chosen)
+                maps = resnet_layercam_map(self.net, x)
             else:
-                _, raw = vgg_logits_and_gradcam(self.net, chosen, with_cam=True)
+                _, raw = vgg_logits_and_gradcam(self.net, x, with_cam=True)
                 assert raw is not None
-                fused = normalise_maps(raw, size)
-        maps[index] = fused.detach().float()
-        return maps
+                maps = normalise_maps(raw, size)
+        return maps.detach().float()
