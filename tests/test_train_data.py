@@ -176,3 +176,61 @@ def test_jittered_variants_are_cut_per_vertebra_and_repeatable(tmp_path: Path) -
         data.crops, data.labels, (0.0,) * 3, (1.0,) * 3, None, "none", variants=data.variants
     )
     torch.testing.assert_close(plain_ds[0][0][0], torch.from_numpy(data.crops[0]))
+
+
+def test_zone_mask_counts_pixels_whose_centre_is_inside() -> None:
+    from auditor.training.data import zone_mask
+
+    square = np.array([[2.0, 3.0], [6.0, 3.0], [6.0, 5.0], [2.0, 5.0]])  # x 2..6, y 3..5
+    mask = zone_mask(square, 8)
+    expected = np.zeros((8, 8), bool)
+    expected[3:5, 2:6] = True  # rows 3-4, columns 2-5: their centres lie inside
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_variant_zones_follow_each_jittered_window(tmp_path: Path) -> None:
+    from auditor.crops import crop_window
+    from auditor.training.data import jitter_box
+
+    archive, annotations = make_world(tmp_path, n_studies=4)
+    data = load_crop_set(
+        archive, annotations, input_size=32, margin=0.15, box_jitter=0.15, jitter_copies=2, seed=4
+    )
+    # the jittered boxes are drawn in record order, two per vertebra, from the seed
+    rng = np.random.default_rng(4)
+    for record in data.records:
+        boxes = [jitter_box(record.box, 0.15, rng) for _ in range(2)]
+        if record.fracture_zone is None:
+            assert record.variant_zones == ()
+            continue
+        assert len(record.variant_zones) == 2
+        # map the original zone back to image pixels, then into each jittered window
+        window = crop_window(record.box, 0.15, 32)
+        source = record.fracture_zone / window.scale + np.array([window.x0, window.y0])
+        for box, zone in zip(boxes, record.variant_zones, strict=True):
+            np.testing.assert_allclose(zone, crop_window(box, 0.15, 32).to_crop(source))
+        assert not np.allclose(record.variant_zones[0], record.fracture_zone)
+
+
+def test_zone_masks_go_through_the_same_augmentation_as_the_crop() -> None:
+    crops = np.zeros((2, 16, 16), np.float32)
+    crops[0, 2:6, 1:4] = 1.0  # a bright patch exactly where crop 0's zone is
+    zone = np.array([[1.0, 2.0], [4.0, 2.0], [4.0, 6.0], [1.0, 6.0]])
+    ds = CropDataset(
+        crops,
+        np.array([1, 0]),
+        (0.0,) * 3,
+        (1.0,) * 3,
+        AugmentConfig(rotation=0, flip=1.0, shift=0.2),  # always flipped, randomly shifted
+        zones=[(zone,), ()],
+    )
+    torch.manual_seed(1)
+    for _ in range(10):
+        x, y, mask = ds[0]
+        assert y == 1 and mask.shape == (1, 16, 16) and mask.sum() > 0
+        # the mask lands on the patch wherever the flip and shift moved it
+        torch.testing.assert_close(mask[0], (x[0] > 0.5).float())
+    _, label, empty = ds[1]
+    assert label == 0 and empty.shape == (1, 16, 16) and empty.sum() == 0
+    with pytest.raises(ValueError, match="zone entries"):
+        CropDataset(crops, np.array([1, 0]), (0.0,) * 3, (1.0,) * 3, zones=[()])

@@ -235,3 +235,60 @@ def test_balanced_sampler_draws_both_classes_equally_often() -> None:
     drawn = np.array(list(sampler))
     assert len(drawn) == 20 and len(set(drawn.tolist())) == 20  # no repeats within an epoch
     assert 5 <= labels[drawn].sum() <= 15
+
+
+def test_zone_loss_is_minus_log_of_the_attention_inside_the_zone() -> None:
+    from auditor.training.train import zone_attention_loss
+
+    features = torch.zeros((2, 2, 2, 2))
+    features[:, 0] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    features[:, 1] = 10.0  # a channel with negative fracture weight: left out by the relu
+    weight = torch.tensor([1.0, -1.0])
+    masks = torch.zeros((2, 1, 4, 4))
+    masks[0, 0, 0:2, 2:4] = 1.0  # the whole top-right cell
+    masks[0, 0, 2:4, 3] = 1.0  # half of the bottom-right cell; crop 1 has no zone
+    loss, count = zone_attention_loss(features, weight, masks)
+    p = np.exp([1.0, 2.0, 3.0, 4.0]) / np.exp([1.0, 2.0, 3.0, 4.0]).sum()
+    assert count == 1
+    assert float(loss) == pytest.approx(-np.log(p[1] + 0.5 * p[3]), rel=1e-5)
+    none, zero = zone_attention_loss(features, weight, torch.zeros((2, 1, 4, 4)))
+    assert zero == 0 and float(none) == 0.0
+
+
+def test_zone_loss_training_logs_its_term_and_needs_zones(tmp_path: Path) -> None:
+    archive, annotations = make_world(tmp_path / "world", n_studies=6)
+    cfg = TrainConfig(
+        pretrained="none",
+        input_size=32,
+        feature_stride=8,
+        box_jitter=0.1,
+        epochs=2,
+        lr_grid=(0.001,),
+        batch_grid=(8,),
+        cv_folds=0,
+        test_fraction=0.0,
+        val_fraction=0.3,
+        zone_loss=0.5,
+        threads=1,
+    )
+    train_bundle(archive, annotations, tmp_path / "b", cfg)
+    log = (tmp_path / "b" / "train_log.txt").read_text()
+    n_frac = sum(1 for row in csv.DictReader(annotations.open()) if row["label"] == "fracture")
+    assert f"zone loss x0.5: {n_frac} of {n_frac} fracture crops" in log
+    rows = list(csv.DictReader((tmp_path / "b" / "history.csv").open()))
+    assert len(rows) == 2 and all(0 < float(r["train_zone_loss"]) < 20 for r in rows)
+    assert load_bundle(tmp_path / "b").card.recipe["zone_loss"] == 0.5
+
+    # annotations without zone polygons cannot drive the loss
+    plain = tmp_path / "plain.csv"
+    table = list(csv.DictReader(annotations.open()))
+    with plain.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows({**row, "fracture_zone": ""} for row in table)
+    with pytest.raises(UsageError, match="zone-loss needs fracture-zone polygons"):
+        train_bundle(archive, plain, tmp_path / "c", cfg)
+    with pytest.raises(UsageError, match="resnet18 only"):
+        TrainConfig(architecture="vgg16", zone_loss=1.0)
+    with pytest.raises(UsageError, match="zone-loss must be"):
+        TrainConfig(zone_loss=-1.0)

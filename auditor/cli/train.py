@@ -240,6 +240,15 @@ def train(
     shift: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Augmentation: max shift, fraction of side.")
     ] = 0.1,
+    zone_loss: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Weight of a loss that pulls each fracture's evidence (the layer4 term of the "
+            "heatmap) into its annotated fracture zone; needs zone polygons in the annotations "
+            "(0: off, as in the study, whose heatmaps were never supervised).",
+        ),
+    ] = 0.0,
     seed: Annotated[
         int, typer.Option(help="Seed for splits, initialisation and augmentation.")
     ] = 0,
@@ -282,6 +291,7 @@ def train(
         monitor=monitor.value,
         class_weighting=class_weighting,
         augment=AugmentConfig(rotation=rotation, flip=flip, shift=shift),
+        zone_loss=zone_loss,
         seed=seed,
         device=device,
         workers=workers,

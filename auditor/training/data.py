@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from matplotlib.path import Path as PolygonPath
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from auditor.boxes import BoxRowError, VertebraBox, archive_key, read_box_file, resolve_boxes
@@ -50,6 +52,8 @@ class CropRecord:
     group: str = ""
     fracture_zone: npt.NDArray[np.float64] | None = field(default=None, compare=False)
     """Fracture-zone polygon (K, 2) ``[x, y]`` in crop pixels, when ground truth has one."""
+    variant_zones: tuple[npt.NDArray[np.float64], ...] = field(default=(), compare=False)
+    """The same zone in each jittered-box variant's crop pixels (:attr:`CropSet.variants`)."""
 
 
 @dataclass(frozen=True)
@@ -284,17 +288,16 @@ def load_crop_set(
             zone = zones.get((key, level)) or zones.get((uid_of.get(key, ""), level))
             zone_crop = crop_window(box.xyxy, margin, input_size).to_crop(zone) if zone else None
             crops.append(crop)
-            if copies:
+            jittered = [jitter_box(box.xyxy, box_jitter, rng) for _ in range(copies)]
+            if jittered:
                 variants.append(
-                    np.stack(
-                        [
-                            crop_vertebra(
-                                pixels, jitter_box(box.xyxy, box_jitter, rng), margin, input_size
-                            )
-                            for _ in range(copies)
-                        ]
-                    )
+                    np.stack([crop_vertebra(pixels, jb, margin, input_size) for jb in jittered])
                 )
+            variant_zones = (
+                tuple(crop_window(jb, margin, input_size).to_crop(zone) for jb in jittered)
+                if zone
+                else ()
+            )
             records.append(
                 CropRecord(
                     image=key,
@@ -307,6 +310,7 @@ def load_crop_set(
                     study_uid=box.study_uid,
                     group=box.patient_id or box.study_uid or uid_of.get(key, "") or key,
                     fracture_zone=zone_crop,
+                    variant_zones=variant_zones,
                 )
             )
         if on_image is not None:
@@ -363,13 +367,33 @@ class AugmentConfig:
         return self.rotation > 0 or self.flip > 0 or self.shift > 0
 
 
-class CropDataset(Dataset[tuple[torch.Tensor, int]]):
+def zone_mask(zone: npt.ArrayLike, size: int) -> npt.NDArray[np.bool_]:
+    """(size, size) mask of the crop pixels whose centre lies in the (K, 2) ``[x, y]`` polygon.
+
+    Pixel (row r, column c) covers [c, c+1) x [r, r+1), as in
+    :func:`auditor.training.evaluate.peak_in_zone`.
+    """
+    rows, cols = np.mgrid[0:size, 0:size]
+    centres = np.column_stack([cols.ravel() + 0.5, rows.ravel() + 0.5])
+    inside = PolygonPath(np.asarray(zone, dtype=np.float64)).contains_points(centres)
+    return inside.reshape(size, size)
+
+
+CropItem = tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]
+
+
+class CropDataset(Dataset[CropItem]):
     """Crops as normalised 3-channel tensors, with the study's augmentation when training.
 
     Augmentation (rotation, horizontal flip, shift) acts on the cached greyscale crop, so no image
     is decoded again; the area a rotation or shift uncovers is filled with 0 like crop padding.
     With ``variants`` (crops from jittered boxes, :func:`load_crop_set`) and augmentation on, each
     draw picks the original crop or one of its variants at random.
+
+    With ``zones`` (one sequence per crop: the fracture-zone polygon of the crop and of each of
+    its variants, empty when it has none), each item also carries the zone as a (1, S, S) float
+    mask that went through the same variant pick, flip, rotation and shift as the crop (all zero
+    for a crop without a zone); ``tlaudit train --zone-loss`` uses it.
     """
 
     def __init__(
@@ -381,7 +405,19 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
         augment: AugmentConfig | None = None,
         crop_normalisation: str = "none",
         variants: npt.NDArray[np.float32] | None = None,
+        zones: Sequence[Sequence[npt.NDArray[np.float64]]] | None = None,
     ) -> None:
+        size = int(np.shape(crops)[-1])
+        self.zone_masks: dict[int, torch.Tensor] | None = None
+        if zones is not None:
+            if len(zones) != len(labels):
+                raise ValueError(f"{len(zones)} zone entries for {len(labels)} crops")
+            self.zone_masks = {
+                i: torch.from_numpy(np.stack([zone_mask(z, size) for z in polygons]))
+                for i, polygons in enumerate(zones)
+                if len(polygons)
+            }
+            self.empty_mask = torch.zeros((1, size, size), dtype=torch.float32)
         crops = normalise_crops(np.asarray(crops, dtype=np.float32), crop_normalisation)
         self.crops = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))
         self.variants: torch.Tensor | None = None
@@ -413,16 +449,23 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> CropItem:
         x = self.crops[index][None]
+        pick = 0
         if self.variants is not None:
             pick = int(torch.randint(0, self.variants.shape[1] + 1, ()))
             if pick:
                 x = self.variants[index, pick - 1][None]
+        if self.zone_masks is None:
+            if self.transform is not None:
+                x = self.transform(x)
+            return (x.expand(3, -1, -1) - self.mean) / self.std, self.labels[index]
+        masks = self.zone_masks.get(index)
+        mask = self.empty_mask if masks is None else masks[min(pick, len(masks) - 1)][None].float()
         if self.transform is not None:
-            x = self.transform(x)
+            x, mask = self.transform(tv_tensors.Image(x), tv_tensors.Mask(mask))
         x = (x.expand(3, -1, -1) - self.mean) / self.std
-        return x, self.labels[index]
+        return x.as_subclass(torch.Tensor), self.labels[index], mask.as_subclass(torch.Tensor)
 
 
 def zones_mapping(records: Sequence[CropRecord]) -> Mapping[int, npt.NDArray[np.float64]]:
