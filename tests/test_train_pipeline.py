@@ -24,6 +24,22 @@ from auditor.training.train import TrainConfig, balanced_sampler, train_bundle
 runner = CliRunner()
 
 
+def _tiny(**changes: object) -> TrainConfig:
+    """A one-epoch, one-thread run on 32 px crops without CV or test split; ``changes`` override."""
+    base: dict[str, object] = {
+        "pretrained": "none",
+        "input_size": 32,
+        "epochs": 1,
+        "lr_grid": (0.001,),
+        "batch_grid": (8,),
+        "cv_folds": 0,
+        "test_fraction": 0.0,
+        "val_fraction": 0.3,
+        "threads": 1,
+    }
+    return TrainConfig(**(base | changes))  # type: ignore[arg-type]
+
+
 @pytest.mark.slow
 def test_train_command_writes_a_bundle_that_loads_and_scores(tmp_path: Path) -> None:
     archive, annotations = make_world(tmp_path / "world", n_studies=20)
@@ -90,18 +106,7 @@ def test_train_command_writes_a_bundle_that_loads_and_scores(tmp_path: Path) -> 
 
 def test_same_seed_same_split_and_weights(tmp_path: Path) -> None:
     archive, annotations = make_world(tmp_path / "world", n_studies=8)
-    cfg = TrainConfig(
-        pretrained="none",
-        input_size=32,
-        epochs=1,
-        lr_grid=(0.001,),
-        batch_grid=(8,),
-        cv_folds=0,
-        test_fraction=0.0,
-        val_fraction=0.25,
-        seed=5,
-        threads=1,
-    )
+    cfg = _tiny(val_fraction=0.25, seed=5)
     a = train_bundle(archive, annotations, tmp_path / "a", cfg)
     b = train_bundle(archive, annotations, tmp_path / "b", cfg)
     assert a.card.training == b.card.training
@@ -114,17 +119,7 @@ def test_transfer_learning_freezes_all_but_the_last_two_blocks(tmp_path: Path) -
     start = build_network("resnet18").state_dict()
     weights = tmp_path / "start.pth"
     torch.save(start, weights)
-    cfg = TrainConfig(
-        pretrained=str(weights),
-        input_size=32,
-        epochs=1,
-        lr_grid=(0.01,),
-        batch_grid=(8,),
-        cv_folds=0,
-        test_fraction=0.0,
-        val_fraction=0.25,
-        threads=1,
-    )
+    cfg = _tiny(pretrained=str(weights), lr_grid=(0.01,), val_fraction=0.25)
     train_bundle(archive, annotations, tmp_path / "b", cfg)
     trained = load_bundle(tmp_path / "b").build_model().state_dict()
     # frozen: stem and the first three stages, batch-norm statistics included
@@ -178,17 +173,7 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
 
 def test_card_json_records_the_recipe(tmp_path: Path) -> None:
     archive, annotations = make_world(tmp_path / "world", n_studies=6)
-    cfg = TrainConfig(
-        pretrained="none",
-        input_size=32,
-        epochs=1,
-        lr_grid=(0.001,),
-        batch_grid=(8,),
-        cv_folds=0,
-        test_fraction=0.0,
-        val_fraction=0.3,
-        threads=1,
-    )
+    cfg = _tiny()
     train_bundle(archive, annotations, tmp_path / "b", cfg)
     data = json.loads((tmp_path / "b" / "card.json").read_text())
     for key in ("epochs", "lr_grid", "plateau_patience", "plateau_factor", "augment", "seed"):
@@ -202,19 +187,11 @@ def test_finer_stride_continues_from_a_stride_32_bundle(tmp_path: Path) -> None:
     (here with box jitter too)."""
     archive, annotations = make_world(tmp_path / "world", n_studies=6)
     start = create_untrained_bundle(tmp_path / "start", input_size=32)
-    cfg = TrainConfig(
+    cfg = _tiny(
         pretrained=str(start / "weights.safetensors"),
         trainable="all",
-        input_size=32,
         feature_stride=8,
         box_jitter=0.1,
-        epochs=1,
-        lr_grid=(0.001,),
-        batch_grid=(8,),
-        cv_folds=0,
-        test_fraction=0.0,
-        val_fraction=0.3,
-        threads=1,
     )
     train_bundle(archive, annotations, tmp_path / "b", cfg)
     bundle = load_bundle(tmp_path / "b")
@@ -257,20 +234,7 @@ def test_zone_loss_is_minus_log_of_the_attention_inside_the_zone() -> None:
 
 def test_zone_loss_training_logs_its_term_and_needs_zones(tmp_path: Path) -> None:
     archive, annotations = make_world(tmp_path / "world", n_studies=6)
-    cfg = TrainConfig(
-        pretrained="none",
-        input_size=32,
-        feature_stride=8,
-        box_jitter=0.1,
-        epochs=2,
-        lr_grid=(0.001,),
-        batch_grid=(8,),
-        cv_folds=0,
-        test_fraction=0.0,
-        val_fraction=0.3,
-        zone_loss=0.5,
-        threads=1,
-    )
+    cfg = _tiny(feature_stride=8, box_jitter=0.1, epochs=2, zone_loss=0.5)
     train_bundle(archive, annotations, tmp_path / "b", cfg)
     log = (tmp_path / "b" / "train_log.txt").read_text()
     n_frac = sum(1 for row in csv.DictReader(annotations.open()) if row["label"] == "fracture")
