@@ -224,7 +224,8 @@ def load_crop_set(
     box_jitter, jitter_copies, seed
         Also cut ``jitter_copies`` crops per vertebra from boxes whose four edges are each moved
         by up to ``box_jitter`` of the box's width (x) or height (y), drawn from ``seed``; they go
-        to :attr:`CropSet.variants`. 0 copies (the default) cuts none.
+        to :attr:`CropSet.variants`, and each fracture zone is mapped into their windows too
+        (:attr:`CropRecord.variant_zones`). 0 copies (the default) cuts none.
 
     Returns
     -------
