@@ -256,3 +256,19 @@ def test_zone_loss_training_logs_its_term_and_needs_zones(tmp_path: Path) -> Non
         TrainConfig(architecture="vgg16", zone_loss=1.0)
     with pytest.raises(UsageError, match="zone-loss must be"):
         TrainConfig(zone_loss=-1.0)
+
+
+def test_the_zone_term_is_what_moves_the_weights(tmp_path: Path) -> None:
+    """Same seed, same draws: a negligible zone weight trains the same network as none, a large
+    one trains a different network (so the term reaches the optimiser)."""
+    archive, annotations = make_world(tmp_path / "world", n_studies=6)
+
+    def fc_weight(zone_loss: float, out: str) -> torch.Tensor:
+        cfg = _tiny(feature_stride=8, box_jitter=0.1, seed=3, zone_loss=zone_loss)
+        train_bundle(archive, annotations, tmp_path / out, cfg)
+        return load_bundle(tmp_path / out).build_model().fc.weight.detach()
+
+    none, tiny, large = fc_weight(0.0, "a"), fc_weight(1e-9, "b"), fc_weight(5.0, "c")
+    # bundles store half-precision weights: one step of float16 rounding apart at most
+    torch.testing.assert_close(tiny, none, atol=1e-4, rtol=0)
+    assert (large - none).abs().max() > 1e-3  # ten times that

@@ -458,16 +458,17 @@ def fit(
             for batch in loader:
                 x = batch[0].to(device).contiguous(memory_format=torch.channels_last)
                 y = batch[1].to(device)
+                masks = batch[2].to(device) if len(batch) > 2 else None
                 with _autocast(device, precision):
-                    if resnet is not None and len(batch) > 2:
+                    if resnet is not None and masks is not None:
                         features = resnet_features(resnet, x)
                         logits = resnet.fc(torch.flatten(resnet.avgpool(features), 1))
                     else:
                         logits = net(x)
                 loss = F.nll_loss(F.log_softmax(logits.float(), dim=1), y, weight=weights)
-                if resnet is not None and len(batch) > 2:
+                if resnet is not None and masks is not None:
                     zone_term, n_zone = zone_attention_loss(
-                        features, resnet.fc.weight[FRACTURE_CLASS], batch[2].to(device)
+                        features, resnet.fc.weight[FRACTURE_CLASS], masks
                     )
                     if n_zone:
                         loss = loss + config.zone_loss * zone_term
