@@ -234,3 +234,13 @@ def test_zone_masks_go_through_the_same_augmentation_as_the_crop() -> None:
     assert label == 0 and empty.shape == (1, 16, 16) and empty.sum() == 0
     with pytest.raises(ValueError, match="zone entries"):
         CropDataset(crops, np.array([1, 0]), (0.0,) * 3, (1.0,) * 3, zones=[()])
+    # with two variants per crop, a zone must come for the crop and for each variant
+    with pytest.raises(ValueError, match="no zone or 3"):
+        CropDataset(
+            crops,
+            np.array([1, 0]),
+            (0.0,) * 3,
+            (1.0,) * 3,
+            variants=np.zeros((2, 2, 16, 16), np.float32),
+            zones=[(zone,), ()],
+        )

@@ -413,6 +413,11 @@ class CropDataset(Dataset[CropItem]):
         if zones is not None:
             if len(zones) != len(labels):
                 raise ValueError(f"{len(zones)} zone entries for {len(labels)} crops")
+            per_crop = 1 + (0 if variants is None else int(np.shape(variants)[1]))
+            if any(len(polygons) not in (0, per_crop) for polygons in zones):
+                raise ValueError(
+                    f"each crop needs no zone or {per_crop} (the crop's and its variants')"
+                )
             self.zone_masks = {
                 i: torch.from_numpy(np.stack([zone_mask(z, size) for z in polygons]))
                 for i, polygons in enumerate(zones)
@@ -462,7 +467,7 @@ class CropDataset(Dataset[CropItem]):
                 x = self.transform(x)
             return (x.expand(3, -1, -1) - self.mean) / self.std, self.labels[index]
         masks = self.zone_masks.get(index)
-        mask = self.empty_mask if masks is None else masks[min(pick, len(masks) - 1)][None].float()
+        mask = self.empty_mask if masks is None else masks[pick][None].float()
         if self.transform is not None:
             x, mask = self.transform(tv_tensors.Image(x), tv_tensors.Mask(mask))
         x = (x.expand(3, -1, -1) - self.mean) / self.std
