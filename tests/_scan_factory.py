@@ -126,6 +126,8 @@ def make_scan_world(root: Path, n_studies: int = 6, seed: int = 0) -> ScanWorld:
             elif index == 2:
                 reported, levels = "yes", ""
             impression = "=cmd() <img src=x onerror=alert(1)>" if index == 0 else "Unremarkable."
+            if index == 1:  # identifiers in free text, in another case than the headers'
+                impression = f"L1 wedge. Told PATIENT{index} (fake-{index:03d}) by phone."
             writer.writerow(["", uids[index], "", reported, levels, impression])
         writer.writerow(["ACC9999", "", "", "maybe", "", ""])  # bad yes/no
         writer.writerow(["ACC9998", "", "", "yes", "T99", ""])  # unknown level

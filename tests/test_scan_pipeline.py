@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from auditor.cli.app import app
 from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle
+from auditor.reports.pseudonym import Pseudonymiser
 from auditor.scan.flags import StudyStatus
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import ScanConfig, ScanEvent, ScanResult, run_scan
@@ -280,6 +281,11 @@ def test_pseudonymised_reports_hide_identifiers(
         assert not any(secret in c for c in every_cell), secret
         assert secret not in result.reports["csv"].read_text(encoding="utf-8")
     assert any(c.startswith("anon-") for c in cells)
+    # the read's impression keeps its words but loses the identifiers, whatever their case
+    anon = Pseudonymiser("salt")
+    impression = f"L1 wedge. Told {anon('Patient1')} ({anon('FAKE-001')}) by phone."
+    assert impression in cells and impression in html
+    assert "patient1" not in html.lower() and "fake-001" not in html.lower()
     # stable: the same salt gives the same pseudonyms
     again = run_scan(
         _config(

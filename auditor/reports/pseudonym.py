@@ -6,16 +6,18 @@ group studies), and not reversible without the salt. Empty values stay empty. Th
 whoever holds it can test guesses of an identifier against a pseudonym.
 
 Archive paths often carry identifiers too (PACS exports name folders after the patient ID or the
-accession number), so :meth:`Pseudonymiser.scrub` replaces every occurrence of a file's known
-identifiers in a text by their pseudonyms. That is a best effort: an identifier spelled differently
-in a path (another separator, another case) is not found, and free text such as the read's
-impression is not scrubbed.
+accession number), and so does the free text of a read's impression ("discussed with Mr Doe"), so
+:meth:`Pseudonymiser.scrub` replaces every occurrence of a study's known identifiers in a text by
+their pseudonyms, whatever their case. In free text only whole words are replaced, so a name part
+such as "Ann" leaves "annual" alone. That is a best effort: an identifier spelled differently
+(another separator, a misspelt name, a name the headers do not carry) is not found.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,15 +52,30 @@ class Pseudonymiser:
         digest = hmac.new(self.salt.encode("utf-8"), value.encode("utf-8"), hashlib.sha256)
         return PREFIX + digest.hexdigest()[:12]
 
-    def scrub(self, text: str, identifiers: Iterable[str]) -> str:
+    def scrub(self, text: str, identifiers: Iterable[str], *, whole_words: bool = False) -> str:
         """Replace each identifier (and each part of a ``^``-separated person name) found in
-        ``text`` by its pseudonym; parts shorter than 3 characters are left alone."""
+        ``text``, in any case, by the pseudonym of its header spelling.
+
+        Parts shorter than 3 characters are left alone. With ``whole_words`` (free text) a part
+        is only replaced where no letter, digit or underscore touches it. All parts are replaced
+        in one pass, so a part never matches inside a pseudonym written for another.
+        """
         if not self.enabled or not text:
             return text
         parts: set[str] = set()
         for identifier in identifiers:
             parts.add(identifier.strip())
             parts.update(piece.strip() for piece in identifier.split("^"))
-        for part in sorted((p for p in parts if len(p) >= 3), key=len, reverse=True):
-            text = text.replace(part, self(part))
-        return text
+        ordered = sorted((p for p in parts if len(p) >= 3), key=lambda p: (-len(p), p))
+        if not ordered:
+            return text
+        spelling = {p.casefold(): p for p in reversed(ordered)}
+        pattern = "|".join(re.escape(p) for p in ordered)
+        if whole_words:
+            pattern = rf"(?<!\w)(?:{pattern})(?!\w)"
+
+        def pseudonym(match: re.Match[str]) -> str:
+            found = match.group(0)
+            return self(spelling.get(found.casefold(), found))
+
+        return re.sub(pattern, pseudonym, text, flags=re.IGNORECASE)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from auditor.boxes import BoxRowError, VertebraBox
@@ -201,7 +201,7 @@ def assemble_report(
                 if anon.enabled or focus not in paths
                 else str(paths[focus].absolute()),
                 flag=flag,
-                read=read,
+                read=_shown_read(read, anon, [metas.get(i) for i in images]),
                 levels=levels,
                 radiograph=_radiograph_thumbnail(inputs, focus, paths.get(focus), outcomes[focus]),
             )
@@ -256,6 +256,24 @@ def _radiograph_thumbnail(
     drawn = radiograph_boxes(inputs.boxes.get(image, ()), outcome.vertebrae, inputs.threshold)
     save_jpeg(radiograph_thumbnail(pixels, drawn), target)
     return relative
+
+
+def _shown_read(
+    read: ReadRow | None, anon: Pseudonymiser, metas: Sequence[RadiographMeta | None]
+) -> ReadRow | None:
+    """The read as reports carry it, pseudonymised on request: its keys, and the study's
+    identifiers wherever they appear as whole words in the free-text impression."""
+    if read is None or not anon.enabled:
+        return read
+    identifiers = [i for meta in metas for i in _identifiers(meta)]
+    identifiers += [read.accession_number, read.study_uid]
+    return replace(
+        read,
+        accession_number=anon(read.accession_number),
+        study_uid=anon(read.study_uid),
+        image=anon.scrub(read.image, identifiers),
+        impression=anon.scrub(read.impression, identifiers, whole_words=True),
+    )
 
 
 def _identifiers(meta: RadiographMeta | None) -> tuple[str, ...]:
