@@ -123,7 +123,9 @@ def scan(
     pseudonymise: Annotated[
         bool,
         typer.Option(
-            "--pseudonymise", help="Replace patient ID, name, accession and study UID by hashes."
+            "--pseudonymise",
+            help="Replace patient ID, name, accession and study UID by hashes, also inside "
+            "paths and the read's impression.",
         ),
     ] = False,
     pseudonym_salt: Annotated[
