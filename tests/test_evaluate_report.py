@@ -106,18 +106,24 @@ def test_evaluate_command_writes_plots_and_reports(
     assert acc["value"] == pytest.approx((conf["tp"] + conf["tn"]) / 24)
     assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
     assert set(summary["operating_points"]) == {"balanced"}
+    # the factory's fractures are all AO A1, Genant grade 2
+    by_grade = summary["sensitivity_by_genant_grade"]
+    assert set(by_grade) == {"2"} and by_grade["2"]["total"] == n_pos
+    assert by_grade["2"]["detected"] == conf["tp"]
     assert summary["annotations_sha256"] == hashlib.sha256(annotations.read_bytes()).hexdigest()
 
     wb = load_workbook(out / "evaluation.xlsx")
     assert {"Summary", "Operating points", "Sensitivity by group", "Vertebrae"} <= set(
         wb.sheetnames
     )
+    groups = [row[:4] for row in wb["Sensitivity by group"].iter_rows(min_row=2, values_only=True)]
+    assert ("Genant grade", "2", conf["tp"], n_pos) in groups
     vert = wb["Vertebrae"]
     assert vert.max_row == 25 and vert["A1"].value == "Image"
 
     parser = _Tables()
     parser.feed((out / "evaluation.html").read_text())
-    assert {"headline", "points", "by-level", "by-ao"} <= set(parser.tables)
+    assert {"headline", "points", "by-level", "by-ao", "by-grade"} <= set(parser.tables)
     assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
     assert "Accuracy" in " ".join(parser.text)
 

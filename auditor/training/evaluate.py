@@ -98,6 +98,7 @@ class Evaluation:
     at_points: dict[str, Confusion]
     by_level: dict[str, dict[str, float | int]]
     by_ao_type: dict[str, dict[str, float | int]]
+    by_genant_grade: dict[str, dict[str, float | int]]
     localisation: Localisation | None
     heatmap_method: str
     examples: tuple[Example, ...]
@@ -158,6 +159,7 @@ class Evaluation:
             },
             "sensitivity_by_level": self.by_level,
             "sensitivity_by_ao_type": self.by_ao_type,
+            "sensitivity_by_genant_grade": self.by_genant_grade,
             "localisation": None
             if self.localisation is None
             else {
@@ -260,6 +262,9 @@ def evaluate_bundle(
     }
     levels = [r.level for r in data.records]
     ao = [r.ao_type or "unknown" for r in data.records]
+    grades = [
+        str(r.genant_grade) if r.genant_grade is not None else "unknown" for r in data.records
+    ]
     scored = [v for v in in_zone if v is not None]
     localisation = Localisation(sum(scored), len(scored)) if scored else None
     examples = _examples(clf, data, probs, predicted)
@@ -278,6 +283,7 @@ def evaluate_bundle(
         at_points=at_points,
         by_level=sensitivity_by(labels, predicted, levels),
         by_ao_type=sensitivity_by(labels, predicted, ao),
+        by_genant_grade=sensitivity_by(labels, predicted, grades),
         localisation=localisation,
         heatmap_method=clf.heatmap,
         examples=examples,

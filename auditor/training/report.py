@@ -199,6 +199,15 @@ def build_context(ev: Evaluation, roc_png: bytes, confusion_png: bytes) -> dict[
             }
             for k, v in ev.by_ao_type.items()
         ],
+        "by_grade": [
+            {
+                "key": k,
+                "detected": v["detected"],
+                "total": v["total"],
+                "sens": format_pct(v["sensitivity"]),
+            }
+            for k, v in ev.by_genant_grade.items()
+        ],
         "roc_uri": _data_uri(roc_png),
         "confusion_uri": _data_uri(confusion_png),
         "examples": [
@@ -312,6 +321,10 @@ def _write_excel(ev: Evaluation, target: Path) -> None:
     rows2 += [
         ("AO type", k, v["detected"], v["total"], v["sensitivity"])
         for k, v in ev.by_ao_type.items()
+    ]
+    rows2 += [
+        ("Genant grade", k, v["detected"], v["total"], v["sensitivity"])
+        for k, v in ev.by_genant_grade.items()
     ]
     write_table(
         wl,
