@@ -62,5 +62,6 @@ def test_heldout_figures_in_the_card_are_reproduced(tmp_path: Path) -> None:
             recorded["metrics"][key]["value"], abs=1e-4
         )
     assert now["sensitivity_by_ao_type"] == recorded["sensitivity_by_ao_type"]
+    assert now["sensitivity_by_genant_grade"] == recorded["sensitivity_by_genant_grade"]
     assert abs(now["localisation"]["hits"] - recorded["localisation"]["hits"]) <= 1
     assert now["localisation"]["total"] == recorded["localisation"]["total"]
