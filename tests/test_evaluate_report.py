@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _train_factory import make_world
+from _train_factory import LEVELS, make_world
 from openpyxl import load_workbook
 from PIL import Image
 from typer.testing import CliRunner
@@ -106,6 +106,10 @@ def test_evaluate_command_writes_plots_and_reports(
     assert acc["value"] == pytest.approx((conf["tp"] + conf["tn"]) / 24)
     assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
     assert set(summary["operating_points"]) == {"balanced"}
+    # levels run cranial to caudal (T11 before L1), not alphabetically
+    by_level = list(summary["sensitivity_by_level"])
+    assert any(k.startswith("T") for k in by_level) and any(k.startswith("L") for k in by_level)
+    assert by_level == [level for level in LEVELS if level in by_level]
     # the factory's fractures are all AO A1, Genant grade 2
     by_grade = summary["sensitivity_by_genant_grade"]
     assert set(by_grade) == {"2"} and by_grade["2"]["total"] == n_pos

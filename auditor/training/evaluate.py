@@ -30,6 +30,7 @@ from auditor.model.bundle import ModelBundle, OperatingPoint, load_bundle
 from auditor.model.infer import Classifier, select_device
 from auditor.training.data import CropSet, load_crop_set
 from auditor.training.metrics import BinaryMetrics, Confusion, binary_metrics, sensitivity_by
+from auditor.vocab import Level
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ def evaluate_bundle(
         operating_point=op,
         headline=headline,
         at_points=at_points,
-        by_level=sensitivity_by(labels, predicted, levels),
+        by_level=_cranial_to_caudal(sensitivity_by(labels, predicted, levels)),
         by_ao_type=sensitivity_by(labels, predicted, ao),
         by_genant_grade=sensitivity_by(labels, predicted, grades),
         localisation=localisation,
@@ -290,6 +291,20 @@ def evaluate_bundle(
         device=clf.describe(),
         seconds=seconds,
     )
+
+
+def _cranial_to_caudal(
+    by_level: dict[str, dict[str, float | int]],
+) -> dict[str, dict[str, float | int]]:
+    """Levels in anatomical order (T10 first), as a radiologist reads them; unknown names last."""
+
+    def rank(name: str) -> tuple[int, str]:
+        try:
+            return Level.parse(name).order, name
+        except ValueError:
+            return len(Level), name
+
+    return dict(sorted(by_level.items(), key=lambda kv: rank(kv[0])))
 
 
 def _examples(
