@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -71,6 +72,7 @@ class BenchConfig:
     work_dir: Path | None = None
     localizer: bool = True
     localizer_model: Path | None = None
+    localizer_scan: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,16 @@ class BenchResult:
     localizer_images: int = 0
     localizer_s_per_image: float | None = None  # network + decoding, median per radiograph
     localizer_read_s_per_image: float | None = None  # reading the file, median per radiograph
+    # scans without a box file: crops cut from the localizer's decode, and decoded a second time
+    localizer_scan_vps: float | None = None
+    localizer_scan_decode_twice_vps: float | None = None
+
+    @property
+    def precut_speedup(self) -> float | None:
+        """Localizer-path scan throughput with one decode per image over two decodes."""
+        if not self.localizer_scan_vps or not self.localizer_scan_decode_twice_vps:
+            return None
+        return self.localizer_scan_vps / self.localizer_scan_decode_twice_vps
 
     @property
     def ratio(self) -> float:
@@ -323,6 +335,30 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
                     classifier, config.batch_size, config.rounds - first, work, warm_up=False
                 )
             )
+        localizer_vps: dict[bool, float] = {}
+        if config.localizer_scan:
+            # Alternate the two ways (twice each, best kept) so that load changes hit both alike.
+            for precut in (True, False, True, False):
+                tell(f"Scan without a box file, {'one decode' if precut else 'two decodes'}")
+                run_dir = work / f"localizer-run-{len(localizer_vps)}-{precut}"
+                result = run_scan(
+                    ScanConfig(
+                        archive=archive,
+                        out=run_dir,
+                        model=model_path,
+                        localizer=config.localizer_model,
+                        device=config.device,
+                        precision=config.precision,
+                        heatmap_method=config.heatmap_method,
+                        batch_size=config.batch_size,
+                        workers=workers,
+                        heatmaps=HeatmapMode.POSITIVE,
+                        precut=precut,
+                    )
+                )
+                shutil.rmtree(run_dir, ignore_errors=True)
+                vps = result.n_vertebrae / result.timings["total_s"]
+                localizer_vps[precut] = max(vps, localizer_vps.get(precut, 0.0))
         locate_s: tuple[float, ...] = ()
         read_s: tuple[float, ...] = ()
         if config.localizer:
@@ -348,4 +384,6 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         localizer_images=len(locate_s),
         localizer_s_per_image=statistics.median(locate_s) if locate_s else None,
         localizer_read_s_per_image=statistics.median(read_s) if read_s else None,
+        localizer_scan_vps=localizer_vps.get(True),
+        localizer_scan_decode_twice_vps=localizer_vps.get(False),
     )

@@ -73,12 +73,14 @@ def test_bench_cli_on_a_synthetic_archive(tmp_path: Path) -> None:
             "0",
             "--rounds",
             "1",
+            "--localizer-scan",
             "--json",
             str(out),
         ],
     )
     assert result.exit_code == 0, result.output
     assert "End-to-end / model-only" in result.output
+    assert "One decode / two decodes" in result.output
     data = json.loads(out.read_text())
     assert data["n_vertebrae"] > 0
     assert data["ratio"] == pytest.approx(data["end_to_end_vps"] / data["model_only_no_cam_vps"])
@@ -86,3 +88,8 @@ def test_bench_cli_on_a_synthetic_archive(tmp_path: Path) -> None:
     assert describe_machine() == data["machine"]
     assert "Localizer, network + decoding" in result.output
     assert data["localizer_images"] == 1 and data["localizer_s_per_image"] > 0
+    # the localizer-path scans ran both ways and found vertebrae on the synthetic study
+    assert data["localizer_scan_vps"] > 0 and data["localizer_scan_decode_twice_vps"] > 0
+    assert data["precut_speedup"] == pytest.approx(
+        data["localizer_scan_vps"] / data["localizer_scan_decode_twice_vps"]
+    )

@@ -13,6 +13,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import openpyxl
 import pytest
 from _scan_factory import BAD_BOX_ROWS, BAD_READ_ROWS, HOSTILE, LEVELS, ScanWorld, make_scan_world
@@ -317,6 +318,73 @@ def test_scan_without_boxes_uses_the_localizer(bundle: Path, tmp_path: Path) -> 
     assert {row["box_source"] for row in rows} == {"localizer"}
     assert all(0.0 < float(row["box_confidence"]) <= 1.0 for row in rows)
     assert result.n_candidates == 3 and result.n_vertebrae == len(rows)
+
+
+def test_localizer_scan_decodes_each_image_once(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a box file the crops come from the localizer's decode: the same findings as a scan
+    that decodes the images again from the localizer's box file, and no second decode."""
+    from auditor.scan import dataset
+    from auditor.synth.archive import write_archive
+    from auditor.synth.config import SynthConfig
+
+    world = tmp_path / "world"
+    config = SynthConfig(max_side=700, distractor_rate=0.0, compressed_share=0.0)
+    write_archive(world, studies=3, seed=5, config=config)
+    archive = world / "archive"
+    located = run_scan(
+        ScanConfig(archive=archive, out=tmp_path / "loc", model=bundle, heatmaps="none", workers=0)
+    )
+    assert located.n_images == 3 and located.timings["precut_images"] == 3
+    assert not (tmp_path / "loc" / dataset.PRECUT_DIR).exists()  # spent and removed
+    decoded = run_scan(
+        ScanConfig(
+            archive=archive,
+            out=tmp_path / "boxes",
+            model=bundle,
+            boxes=tmp_path / "loc" / "localizer_boxes.csv",
+            heatmaps="none",
+            workers=0,
+        )
+    )
+    assert decoded.timings["precut_images"] == 0
+    assert (tmp_path / "loc" / "findings.csv").read_bytes() == (
+        tmp_path / "boxes" / "findings.csv"
+    ).read_bytes()
+
+    def no_second_decode(path: Path) -> None:
+        raise AssertionError(f"the loader decoded {path} again")
+
+    monkeypatch.setattr(dataset, "read_radiograph", no_second_decode)
+    again = run_scan(
+        ScanConfig(archive=archive, out=tmp_path / "loc2", model=bundle, heatmaps="none", workers=0)
+    )
+    assert again.n_vertebrae == located.n_vertebrae and again.n_errors == located.n_errors
+
+
+def test_stored_crops_that_do_not_match_the_boxes_are_not_used(tmp_path: Path) -> None:
+    from auditor.boxes import VertebraBox
+    from auditor.model.bundle import load_bundle
+    from auditor.scan.dataset import ImageJob, read_precut, write_precut
+    from auditor.vocab import Level
+
+    card = load_bundle(create_untrained_bundle(tmp_path / "b", "resnet18", input_size=32)).card
+    pixels = np.random.default_rng(0).random((200, 160), dtype=np.float32)
+    target = tmp_path / "precut" / "x.npz"
+    write_precut(target, pixels, [("L1", (20.0, 30.0, 90.0, 80.0))], card)
+
+    def job(x_min: float) -> ImageJob:
+        box = VertebraBox(1, "x.dcm", "", Level.L1, x_min, 30.0, 90.0, 80.0)
+        return ImageJob("x.dcm", tmp_path / "x.dcm", (box,), target)
+
+    stored = read_precut(job(20.0), card)
+    assert stored is not None and stored[0][0].shape == (32, 32)
+    assert read_precut(job(20.5), card) is None  # a box moved after localization
+    other = load_bundle(create_untrained_bundle(tmp_path / "c", "resnet18", input_size=48)).card
+    assert read_precut(job(20.0), other) is None  # crops cut for another input size
+    target.write_bytes(b"not an npz")
+    assert read_precut(job(20.0), card) is None  # unreadable: the loader decodes instead
 
 
 def test_localizer_failures_are_error_rows(world: ScanWorld, bundle: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from auditor.archive.inventory import inventory
 from auditor.archive.triage import TriageRules
 from auditor.errors import ReadError
-from auditor.io.radiograph import read_radiograph
+from auditor.io.radiograph import Radiograph, read_radiograph
 from auditor.localizer.model import Localizer, load_localizer
 from auditor.vocab import FileStatus
 
@@ -81,6 +81,7 @@ def localize_archive(
     rules: TriageRules | None = None,
     localizer: Localizer | None = None,
     progress: Callable[[str], None] | None = None,
+    on_located: Callable[[str, Radiograph, list[dict[str, object]]], None] | None = None,
 ) -> LocalizeSummary:
     """Localize every candidate radiograph of ``archive`` and write the box file ``out``.
 
@@ -98,6 +99,10 @@ def localize_archive(
         An already loaded localizer.
     progress
         Called with each candidate's archive-relative path after it is done.
+    on_located
+        Called with the archive-relative path, the decoded radiograph and the box-file rows
+        written for it (coordinates rounded as in the file), for each image with boxes; ``scan``
+        uses it to cut the classifier's crops from this decode instead of decoding again.
 
     Raises
     ------
@@ -139,8 +144,9 @@ def localize_archive(
                 "reason": result.reason,
             }
         )
+        rows: list[dict[str, object]] = []
         for box in result.boxes:
-            box_rows.append(
+            rows.append(
                 {
                     "image": record.relpath,
                     "sop_instance_uid": meta.sop_uid if meta else "",
@@ -157,6 +163,9 @@ def localize_archive(
                     "study_uid": meta.study_uid if meta else "",
                 }
             )
+        box_rows.extend(rows)
+        if rows and on_located is not None:
+            on_located(record.relpath, radiograph, rows)
         if progress is not None:
             progress(record.relpath)
     out = Path(out)

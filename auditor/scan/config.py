@@ -54,6 +54,7 @@ class ScanConfig:
     verify_pixels: bool = False
     embed_limit: int = DEFAULT_EMBED_LIMIT
     table_limit: int = DEFAULT_TABLE_LIMIT
+    precut: bool = True  # without boxes: cut crops from the localizer's decode (RUN_DIR/precut)
 
     def __post_init__(self) -> None:
         # Coerce at the boundary: callers may pass plain strings and str paths.

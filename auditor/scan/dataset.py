@@ -7,13 +7,20 @@ tensor together with small greyscale copies of the crops for heatmap overlays. :
 groups whole images into batches of about ``batch_size`` vertebrae, and :func:`collate` concatenates
 them, so a batch is the unit both of inference and of the journal's commits.
 
+Without a box file, the localizer has already decoded every image once. ``scan`` then cuts the
+crops from that decode (:func:`write_precut`, into ``RUN_DIR/precut/``) and the loader reads them
+back instead of decoding the image a second time; an image whose stored crops do not match its
+boxes exactly (or whose file is missing or unreadable) is decoded as before.
+
 A file that fails to decode, or a box that cannot be cut, becomes a reason in the batch; it never
 stops the loader.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +44,8 @@ logger = logging.getLogger(__name__)
 THUMB_SIZE = 128
 #: Longest side of the downscaled radiograph kept for the reports' thumbnails.
 PREVIEW_SIDE = 640
+#: Folder of RUN_DIR for crops cut from the localizer's decode (removed when the scan completes).
+PRECUT_DIR = "precut"
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class ImageJob:
     image: str  # archive-relative POSIX path
     path: Path
     boxes: tuple[VertebraBox, ...]
+    precut: Path | None = None  # crops already cut from the localizer's decode (write_precut)
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,9 @@ class VertebraCropDataset(Dataset[ImageCrops]):
     def __getitem__(self, index: int) -> ImageCrops:
         job = self.jobs[index]
         size = self.card.input_size
+        stored = read_precut(job, self.card)
+        if stored is not None:
+            return self._image_crops(job, stored[0], job.boxes, (), stored[1], stored[2])
         try:
             pixels = read_radiograph(job.path).pixels
         except (TlauditError, OSError, ValueError, RuntimeError, MemoryError) as err:
@@ -132,20 +145,112 @@ class VertebraCropDataset(Dataset[ImageCrops]):
         if not crops:
             empty = _empty(job, size, self.thumb_size, "")
             return ImageCrops(job.image, empty.crops, empty.thumbs, (), tuple(box_errors))
-        stack = np.stack(crops)
-        thumbs = np.stack([_thumb(crop, self.thumb_size) for crop in crops])
         # The downscaled radiograph comes from the decode done here, so the reports never decode
         # an image a second time for its thumbnail.
         preview = downscale_radiograph(pixels, PREVIEW_SIDE)
+        scale = preview.shape[1] / pixels.shape[1]
+        return self._image_crops(job, crops, cut, box_errors, preview, scale)
+
+    def _image_crops(
+        self,
+        job: ImageJob,
+        crops: Sequence[np.ndarray],
+        cut: Sequence[VertebraBox],
+        box_errors: Sequence[tuple[VertebraBox, str]],
+        preview: np.ndarray,
+        preview_scale: float,
+    ) -> ImageCrops:
+        thumbs = np.stack([_thumb(crop, self.thumb_size) for crop in crops])
         return ImageCrops(
             image=job.image,
-            crops=preprocess_crops(stack, self.card),
+            crops=preprocess_crops(np.stack(crops), self.card),
             thumbs=torch.from_numpy(thumbs),
             boxes=tuple(cut),
             box_errors=tuple(box_errors),
-            preview=torch.from_numpy(preview),
-            preview_scale=preview.shape[1] / pixels.shape[1],
+            preview=torch.from_numpy(np.ascontiguousarray(preview)),
+            preview_scale=preview_scale,
         )
+
+
+def precut_path(run_dir: Path, image: str) -> Path:
+    """Where :func:`write_precut` keeps the crops of ``image`` (named by a hash of its path)."""
+    digest = hashlib.sha256(image.encode("utf-8")).hexdigest()[:32]
+    return run_dir / PRECUT_DIR / f"{digest}.npz"
+
+
+def write_precut(
+    target: Path,
+    pixels: np.ndarray,
+    boxes: Sequence[tuple[str, tuple[float, float, float, float]]],
+    card: ModelCard,
+) -> None:
+    """Cut the classifier's crops of ``boxes`` (level, xyxy) and the report preview from an
+    already decoded radiograph, and store them for :class:`VertebraCropDataset`.
+
+    A box that cannot be cut is left out; the loader then decodes that image itself and reports
+    the box with its reason. The file is written atomically and holds plain arrays only (read
+    back with ``allow_pickle=False``).
+    """
+    levels: list[str] = []
+    coords: list[tuple[float, float, float, float]] = []
+    crops: list[np.ndarray] = []
+    for level, xyxy in boxes:
+        try:
+            crops.append(crop_vertebra(pixels, xyxy, card.crop_margin, card.input_size))
+        except ValueError:
+            continue
+        levels.append(level)
+        coords.append(xyxy)
+    size = card.input_size
+    preview = downscale_radiograph(pixels, PREVIEW_SIDE)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.stem + ".part")
+    with partial.open("wb") as handle:
+        np.savez(
+            handle,
+            levels=np.array(levels, dtype=np.str_),
+            xyxy=np.array(coords, dtype=np.float64).reshape(-1, 4),
+            crops=np.stack(crops) if crops else np.zeros((0, size, size), np.float32),
+            preview=preview,
+            preview_scale=np.float64(preview.shape[1] / pixels.shape[1]),
+            input_size=np.int64(size),
+            crop_margin=np.float64(card.crop_margin),
+        )
+    os.replace(partial, target)
+
+
+def read_precut(
+    job: ImageJob, card: ModelCard
+) -> tuple[list[np.ndarray], np.ndarray, float] | None:
+    """The stored crops of ``job``'s boxes in box order, its preview and preview scale; None when
+    there is no usable file or any box is not among the stored ones (the caller decodes)."""
+    if job.precut is None or not job.precut.is_file():
+        return None
+    try:
+        with np.load(job.precut, allow_pickle=False) as data:
+            if int(data["input_size"]) != card.input_size:
+                return None
+            if float(data["crop_margin"]) != card.crop_margin:
+                return None
+            levels = [str(level) for level in data["levels"]]
+            coords = np.asarray(data["xyxy"], dtype=np.float64)
+            stored = np.asarray(data["crops"], dtype=np.float32)
+            preview = np.asarray(data["preview"])
+            scale = float(data["preview_scale"])
+    except (OSError, ValueError, KeyError) as err:
+        logger.info("ignoring the stored crops of %s: %s", job.image, err)
+        return None
+    crops: list[np.ndarray] = []
+    for box in job.boxes:
+        found = [
+            i
+            for i, level in enumerate(levels)
+            if level == box.level.value and np.array_equal(coords[i], box.xyxy)
+        ]
+        if not found:
+            return None
+        crops.append(stored[found[0]])
+    return crops, preview, scale
 
 
 def _thumb(crop: np.ndarray, size: int) -> np.ndarray:

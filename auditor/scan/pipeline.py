@@ -8,6 +8,8 @@ Stages (each in its own module):
    ``--resume``), validated row by row and matched to the candidate images (:mod:`auditor.boxes`);
    a candidate on which the localizer finds nothing usable is an error row with the reason;
 3. crops cut in DataLoader worker processes, one item per image (:mod:`auditor.scan.dataset`);
+   without a box file they were already cut from the localizer's decode (``RUN_DIR/precut/``),
+   so no image is decoded twice;
 4. batched classification with class activation maps from the same pass
    (:class:`auditor.model.infer.Classifier`), heatmap overlays for positive vertebrae (or all, on
    request), each batch committed to the run journal (:mod:`auditor.scan.journal`);
@@ -25,6 +27,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -34,7 +37,8 @@ from auditor.archive.triage import TriageRules
 from auditor.boxes import BoxRowError, read_box_file, resolve_boxes
 from auditor.checksums import file_sha256
 from auditor.errors import UsageError
-from auditor.model.bundle import load_bundle
+from auditor.io.radiograph import Radiograph
+from auditor.model.bundle import ModelCard, load_bundle
 from auditor.model.infer import Classifier, select_device
 from auditor.reports.excel import write_excel
 from auditor.reports.findings import write_findings_csv
@@ -50,7 +54,7 @@ from auditor.scan.config import (
     ScanResult,
     default_workers,
 )
-from auditor.scan.dataset import ImageJob, pack_batches
+from auditor.scan.dataset import PRECUT_DIR, ImageJob, pack_batches, precut_path, write_precut
 from auditor.scan.journal import JOURNAL_NAME, RunJournal, run_in_use
 from auditor.scan.reads import ReadsFile, read_reads_file
 from auditor.scan.results import SummaryValue
@@ -107,20 +111,34 @@ def _validate(config: ScanConfig) -> None:
         raise run_in_use(config.out)
 
 
-def _localize(config: ScanConfig, emit: Progress) -> tuple[Path, tuple[BoxRowError, ...]]:
+def _localize(
+    config: ScanConfig, card: ModelCard, emit: Progress
+) -> tuple[Path, tuple[BoxRowError, ...]]:
     """Find vertebra boxes with the localizer; return the box file and one error per image
     on which nothing usable was found (or that could not be read).
 
     The box file is kept in RUN_DIR so a person can review or correct it (and pass it back with
-    ``--boxes``); a resumed scan reuses it instead of localizing again.
+    ``--boxes``); a resumed scan reuses it instead of localizing again. The classifier's crops
+    are cut from the localizer's decode of each image (``RUN_DIR/precut/``), so the loader does
+    not decode it a second time.
     """
     from auditor.localizer import localize_archive  # torch model; only needed without --boxes
+
+    def precut(image: str, radiograph: Radiograph, rows: list[dict[str, object]]) -> None:
+        boxes = [(str(r["level"]), _corners(r)) for r in rows]
+        write_precut(precut_path(config.out, image), radiograph.pixels, boxes, card)
 
     out = config.out / LOCALIZER_BOXES
     outcomes = out.with_name(out.stem + ".images.csv")
     if not (config.resume and out.is_file() and outcomes.is_file()):
         emit(ScanEvent("info", "No box file given: finding vertebrae with the localizer"))
-        done = localize_archive(config.archive, out, bundle=config.localizer, rules=config.triage)
+        done = localize_archive(
+            config.archive,
+            out,
+            bundle=config.localizer,
+            rules=config.triage,
+            on_located=precut if config.precut else None,
+        )
         emit(
             ScanEvent(
                 "info",
@@ -141,6 +159,20 @@ def _localize(config: ScanConfig, emit: Progress) -> tuple[Path, tuple[BoxRowErr
             if row["status"] != "localized"
         )
     return out, errors
+
+
+def _stored_crops(config: ScanConfig, image: str) -> Path | None:
+    """The crops cut from the localizer's decode of ``image``, when this scan made them."""
+    if config.boxes is not None or not config.precut:
+        return None
+    path = precut_path(config.out, image)
+    return path if path.is_file() else None
+
+
+def _corners(row: dict[str, object]) -> tuple[float, float, float, float]:
+    """A box-file row's corners as the box file will read them back."""
+    x0, y0, x1, y1 = (float(str(row[key])) for key in ("x_min", "y_min", "x_max", "y_max"))
+    return x0, y0, x1, y1
 
 
 def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult:
@@ -191,7 +223,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     localizer_errors: tuple[BoxRowError, ...] = ()
     if config.boxes is None:
         t_loc = time.perf_counter()
-        box_path, localizer_errors = _localize(config, emit)
+        box_path, localizer_errors = _localize(config, card, emit)
         timings["localizer_s"] = time.perf_counter() - t_loc
     else:
         box_path = config.boxes
@@ -232,7 +264,10 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         "tlaudit": __version__,
     }
     paths = {f.relative: f.path for f in files}
-    jobs = [ImageJob(image, paths[image], boxes) for image, boxes in resolved.by_image.items()]
+    jobs = [
+        ImageJob(image, paths[image], boxes, _stored_crops(config, image))
+        for image, boxes in resolved.by_image.items()
+    ]
     workers = default_workers() if config.workers is None else config.workers
     with RunJournal(config.out, fingerprint, config.resume) as journal:
         salt = config.pseudonym_salt or journal.get_meta("salt")
@@ -261,9 +296,12 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         timings["heatmap_thumbnails_s"] = stats.heatmap_s
         timings["journal_s"] = stats.journal_s
         timings["heatmaps_drawn"] = float(stats.heatmaps)
+        timings["precut_images"] = float(sum(job.precut is not None for job in jobs))
 
         t0 = time.perf_counter()
         outcomes = journal.outcomes()
+    # Every image is in the journal now; the crops cut during localization are spent.
+    shutil.rmtree(config.out / PRECUT_DIR, ignore_errors=True)
     inputs = ScanInputs(
         run_dir=config.out,
         files=tuple(files),
