@@ -363,6 +363,28 @@ def test_localizer_scan_decodes_each_image_once(
     assert again.n_vertebrae == located.n_vertebrae and again.n_errors == located.n_errors
 
 
+def test_crops_that_cannot_be_stored_are_decoded_again(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auditor.scan import pipeline
+    from auditor.synth.archive import write_archive
+    from auditor.synth.config import SynthConfig
+
+    world = tmp_path / "world"
+    config = SynthConfig(max_side=700, distractor_rate=0.0, compressed_share=0.0)
+    write_archive(world, studies=2, seed=6, config=config)
+
+    def full_disk(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "write_precut", full_disk)
+    result = run_scan(
+        ScanConfig(archive=world / "archive", out=tmp_path / "run", model=bundle, heatmaps="none")
+    )
+    assert result.timings["precut_images"] == 0
+    assert result.n_images == 2 and result.n_vertebrae > 0
+
+
 def test_stored_crops_that_do_not_match_the_boxes_are_not_used(tmp_path: Path) -> None:
     from auditor.boxes import VertebraBox
     from auditor.model.bundle import load_bundle

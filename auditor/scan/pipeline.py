@@ -126,7 +126,10 @@ def _localize(
 
     def precut(image: str, radiograph: Radiograph, rows: list[dict[str, object]]) -> None:
         boxes = [(str(r["level"]), _corners(r)) for r in rows]
-        write_precut(precut_path(config.out, image), radiograph.pixels, boxes, card)
+        try:
+            write_precut(precut_path(config.out, image), radiograph.pixels, boxes, card)
+        except (OSError, ValueError) as err:  # e.g. a full disk: the loader decodes it instead
+            logger.warning("cannot store an image's crops (%s); it will be decoded again", err)
 
     out = config.out / LOCALIZER_BOXES
     outcomes = out.with_name(out.stem + ".images.csv")
