@@ -22,6 +22,7 @@ needs a second pass with autograd.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -314,20 +315,20 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
             archive, boxes = _synthetic_archive(config, work)
         workers = default_workers() if config.workers is None else config.workers
         tell(f"End-to-end: scanning {archive} with {workers} loader workers")
-        scan: ScanResult = run_scan(
-            ScanConfig(
-                archive=archive,
-                out=work / "run",
-                boxes=boxes,
-                model=model_path,
-                device=config.device,
-                precision=config.precision,
-                heatmap_method=config.heatmap_method,
-                batch_size=config.batch_size,
-                workers=workers,
-                heatmaps=HeatmapMode.POSITIVE,
-            )
+        scan_config = ScanConfig(
+            archive=archive,
+            out=work / "run",
+            boxes=boxes,
+            model=model_path,
+            localizer=config.localizer_model,
+            device=config.device,
+            precision=config.precision,
+            heatmap_method=config.heatmap_method,
+            batch_size=config.batch_size,
+            workers=workers,
+            heatmaps=HeatmapMode.POSITIVE,
         )
+        scan: ScanResult = run_scan(scan_config)
         if config.rounds - first > 0:
             tell(f"Model-only again: {config.rounds - first} rounds")
             times = times.merged(
@@ -338,23 +339,11 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         localizer_vps: dict[bool, float] = {}
         if config.localizer_scan:
             # Alternate the two ways (twice each, best kept) so that load changes hit both alike.
-            for precut in (True, False, True, False):
+            for attempt, precut in enumerate((True, False, True, False)):
                 tell(f"Scan without a box file, {'one decode' if precut else 'two decodes'}")
-                run_dir = work / f"localizer-run-{len(localizer_vps)}-{precut}"
+                run_dir = work / f"localizer-run-{attempt}"
                 result = run_scan(
-                    ScanConfig(
-                        archive=archive,
-                        out=run_dir,
-                        model=model_path,
-                        localizer=config.localizer_model,
-                        device=config.device,
-                        precision=config.precision,
-                        heatmap_method=config.heatmap_method,
-                        batch_size=config.batch_size,
-                        workers=workers,
-                        heatmaps=HeatmapMode.POSITIVE,
-                        precut=precut,
-                    )
+                    dataclasses.replace(scan_config, out=run_dir, boxes=None, precut=precut)
                 )
                 shutil.rmtree(run_dir, ignore_errors=True)
                 vps = result.n_vertebrae / result.timings["total_s"]

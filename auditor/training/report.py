@@ -152,6 +152,19 @@ def _headline_rows(ev: Evaluation) -> list[dict[str, str]]:
     return rows
 
 
+def _group_rows(groups: dict[str, dict[str, float | int]]) -> list[dict[str, Any]]:
+    """Sensitivity-by-group rows (level, AO type, grade) for the HTML template."""
+    return [
+        {
+            "key": key,
+            "detected": v["detected"],
+            "total": v["total"],
+            "sens": format_pct(v["sensitivity"]),
+        }
+        for key, v in groups.items()
+    ]
+
+
 def build_context(ev: Evaluation, roc_png: bytes, confusion_png: bytes) -> dict[str, Any]:
     """Everything the HTML template shows (plain values; the template escapes them)."""
     card = ev.bundle.card
@@ -181,33 +194,9 @@ def build_context(ev: Evaluation, roc_png: bytes, confusion_png: bytes) -> dict[
             }
             for name, c in ev.at_points.items()
         ],
-        "by_level": [
-            {
-                "key": k,
-                "detected": v["detected"],
-                "total": v["total"],
-                "sens": format_pct(v["sensitivity"]),
-            }
-            for k, v in ev.by_level.items()
-        ],
-        "by_ao": [
-            {
-                "key": k,
-                "detected": v["detected"],
-                "total": v["total"],
-                "sens": format_pct(v["sensitivity"]),
-            }
-            for k, v in ev.by_ao_type.items()
-        ],
-        "by_grade": [
-            {
-                "key": k,
-                "detected": v["detected"],
-                "total": v["total"],
-                "sens": format_pct(v["sensitivity"]),
-            }
-            for k, v in ev.by_genant_grade.items()
-        ],
+        "by_level": _group_rows(ev.by_level),
+        "by_ao": _group_rows(ev.by_ao_type),
+        "by_grade": _group_rows(ev.by_genant_grade),
         "roc_uri": _data_uri(roc_png),
         "confusion_uri": _data_uri(confusion_png),
         "examples": [
