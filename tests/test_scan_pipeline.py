@@ -320,11 +320,13 @@ def test_scan_without_boxes_uses_the_localizer(bundle: Path, tmp_path: Path) -> 
     assert result.n_candidates == 3 and result.n_vertebrae == len(rows)
 
 
-def test_localizer_scan_decodes_each_image_once(
+def test_localizer_scan_reads_the_archive_once(
     bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without a box file the crops come from the localizer's decode: the same findings as a scan
-    that decodes the images again from the localizer's box file, and no second decode."""
+    that decodes the images again from the localizer's box file, no second decode, and no
+    second walk of the archive."""
+    from auditor.localizer import archive as localizer_archive
     from auditor.scan import dataset
     from auditor.synth.archive import write_archive
     from auditor.synth.config import SynthConfig
@@ -356,7 +358,11 @@ def test_localizer_scan_decodes_each_image_once(
     def no_second_decode(path: Path) -> None:
         raise AssertionError(f"the loader decoded {path} again")
 
+    def no_second_walk(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the localizer walked the archive again")
+
     monkeypatch.setattr(dataset, "read_radiograph", no_second_decode)
+    monkeypatch.setattr(localizer_archive, "inventory", no_second_walk)
     again = run_scan(
         ScanConfig(archive=archive, out=tmp_path / "loc2", model=bundle, heatmaps="none", workers=0)
     )

@@ -15,11 +15,11 @@ import csv
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.archive.inventory import inventory
+from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
 from auditor.errors import ReadError
 from auditor.io.radiograph import Radiograph, read_radiograph
@@ -82,6 +82,7 @@ def localize_archive(
     localizer: Localizer | None = None,
     progress: Callable[[str], None] | None = None,
     on_located: Callable[[str, Radiograph, list[dict[str, object]]], None] | None = None,
+    records: Iterable[FileRecord] | None = None,
 ) -> LocalizeSummary:
     """Localize every candidate radiograph of ``archive`` and write the box file ``out``.
 
@@ -103,6 +104,10 @@ def localize_archive(
         Called with the archive-relative path, the decoded radiograph and the box-file rows
         written for it (coordinates rounded as in the file), for each image with boxes; ``scan``
         uses it to cut the classifier's crops from this decode instead of decoding again.
+    records
+        The archive's inventory when the caller already has it (``scan`` does), so the archive
+        is not walked a second time; by default :func:`~auditor.archive.inventory.inventory`
+        of ``archive`` with ``rules``.
 
     Raises
     ------
@@ -115,7 +120,7 @@ def localize_archive(
     box_rows: list[dict[str, object]] = []
     image_rows: list[dict[str, object]] = []
     files = candidates = localized = nothing = unreadable = 0
-    for record in inventory(Path(archive), rules):
+    for record in inventory(Path(archive), rules) if records is None else records:
         files += 1
         if record.status is not FileStatus.CANDIDATE:
             continue

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from auditor import __version__
-from auditor.archive.inventory import inventory
+from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
 from auditor.boxes import BoxRowError, read_box_file, resolve_boxes
 from auditor.checksums import file_sha256
@@ -68,19 +68,16 @@ LOCALIZER_BOXES = "localizer_boxes.csv"
 """Box file the localizer writes into RUN_DIR when the scan has no ``--boxes``."""
 
 
-def _inventory(archive: Path, rules: TriageRules, verify_pixels: bool) -> list[FileEntry]:
-    """Account for every file of the archive (the inventory's triage, not a copy of it)."""
-    return [
-        FileEntry(
-            relative=record.relpath,
-            path=record.path,
-            size=record.size,
-            status=record.status.value,
-            reason=record.reason.value + (f": {record.detail}" if record.detail else ""),
-            meta=record.meta,
-        )
-        for record in inventory(archive, rules, verify_pixels=verify_pixels)
-    ]
+def _file_entry(record: FileRecord) -> FileEntry:
+    """One file's accounting row as the reports carry it (the inventory's triage, not a copy)."""
+    return FileEntry(
+        relative=record.relpath,
+        path=record.path,
+        size=record.size,
+        status=record.status.value,
+        reason=record.reason.value + (f": {record.detail}" if record.detail else ""),
+        meta=record.meta,
+    )
 
 
 def _rules_fingerprint(rules: TriageRules) -> dict[str, object]:
@@ -112,7 +109,7 @@ def _validate(config: ScanConfig) -> None:
 
 
 def _localize(
-    config: ScanConfig, card: ModelCard, emit: Progress
+    config: ScanConfig, card: ModelCard, records: list[FileRecord], emit: Progress
 ) -> tuple[Path, tuple[BoxRowError, ...]]:
     """Find vertebra boxes with the localizer; return the box file and one error per image
     on which nothing usable was found (or that could not be read).
@@ -141,6 +138,7 @@ def _localize(
             bundle=config.localizer,
             rules=config.triage,
             on_located=precut if config.precut else None,
+            records=records,
         )
         emit(
             ScanEvent(
@@ -221,12 +219,13 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     emit(ScanEvent("info", f"Running on {classifier.describe()}; positive at P >= {threshold:.3f}"))
 
     t0 = time.perf_counter()
-    files = _inventory(config.archive, config.triage, config.verify_pixels)
+    records = list(inventory(config.archive, config.triage, verify_pixels=config.verify_pixels))
+    files = [_file_entry(record) for record in records]
     candidates = {f.relative: f.meta for f in files if f.status == "candidate" and f.meta}
     localizer_errors: tuple[BoxRowError, ...] = ()
     if config.boxes is None:
         t_loc = time.perf_counter()
-        box_path, localizer_errors = _localize(config, card, emit)
+        box_path, localizer_errors = _localize(config, card, records, emit)
         timings["localizer_s"] = time.perf_counter() - t_loc
     else:
         box_path = config.boxes
