@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,31 @@ def test_bundled_localizer_on_the_bundled_sample(tmp_path: Path) -> None:
     assert figures["recall"] >= 0.97 and figures["precision"] >= 0.97
     assert figures["recall_fractured"] >= 0.95
     assert figures["level_accuracy"] >= 0.95
+
+
+def test_decoding_in_worker_processes_gives_the_same_boxes(world: Path, tmp_path: Path) -> None:
+    """Workers decode ahead of the localizer: same box file, same outcomes, and a candidate
+    whose compressed pixel data is broken is an ``unreadable`` row in both ways."""
+    from auditor.localizer.archive import localize_archive
+
+    archive = tmp_path / "archive"
+    shutil.copytree(world / "archive", archive)
+    with (world / "manifest.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "lateral_tl"]
+    (j2k,) = [r["file"] for r in rows if r["transfer_syntax"] == "1.2.840.10008.1.2.4.90"]
+    broken = archive / j2k
+    data = bytearray(broken.read_bytes())
+    start = data.index(b"\xff\x4f\xff\x51")  # the JPEG 2000 codestream: blank its headers
+    data[start : start + 400] = bytes(400)
+    broken.write_bytes(bytes(data))  # same length, header intact, pixel data undecodable
+    loc = load_localizer()
+    outputs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"boxes{workers}.csv"
+        summary = localize_archive(archive, out, localizer=loc, workers=workers)
+        assert summary.candidates == 3 and summary.unreadable == 1
+        outputs[workers] = (out.read_bytes(), out.with_name(out.stem + ".images.csv").read_text())
+    assert outputs[0][0] == outputs[2][0]
+    assert outputs[0][1] == outputs[2][1]
+    assert "pixel data cannot be decoded" in outputs[2][1]
+    assert " at 0x" not in outputs[2][1]  # no memory address: the same reason on every run

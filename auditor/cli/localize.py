@@ -55,6 +55,12 @@ def localize_command(
     ] = Path("boxes.csv"),
     localizer: BundleOption = None,
     threads: ThreadsOption = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Processes decoding the next images (default: one per spare core)."
+        ),
+    ] = None,
     include_all_radiographs: IncludeAllRadiographs = False,
     accept_blank_view: AcceptBlankView = False,
     accept_blank_body_part: AcceptBlankBodyPart = False,
@@ -71,6 +77,7 @@ def localize_command(
     import torch  # imported here so that other commands start without loading torch
 
     from auditor.localizer.archive import localize_archive
+    from auditor.scan.config import default_workers
 
     torch.set_num_threads(threads)
     rules = build_rules(
@@ -92,7 +99,12 @@ def localize_command(
     ) as bar:
         task = bar.add_task("localize")
         summary = localize_archive(
-            archive, out, localizer, rules, progress=lambda _name: bar.advance(task)
+            archive,
+            out,
+            localizer,
+            rules,
+            progress=lambda _name: bar.advance(task),
+            workers=default_workers() if workers is None else workers,
         )
     table = Table(title="tlaudit localize", show_header=False)
     table.add_row("files walked", str(summary.files))

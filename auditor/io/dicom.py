@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -343,6 +344,7 @@ def _decode(path: Path, ds: Dataset) -> npt.NDArray[Any]:
             arr = ds.pixel_array
     except Exception as err:  # decoder plugins raise RuntimeError, ValueError, ... on bad data
         detail = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        detail = _OBJECT_REPR.sub("the pixel data", detail)  # "<_io.BytesIO object at 0x7f...>"
         raise ReadError(
             path, f"pixel data cannot be decoded ({type(err).__name__}: {detail})"
         ) from err
@@ -351,6 +353,11 @@ def _decode(path: Path, ds: Dataset) -> npt.NDArray[Any]:
             path, f"decoded pixel array has shape {arr.shape}; expected (rows, columns)"
         )
     return arr
+
+
+#: A Python object's default repr inside a decoder's message; it names a memory address, so the
+#: same broken file would give a different reason on every run.
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def _first(value: Any) -> float:

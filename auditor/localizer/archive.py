@@ -15,9 +15,12 @@ import csv
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
 
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
@@ -74,6 +77,44 @@ def _atomic_csv(path: Path, header: tuple[str, ...], rows: list[dict[str, object
         raise
 
 
+class _Decoder(Dataset[Radiograph | str]):
+    """Decodes one candidate file per item: the radiograph, or the reason it cannot be read."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = tuple(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Radiograph | str:
+        try:
+            return read_radiograph(self.paths[index])
+        except ReadError as err:
+            return err.reason
+
+
+def _as_is(item: Any) -> Any:
+    """The DataLoader's collate function: leaves each decoded item as it is (no batching; at
+    module level so that worker processes can pickle it)."""
+    return item
+
+
+def decode_in_order(paths: Sequence[Path], workers: int) -> Iterator[Radiograph | str]:
+    """Decode ``paths`` in order; with ``workers`` > 0, in that many worker processes, a couple
+    of images ahead of the caller, so decoding overlaps the caller's work on the previous one."""
+    decoder = _Decoder(paths)
+    if workers <= 0:
+        yield from (decoder[i] for i in range(len(decoder)))
+        return
+    yield from DataLoader(
+        decoder,
+        batch_size=None,
+        collate_fn=_as_is,
+        num_workers=min(workers, max(1, len(decoder))),
+        prefetch_factor=2,
+    )
+
+
 def localize_archive(
     archive: Path,
     out: Path,
@@ -83,6 +124,7 @@ def localize_archive(
     progress: Callable[[str], None] | None = None,
     on_located: Callable[[str, Radiograph, list[dict[str, object]]], None] | None = None,
     records: Iterable[FileRecord] | None = None,
+    workers: int = 0,
 ) -> LocalizeSummary:
     """Localize every candidate radiograph of ``archive`` and write the box file ``out``.
 
@@ -108,6 +150,9 @@ def localize_archive(
         The archive's inventory when the caller already has it (``scan`` does), so the archive
         is not walked a second time; by default :func:`~auditor.archive.inventory.inventory`
         of ``archive`` with ``rules``.
+    workers
+        Processes that decode the next images while the localizer runs on the current one
+        (0: decode in this process, one image after another).
 
     Raises
     ------
@@ -119,19 +164,18 @@ def localize_archive(
     loc = localizer or load_localizer(bundle)
     box_rows: list[dict[str, object]] = []
     image_rows: list[dict[str, object]] = []
-    files = candidates = localized = nothing = unreadable = 0
-    for record in inventory(Path(archive), rules) if records is None else records:
-        files += 1
-        if record.status is not FileStatus.CANDIDATE:
-            continue
-        candidates += 1
+    localized = nothing = unreadable = 0
+    walked = list(inventory(Path(archive), rules) if records is None else records)
+    files = len(walked)
+    chosen = [record for record in walked if record.status is FileStatus.CANDIDATE]
+    candidates = len(chosen)
+    decoded = decode_in_order([record.path for record in chosen], workers)
+    for record, radiograph in zip(chosen, decoded, strict=True):
         meta = record.meta
-        try:
-            radiograph = read_radiograph(record.path)
-        except ReadError as err:
+        if isinstance(radiograph, str):
             unreadable += 1
             image_rows.append(
-                {"image": record.relpath, "status": "unreadable", "reason": err.reason}
+                {"image": record.relpath, "status": "unreadable", "reason": radiograph}
             )
             continue
         result = loc.locate(radiograph.pixels, radiograph.meta.pixel_spacing_mm)

@@ -117,7 +117,7 @@ def _localize(
     The box file is kept in RUN_DIR so a person can review or correct it (and pass it back with
     ``--boxes``); a resumed scan reuses it instead of localizing again. The classifier's crops
     are cut from the localizer's decode of each image (``RUN_DIR/precut/``), so the loader does
-    not decode it a second time.
+    not decode it a second time. The scan's loader workers decode the next images meanwhile.
     """
     from auditor.localizer import localize_archive  # torch model; only needed without --boxes
 
@@ -139,6 +139,7 @@ def _localize(
             rules=config.triage,
             on_located=precut if config.precut else None,
             records=records,
+            workers=default_workers() if config.workers is None else config.workers,
         )
         emit(
             ScanEvent(
