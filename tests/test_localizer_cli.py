@@ -157,3 +157,20 @@ def test_decoding_in_worker_processes_gives_the_same_boxes(world: Path, tmp_path
     assert outputs[0][1] == outputs[2][1]
     assert "pixel data cannot be decoded" in outputs[2][1]
     assert " at 0x" not in outputs[2][1]  # no memory address: the same reason on every run
+
+
+def test_torch_threads_make_room_for_the_decoders_and_come_back() -> None:
+    import os
+
+    import torch
+
+    from auditor.localizer.archive import _cores_for_decoders
+
+    before = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    with _cores_for_decoders(cores):  # every core decodes: one thread left for the network
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with _cores_for_decoders(0):  # decoding in this process: nothing changes
+        assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before

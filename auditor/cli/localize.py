@@ -58,7 +58,7 @@ def localize_command(
     workers: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Processes decoding the next images (default: one per spare core)."
+            min=0, help="Processes decoding the next images (default: one per core, at most 4)."
         ),
     ] = None,
     include_all_radiographs: IncludeAllRadiographs = False,
@@ -77,7 +77,7 @@ def localize_command(
     import torch  # imported here so that other commands start without loading torch
 
     from auditor.localizer.archive import localize_archive
-    from auditor.scan.config import default_workers
+    from auditor.scan.config import default_decode_workers
 
     torch.set_num_threads(threads)
     rules = build_rules(
@@ -104,7 +104,7 @@ def localize_command(
             localizer,
             rules,
             progress=lambda _name: bar.advance(task),
-            workers=default_workers() if workers is None else workers,
+            workers=default_decode_workers() if workers is None else workers,
         )
     table = Table(title="tlaudit localize", show_header=False)
     table.add_row("files walked", str(summary.files))

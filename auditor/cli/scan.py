@@ -115,7 +115,11 @@ def scan(
     batch_size: Annotated[int, typer.Option(min=1, help="Vertebrae per batch.")] = 32,
     workers: Annotated[
         int | None,
-        typer.Option(min=0, help="Crop-loading worker processes (default: one per spare core)."),
+        typer.Option(
+            min=0,
+            help="Worker processes decoding images (default: one per spare core for the crops, "
+            "one per core, at most 4, ahead of the localizer).",
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted scan in --out.")

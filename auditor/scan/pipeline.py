@@ -52,6 +52,7 @@ from auditor.scan.config import (
     ScanConfig,
     ScanEvent,
     ScanResult,
+    default_decode_workers,
     default_workers,
 )
 from auditor.scan.dataset import PRECUT_DIR, ImageJob, pack_batches, precut_path, write_precut
@@ -139,7 +140,7 @@ def _localize(
             rules=config.triage,
             on_located=precut if config.precut else None,
             records=records,
-            workers=default_workers() if config.workers is None else config.workers,
+            workers=default_decode_workers() if config.workers is None else config.workers,
         )
         emit(
             ScanEvent(
