@@ -174,3 +174,23 @@ def test_torch_threads_make_room_for_the_decoders_and_come_back() -> None:
     with _cores_for_decoders(0):  # decoding in this process: nothing changes
         assert torch.get_num_threads() == before
     assert torch.get_num_threads() == before
+
+
+def test_a_file_gone_after_the_inventory_is_an_unreadable_row(world: Path, tmp_path: Path) -> None:
+    """A candidate deleted between the inventory and its decode stops that image only."""
+    from auditor.archive.inventory import inventory
+    from auditor.localizer.archive import localize_archive
+    from auditor.vocab import FileStatus
+
+    archive = tmp_path / "archive"
+    shutil.copytree(world / "archive", archive)
+    records = list(inventory(archive))
+    gone = next(r for r in records if r.status is FileStatus.CANDIDATE)
+    gone.path.unlink()
+    for workers in (0, 1):
+        out = tmp_path / f"boxes{workers}.csv"
+        summary = localize_archive(archive, out, records=records, workers=workers)
+        assert summary.candidates == 3 and summary.unreadable == 1 and summary.localized == 2
+        with out.with_name(out.stem + ".images.csv").open(newline="") as fh:
+            (row,) = [r for r in csv.DictReader(fh) if r["image"] == gone.relpath]
+        assert row["status"] == "unreadable" and row["reason"]
