@@ -176,21 +176,34 @@ def test_torch_threads_make_room_for_the_decoders_and_come_back() -> None:
     assert torch.get_num_threads() == before
 
 
-def test_a_file_gone_after_the_inventory_is_an_unreadable_row(world: Path, tmp_path: Path) -> None:
-    """A candidate deleted between the inventory and its decode stops that image only."""
+def test_any_read_failure_is_that_image_s_unreadable_row(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A candidate deleted after the inventory (a ReadError) and one whose read fails in another
+    way (an OSError from the storage) each stop their own image only, decoded here or in a
+    worker process."""
+    import auditor.localizer.archive as localizer_archive
     from auditor.archive.inventory import inventory
-    from auditor.localizer.archive import localize_archive
     from auditor.vocab import FileStatus
 
     archive = tmp_path / "archive"
     shutil.copytree(world / "archive", archive)
     records = list(inventory(archive))
-    gone = next(r for r in records if r.status is FileStatus.CANDIDATE)
+    gone, flaky, _ = (r for r in records if r.status is FileStatus.CANDIDATE)
     gone.path.unlink()
-    for workers in (0, 1):
+    read = localizer_archive.read_radiograph
+
+    def failing_read(path: Path) -> object:
+        if path == flaky.path:
+            raise OSError("Input/output error")
+        return read(path)
+
+    monkeypatch.setattr(localizer_archive, "read_radiograph", failing_read)
+    for workers in (0, 1):  # worker processes are forked, so they see the patch
         out = tmp_path / f"boxes{workers}.csv"
-        summary = localize_archive(archive, out, records=records, workers=workers)
-        assert summary.candidates == 3 and summary.unreadable == 1 and summary.localized == 2
+        summary = localizer_archive.localize_archive(archive, out, records=records, workers=workers)
+        assert summary.candidates == 3 and summary.unreadable == 2 and summary.localized == 1
         with out.with_name(out.stem + ".images.csv").open(newline="") as fh:
-            (row,) = [r for r in csv.DictReader(fh) if r["image"] == gone.relpath]
-        assert row["status"] == "unreadable" and row["reason"]
+            reasons = {r["image"]: r["reason"] for r in csv.DictReader(fh)}
+        assert reasons[gone.relpath] == "cannot open file: No such file or directory"
+        assert reasons[flaky.relpath] == "cannot read the file (OSError: Input/output error)"
