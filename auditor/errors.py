@@ -38,3 +38,15 @@ class BundleError(TlauditError):
 
 class UsageError(TlauditError):
     """The command line asked for something that cannot be done (exit code 2)."""
+
+
+#: What reading one image inside a batch may raise: our own errors, and the storage's or a
+#: decoder's (a file gone or unreadable, a plugin failing on bad data, an image too large). Each
+#: stops that image only; the batch records it with its reason and goes on.
+READ_FAILURES: tuple[type[BaseException], ...] = (
+    TlauditError,
+    OSError,
+    ValueError,
+    RuntimeError,
+    MemoryError,
+)

@@ -48,6 +48,10 @@ from auditor.io.radiograph import Radiograph, RadiographMeta
 
 logger = logging.getLogger(__name__)
 
+#: A Python object's default repr inside a decoder's message; it names a memory address, so the
+#: same broken file would give a different reason on every run.
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
 PERCENTILE_WINDOW = (0.5, 99.5)
 """Percentiles of the modality values mapped to 0 and 1 when the file has no usable VOI."""
 
@@ -353,11 +357,6 @@ def _decode(path: Path, ds: Dataset) -> npt.NDArray[Any]:
             path, f"decoded pixel array has shape {arr.shape}; expected (rows, columns)"
         )
     return arr
-
-
-#: A Python object's default repr inside a decoder's message; it names a memory address, so the
-#: same broken file would give a different reason on every run.
-_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def _first(value: Any) -> float:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
-from auditor.errors import ReadError, TlauditError
+from auditor.errors import READ_FAILURES, ReadError
 from auditor.io.radiograph import Radiograph, read_radiograph
 from auditor.localizer.model import Localizer, load_localizer
 from auditor.vocab import FileStatus
@@ -93,7 +93,7 @@ class _Decoder(Dataset[Radiograph | str]):
             return read_radiograph(self.paths[index])
         except ReadError as err:
             return err.reason
-        except (TlauditError, OSError, ValueError, RuntimeError, MemoryError) as err:
+        except READ_FAILURES as err:
             # as the crop loader does: a file that vanished or a decoder failure stops one image
             return f"cannot read the file ({type(err).__name__}: {err})"
 

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from auditor.boxes import VertebraBox
 from auditor.crops import crop_vertebra
-from auditor.errors import TlauditError
+from auditor.errors import READ_FAILURES
 from auditor.io.radiograph import read_radiograph
 from auditor.model.bundle import ModelCard
 from auditor.model.infer import preprocess_crops
@@ -120,7 +120,7 @@ class VertebraCropDataset(Dataset[ImageCrops]):
             return self._image_crops(job, stored[0], job.boxes, (), stored[1], stored[2])
         try:
             pixels = read_radiograph(job.path).pixels
-        except (TlauditError, OSError, ValueError, RuntimeError, MemoryError) as err:
+        except READ_FAILURES as err:
             logger.info("cannot decode %s: %s", job.image, err)
             reason = err.reason if hasattr(err, "reason") else str(err)
             message = f"cannot decode the image: {reason}"
