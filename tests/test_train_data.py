@@ -244,3 +244,62 @@ def test_zone_masks_go_through_the_same_augmentation_as_the_crop() -> None:
             variants=np.zeros((2, 2, 16, 16), np.float32),
             zones=[(zone,), ()],
         )
+
+
+def test_worker_processes_cut_the_same_crops_and_count_the_same_failures(tmp_path: Path) -> None:
+    archive, annotations = make_world(tmp_path, n_studies=6)
+    _append_rows(
+        annotations,
+        [
+            {
+                "image": "studies/s001.png",
+                "level": "L5",
+                "x_min": "500",
+                "y_min": "10",
+                "x_max": "600",
+                "y_max": "50",
+                "label": "no_fracture",
+                "ao_type": "",
+                "genant_grade": "",
+                "patient_id": "P001",
+                "study_uid": "",
+                "fracture_zone": "",
+            }
+        ],
+    )
+    options = {"input_size": 32, "margin": 0.15, "box_jitter": 0.15, "jitter_copies": 2, "seed": 3}
+    here = load_crop_set(archive, annotations, **options)  # type: ignore[arg-type]
+    pooled = load_crop_set(archive, annotations, workers=2, **options)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(pooled.crops, here.crops)
+    assert pooled.variants is not None and here.variants is not None
+    np.testing.assert_array_equal(pooled.variants, here.variants)
+    assert pooled.records == here.records
+    for a, b in zip(pooled.records, here.records, strict=True):
+        assert len(a.variant_zones) == len(b.variant_zones)
+        for za, zb in zip(a.variant_zones, b.variant_zones, strict=True):
+            np.testing.assert_array_equal(za, zb)
+    assert [(e.row, e.reason) for e in pooled.skipped] == [(e.row, e.reason) for e in here.skipped]
+    assert len(here.skipped) == 1 and "outside" in here.skipped[0].reason
+
+
+def test_an_image_gone_after_its_header_was_read_stops_that_image_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, annotations = make_world(tmp_path, n_studies=3)
+    import auditor.training.data as data_module
+
+    real_read = data_module.read_radiograph
+
+    def read_or_vanish(path: Path) -> object:
+        if path.name == "s001.png":
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(data_module, "read_radiograph", read_or_vanish)
+    data = load_crop_set(archive, annotations, input_size=32, margin=0.15)
+    assert data.n_images == 2 and len(data.records) == 8
+    assert len(data.skipped) == 4
+    assert all(
+        e.reason.startswith("unreadable image: cannot read the file (FileNotFoundError")
+        for e in data.skipped
+    )

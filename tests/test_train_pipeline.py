@@ -272,3 +272,18 @@ def test_the_zone_term_is_what_moves_the_weights(tmp_path: Path) -> None:
     # bundles store half-precision weights: one step of float16 rounding apart at most
     torch.testing.assert_close(tiny, none, atol=1e-4, rtol=0)
     assert (large - none).abs().max() > 1e-3  # ten times that
+
+
+def test_a_time_limit_ends_the_fit_after_the_epoch_that_passes_it(tmp_path: Path) -> None:
+    archive, annotations = make_world(tmp_path / "world", n_studies=6)
+    result = train_bundle(archive, annotations, tmp_path / "b", _tiny(epochs=3, max_minutes=0))
+    rows = list(csv.DictReader((tmp_path / "b" / "history.csv").open()))
+    assert len(rows) == 1 and result.card.recipe["max_minutes"] == 0
+    log = (tmp_path / "b" / "train_log.txt").read_text()
+    assert "time limit of 0 min reached after 1 epochs" in log
+    assert "decoded and cut in" in log
+    # a limit the run stays inside changes nothing
+    train_bundle(archive, annotations, tmp_path / "c", _tiny(epochs=2, max_minutes=60))
+    assert len(list(csv.DictReader((tmp_path / "c" / "history.csv").open()))) == 2
+    with pytest.raises(UsageError, match="max-minutes"):
+        TrainConfig(max_minutes=-1.0)

@@ -220,6 +220,14 @@ def train(
             min=0, help="Stop after N epochs without improvement (0: never, as the study)."
         ),
     ] = 0,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Stop each fit after the epoch that ends past this many minutes, keeping its "
+            "best epoch so far (default: no limit).",
+        ),
+    ] = None,
     monitor: Annotated[
         MonitorChoice,
         typer.Option(help="Validation metric for best epoch, scheduler and CV choice."),
@@ -253,7 +261,14 @@ def train(
         int, typer.Option(help="Seed for splits, initialisation and augmentation.")
     ] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Worker processes that decode and cut the images and augment the crops "
+            "(0: all in this process; the crops are the same for any number).",
+        ),
+    ] = 0,
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")
     ] = None,
@@ -288,6 +303,7 @@ def train(
         plateau_patience=plateau_patience,
         plateau_factor=plateau_factor,
         early_stop=early_stop,
+        max_minutes=max_minutes,
         monitor=monitor.value,
         class_weighting=class_weighting,
         augment=AugmentConfig(rotation=rotation, flip=flip, shift=shift),

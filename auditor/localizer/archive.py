@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
 from auditor.errors import READ_FAILURES, ReadError
 from auditor.io.radiograph import Radiograph, read_radiograph
 from auditor.localizer.model import Localizer, load_localizer
+from auditor.parallel import map_in_order
 from auditor.vocab import FileStatus
 
 logger = logging.getLogger(__name__)
@@ -98,26 +98,11 @@ class _Decoder(Dataset[Radiograph | str]):
             return f"cannot read the file ({type(err).__name__}: {err})"
 
 
-def _as_is(item: Any) -> Any:
-    """The DataLoader's collate function: leaves each decoded item as it is (no batching; at
-    module level so that worker processes can pickle it)."""
-    return item
-
-
 def decode_in_order(paths: Sequence[Path], workers: int) -> Iterator[Radiograph | str]:
     """Decode ``paths`` in order; with ``workers`` > 0, in that many worker processes, a couple
     of images ahead of the caller, so decoding overlaps the caller's work on the previous one."""
     decoder = _Decoder(paths)
-    if workers <= 0:
-        yield from (decoder[i] for i in range(len(decoder)))
-        return
-    yield from DataLoader(
-        decoder,
-        batch_size=None,
-        collate_fn=_as_is,
-        num_workers=min(workers, max(1, len(decoder))),
-        prefetch_factor=2,
-    )
+    yield from map_in_order(decoder, len(decoder), workers)
 
 
 @contextmanager

@@ -29,8 +29,9 @@ from torchvision.transforms import v2
 
 from auditor.boxes import BoxRowError, VertebraBox, archive_key, read_box_file, resolve_boxes
 from auditor.crops import crop_vertebra, crop_window, normalise_crops
-from auditor.errors import InputFileError, ReadError
+from auditor.errors import READ_FAILURES, InputFileError, ReadError
 from auditor.io.radiograph import RadiographMeta, read_header, read_radiograph
+from auditor.parallel import map_in_order
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +193,60 @@ def _index_archive_headers(
     return images, errors
 
 
+Box = tuple[float, float, float, float]
+#: One vertebra cut from a decoded image: its crop and its jittered-box variants (None without
+#: jitter), or why it could not be cut.
+CutOutcome = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None] | str
+
+
+@dataclass(frozen=True)
+class _CutJob:
+    """One radiograph to decode and the vertebrae to cut from it (boxes drawn beforehand)."""
+
+    key: str
+    boxes: tuple[Box, ...]
+    jittered: tuple[tuple[Box, ...], ...]
+    """Per box, the jittered boxes of its variants (empty without jitter)."""
+
+
+class _Cutter(Dataset[list[CutOutcome] | str]):
+    """Decodes one job's radiograph per item and cuts its crops, or says why it cannot be read.
+
+    The boxes and their jitter are fixed before any worker starts, so the crops do not depend on
+    how many processes cut them or in which order.
+    """
+
+    def __init__(self, archive: Path, jobs: Sequence[_CutJob], margin: float, size: int) -> None:
+        self.archive, self.jobs, self.margin, self.size = archive, tuple(jobs), margin, size
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> list[CutOutcome] | str:
+        job = self.jobs[index]
+        try:
+            pixels = read_radiograph(self.archive / job.key).pixels
+        except ReadError as err:
+            return err.reason
+        except READ_FAILURES as err:
+            # a file gone since the headers were read, or a decoder failing on bad data
+            return f"cannot read the file ({type(err).__name__}: {err})"
+        outcomes: list[CutOutcome] = []
+        for box, jittered in zip(job.boxes, job.jittered, strict=True):
+            try:
+                crop = crop_vertebra(pixels, box, self.margin, self.size)
+                extra = (
+                    np.stack([crop_vertebra(pixels, jb, self.margin, self.size) for jb in jittered])
+                    if jittered
+                    else None
+                )
+            except ValueError as err:
+                outcomes.append(str(err))
+                continue
+            outcomes.append((crop, extra))
+        return outcomes
+
+
 def load_crop_set(
     archive: Path,
     annotations: Path,
@@ -203,6 +258,7 @@ def load_crop_set(
     box_jitter: float = 0.0,
     jitter_copies: int = 0,
     seed: int = 0,
+    workers: int = 0,
 ) -> CropSet:
     """Read annotations, check them against the archive, and cut every labelled vertebra once.
 
@@ -225,7 +281,11 @@ def load_crop_set(
         Also cut ``jitter_copies`` crops per vertebra from boxes whose four edges are each moved
         by up to ``box_jitter`` of the box's width (x) or height (y), drawn from ``seed``; they go
         to :attr:`CropSet.variants`, and each fracture zone is mapped into their windows too
-        (:attr:`CropRecord.variant_zones`). 0 copies (the default) cuts none.
+        (:attr:`CropRecord.variant_zones`). 0 copies (the default) cuts none. The jittered
+        boxes are drawn for every resolved row in file order, before any image is decoded.
+    workers
+        Processes that decode and cut the images (0: this process). The result is the same for
+        any number.
 
     Returns
     -------
@@ -262,38 +322,43 @@ def load_crop_set(
             zones.update(_read_zones(Path(source)))
     uid_of = {key: meta.sop_uid for key, meta in headers.items()}
 
+    rng = np.random.default_rng(seed)
+    copies = jitter_copies if box_jitter > 0 else 0
+    jobs = [
+        _CutJob(
+            key,
+            tuple(b.xyxy for b in boxes),
+            tuple(tuple(jitter_box(b.xyxy, box_jitter, rng) for _ in range(copies)) for b in boxes),
+        )
+        for key, boxes in resolved.by_image.items()
+    ]
     crops: list[npt.NDArray[np.float32]] = []
     variants: list[npt.NDArray[np.float32]] = []
     records: list[CropRecord] = []
-    rng = np.random.default_rng(seed)
-    copies = jitter_copies if box_jitter > 0 else 0
-    total = len(resolved.by_image)
+    total = len(jobs)
     n_images = 0
-    for done, (key, boxes) in enumerate(resolved.by_image.items(), start=1):
-        try:
-            pixels = read_radiograph(archive / key).pixels
-        except ReadError as err:
+    cut = map_in_order(_Cutter(archive, jobs, margin, input_size), total, workers)
+    for done, (job, boxes, result) in enumerate(
+        zip(jobs, resolved.by_image.values(), cut, strict=True), start=1
+    ):
+        if isinstance(result, str):
             for box in boxes:
                 skipped.append(
-                    BoxRowError(box.row, f"unreadable image: {err.reason}", key, box.level.value)
+                    BoxRowError(box.row, f"unreadable image: {result}", job.key, box.level.value)
                 )
             continue
         n_images += 1
-        for box in boxes:
-            try:
-                crop = crop_vertebra(pixels, box.xyxy, margin, input_size)
-            except ValueError as err:
-                skipped.append(BoxRowError(box.row, str(err), key, box.level.value))
-                continue
+        for box, jittered, outcome in zip(boxes, job.jittered, result, strict=True):
             level = box.level.value
-            zone = zones.get((key, level)) or zones.get((uid_of.get(key, ""), level))
+            if isinstance(outcome, str):
+                skipped.append(BoxRowError(box.row, outcome, job.key, level))
+                continue
+            crop, extra = outcome
+            zone = zones.get((job.key, level)) or zones.get((uid_of.get(job.key, ""), level))
             zone_crop = crop_window(box.xyxy, margin, input_size).to_crop(zone) if zone else None
             crops.append(crop)
-            jittered = [jitter_box(box.xyxy, box_jitter, rng) for _ in range(copies)]
-            if jittered:
-                variants.append(
-                    np.stack([crop_vertebra(pixels, jb, margin, input_size) for jb in jittered])
-                )
+            if extra is not None:
+                variants.append(extra)
             variant_zones = (
                 tuple(crop_window(jb, margin, input_size).to_crop(zone) for jb in jittered)
                 if zone
@@ -301,7 +366,7 @@ def load_crop_set(
             )
             records.append(
                 CropRecord(
-                    image=key,
+                    image=job.key,
                     level=level,
                     box=box.xyxy,
                     label=int(box.label) if box.label is not None else -1,
@@ -309,7 +374,7 @@ def load_crop_set(
                     genant_grade=box.genant_grade,
                     patient_id=box.patient_id,
                     study_uid=box.study_uid,
-                    group=box.patient_id or box.study_uid or uid_of.get(key, "") or key,
+                    group=box.patient_id or box.study_uid or uid_of.get(job.key, "") or job.key,
                     fracture_zone=zone_crop,
                     variant_zones=variant_zones,
                 )

@@ -100,6 +100,7 @@ class TrainConfig:
     plateau_patience: int = 10
     plateau_factor: float = 0.1
     early_stop: int = 0
+    max_minutes: float | None = None
     monitor: str = "balanced_accuracy"
     class_weighting: str = "balanced"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -141,6 +142,10 @@ class TrainConfig:
             raise UsageError("--zone-loss is implemented for resnet18 only")
         if self.input_size < 32:
             raise UsageError(f"--input-size {self.input_size} is too small (minimum 32)")
+        if self.max_minutes is not None and not (
+            self.max_minutes >= 0 and math.isfinite(self.max_minutes)
+        ):
+            raise UsageError(f"--max-minutes must be >= 0, got {self.max_minutes}")
         if self.epochs < 1 or (self.cv_epochs is not None and self.cv_epochs < 1):
             raise UsageError("epochs must be at least 1")
         if not self.lr_grid or any(lr <= 0 for lr in self.lr_grid):
@@ -525,6 +530,13 @@ def fit(
             if has_val and config.early_stop and since_best >= config.early_stop:
                 log.stage(f"{title}: early stop after {epoch} epochs (best epoch {best_epoch})")
                 break
+            minutes = (time.perf_counter() - start) / 60
+            if config.max_minutes is not None and minutes > config.max_minutes and epoch < epochs:
+                log.stage(
+                    f"{title}: time limit of {config.max_minutes:g} min reached after {epoch} "
+                    f"epochs ({minutes:.1f} min; best epoch {best_epoch})"
+                )
+                break
     finally:
         log.listener.end_fit()
     return FitResult(
@@ -712,6 +724,11 @@ def _train_bundle(
         box_jitter=config.box_jitter,
         jitter_copies=config.jitter_copies,
         seed=config.seed,
+        workers=config.workers,
+    )
+    log.stage(
+        f"images decoded and cut in {time.perf_counter() - t_start:.0f} s "
+        f"({config.workers} worker processes)"
     )
     summary = data.summary()
     if data.variants is not None:
