@@ -39,3 +39,17 @@ def test_archive_bytes_identical_across_runs_and_workers(tmp_path: Path) -> None
     assert one == two
     assert first.distractors  # distractor_rate 1.0 with 3 studies gives 3 distractors
     assert sum(first.distractors.values()) == 3
+
+
+def test_subtle_share_makes_fractures_grade_1_wedges() -> None:
+    """``--subtle-share 1`` draws every fracture as an A1 wedge with 20-25 % height loss."""
+    subtle = SynthConfig(max_side=300, distractor_rate=0.0, subtle_share=1.0)
+    fractures = [
+        v for s in range(10) for v in generate_study(s, 3, subtle).vertebrae if v.genant_grade
+    ]
+    assert len(fractures) >= 5
+    assert {(v.ao_type, v.genant_grade) for v in fractures} == {("A1", 1)}
+    assert all(0.20 <= v.height_loss <= 0.25 for v in fractures)
+    usual = SynthConfig(max_side=300, distractor_rate=0.0)
+    mix = {v.ao_type for s in range(10) for v in generate_study(s, 3, usual).vertebrae if v.ao_type}
+    assert len(mix) > 1

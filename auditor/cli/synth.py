@@ -45,6 +45,16 @@ def synth(
             help="Share of fractured studies whose original read misses a fracture.",
         ),
     ] = 0.3,
+    subtle_share: Annotated[
+        float,
+        typer.Option(
+            "--subtle-share",
+            min=0.0,
+            max=1.0,
+            help="Share of fractures drawn as A1 wedges of Genant grade 1, the subtlest kind "
+            "(0: the usual mix, the same world as before this option).",
+        ),
+    ] = 0.0,
     max_side: Annotated[
         int,
         typer.Option(
@@ -69,7 +79,12 @@ def synth(
 ) -> None:
     """Generate a synthetic ER archive: lateral thoracolumbar radiographs with planted missed
     fractures, distractors, box file, ground truth and original reads."""
-    config = SynthConfig(max_side=max_side, miss_rate=miss_rate, distractor_rate=distractor_rate)
+    config = SynthConfig(
+        max_side=max_side,
+        miss_rate=miss_rate,
+        distractor_rate=distractor_rate,
+        subtle_share=subtle_share,
+    )
     console = Console(stderr=True)
     start = time.perf_counter()
     with Progress(

@@ -51,6 +51,9 @@ class SynthConfig:
         of :data:`DISTRACTOR_KINDS` appears once before any repeats.
     compressed_share
         Share of lateral images written with a compressed transfer syntax.
+    subtle_share
+        Share of fractures drawn as A1 wedges of Genant grade 1, the subtlest kind (0: the usual
+        mix only, and the same bytes as before the option existed).
     crop_margin
         Fractional margin added around a box by :func:`auditor.synth.iter_vertebra_crops`.
     """
@@ -63,6 +66,7 @@ class SynthConfig:
     overcall_rate: float = 0.03
     distractor_rate: float = 0.15
     compressed_share: float = 0.6
+    subtle_share: float = 0.0
     crop_margin: float = 0.15
     distractor_kinds: tuple[str, ...] = field(default=DISTRACTOR_KINDS)
 
@@ -74,6 +78,7 @@ class SynthConfig:
             "no_read_rate": self.no_read_rate,
             "overcall_rate": self.overcall_rate,
             "compressed_share": self.compressed_share,
+            "subtle_share": self.subtle_share,
         }
         for name, value in rates.items():
             if not 0.0 <= value <= 1.0:

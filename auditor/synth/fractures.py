@@ -73,11 +73,21 @@ class FractureSpec:
     translation_mm: float = 0.0  # anterior shift of the column above (type C; negative = posterior)
 
 
-def choose_fracture(level: str, rng: np.random.Generator) -> FractureSpec:
-    """Draw the AO type, grade and height loss of a fracture at ``level``."""
-    ao = str(rng.choice(AO_TYPES, p=np.asarray(AO_WEIGHTS) / sum(AO_WEIGHTS)))
-    weights = np.asarray(GRADE_WEIGHTS[ao])
-    grade = int(rng.choice([1, 2, 3], p=weights / weights.sum()))
+def choose_fracture(
+    level: str, rng: np.random.Generator, subtle_share: float = 0.0
+) -> FractureSpec:
+    """Draw the AO type, grade and height loss of a fracture at ``level``.
+
+    With ``subtle_share`` > 0, that share of fractures is an A1 wedge of Genant grade 1 (the
+    subtlest kind) and the rest follow the usual mix; at 0 no extra number is drawn, so default
+    worlds stay byte-identical.
+    """
+    if subtle_share > 0 and rng.random() < subtle_share:
+        ao, grade = "A1", 1
+    else:
+        ao = str(rng.choice(AO_TYPES, p=np.asarray(AO_WEIGHTS) / sum(AO_WEIGHTS)))
+        weights = np.asarray(GRADE_WEIGHTS[ao])
+        grade = int(rng.choice([1, 2, 3], p=weights / weights.sum()))
     lo, hi = GRADE_BANDS[grade]
     loss = float(rng.uniform(lo, hi))
     kyph = float(rng.uniform(4.0, 12.0)) if ao == "B" else 0.0
