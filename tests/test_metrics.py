@@ -110,3 +110,22 @@ def test_sensitivity_by_level() -> None:
         "L2": {"detected": 1, "total": 1, "sensitivity": 1.0},
         "T12": {"detected": 1, "total": 2, "sensitivity": 0.5},
     }
+
+
+def test_sensitive_never_flags_less_and_specific_never_more_than_balanced() -> None:
+    # A near-perfect model: Youden's point already finds every fracture at 0.94 specificity...
+    labels = np.array([0] * 18 + [1] * 6)
+    scores = np.array([0.01 * k for k in range(17)] + [0.5] + [0.45, 0.6, 0.7, 0.8, 0.9, 0.95])
+    points = choose_operating_points(labels, scores, target=0.8)
+    bal, sens, spec = points["balanced"], points["sensitive"], points["specific"]
+    assert bal.threshold == pytest.approx(0.45)
+    assert (bal.sensitivity, bal.specificity) == (1.0, pytest.approx(17 / 18))
+    # ... so the highest threshold with sensitivity >= 0.8 (0.6) would flag less than balanced,
+    # and the lowest with specificity >= 0.8 (0.15) more: both are held at balanced's threshold.
+    assert sens.threshold == bal.threshold and sens.sensitivity == 1.0
+    assert spec.threshold == bal.threshold and spec.specificity == pytest.approx(17 / 18)
+    # where the targets bind, they still order: sensitive <= balanced <= specific
+    strict = choose_operating_points(labels, scores, target=0.999)
+    assert strict["sensitive"].threshold <= strict["balanced"].threshold
+    assert strict["specific"].threshold >= strict["balanced"].threshold
+    assert strict["specific"].specificity == 1.0

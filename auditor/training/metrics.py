@@ -194,8 +194,16 @@ def choose_operating_points(
     """Operating points on validation data.
 
     - ``balanced``: the threshold maximising Youden's J (sensitivity + specificity - 1);
-    - ``sensitive``: the highest threshold with sensitivity >= ``target``;
-    - ``specific``: the lowest threshold with specificity >= ``target``.
+    - ``sensitive``: the highest threshold with sensitivity >= ``target``, but never above
+      ``balanced``'s;
+    - ``specific``: the lowest threshold with specificity >= ``target``, but never below
+      ``balanced``'s.
+
+    So ``sensitive`` flags at least what ``balanced`` flags and ``specific`` at most, as their
+    names promise. Without the clamp, a model whose ``balanced`` point already exceeds ``target``
+    on both sides would get a ``sensitive`` point above it (fewer flags, fewer fractures found)
+    and a ``specific`` point below it; where the clamp applies, the point equals ``balanced``,
+    which meets the target too.
 
     Thresholds are the observed scores themselves (a crop with score >= threshold is positive),
     so the figures recorded with each point are exactly reproducible on the validation data.
@@ -221,11 +229,13 @@ def choose_operating_points(
             "balanced", float(thr[best]), float(tpr[best]), float(spec[best])
         )
     }
+    # thresholds descend with the index: a larger index flags more
     ok_sens = np.flatnonzero(tpr >= target)
-    i = int(ok_sens[0])  # highest threshold reaching the target sensitivity
+    i = max(int(ok_sens[0]), best)  # highest threshold reaching the target, at most balanced's
     points["sensitive"] = OperatingPoint("sensitive", float(thr[i]), float(tpr[i]), float(spec[i]))
     ok_spec = np.flatnonzero(spec >= target)
     i = int(ok_spec[-1]) if len(ok_spec) else 0  # lowest threshold keeping the specificity
+    i = min(i, best)  # ... at least balanced's
     points["specific"] = OperatingPoint("specific", float(thr[i]), float(tpr[i]), float(spec[i]))
     return points
 
