@@ -53,3 +53,35 @@ def test_subtle_share_makes_fractures_grade_1_wedges() -> None:
     usual = SynthConfig(max_side=300, distractor_rate=0.0)
     mix = {v.ao_type for s in range(10) for v in generate_study(s, 3, usual).vertebrae if v.ao_type}
     assert len(mix) > 1
+
+
+def test_uncompressed_worlds_hold_the_same_pixels_and_truth(tmp_path: Path) -> None:
+    """``--uncompressed`` changes how pixels are stored, never what they are."""
+    import csv
+    from dataclasses import replace
+
+    import pydicom
+
+    config = SynthConfig(max_side=300, distractor_rate=1.0)
+    write_archive(tmp_path / "c", 4, seed=5, config=config)
+    write_archive(tmp_path / "u", 4, seed=5, config=replace(config, uncompressed=True))
+    for name in ("ground_truth.csv", "boxes.csv", "reads.csv", "studies.csv"):
+        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "u" / name).read_bytes()
+
+    def manifest(root: Path) -> list[dict[str, str]]:
+        with (root / "manifest.csv").open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    packed, plain = manifest(tmp_path / "c"), manifest(tmp_path / "u")
+    assert [r["file"] for r in packed] == [r["file"] for r in plain]
+    compressed = 0
+    for a, b in zip(packed, plain, strict=True):
+        if not a["file"].endswith(".dcm") or a["expected_triage"] == "unreadable":
+            continue
+        assert b["transfer_syntax"] == "1.2.840.10008.1.2.1"
+        compressed += a["transfer_syntax"] not in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+        pa = pydicom.dcmread(tmp_path / "c" / "archive" / a["file"])
+        pb = pydicom.dcmread(tmp_path / "u" / "archive" / b["file"])
+        if "PixelData" in pa:
+            assert np.array_equal(pa.pixel_array, pb.pixel_array), a["file"]
+    assert compressed >= 2  # the default world did use compressed syntaxes here

@@ -55,6 +55,14 @@ def synth(
             "(0: the usual mix, the same world as before this option).",
         ),
     ] = 0.0,
+    uncompressed: Annotated[
+        bool,
+        typer.Option(
+            "--uncompressed",
+            help="Write every image uncompressed: the same pixels and the same world otherwise; "
+            "no JPEG encoder needed.",
+        ),
+    ] = False,
     max_side: Annotated[
         int,
         typer.Option(
@@ -84,6 +92,7 @@ def synth(
         miss_rate=miss_rate,
         distractor_rate=distractor_rate,
         subtle_share=subtle_share,
+        uncompressed=uncompressed,
     )
     console = Console(stderr=True)
     start = time.perf_counter()

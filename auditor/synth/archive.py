@@ -472,7 +472,9 @@ def _lateral(
                 protocol_name="Spine AP",
                 series_number=str(series),
             )
-            made = radiograph_distractor("ap_spine", drng, ident_d, (h.study_uid, series_uid, sop))
+            made = radiograph_distractor(
+                "ap_spine", drng, ident_d, (h.study_uid, series_uid, sop), config.uncompressed
+            )
         else:
             ident_d = dict(
                 ident,
@@ -537,7 +539,9 @@ def _standalone(d: _Distractor, seed: int, config: SynthConfig, root: Path) -> _
             series_description=f"CHEST {view}",
             protocol_name="Chest",
         )
-        made = radiograph_distractor(kind, rng, ident, (study_uid, series_uid, sop))
+        made = radiograph_distractor(
+            kind, rng, ident, (study_uid, series_uid, sop), config.uncompressed
+        )
     elif kind == "extremity":
         part = str(rng.choice(["KNEE", "ANKLE", "HAND", "WRIST"]))
         view = str(rng.choice(["AP", "LAT", "LATERAL"]))
@@ -549,7 +553,9 @@ def _standalone(d: _Distractor, seed: int, config: SynthConfig, root: Path) -> _
             series_description=f"{part} {view}",
             protocol_name=part.title(),
         )
-        made = radiograph_distractor(kind, rng, ident, (study_uid, series_uid, sop))
+        made = radiograph_distractor(
+            kind, rng, ident, (study_uid, series_uid, sop), config.uncompressed
+        )
     elif kind == "ct_slice":
         ident.update(
             modality="CT",
@@ -573,9 +579,11 @@ def _standalone(d: _Distractor, seed: int, config: SynthConfig, root: Path) -> _
         made = sr_distractor("No acute fracture.", ident, (study_uid, series_uid, sop))
     elif kind == "ap_spine":
         ident.update(body_part="LSPINE", view_position="AP", series_description="L-SPINE AP")
-        made = radiograph_distractor(kind, rng, ident, (study_uid, series_uid, sop))
+        made = radiograph_distractor(
+            kind, rng, ident, (study_uid, series_uid, sop), config.uncompressed
+        )
     elif kind == "truncated":
-        small = SynthConfig(max_side=min(config.max_side, 1000))
+        small = SynthConfig(max_side=min(config.max_side, 1000), uncompressed=config.uncompressed)
         study = generate_study(seed, 1_000_000 + number, small)
         ds, syntax = lateral_dataset(study)
         data = dicom.to_bytes(ds)

@@ -51,6 +51,9 @@ class SynthConfig:
         of :data:`DISTRACTOR_KINDS` appears once before any repeats.
     compressed_share
         Share of lateral images written with a compressed transfer syntax.
+    uncompressed
+        Write every image in Explicit VR Little Endian whatever syntax was drawn for it: the same
+        pixels and the same world otherwise (the draw still happens); no JPEG encoder needed.
     subtle_share
         Share of fractures drawn as A1 wedges of Genant grade 1, the subtlest kind (0: the usual
         mix only, and the same bytes as before the option existed).
@@ -67,6 +70,7 @@ class SynthConfig:
     distractor_rate: float = 0.15
     compressed_share: float = 0.6
     subtle_share: float = 0.0
+    uncompressed: bool = False
     crop_margin: float = 0.15
     distractor_kinds: tuple[str, ...] = field(default=DISTRACTOR_KINDS)
 

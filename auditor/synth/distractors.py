@@ -154,13 +154,20 @@ NON_DICOM_TEXT = (
 
 
 def radiograph_distractor(
-    kind: str, rng: np.random.Generator, ident: dict[str, str], uids: tuple[str, str, str]
+    kind: str,
+    rng: np.random.Generator,
+    ident: dict[str, str],
+    uids: tuple[str, str, str],
+    uncompressed: bool = False,
 ) -> DistractorFile:
-    """AP spine, chest or extremity radiograph as a DX/CR DICOM dataset."""
+    """AP spine, chest or extremity radiograph as a DX/CR DICOM dataset (uncompressed on request;
+    the syntax is drawn either way, so the rest of the world does not change)."""
     study_uid, series_uid, sop_uid = uids
     syntax = str(
         rng.choice([dicom.ExplicitVRLittleEndian, dicom.JPEGLosslessSV1, dicom.JPEG2000Lossless])
     )
+    if uncompressed:
+        syntax = str(dicom.ExplicitVRLittleEndian)
     modality = ident["modality"]
     storage = dicom.DX_STORAGE if modality == "DX" else dicom.CR_STORAGE
     ds = dicom.base_dataset(storage, sop_uid, study_uid, series_uid, ident)

@@ -319,6 +319,8 @@ def _header(
     syntax = str(
         rng.choice(TRANSFER_SYNTAXES_COMPRESSED if compressed else TRANSFER_SYNTAXES_PLAIN)
     )
+    if config.uncompressed:
+        syntax = TRANSFER_SYNTAXES_PLAIN[0]  # Explicit VR Little Endian
     return HeaderPlan(
         patient_name=f"SYNTHETIC^PATIENT{index:05d}",
         patient_id=f"SYN{seed % 10000:04d}-{index:05d}",
