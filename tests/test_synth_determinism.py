@@ -85,3 +85,30 @@ def test_uncompressed_worlds_hold_the_same_pixels_and_truth(tmp_path: Path) -> N
         if "PixelData" in pa:
             assert np.array_equal(pa.pixel_array, pb.pixel_array), a["file"]
     assert compressed >= 2  # the default world did use compressed syntaxes here
+
+
+def test_bare_subtle_wedges_lose_their_secondary_signs_only() -> None:
+    """``--subtle-bare``: the wedge's height loss stays, its gap, band, bulge and roughness go."""
+    from dataclasses import replace
+
+    from auditor.synth.anatomy import normal_body, sample_patient
+    from auditor.synth.fractures import FractureSpec, apply_fracture
+
+    rng = np.random.default_rng(3)
+    body = normal_body("L1", sample_patient(rng), rng)
+    spec = FractureSpec("L1", "A1", 1, 0.22)
+    seeds = range(40)
+    signed = [apply_fracture(body, spec, np.random.default_rng(s)) for s in seeds]
+    bare = [apply_fracture(body, replace(spec, bare=True), np.random.default_rng(s)) for s in seeds]
+    assert any(s.gaps or s.bands for s in signed) and any(s.bulge_anterior > 0 for s in signed)
+    for s, b in zip(signed, bare, strict=True):
+        assert (b.gaps, b.bands) == (body.gaps, body.bands)
+        assert b.bulge_anterior == 0 and b.rough_top == 0 and b.rough_bottom == 0
+        assert b.heights() == s.heights()  # the height loss is untouched
+
+    config = SynthConfig(max_side=300, distractor_rate=0.0, subtle_share=1.0, subtle_bare=True)
+    studies = [generate_study(7, index, config) for index in range(8)]
+    fractures = [v for study in studies for v in study.vertebrae if v.label]
+    assert fractures and {(v.ao_type, v.genant_grade) for v in fractures} == {("A1", 1)}
+    again = generate_study(7, 3, config)
+    assert np.array_equal(again.stored, studies[3].stored)

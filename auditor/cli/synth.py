@@ -55,6 +55,14 @@ def synth(
             "(0: the usual mix, the same world as before this option).",
         ),
     ] = 0.0,
+    subtle_bare: Annotated[
+        bool,
+        typer.Option(
+            "--subtle-bare",
+            help="Draw those subtle wedges without secondary signs (cortical gap, condensation "
+            "band, bulge, endplate roughness): height loss alone.",
+        ),
+    ] = False,
     uncompressed: Annotated[
         bool,
         typer.Option(
@@ -92,6 +100,7 @@ def synth(
         miss_rate=miss_rate,
         distractor_rate=distractor_rate,
         subtle_share=subtle_share,
+        subtle_bare=subtle_bare,
         uncompressed=uncompressed,
     )
     console = Console(stderr=True)

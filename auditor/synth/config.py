@@ -57,6 +57,11 @@ class SynthConfig:
     subtle_share
         Share of fractures drawn as A1 wedges of Genant grade 1, the subtlest kind (0: the usual
         mix only, and the same bytes as before the option existed).
+    subtle_bare
+        Those subtle wedges carry no secondary sign (cortical gap, condensation band, anterior
+        bulge, endplate roughness): height loss alone, 20.5-24.5 % against physiologic wedging of
+        up to 18 %. Later draws depend on the bodies' shapes, so the same seed gives another
+        world than without it (deterministic all the same).
     crop_margin
         Fractional margin added around a box by :func:`auditor.synth.iter_vertebra_crops`.
     """
@@ -70,6 +75,7 @@ class SynthConfig:
     distractor_rate: float = 0.15
     compressed_share: float = 0.6
     subtle_share: float = 0.0
+    subtle_bare: bool = False
     uncompressed: bool = False
     crop_margin: float = 0.15
     distractor_kinds: tuple[str, ...] = field(default=DISTRACTOR_KINDS)

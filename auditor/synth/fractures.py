@@ -71,18 +71,21 @@ class FractureSpec:
     height_loss: float
     kyphosis_deg: float = 0.0  # extra kyphotic angle at the disc above (type B)
     translation_mm: float = 0.0  # anterior shift of the column above (type C; negative = posterior)
+    bare: bool = False  # height loss alone: no gap, band, bulge or endplate roughness
 
 
 def choose_fracture(
-    level: str, rng: np.random.Generator, subtle_share: float = 0.0
+    level: str, rng: np.random.Generator, subtle_share: float = 0.0, bare: bool = False
 ) -> FractureSpec:
     """Draw the AO type, grade and height loss of a fracture at ``level``.
 
     With ``subtle_share`` > 0, that share of fractures is an A1 wedge of Genant grade 1 (the
     subtlest kind) and the rest follow the usual mix; at 0 no extra number is drawn, so default
-    worlds stay byte-identical.
+    worlds stay byte-identical. With ``bare``, those subtle wedges also lose every secondary sign
+    (:attr:`FractureSpec.bare`).
     """
-    if subtle_share > 0 and rng.random() < subtle_share:
+    subtle = subtle_share > 0 and rng.random() < subtle_share
+    if subtle:
         ao, grade = "A1", 1
     else:
         ao = str(rng.choice(AO_TYPES, p=np.asarray(AO_WEIGHTS) / sum(AO_WEIGHTS)))
@@ -92,7 +95,7 @@ def choose_fracture(
     loss = float(rng.uniform(lo, hi))
     kyph = float(rng.uniform(4.0, 12.0)) if ao == "B" else 0.0
     trans = float(rng.uniform(3.0, 9.0) * rng.choice([1.0, -1.0])) if ao == "C" else 0.0
-    return FractureSpec(level, ao, grade, loss, kyph, trans)
+    return FractureSpec(level, ao, grade, loss, kyph, trans, bare=subtle and bare)
 
 
 def _set_heights(
@@ -157,6 +160,8 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
     # Signs beyond the height loss grow with the grade: a grade-1 fracture is often no more than
     # a slightly wedged, slightly irregular endplate.
     grade_scale = {1: 0.4, 2: 0.75, 3: 1.0}[spec.grade]
+    if spec.bare:  # this body's draws as for a usual wedge, every secondary sign at zero
+        grade_scale = 0.0
 
     if base == "A1":
         hp = hp0 * (1.0 - rng.uniform(0.0, 0.03))
@@ -166,26 +171,26 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
         corner_v = out.top_pts[2] - 2.5 if superior else out.bottom_pts[2] + 2.5
         gaps: list[Gap] = []
         if rng.random() < 0.1 + 0.25 * spec.grade:
-            gaps.append(
-                Gap(
-                    "anterior",
-                    float(corner_v),
-                    float(rng.uniform(0.6, 1.4)),
-                    float(rng.uniform(0.3, 1.2)),
-                )
+            gap = Gap(
+                "anterior",
+                float(corner_v),
+                float(rng.uniform(0.6, 1.4)),
+                float(rng.uniform(0.3, 1.2)),
             )
+            if not spec.bare:
+                gaps.append(gap)
         bands: list[Band] = []
         if rng.random() < 0.1 + 0.2 * spec.grade:
-            bands.append(
-                Band(
-                    ep,
-                    float(rng.uniform(1.5, 3.0)),
-                    float(rng.uniform(1.2, 2.8)),
-                    float(rng.uniform(0.25, 0.6) * grade_scale),
-                    -0.1 * d,
-                    0.5 * d,
-                )
+            band = Band(
+                ep,
+                float(rng.uniform(1.5, 3.0)),
+                float(rng.uniform(1.2, 2.8)),
+                float(rng.uniform(0.25, 0.6) * grade_scale),
+                -0.1 * d,
+                0.5 * d,
             )
+            if not spec.bare:
+                bands.append(band)
         zone = _zone_under(out, ep, -0.15 * d, 0.5 * d, 0.38 * h)
         out = replace(
             out,

@@ -190,7 +190,7 @@ def sample_scene(rng: np.random.Generator, config: SynthConfig, fractured: bool)
         shape = anatomy.normal_body(level, patient, rng)
         normal_shapes[level] = shape
         if level in fracture_levels:
-            spec = choose_fracture(level, rng, config.subtle_share)
+            spec = choose_fracture(level, rng, config.subtle_share, config.subtle_bare)
             shape = apply_fracture(shape, spec, rng)
             specs[level] = spec
             loss = height_loss(shape)
