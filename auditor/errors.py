@@ -50,3 +50,11 @@ READ_FAILURES: tuple[type[BaseException], ...] = (
     RuntimeError,
     MemoryError,
 )
+
+
+def read_failure_reason(err: BaseException) -> str:
+    """The reason a person reads for one of :data:`READ_FAILURES`: a :class:`ReadError`'s own,
+    otherwise the exception's type and message (a file that vanished, a decoder failing)."""
+    if isinstance(err, ReadError):
+        return err.reason
+    return f"cannot read the file ({type(err).__name__}: {err})"

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
-from auditor.errors import READ_FAILURES, ReadError
+from auditor.errors import READ_FAILURES, read_failure_reason
 from auditor.io.radiograph import Radiograph, read_radiograph
 from auditor.localizer.model import Localizer, load_localizer
 from auditor.parallel import map_in_order
@@ -91,11 +91,8 @@ class _Decoder(Dataset[Radiograph | str]):
     def __getitem__(self, index: int) -> Radiograph | str:
         try:
             return read_radiograph(self.paths[index])
-        except ReadError as err:
-            return err.reason
-        except READ_FAILURES as err:
-            # as the crop loader does: a file that vanished or a decoder failure stops one image
-            return f"cannot read the file ({type(err).__name__}: {err})"
+        except READ_FAILURES as err:  # a file that vanished or a decoder failure: this image only
+            return read_failure_reason(err)
 
 
 def decode_in_order(paths: Sequence[Path], workers: int) -> Iterator[Radiograph | str]:

@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 
 from auditor.boxes import BoxRowError, VertebraBox, archive_key, read_box_file, resolve_boxes
 from auditor.crops import crop_vertebra, crop_window, normalise_crops
-from auditor.errors import READ_FAILURES, InputFileError, ReadError
+from auditor.errors import READ_FAILURES, InputFileError, ReadError, read_failure_reason
 from auditor.io.radiograph import RadiographMeta, read_header, read_radiograph
 from auditor.parallel import map_in_order
 
@@ -226,11 +226,8 @@ class _Cutter(Dataset[list[CutOutcome] | str]):
         job = self.jobs[index]
         try:
             pixels = read_radiograph(self.archive / job.key).pixels
-        except ReadError as err:
-            return err.reason
-        except READ_FAILURES as err:
-            # a file gone since the headers were read, or a decoder failing on bad data
-            return f"cannot read the file ({type(err).__name__}: {err})"
+        except READ_FAILURES as err:  # a file gone since its header was read, a decoder failing
+            return read_failure_reason(err)
         outcomes: list[CutOutcome] = []
         for box, jittered in zip(job.boxes, job.jittered, strict=True):
             try:

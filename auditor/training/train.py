@@ -716,6 +716,7 @@ def _train_bundle(
         + ("all layers" if config.effective_trainable == "all" else "last two blocks + head")
     )
     log.stage(f"reading annotations {annotations} and cutting crops from {archive}")
+    t_cut = time.perf_counter()
     data = load_crop_set(
         archive,
         annotations,
@@ -727,7 +728,7 @@ def _train_bundle(
         workers=config.workers,
     )
     log.stage(
-        f"images decoded and cut in {time.perf_counter() - t_start:.0f} s "
+        f"images decoded and cut in {time.perf_counter() - t_cut:.0f} s "
         f"({config.workers} worker processes)"
     )
     summary = data.summary()
