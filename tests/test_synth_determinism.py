@@ -112,3 +112,41 @@ def test_bare_subtle_wedges_lose_their_secondary_signs_only() -> None:
     assert fractures and {(v.ao_type, v.genant_grade) for v in fractures} == {("A1", 1)}
     again = generate_study(7, 3, config)
     assert np.array_equal(again.stored, studies[3].stored)
+
+
+def test_wedge_variants_mimic_grade_1_without_fracture_signs() -> None:
+    """``--wedge-variants 1``: every intact T7-L1 body is wedged 18-24.5 %, labelled intact, and
+    carries none of a fracture's signs; other levels and fractured bodies are left alone."""
+    from auditor.synth.anatomy import normal_body, sample_patient
+    from auditor.synth.fractures import WEDGE_VARIANT_LEVELS, apply_wedge_variant
+    from auditor.synth.shape import height_loss
+
+    rng = np.random.default_rng(4)
+    body = normal_body("T12", sample_patient(rng), rng)
+    for seed in range(30):
+        wedged = apply_wedge_variant(body, np.random.default_rng(seed))
+        assert 0.18 - 1e-3 <= height_loss(wedged) <= 0.245 + 1e-3
+        assert (wedged.gaps, wedged.bands, wedged.zone) == (body.gaps, body.bands, body.zone)
+        assert wedged.bulge_anterior == body.bulge_anterior
+        assert (wedged.rough_top, wedged.rough_bottom) == (body.rough_top, body.rough_bottom)
+
+    config = SynthConfig(max_side=300, distractor_rate=0.0, wedge_variant_share=1.0)
+    vertebrae = [v for s in range(8) for v in generate_study(11, s, config).vertebrae]
+    intact = [v for v in vertebrae if not v.label]
+    in_levels = [v for v in intact if v.level in WEDGE_VARIANT_LEVELS]
+    assert len(in_levels) >= 10
+    for v in in_levels:
+        assert "physiologic_wedge" in v.variants and v.genant_grade == 0 and not v.zone
+        assert 0.18 - 2e-3 <= v.height_loss <= 0.245 + 2e-3
+    assert not any(
+        "physiologic_wedge" in v.variants
+        for v in vertebrae
+        if v.label or v.level not in WEDGE_VARIANT_LEVELS
+    )
+    plain = SynthConfig(max_side=300, distractor_rate=0.0)
+    assert all(
+        v.height_loss < 0.185 and "physiologic_wedge" not in v.variants
+        for s in range(8)
+        for v in generate_study(11, s, plain).vertebrae
+        if not v.label
+    )

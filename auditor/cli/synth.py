@@ -63,6 +63,17 @@ def synth(
             "band, bulge, endplate roughness): height loss alone.",
         ),
     ] = False,
+    wedge_variants: Annotated[
+        float,
+        typer.Option(
+            "--wedge-variants",
+            min=0.0,
+            max=1.0,
+            help="Share of intact T7-L1 bodies with a physiologic wedge deep enough to mimic a "
+            "grade-1 fracture (18-24.5 % height loss, no fracture signs; 0: none, the same world "
+            "as before this option).",
+        ),
+    ] = 0.0,
     uncompressed: Annotated[
         bool,
         typer.Option(
@@ -101,6 +112,7 @@ def synth(
         distractor_rate=distractor_rate,
         subtle_share=subtle_share,
         subtle_bare=subtle_bare,
+        wedge_variant_share=wedge_variants,
         uncompressed=uncompressed,
     )
     console = Console(stderr=True)

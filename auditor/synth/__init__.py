@@ -46,7 +46,9 @@ Randomised ranges (module docs give the sources)
   L2 .13, L3 .12, L4 .12, L5 .11; AO A1 .27, A2 .07, A3 .25, A4 .31, B .06, C .04; height loss
   20.5-24.5 % (grade 1), 26-39 % (2), 41-58 % (3); B kyphosis 4-12 deg, C shift 3-9 mm.
   ``subtle_share`` (default 0) of the fractures are instead A1 wedges of grade 1, with
-  ``subtle_bare`` without secondary signs.
+  ``subtle_bare`` without secondary signs. ``wedge_variant_share`` (default 0) of intact T7-L1
+  bodies carry a physiologic wedge of 18-24.5 % height loss with an A1 wedge's geometry and no
+  fracture signs (a normal variant that mimics grade 1).
 - field: thoracolumbar .42, lumbar .33, lower thoracic .13, long .12; 4-9 boxed bodies; height
   >= 175 mm, width 165-300 mm; rotation N(0, 3 deg); anterior to the right 35 %.
 - acquisition: DX 65 % / CR 35 %; magnification 1.08-1.25; pixel spacing 0.1-0.2 mm (default

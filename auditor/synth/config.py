@@ -62,6 +62,12 @@ class SynthConfig:
         bulge, endplate roughness): height loss alone, 20.5-24.5 % against physiologic wedging of
         up to 18 %. Later draws depend on the bodies' shapes, so the same seed gives another
         world than without it (deterministic all the same).
+    wedge_variant_share
+        Share of intact T7-L1 bodies whose physiologic wedging is deepened to 18-24.5 % height
+        loss: the geometry of a grade-1 A1 wedge without any of a fracture's signs, labelled
+        ``no_fracture`` with variant ``physiologic_wedge`` (0: none, and the same bytes as
+        before the option existed). With it, height loss no longer separates grade-1 fractures
+        from intact bodies; only the fracture's signs do.
     crop_margin
         Fractional margin added around a box by :func:`auditor.synth.iter_vertebra_crops`.
     """
@@ -76,6 +82,7 @@ class SynthConfig:
     compressed_share: float = 0.6
     subtle_share: float = 0.0
     subtle_bare: bool = False
+    wedge_variant_share: float = 0.0
     uncompressed: bool = False
     crop_margin: float = 0.15
     distractor_kinds: tuple[str, ...] = field(default=DISTRACTOR_KINDS)
@@ -89,6 +96,7 @@ class SynthConfig:
             "overcall_rate": self.overcall_rate,
             "compressed_share": self.compressed_share,
             "subtle_share": self.subtle_share,
+            "wedge_variant_share": self.wedge_variant_share,
         }
         for name, value in rates.items():
             if not 0.0 <= value <= 1.0:

@@ -19,9 +19,10 @@ The Genant grade is measured, not assumed: the fractional height loss
 ``1 - min(anterior, middle) / posterior`` is drawn in the grade's band (20-25 %, 25-40 %, > 40 %)
 and the shape built so that the measurement hits it.
 
-Normal variants (physiologic wedging of T11-L1: :mod:`auditor.synth.anatomy`): Schmorl
-nodes, osteophytes, Hahn's clefts, bone islands and endplate sclerosis next to degenerated discs.
-They are drawn independently of the fracture label, on fractured and intact bodies alike.
+Normal variants (physiologic wedging of T11-L1: :mod:`auditor.synth.anatomy`; optionally a wedge
+deep enough to mimic grade 1, :func:`apply_wedge_variant`): Schmorl nodes, osteophytes, Hahn's
+clefts, bone islands and endplate sclerosis next to degenerated discs. They are drawn
+independently of the fracture label, on fractured and intact bodies alike.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ GRADE_WEIGHTS: dict[str, tuple[float, float, float]] = {
 
 #: Height-loss band drawn for each grade (kept a little inside the grade's limits).
 GRADE_BANDS: dict[int, tuple[float, float]] = {1: (0.205, 0.245), 2: (0.26, 0.39), 3: (0.41, 0.58)}
+
+#: Levels where intact bodies may carry a physiologic wedge that mimics grade 1
+#: (:func:`apply_wedge_variant`): the mid-thoracic spine and the thoracolumbar junction.
+WEDGE_VARIANT_LEVELS: tuple[str, ...] = ("T7", "T8", "T9", "T10", "T11", "T12", "L1")
+
+#: Height loss of that physiologic wedge: from intact bodies' deepest wedging (18 %) through the
+#: grade-1 band of fractures.
+WEDGE_VARIANT_LOSS: tuple[float, float] = (0.18, 0.245)
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,35 @@ def _control_heights(shape: BodyShape) -> tuple[float, float, float]:
     return t[2] - b[2], t[1] - b[1], t[0] - b[0]
 
 
+def _wedge(shape: BodyShape, q: float, superior: bool, rng: np.random.Generator) -> BodyShape:
+    """Wedge ``shape`` to height loss ``q``: one endplate (the superior when ``superior``) tilts
+    down anteriorly, the middle height drops by 35-55 % of the anterior loss.
+
+    The geometry of an A1 compression, shared with the physiologic wedge that mimics it
+    (:func:`apply_wedge_variant`).
+    """
+    _, _, hp0 = _control_heights(shape)
+    share = 1.0 if superior else 0.0
+    hp = hp0 * (1.0 - rng.uniform(0.0, 0.03))
+    ha = hp * (1.0 - q)
+    hm = hp * (1.0 - q * rng.uniform(0.35, 0.55))
+    return _set_heights(shape, ha, hm, hp, (share, share, share))
+
+
+def apply_wedge_variant(shape: BodyShape, rng: np.random.Generator) -> BodyShape:
+    """Deepen an intact body's physiologic wedging into the grade-1 band: not a fracture.
+
+    Morphometry alone calls such a body a grade-1 deformity, and normal wedging of the mid-thoracic
+    spine and the thoracolumbar junction is the best-known source of false grade-1 readings
+    (Genant et al., 1993; Diacinti et al., 1995). The body gets exactly the geometry an A1 wedge
+    of :data:`WEDGE_VARIANT_LOSS` would (:func:`_wedge`: same tilt, same endplate shares, same
+    middle height) but none of a fracture's signs: no cortical gap, condensation band, anterior
+    bulge or endplate roughness, and no fracture zone. Only those signs tell the two apart.
+    """
+    q = float(rng.uniform(*WEDGE_VARIANT_LOSS))
+    return _wedge(shape, q, bool(rng.random() < 0.8), rng)
+
+
 def _zone_under(
     shape: BodyShape, endplate: str, u_from: float, u_to: float, depth: float, n: int = 10
 ) -> tuple[tuple[float, float], ...]:
@@ -164,10 +202,7 @@ def apply_fracture(shape: BodyShape, spec: FractureSpec, rng: np.random.Generato
         grade_scale = 0.0
 
     if base == "A1":
-        hp = hp0 * (1.0 - rng.uniform(0.0, 0.03))
-        ha = hp * (1.0 - q)
-        hm = hp * (1.0 - q * rng.uniform(0.35, 0.55))
-        out = _set_heights(shape, ha, hm, hp, (share_one, share_one, share_one))
+        out = _wedge(shape, q, superior, rng)
         corner_v = out.top_pts[2] - 2.5 if superior else out.bottom_pts[2] + 2.5
         gaps: list[Gap] = []
         if rng.random() < 0.1 + 0.25 * spec.grade:

@@ -14,7 +14,14 @@ import numpy as np
 from auditor.synth import anatomy
 from auditor.synth.anatomy import DRAWN_LEVELS, Disc, FieldOfView, Patient, PlacedBody
 from auditor.synth.config import SynthConfig
-from auditor.synth.fractures import FractureSpec, apply_fracture, apply_variants, choose_fracture
+from auditor.synth.fractures import (
+    WEDGE_VARIANT_LEVELS,
+    FractureSpec,
+    apply_fracture,
+    apply_variants,
+    apply_wedge_variant,
+    choose_fracture,
+)
 from auditor.synth.grid import Grid
 from auditor.synth.shape import BodyShape, height_loss
 
@@ -170,6 +177,13 @@ def _field_levels(centre: str, n_bodies: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _draws_wedge_variant(level: str, config: SynthConfig, rng: np.random.Generator) -> bool:
+    """Whether an intact body at ``level`` gets a wedge that mimics grade 1 (no draw at share 0,
+    so default worlds keep their bytes)."""
+    share = config.wedge_variant_share
+    return share > 0 and level in WEDGE_VARIANT_LEVELS and bool(rng.random() < share)
+
+
 def sample_scene(rng: np.random.Generator, config: SynthConfig, fractured: bool) -> Scene:
     """Draw one lateral scene; ``fractured`` says whether it holds at least one fracture."""
     patient = anatomy.sample_patient(rng)
@@ -199,6 +213,14 @@ def sample_scene(rng: np.random.Generator, config: SynthConfig, fractured: bool)
             )
         elif level == "S1":
             names = ()
+        elif _draws_wedge_variant(level, config, rng):
+            # Like a fracture's wedge, it adds focal kyphosis (normal_shapes keeps the plain body).
+            shape = apply_wedge_variant(shape, rng)
+            loss = height_loss(shape)
+            shape, names = apply_variants(
+                shape, patient.age, rng, max_loss=loss + 1e-3, min_loss=loss - 1e-3
+            )
+            names = ("physiologic_wedge", *names)
         else:
             shape, names = apply_variants(shape, patient.age, rng)
         shapes[level] = shape
