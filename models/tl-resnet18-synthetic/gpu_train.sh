@@ -54,7 +54,8 @@ MIN=$($PY -c "print(max(0.5, ($LEFT - 60) / 60))")
 say "training with --max-minutes $MIN"
 rm -rf "/tmp/$NAME"
 ALL_SEEDS=$(echo $SEEDS $HARD_SEEDS | sed 's/ /, /g')
-SRC="tlaudit synth --studies $STUDIES --seed $ALL_SEEDS, --distractor-rate 0 --max-side 1500${HARD_SEEDS:+; seeds $HARD_SEEDS with $HARD_FLAGS} (synthetic only; written uncompressed on the GPU machine, same pixels)"
+HARD_LIST=$(echo $HARD_SEEDS | sed 's/ /, /g')
+SRC="tlaudit synth --studies $STUDIES --distractor-rate 0 --max-side 1500, seeds $ALL_SEEDS${HARD_SEEDS:+ (seeds $HARD_LIST also with $HARD_FLAGS)} (synthetic only; written uncompressed on the GPU machine, same pixels)"
 $PY -m auditor train "$W/all/archive" --annotations "$W/all/ground_truth.csv" --out "/tmp/$NAME" \
   --name tl-resnet18-synthetic --input-size 128 --crop-normalisation percentile \
   --batch-grid 64 --cv-folds 0 --test-fraction 0 --val-fraction 0.15 --monitor auc \
