@@ -261,7 +261,9 @@ def _synthetic_archive(config: BenchConfig, work: Path) -> tuple[Path, Path]:
     from auditor.synth.config import SynthConfig
 
     synth = SynthConfig(
-        max_side=config.max_side, compressed_share=0.6 if config.compressed else 0.0
+        max_side=config.max_side,
+        compressed_share=0.6 if config.compressed else 0.0,
+        uncompressed=not config.compressed,  # distractors too: no JPEG encoder needed
     )
     out = work / "world"
     write_archive(out, config.studies, config.seed, synth, workers=max(1, (os.cpu_count() or 1)))

@@ -93,3 +93,17 @@ def test_bench_cli_on_a_synthetic_archive(tmp_path: Path) -> None:
     assert data["precut_speedup"] == pytest.approx(
         data["localizer_scan_vps"] / data["localizer_scan_decode_twice_vps"]
     )
+
+
+def test_bench_synthetic_archive_is_uncompressed_unless_asked(tmp_path: Path) -> None:
+    """Without --compressed every file is stored uncompressed, distractors included, so the bench
+    runs where no JPEG encoder is installed (the lent GPU machine has none)."""
+    import csv
+
+    from auditor.bench import _synthetic_archive
+
+    archive, _ = _synthetic_archive(BenchConfig(studies=24, max_side=300), tmp_path)
+    with (archive.parent / "manifest.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["transfer_syntax"]]
+    assert len(rows) >= 24
+    assert {r["transfer_syntax"] for r in rows} <= {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"}
