@@ -107,7 +107,9 @@ def resnet_layercam(
 #: Input shifts (rows, columns) of the shift-and-stitch LayerCAM: none, and half of layer2's
 #: stride of 8 along both axes (a quincunx lattice). On validation crops (seed 7, 112 true
 #: positives) all four half-stride shifts found the fracture zone for the same 101 crops as these
-#: two, at twice the cost.
+#: two, at twice the cost. At 128 px (stage 10, hard decision world seed 24, 246 true positives)
+#: the unshifted map alone found it for 229 and these two for 235; evaluation took 266 s against
+#: 319 s.
 STITCH_SHIFTS = ((0, 0), (4, 4))
 
 
