@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 from _train_factory import make_world
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from auditor.checksums import file_sha256
 from auditor.cli import app as cli_app
 from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle, load_bundle
@@ -145,6 +147,16 @@ def test_imagenet_without_cache_names_the_file_and_folder(
     torch.save(build_network("resnet18").state_dict(), cached)
     state, desc = resolve_pretrained("imagenet", "resnet18")
     assert state is not None and "fc.weight" in state and cached.name in desc
+
+
+def test_a_weights_file_is_named_by_its_hash(tmp_path: Path) -> None:
+    # fine-tuning from a bundle: every bundle's file is called weights.safetensors, so the card
+    # must say which one by its content
+    path = tmp_path / "weights.safetensors"
+    save_file(build_network("resnet18").state_dict(), str(path))
+    state, desc = resolve_pretrained(str(path), "resnet18")
+    assert state is not None and "fc.weight" in state
+    assert desc == f"file weights.safetensors (SHA-256 {file_sha256(path)})"
 
 
 def test_bad_options_are_usage_errors(tmp_path: Path) -> None:

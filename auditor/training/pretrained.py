@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torchvision import models
 
+from auditor.checksums import file_sha256
 from auditor.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -97,4 +98,5 @@ def resolve_pretrained(
         raise UsageError(
             f"--pretrained {spec!r}: expected 'imagenet', 'none' or an existing weights file"
         )
-    return _load_state_file(path), f"file {path.name}"
+    # The name alone says little (every bundle's file is weights.safetensors): the hash says which.
+    return _load_state_file(path), f"file {path.name} (SHA-256 {file_sha256(path)})"
