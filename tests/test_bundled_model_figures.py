@@ -27,9 +27,9 @@ from auditor.synth import SynthConfig, write_archive
     [
         # tlaudit synth --studies 150 --seed 2 --distractor-rate 0 --max-side 1500
         (2, False, "heldout_evaluation.json"),
-        # the same with --seed 25 --subtle-share 0.5 --wedge-variants 0.2: a hard world, the kind
+        # the same with --seed 36 --subtle-share 0.5 --wedge-variants 0.2: a hard world, the kind
         # issue 5's targets are judged on
-        (25, True, "heldout_hard_evaluation.json"),
+        (36, True, "heldout_hard_evaluation.json"),
     ],
 )
 def test_heldout_figures_in_the_card_are_reproduced(
