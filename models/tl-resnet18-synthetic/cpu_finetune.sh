@@ -25,17 +25,17 @@ for world in "31 400 hard" "32 400 hard" "33 400 hard" "34 300 default"; do
   tlaudit synth "$W/s$seed" --studies "$studies" --seed "$seed" $C $extra
   mv "$W/s$seed/archive" "$W/all/archive/w$seed"
 done
-python - "$W" <<'PY'
+python - "$W" 31 32 33 34 <<'PY'
 import sys
 
 import pandas as pd
 
-w = sys.argv[1]
+w, seeds = sys.argv[1], sys.argv[2:]
 pd.concat(
     pd.read_csv(f"{w}/s{s}/ground_truth.csv", dtype=str, keep_default_na=False).assign(
         image=lambda t, s=s: f"w{s}/" + t.image
     )
-    for s in (31, 32, 33, 34)
+    for s in seeds
 ).to_csv(f"{w}/all/ground_truth.csv", index=False)
 PY
 tlaudit train "$W/all/archive" --annotations "$W/all/ground_truth.csv" --out /tmp/stage11 \
