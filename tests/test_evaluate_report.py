@@ -166,7 +166,7 @@ def test_evaluate_localisation_and_hostile_names(
     assert len(ev.probs) == 24 and ev.probs.dtype == np.float32
 
 
-@pytest.mark.parametrize("method", ["layercam", "cam"])
+@pytest.mark.parametrize("method", ["layercam", "layercam4", "cam"])
 def test_localisation_scores_every_true_positive_with_the_chosen_heatmap(
     world: tuple[Path, Path, Path], tmp_path: Path, method: str
 ) -> None:

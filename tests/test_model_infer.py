@@ -217,6 +217,32 @@ def test_layercam_equals_hooked_gradients_times_activations(tmp_path: Path) -> N
     np.testing.assert_allclose(pred.probs, probs, atol=1e-5)
 
 
+def test_layercam4_is_the_layer4_layercam_from_the_classifying_pass(tmp_path: Path) -> None:
+    """``layercam4`` by hand: a forward hook on layer4, the fracture logit's gradient there, its
+    positive part times the activation summed over channels, upsampled and normalised; no second
+    pass is timed, and it differs from CAM, which also counts the negatively weighted channels."""
+    bundle = load_bundle(create_untrained_bundle(tmp_path / "s8", input_size=64, feature_stride=8))
+    clf = Classifier(bundle, torch.device("cpu"), "fp32", heatmap="layercam4")
+    batch = clf.preprocess(_crops(3, 64))
+    pred = clf.predict(batch, cam=True)
+
+    net = bundle.build_model()
+    acts: dict[str, torch.Tensor] = {}
+    handle = net.layer4.register_forward_hook(lambda _m, _i, out: acts.__setitem__("4", out))
+    logits = net(batch.clone().requires_grad_(True))
+    handle.remove()
+    (g4,) = torch.autograd.grad(logits[:, 1].sum(), (acts["4"],))
+    with torch.no_grad():
+        expected = _minmax((torch.relu(g4) * acts["4"]).sum(1)).numpy()
+        probs = torch.softmax(logits, 1)[:, 1].numpy()
+    assert pred.cams is not None and pred.cams.shape == (3, 64, 64)
+    np.testing.assert_allclose(pred.cams, expected, atol=1e-4)
+    np.testing.assert_allclose(pred.probs, probs, atol=1e-5)
+    assert pred.heatmap_s == 0.0
+    cam = Classifier(bundle, torch.device("cpu"), "fp32", heatmap="cam").predict(batch)
+    assert cam.cams is not None and np.abs(cam.cams - pred.cams).max() > 0.05
+
+
 def test_heatmaps_only_for_crops_at_or_above_cam_min_prob(resnet_classifier: Classifier) -> None:
     clf = Classifier(resnet_classifier.bundle, torch.device("cpu"), "fp32")
     batch = clf.preprocess(_crops(4, 64))

@@ -47,11 +47,13 @@ class HeatmapMethodChoice(str, Enum):
     """``--heatmap-method`` values (see :mod:`auditor.model.cam`)."""
 
     LAYERCAM = "layercam"
+    LAYERCAM4 = "layercam4"
     CAM = "cam"
 
 
 HEATMAP_METHOD_HELP = (
-    "ResNet heatmap: layercam (layer2 x layer4 LayerCAM) or cam (the source study's CAM). "
+    "ResNet heatmap: layercam (layer2 x layer4 LayerCAM, a second pass), layercam4 (its layer4 "
+    "map alone, from the classifying pass) or cam (the source study's CAM). "
     "VGG16 always uses Grad-CAM."
 )
 

@@ -1,6 +1,6 @@
 """Class activation heatmaps: LayerCAM or CAM for ResNet18, Grad-CAM for VGG16.
 
-ResNet18 has two methods (:data:`RESNET_HEATMAPS`):
+ResNet18 has three methods (:data:`RESNET_HEATMAPS`):
 
 - ``layercam`` (the default): LayerCAM (Jiang et al. 2021, IEEE TIP 30:5875), each activation
   weighted by the positive part of the fracture logit's gradient at that position, summed over
@@ -14,10 +14,16 @@ ResNet18 has two methods (:data:`RESNET_HEATMAPS`):
   On synthetic validation crops (seed 7; 106 true positives at P >= 0.557) the fused map's
   maximum fell inside the fracture zone for 90 (85 %), CAM's for 69 (65 %); at P >= 0.316
   (112 true positives) shift-and-stitch raised the fused map from 94 (84 %) to 101 (90 %).
+- ``layercam4``: the ``layer4`` map of ``layercam`` alone, without the ``layer2`` map and without
+  shift-and-stitch: the last feature maps weighted by the positive part of the fracture class's
+  fully connected weights. It is the map the zone-attention loss of ``tlaudit train`` trains
+  (:func:`auditor.training.train.zone_attention_loss`), and like CAM it comes from the classifying
+  forward pass, so it costs no second pass; its grid is the last stage's (8 pixels at stride 8).
 - ``cam``: CAM (Zhou et al. 2016), as the source study did: the last convolutional feature maps
   weighted by the fully connected weights of the fracture class, summed over channels. Global
   average pooling makes this exact: the fracture logit is the spatial mean of the CAM plus the
-  bias. It comes from the classifying forward pass; LayerCAM needs a second pass with autograd.
+  bias. It comes from the classifying forward pass; ``layercam`` needs a second pass with
+  autograd.
 
 VGG16's fully connected head breaks the CAM identity, so it uses Grad-CAM (Selvaraju et al.
 2017): feature maps weighted by the spatially averaged gradient of the fracture logit, then
@@ -38,7 +44,9 @@ from torch import nn
 from torchvision import models
 
 FRACTURE_CLASS = 1
-RESNET_HEATMAPS = ("layercam", "cam")
+RESNET_HEATMAPS = ("layercam", "layercam4", "cam")
+#: The ResNet methods read from the classifying forward pass (no autograd pass).
+FORWARD_HEATMAPS = ("layercam4", "cam")
 
 
 def normalise_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
@@ -65,18 +73,25 @@ def resnet_features(net: models.ResNet, x: torch.Tensor) -> torch.Tensor:
 
 
 def resnet_logits_and_cam(
-    net: models.ResNet, x: torch.Tensor, with_cam: bool = True, class_index: int = FRACTURE_CLASS
+    net: models.ResNet,
+    x: torch.Tensor,
+    with_cam: bool = True,
+    class_index: int = FRACTURE_CLASS,
+    positive_weights: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One forward pass giving logits (N, classes) and raw CAMs (N, h, w) for ``class_index``.
 
-    The CAM is unnormalised, in feature-map resolution, float32; pass it to
-    :func:`normalise_maps`.
+    With ``positive_weights`` only the channels whose fully connected weight is positive count,
+    each by its weight: the ``layercam4`` map (the layer4 LayerCAM). The map is unnormalised, in
+    feature-map resolution, float32; pass it to :func:`normalise_maps`.
     """
     feats = resnet_features(net, x)
     logits = net.fc(torch.flatten(net.avgpool(feats), 1))
     if not with_cam:
         return logits, None
     weight = net.fc.weight[class_index].float()
+    if positive_weights:
+        weight = torch.relu(weight)
     cam = torch.einsum("nchw,c->nhw", feats.float(), weight)
     return logits, cam
 

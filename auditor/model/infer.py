@@ -21,6 +21,7 @@ from auditor.crops import normalise_crops
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, ModelCard
 from auditor.model.cam import (
+    FORWARD_HEATMAPS,
     RESNET_HEATMAPS,
     normalise_maps,
     resnet_layercam_map,
@@ -151,8 +152,8 @@ class Classifier:
     precision
         ``auto`` (see :func:`resolve_precision`), ``bf16``, ``fp16`` or ``fp32``.
     heatmap
-        ResNet heatmap method, ``layercam`` or ``cam`` (see :mod:`auditor.model.cam`); VGG16
-        always uses Grad-CAM.
+        ResNet heatmap method, ``layercam``, ``layercam4`` or ``cam`` (see
+        :mod:`auditor.model.cam`); VGG16 always uses Grad-CAM.
 
     Raises
     ------
@@ -222,7 +223,10 @@ class Classifier:
         with torch.inference_mode(), self._autocast():
             if isinstance(self.net, models.ResNet):
                 logits, raw = resnet_logits_and_cam(
-                    self.net, x, with_cam=cam and self.heatmap == "cam"
+                    self.net,
+                    x,
+                    with_cam=cam and self.heatmap in FORWARD_HEATMAPS,
+                    positive_weights=self.heatmap == "layercam4",
                 )
                 if raw is not None:
                     maps = normalise_maps(raw, size)
