@@ -16,8 +16,8 @@ It reports vertebrae per second for each, the ratio end-to-end / model-only with
 (the share of the bare classifier's speed a scan keeps, heatmaps included), and the heatmap
 overhead over classification alone: in the scan itself (heatmaps for positive vertebrae only,
 timed inside the scan), and as a worst case for every crop, with and without drawing an overlay
-thumbnail for each. CAM comes from the classifying pass and costs little; LayerCAM, the default,
-needs a second pass with autograd.
+thumbnail for each. CAM and ``layercam4`` come from the classifying pass and cost little;
+``layercam`` needs a second pass with autograd.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import torch
 
 from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle, load_bundle
+from auditor.model.cam import DEFAULT_HEATMAP
 from auditor.model.infer import Classifier, select_device
 from auditor.reports.thumbnails import heatmap_overlay, save_jpeg
 from auditor.scan.config import HeatmapMode, ScanConfig, ScanResult, default_workers
@@ -66,7 +67,7 @@ class BenchConfig:
     untrained_input_size: int | None = None
     device: str = "auto"
     precision: str = "auto"
-    heatmap_method: str = "layercam"
+    heatmap_method: str = DEFAULT_HEATMAP
     batch_size: int = 32
     workers: int | None = None
     rounds: int = 3
@@ -125,11 +126,14 @@ class BenchResult:
 
     @property
     def scan_heatmap_overhead(self) -> float:
-        """In the end-to-end scan: time of the separate heatmap pass over the rest of the model
-        time (0 for CAM, which comes from the classifying pass)."""
+        """In the end-to-end scan: the heatmaps' time over classification alone. The heatmaps'
+        time is the separate heatmap pass (none for ``cam`` and ``layercam4``, which come from
+        the classifying pass) plus drawing and writing their overlay thumbnails; classification
+        alone is the rest of the model time."""
         maps = self.scan_timings.get("heatmap_maps_s", 0.0)
+        thumbnails = self.scan_timings.get("heatmap_thumbnails_s", 0.0)
         rest = self.scan_timings.get("model_s", 0.0) - maps
-        return maps / rest if rest > 0 else 0.0
+        return (maps + thumbnails) / rest if rest > 0 else 0.0
 
     @property
     def heatmap_overhead_all(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,37 +15,63 @@ from auditor.cli.app import app
 from auditor.errors import UsageError
 
 
-def test_bench_on_a_given_archive(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", [None, "layercam"])
+def test_bench_on_a_given_archive(tmp_path: Path, method: str | None) -> None:
     world = make_scan_world(tmp_path, n_studies=3)
-    result = run_bench(
-        BenchConfig(
-            archive=world.archive,
-            boxes=world.boxes,
-            untrained_input_size=32,
-            device="cpu",
-            batch_size=8,
-            workers=0,
-            rounds=1,
-            work_dir=tmp_path,
-        )
+    config = BenchConfig(
+        archive=world.archive,
+        boxes=world.boxes,
+        untrained_input_size=32,
+        device="cpu",
+        batch_size=8,
+        workers=0,
+        rounds=1,
+        work_dir=tmp_path,
     )
+    if method is not None:
+        config = dataclasses.replace(config, heatmap_method=method)
+    result = run_bench(config)
     assert result.n_vertebrae == 3 * len(LEVELS)
     assert result.model_only_vps > 0 and result.model_only_no_cam_vps > 0
     assert result.end_to_end_vps > 0
     assert result.ratio == pytest.approx(result.end_to_end_vps / result.model_only_no_cam_vps)
     t = result.scan_timings
     assert t["total_s"] >= t["model_s"] > 0
-    # LayerCAM (the default) runs a second pass, timed inside the scan's model time
-    assert result.heatmap_method == "layercam"
-    assert t["model_s"] >= t["heatmap_maps_s"] >= 0
-    if result.heatmaps_drawn:
-        assert t["heatmap_maps_s"] > 0 and result.scan_heatmap_overhead > 0
+    assert result.heatmaps_drawn > 0 and t["heatmap_thumbnails_s"] > 0
+    assert result.scan_heatmap_overhead > 0
+    if method is None:
+        # layercam4 (the default) comes from the classifying pass: no second pass to time, but
+        # the thumbnails of positive vertebrae are still the heatmaps' price
+        assert result.heatmap_method == "layercam4" and t["heatmap_maps_s"] == 0
+    else:  # layercam's second pass is timed inside the scan's model time
+        assert result.heatmap_method == "layercam"
+        assert t["model_s"] > t["heatmap_maps_s"] > 0
     assert "cores" in result.machine
     # the localizer was timed on each of the three candidate radiographs
     assert result.localizer_images == 3
     assert result.localizer_s_per_image is not None and result.localizer_s_per_image > 0
     assert result.localizer_read_s_per_image is not None and result.localizer_read_s_per_image > 0
     assert not any(p.name.startswith("tlaudit-bench-") for p in tmp_path.iterdir())  # cleaned up
+
+
+def test_scan_heatmap_overhead_counts_the_pass_and_the_thumbnails() -> None:
+    """The heatmaps' price in a scan is their autograd pass plus their overlay thumbnails, over
+    the rest of the model time; a method without a second pass still pays for its thumbnails."""
+    from auditor.bench import BenchResult
+
+    def result(timings: dict[str, float]) -> BenchResult:
+        return BenchResult(
+            machine="m", device="cpu", model="x", input_size=32, batch_size=8, workers=0,
+            model_only_vps=1.0, model_only_no_cam_vps=1.0, overlay_s=0.0, end_to_end_vps=1.0,
+            n_images=1, n_vertebrae=1, heatmaps_drawn=1, scan_timings=timings,
+            heatmap_method="layercam",
+        )  # fmt: skip
+
+    layercam = result({"model_s": 10.0, "heatmap_maps_s": 2.0, "heatmap_thumbnails_s": 0.4})
+    assert layercam.scan_heatmap_overhead == pytest.approx(2.4 / 8.0)
+    forward = result({"model_s": 8.0, "heatmap_maps_s": 0.0, "heatmap_thumbnails_s": 0.4})
+    assert forward.scan_heatmap_overhead == pytest.approx(0.05)
+    assert result({}).scan_heatmap_overhead == 0.0
 
 
 def test_bench_archive_needs_boxes(tmp_path: Path) -> None:

@@ -198,8 +198,7 @@ def test_layercam_equals_hooked_gradients_times_activations(tmp_path: Path) -> N
     from auditor.model.cam import STITCH_SHIFTS
 
     bundle = load_bundle(create_untrained_bundle(tmp_path / "s8", input_size=64, feature_stride=8))
-    clf = Classifier(bundle, torch.device("cpu"), "fp32")  # layercam is the default
-    assert clf.heatmap == "layercam"
+    clf = Classifier(bundle, torch.device("cpu"), "fp32", heatmap="layercam")
     batch = clf.preprocess(_crops(3, 64))
     pred = clf.predict(batch, cam=True)
 
@@ -222,7 +221,8 @@ def test_layercam4_is_the_layer4_layercam_from_the_classifying_pass(tmp_path: Pa
     positive part times the activation summed over channels, upsampled and normalised; no second
     pass is timed, and it differs from CAM, which also counts the negatively weighted channels."""
     bundle = load_bundle(create_untrained_bundle(tmp_path / "s8", input_size=64, feature_stride=8))
-    clf = Classifier(bundle, torch.device("cpu"), "fp32", heatmap="layercam4")
+    clf = Classifier(bundle, torch.device("cpu"), "fp32")  # layercam4 is the default
+    assert clf.heatmap == "layercam4"
     batch = clf.preprocess(_crops(3, 64))
     pred = clf.predict(batch, cam=True)
 
@@ -244,7 +244,7 @@ def test_layercam4_is_the_layer4_layercam_from_the_classifying_pass(tmp_path: Pa
 
 
 def test_heatmaps_only_for_crops_at_or_above_cam_min_prob(resnet_classifier: Classifier) -> None:
-    clf = Classifier(resnet_classifier.bundle, torch.device("cpu"), "fp32")
+    clf = Classifier(resnet_classifier.bundle, torch.device("cpu"), "fp32", heatmap="layercam")
     batch = clf.preprocess(_crops(4, 64))
     full = clf.predict(batch, cam=True)
     bar = float(np.sort(full.probs)[2])  # the two most likely crops get maps

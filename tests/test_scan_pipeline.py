@@ -533,14 +533,19 @@ def test_killed_scan_process_resumes(bundle: Path, tmp_path: Path) -> None:
 def test_layercam_pass_runs_only_for_vertebrae_that_get_a_thumbnail(
     scanned: ScanResult, world: ScanWorld, bundle: Path, tmp_path: Path
 ) -> None:
-    """The default LayerCAM pass is timed inside the scan and runs for positive vertebrae only;
-    CAM needs no separate pass."""
+    """The default, layercam4, and CAM come from the classifying pass; layercam's second pass is
+    timed inside the scan and runs for positive vertebrae only."""
     t = scanned.timings
     assert t["heatmaps_drawn"] == t["classified_this_session"] > 0  # threshold 0: all positive
-    assert t["model_s"] > t["heatmap_maps_s"] > 0
+    assert t["heatmap_maps_s"] == 0.0 and t["heatmap_thumbnails_s"] > 0
+    layercam = run_scan(_config(world, bundle, tmp_path / "lc", heatmap_method="layercam"))
+    assert layercam.timings["heatmaps_drawn"] == t["heatmaps_drawn"]
+    assert layercam.timings["model_s"] > layercam.timings["heatmap_maps_s"] > 0
     cam = run_scan(_config(world, bundle, tmp_path / "cam", heatmap_method="cam"))
     assert cam.timings["heatmaps_drawn"] == t["heatmaps_drawn"]
     assert cam.timings["heatmap_maps_s"] == 0.0
     # nothing positive: no thumbnail, and no LayerCAM pass either
-    none = run_scan(_config(world, bundle, tmp_path / "none", threshold=1.0))
+    none = run_scan(
+        _config(world, bundle, tmp_path / "none", threshold=1.0, heatmap_method="layercam")
+    )
     assert none.timings["heatmaps_drawn"] == 0 and none.timings["heatmap_maps_s"] == 0.0

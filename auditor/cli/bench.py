@@ -18,6 +18,7 @@ from auditor.cli.scan import (
     HeatmapMethodChoice,
     PrecisionChoice,
 )
+from auditor.model.cam import DEFAULT_HEATMAP
 
 
 def bench(
@@ -62,7 +63,7 @@ def bench(
     ),
     heatmap_method: Annotated[
         HeatmapMethodChoice, typer.Option(help=HEATMAP_METHOD_HELP)
-    ] = HeatmapMethodChoice.LAYERCAM,
+    ] = HeatmapMethodChoice(DEFAULT_HEATMAP),
     batch_size: Annotated[int, typer.Option(min=1, help="Vertebrae per batch.")] = 32,
     workers: Annotated[
         int | None, typer.Option(min=0, help="Crop-loading workers (default as in scan).")

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from auditor.cli.progress import stage_progress
 from auditor.cli.scan import HEATMAP_METHOD_HELP, HeatmapMethodChoice
+from auditor.model.cam import DEFAULT_HEATMAP
 
 
 class Task(str, Enum):
@@ -53,7 +54,7 @@ def evaluate(
     precision: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
     heatmap_method: Annotated[
         HeatmapMethodChoice, typer.Option(help=HEATMAP_METHOD_HELP)
-    ] = HeatmapMethodChoice.LAYERCAM,
+    ] = HeatmapMethodChoice(DEFAULT_HEATMAP),
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per inference batch.")] = 64,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the CIs.")] = 2000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,

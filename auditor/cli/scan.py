@@ -22,6 +22,7 @@ from auditor.cli.triage_options import (
     Modalities,
     build_rules,
 )
+from auditor.model.cam import DEFAULT_HEATMAP
 from auditor.scan.config import HeatmapMode, ScanConfig, ScanEvent
 
 
@@ -52,9 +53,9 @@ class HeatmapMethodChoice(str, Enum):
 
 
 HEATMAP_METHOD_HELP = (
-    "ResNet heatmap: layercam (layer2 x layer4 LayerCAM, a second pass), layercam4 (its layer4 "
-    "map alone, from the classifying pass) or cam (the source study's CAM). "
-    "VGG16 always uses Grad-CAM."
+    "ResNet heatmap: layercam4 (the default: the layer4 LayerCAM, from the classifying pass), "
+    "layercam (layer2 x layer4 LayerCAM, a second pass with autograd) or cam (the source "
+    "study's CAM). VGG16 always uses Grad-CAM."
 )
 
 
@@ -148,7 +149,7 @@ def scan(
     ] = HeatmapMode.POSITIVE,
     heatmap_method: Annotated[
         HeatmapMethodChoice, typer.Option(help=HEATMAP_METHOD_HELP)
-    ] = HeatmapMethodChoice.LAYERCAM,
+    ] = HeatmapMethodChoice(DEFAULT_HEATMAP),
     precut: Annotated[
         bool,
         typer.Option(

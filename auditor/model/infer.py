@@ -21,6 +21,7 @@ from auditor.crops import normalise_crops
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, ModelCard
 from auditor.model.cam import (
+    DEFAULT_HEATMAP,
     FORWARD_HEATMAPS,
     RESNET_HEATMAPS,
     normalise_maps,
@@ -166,7 +167,7 @@ class Classifier:
         bundle: ModelBundle,
         device: torch.device,
         precision: str = "auto",
-        heatmap: str = "layercam",
+        heatmap: str = DEFAULT_HEATMAP,
     ) -> None:
         if heatmap not in RESNET_HEATMAPS:
             raise UsageError(

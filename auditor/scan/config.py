@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 
 from auditor.archive.triage import TriageRules
+from auditor.model.cam import DEFAULT_HEATMAP
 from auditor.reports.html import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 from auditor.scan.flags import StudyStatus
 
@@ -43,7 +44,7 @@ class ScanConfig:
     threshold: float | None = None
     device: str = "auto"
     precision: str = "auto"
-    heatmap_method: str = "layercam"
+    heatmap_method: str = DEFAULT_HEATMAP
     batch_size: int = 32
     workers: int | None = None
     resume: bool = False

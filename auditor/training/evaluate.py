@@ -27,6 +27,7 @@ from matplotlib.path import Path as PolygonPath
 
 from auditor.checksums import file_sha256
 from auditor.model.bundle import ModelBundle, OperatingPoint, load_bundle
+from auditor.model.cam import DEFAULT_HEATMAP
 from auditor.model.infer import Classifier, select_device
 from auditor.training.data import CropSet, load_crop_set
 from auditor.training.metrics import BinaryMetrics, Confusion, binary_metrics, sensitivity_by
@@ -51,7 +52,7 @@ class EvaluateConfig:
     operating_point: str | None = None
     device: str = "auto"
     precision: str = "auto"
-    heatmap_method: str = "layercam"
+    heatmap_method: str = DEFAULT_HEATMAP
     batch_size: int = 64
     n_bootstrap: int = 2000
     seed: int = 0
