@@ -138,7 +138,7 @@ class Prediction:
 
     probs: npt.NDArray[np.float32]
     cams: npt.NDArray[np.float32] | None
-    heatmap_s: float = 0.0  # seconds of the separate heatmap pass (LayerCAM, Grad-CAM)
+    heatmap_s: float = 0.0  # seconds of the separate heatmap pass (layercam, Grad-CAM)
 
 
 class Classifier:

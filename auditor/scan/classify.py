@@ -44,7 +44,7 @@ class ClassifyStats:
     heatmaps: int
     wait_s: float  # waiting for the loader (decoding and cropping not hidden by the model)
     model_s: float  # forward passes, heatmap passes included
-    maps_s: float  # the separate heatmap pass (LayerCAM) within model_s
+    maps_s: float  # the separate heatmap pass (layercam, Grad-CAM) within model_s
     heatmap_s: float  # drawing and writing overlay thumbnails
     journal_s: float  # committing results
 
