@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from auditor.cli import app as cli_app
 from auditor.model.bundle import create_untrained_bundle
-from auditor.training.evaluate import EvaluateConfig, evaluate_bundle, peak_in_zone
+from auditor.training.evaluate import EvaluateConfig, evaluate_bundle, peak_in_zone, zone_energy
 
 runner = CliRunner()
 
@@ -59,6 +59,21 @@ def test_peak_in_zone_geometry() -> None:
     flat = np.zeros((32, 32), np.float32)
     flat[:8, :8] = 1.0  # centroid pixel (3.5, 3.5) -> centre (4, 4)
     assert peak_in_zone(flat, square)
+
+
+def test_zone_energy_hand_computed() -> None:
+    """Mass on the pixels whose centres lie in the zone, over all the mass; and the zone's share
+    of the crop (a flat map's score)."""
+    square = np.array([[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0]])  # pixels (0-1, 0-1)
+    inside = np.zeros((4, 4), np.float32)
+    inside[:2, :2] = 1.0
+    assert zone_energy(inside, square) == pytest.approx((1.0, 4 / 16))
+    flat = np.ones((4, 4), np.float32)
+    assert zone_energy(flat, square) == pytest.approx((0.25, 0.25))
+    half = np.zeros((4, 4), np.float32)
+    half[0, 0], half[3, 3] = 0.6, 0.2  # 0.6 of 0.8 inside
+    assert zone_energy(half, square)[0] == pytest.approx(0.75)
+    assert zone_energy(np.zeros((4, 4), np.float32), square) == (0.0, 0.25)
 
 
 def test_evaluate_command_writes_plots_and_reports(
@@ -202,4 +217,6 @@ def test_localisation_scores_every_true_positive_with_the_chosen_heatmap(
     assert [v is not None for v in ev.cam_peak_in_zone] == with_zone
     assert ev.heatmap_method == method
     assert ev.as_dict()["localisation"]["heatmap_method"] == method
+    assert 0.0 <= ev.localisation.energy <= 1.0 and 0.0 < ev.localisation.zone_share < 1.0
+    assert ev.as_dict()["localisation"]["energy_in_zone"] == ev.localisation.energy
     assert method in ev.device

@@ -123,6 +123,11 @@ def evaluate(
             f"{format_pct(loc.score)} ({loc.hits}/{loc.total})",
             "81% (surgeon-judged)",
         )
+        table.add_row(
+            "heatmap mass in zone",
+            f"{format_pct(loc.energy)} (zone {format_pct(loc.zone_share)} of crop)",
+            "",
+        )
     c = h.confusion
     table.caption = f"TN {c.tn}  FP {c.fp}  FN {c.fn}  TP {c.tp}; {ev.device}; {ev.seconds:.1f}s"
     console.print(table)

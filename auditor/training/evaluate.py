@@ -9,6 +9,11 @@ Heatmap localisation: for each true-positive crop with a ground-truth fracture z
 polygon is mapped into crop pixel coordinates and the crop counts as localised when the pixel
 holding the heatmap's maximum lies inside the polygon (its centre, with a half-pixel tolerance).
 The source study's surgeons judged the same question by eye for 81 % of its heatmaps.
+
+A peak can sit in the zone while most of the map lies elsewhere, and a supervised map finds the
+zone nearly always, so the same crops also get a graded score: the share of the heatmap's mass
+on the zone's pixels (the energy-based pointing game of Wang et al. 2020, Score-CAM), reported
+next to the zone's share of the crop's pixels, which is what a flat map would score.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from auditor.checksums import file_sha256
 from auditor.model.bundle import ModelBundle, OperatingPoint, load_bundle
 from auditor.model.cam import DEFAULT_HEATMAP
 from auditor.model.infer import Classifier, select_device
-from auditor.training.data import CropSet, load_crop_set
+from auditor.training.data import CropSet, load_crop_set, zone_mask
 from auditor.training.metrics import BinaryMetrics, Confusion, binary_metrics, sensitivity_by
 from auditor.vocab import Level
 
@@ -74,10 +79,13 @@ class Example:
 
 @dataclass(frozen=True)
 class Localisation:
-    """Share of true-positive crops whose heatmap maximum lies in the fracture zone."""
+    """Share of true-positive crops whose heatmap maximum lies in the fracture zone, and the
+    mean share of their heatmaps' mass in the zone against the zone's mean share of the crop."""
 
     hits: int
     total: int
+    energy: float = math.nan
+    zone_share: float = math.nan
 
     @property
     def score(self) -> float:
@@ -168,6 +176,8 @@ class Evaluation:
                 "hits": self.localisation.hits,
                 "total": self.localisation.total,
                 "score": self.localisation.score,
+                "energy_in_zone": self.localisation.energy,
+                "zone_area_share": self.localisation.zone_share,
                 "heatmap_method": self.heatmap_method,
             },
             "device": self.device,
@@ -190,6 +200,18 @@ def peak_in_zone(cam: npt.NDArray[np.float32], zone: npt.NDArray[np.float64]) ->
     # the peak pixel's centre and corners: it counts when it touches the zone
     probes = np.array([[c + 0.5, r + 0.5], [c, r], [c + 1, r], [c, r + 1], [c + 1, r + 1]], float)
     return bool(polygon.contains_points(probes).any())
+
+
+def zone_energy(cam: npt.NDArray[np.float32], zone: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """(share of the heatmap's mass on the zone's pixels, share of the crop's pixels in the zone).
+
+    Pixels count as in the zone when their centres are (:func:`auditor.training.data.zone_mask`).
+    A map with no mass scores 0.
+    """
+    mask = zone_mask(zone, cam.shape[-1])
+    total = float(cam.sum(dtype=np.float64))
+    inside = float(cam[mask].sum(dtype=np.float64))
+    return (inside / total if total > 0 else 0.0), float(mask.mean())
 
 
 def evaluate_bundle(
@@ -237,6 +259,7 @@ def evaluate_bundle(
     labels = data.labels
     probs = np.zeros(n, dtype=np.float32)
     in_zone: list[bool | None] = [None] * n
+    energies: list[tuple[float, float]] = []
     for lo in range(0, n, config.batch_size):
         hi = min(lo + config.batch_size, n)
         # heatmaps only where localisation is scored: crops called positive
@@ -247,6 +270,7 @@ def evaluate_bundle(
             zone = data.records[i].fracture_zone
             if labels[i] == 1 and pred.probs[j] >= op.threshold and zone is not None:
                 in_zone[i] = peak_in_zone(pred.cams[j], zone)
+                energies.append(zone_energy(pred.cams[j], zone))
         if on_progress:
             on_progress("classify", hi, n)
     predicted = probs >= op.threshold
@@ -268,7 +292,16 @@ def evaluate_bundle(
         str(r.genant_grade) if r.genant_grade is not None else "unknown" for r in data.records
     ]
     scored = [v for v in in_zone if v is not None]
-    localisation = Localisation(sum(scored), len(scored)) if scored else None
+    localisation = (
+        Localisation(
+            sum(scored),
+            len(scored),
+            energy=float(np.mean([e for e, _ in energies])),
+            zone_share=float(np.mean([z for _, z in energies])),
+        )
+        if scored
+        else None
+    )
     examples = _examples(clf, data, probs, predicted)
     seconds = time.perf_counter() - start
     logger.info("evaluated %d crops in %.1fs on %s", n, seconds, clf.describe())

@@ -149,6 +149,14 @@ def _headline_rows(ev: Evaluation) -> list[dict[str, str]]:
                 "study": "81% (judged by surgeons)",
             }
         )
+        rows.append(
+            {
+                "metric": "Heatmap mass in the fracture zone (mean)",
+                "value": f"{format_pct(loc.energy)} (the zone is {format_pct(loc.zone_share)} "
+                "of the crop)",
+                "study": "",
+            }
+        )
     return rows
 
 
