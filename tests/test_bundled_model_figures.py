@@ -75,3 +75,6 @@ def test_heldout_figures_in_the_card_are_reproduced(
     assert now["sensitivity_by_genant_grade"] == recorded["sensitivity_by_genant_grade"]
     assert abs(now["localisation"]["hits"] - recorded["localisation"]["hits"]) <= 1
     assert now["localisation"]["total"] == recorded["localisation"]["total"]
+    assert now["localisation"]["heatmap_method"] == recorded["localisation"]["heatmap_method"]
+    for key in ("energy_in_zone", "zone_area_share"):
+        assert now["localisation"][key] == pytest.approx(recorded["localisation"][key], abs=2e-3)
