@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision import models
 
 from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle, load_bundle
@@ -227,6 +228,7 @@ def test_layercam4_is_the_layer4_layercam_from_the_classifying_pass(tmp_path: Pa
     pred = clf.predict(batch, cam=True)
 
     net = bundle.build_model()
+    assert isinstance(net, models.ResNet)
     acts: dict[str, torch.Tensor] = {}
     handle = net.layer4.register_forward_hook(lambda _m, _i, out: acts.__setitem__("4", out))
     logits = net(batch.clone().requires_grad_(True))
