@@ -363,8 +363,8 @@ def zone_attention_loss(
 
     ``features`` (N, C, h, w) are the last block's activations, ``weight`` (C,) the head's
     fracture-class row, ``masks`` (N, 1, S, S) the zones (all zero where a crop has none). For
-    each crop with a zone, the map sum_c relu(w_c) A_c (the layer4 term of the ``layercam``
-    heatmap) is turned into a distribution over the h x w cells by a softmax, and the loss is
+    each crop with a zone, the map sum_c relu(w_c) A_c (the ``layercam4`` heatmap, which is also
+    the layer4 term of ``layercam``) is turned into a distribution over the h x w cells by a softmax, and the loss is
     -log of the share of it that falls in the zone (each cell counted by the fraction of its
     pixels in the zone). Returns the mean over those crops and their number (0 and a zero loss
     when none has a zone).
