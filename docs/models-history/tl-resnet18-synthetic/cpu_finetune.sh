@@ -3,7 +3,7 @@
 # GPU), run from the repository root of a clone. It generates the four training worlds, merges
 # them into one archive, and trains into /tmp/stage11 (about 65 minutes: 8 for the worlds, 50 for
 # the time-limited fit, 2 to cut the crops, 2 to write the bundle). Calibrate and evaluate
-# afterwards as the model card says.
+# afterwards as models/tl-resnet18-synthetic/MODEL_CARD.md says.
 # Stage 10's weights come from the commit that shipped them; pass STAGE10=PATH to use a copy.
 set -euo pipefail
 W=${WORLD:-/tmp/world11}

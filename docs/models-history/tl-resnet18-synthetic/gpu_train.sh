@@ -4,10 +4,10 @@
 # leaves the bundle in /tmp/$NAME (split into 15 MB parts under $OUT for the trip back).
 # Worlds: SEEDS are default worlds; HARD_SEEDS are made with HARD_FLAGS added. Every world is
 # written with --uncompressed (same pixels as the default syntaxes). Calibrate and evaluate
-# afterwards as the model card says. The stage-10 run:
+# afterwards as docs/models-history.md says (stages 9 and 10). The stage-10 run:
 #   NAME=stage10 STUDIES=800 SEEDS="3 4 10" HARD_SEEDS="20 21 22" \
 #     HARD_FLAGS="--subtle-share 0.5 --wedge-variants 0.2" JOBS=15 DEVICE=cuda BUDGET_S=520 \
-#     EPOCHS=80 bash models/tl-resnet18-synthetic/gpu_train.sh
+#     EPOCHS=80 bash docs/models-history/tl-resnet18-synthetic/gpu_train.sh
 # (stage 9: NAME=stage9 SEEDS="3 4 10 15 16 17", no HARD_SEEDS.)
 # BUDGET_S bounds the whole script: the training time limit (--max-minutes) is what is left of it
 # after generating the worlds, less two minutes for decoding and writing the bundle.
