@@ -21,13 +21,11 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from auditor.reports.files import write_text_atomic
+from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 from auditor.resources import resource_dir
 from auditor.scan.flags import StudyStatus
 from auditor.scan.results import AuditReport, StudyFinding, VertebraFinding
 from auditor.vocab import Level
-
-DEFAULT_EMBED_LIMIT = 200
-DEFAULT_TABLE_LIMIT = 2000
 
 
 @dataclass(frozen=True)

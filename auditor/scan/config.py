@@ -10,7 +10,7 @@ from pathlib import Path
 
 from auditor.archive.triage import TriageRules
 from auditor.model.cam import DEFAULT_HEATMAP
-from auditor.reports.html import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
+from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 from auditor.scan.flags import StudyStatus
 
 
