@@ -1,7 +1,9 @@
-"""Shared vocabulary: vertebral levels and file statuses.
+"""Shared vocabulary: vertebral levels, file statuses, and the names of model and scan choices.
 
 Strings from box files, reads and the command line are coerced to these enums at the boundary
-(:meth:`Level.parse`), so the rest of the code compares enums, never free text.
+(:meth:`Level.parse`), so the rest of the code compares enums, never free text. The command line
+offers the same enums as its choices. This module stays light (no torch, no pydicom), so that the
+command line can build its options without loading them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,81 @@ class FileStatus(str, Enum):
     CANDIDATE = "candidate"
     SKIPPED = "skipped"
     UNREADABLE = "unreadable"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Device(str, Enum):
+    """Where a network runs: ``auto`` prefers CUDA, then Apple MPS, then the CPU.
+
+    See :func:`auditor.model.infer.select_device`.
+    """
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Precision(str, Enum):
+    """Inference precision: ``auto`` takes bf16 where the device runs it natively.
+
+    See :func:`auditor.model.infer.resolve_precision`.
+    """
+
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class HeatmapMethod(str, Enum):
+    """How a ResNet classifier's heatmap is computed (see :mod:`auditor.model.cam`).
+
+    VGG16 always uses Grad-CAM, whatever is asked.
+    """
+
+    LAYERCAM4 = "layercam4"
+    LAYERCAM = "layercam"
+    CAM = "cam"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The ResNet method scan, evaluate and bench use unless told otherwise. On the hard decision
+#: world (seed 24, 246 true positives of the stage-11 classifier) its peak fell in the fracture
+#: zone for 246, layercam's for 221; ``docs/models-history.md`` has the rule and the figures.
+DEFAULT_HEATMAP = HeatmapMethod.LAYERCAM4
+
+
+class OperatingPointName(str, Enum):
+    """The operating points a model card holds, as ``train`` and ``calibrate`` choose them.
+
+    See :func:`auditor.training.metrics.choose_operating_points` for the rules.
+    """
+
+    BALANCED = "balanced"
+    SENSITIVE = "sensitive"
+    SPECIFIC = "specific"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class HeatmapMode(str, Enum):
+    """Which vertebrae of a scan get a heatmap overlay thumbnail."""
+
+    POSITIVE = "positive"
+    ALL = "all"
+    NONE = "none"
 
     def __str__(self) -> str:
         return self.value

@@ -43,14 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
+from auditor.vocab import DEFAULT_HEATMAP as DEFAULT_HEATMAP  # re-exported; vocab owns it
+from auditor.vocab import HeatmapMethod
+
 FRACTURE_CLASS = 1
-RESNET_HEATMAPS = ("layercam", "layercam4", "cam")
-#: The ResNet method scan, evaluate and bench use unless told otherwise. On the hard decision
-#: world (seed 24, 246 true positives of the stage-11 classifier) its peak fell in the fracture
-#: zone for 246, layercam's for 221; ``models/README.md`` has the rule and the figures.
-DEFAULT_HEATMAP = "layercam4"
+RESNET_HEATMAPS = tuple(method.value for method in HeatmapMethod)
 #: The ResNet methods read from the classifying forward pass (no autograd pass).
-FORWARD_HEATMAPS = ("layercam4", "cam")
+FORWARD_HEATMAPS = (HeatmapMethod.LAYERCAM4.value, HeatmapMethod.CAM.value)
 
 
 def normalise_maps(maps: torch.Tensor, size: int) -> torch.Tensor:

@@ -29,11 +29,12 @@ from auditor.model.cam import (
     resnet_logits_and_cam,
     vgg_logits_and_gradcam,
 )
+from auditor.vocab import Precision
 
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISIONS = tuple(precision.value for precision in Precision)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -7,22 +7,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TypeVar
 
 from auditor.archive.triage import TriageRules
-from auditor.model.cam import DEFAULT_HEATMAP
+from auditor.errors import UsageError
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 from auditor.scan.flags import StudyStatus
+from auditor.vocab import DEFAULT_HEATMAP, Device, HeatmapMethod, HeatmapMode, Precision
+
+_Choice = TypeVar("_Choice", bound=Enum)
 
 
-class HeatmapMode(str, Enum):
-    """Which vertebrae get a heatmap overlay thumbnail."""
-
-    POSITIVE = "positive"
-    ALL = "all"
-    NONE = "none"
-
-    def __str__(self) -> str:
-        return self.value
+def _coerce(kind: type[_Choice], value: object, what: str) -> _Choice:
+    """``value`` as a member of ``kind`` (its value in any case), or a UsageError naming both."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(str(value).strip().lower())
+    except ValueError:
+        names = ", ".join(str(member.value) for member in kind)
+        raise UsageError(f"unknown {what} {value!r}; expected one of {names}") from None
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,13 @@ class ScanConfig:
     ``operating_point`` and ``threshold`` exclude each other; with neither, the model card's
     default operating point is used. Without ``boxes`` the vertebra localizer (``localizer``, or
     the bundled one when None) finds them. ``workers`` None picks a count for this machine.
+    ``device``, ``precision`` and ``heatmap_method`` may be given as their enums' values (any
+    case) and are coerced to the enums.
+
+    Raises
+    ------
+    UsageError
+        For an unknown device, precision or heatmap method.
     """
 
     archive: Path
@@ -42,9 +53,9 @@ class ScanConfig:
     localizer: Path | None = None
     operating_point: str | None = None
     threshold: float | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    heatmap_method: str = DEFAULT_HEATMAP
+    device: Device | str = Device.AUTO
+    precision: Precision | str = Precision.AUTO
+    heatmap_method: HeatmapMethod | str = DEFAULT_HEATMAP
     batch_size: int = 32
     workers: int | None = None
     resume: bool = False
@@ -60,6 +71,11 @@ class ScanConfig:
     def __post_init__(self) -> None:
         # Coerce at the boundary: callers may pass plain strings and str paths.
         object.__setattr__(self, "heatmaps", HeatmapMode(self.heatmaps))
+        object.__setattr__(self, "device", _coerce(Device, self.device, "device"))
+        object.__setattr__(self, "precision", _coerce(Precision, self.precision, "precision"))
+        object.__setattr__(
+            self, "heatmap_method", _coerce(HeatmapMethod, self.heatmap_method, "heatmap method")
+        )
         object.__setattr__(self, "archive", Path(self.archive))
         object.__setattr__(self, "out", Path(self.out))
         for name in ("boxes", "reads", "model", "localizer"):
