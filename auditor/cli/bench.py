@@ -12,13 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from auditor.cli.scan import (
-    HEATMAP_METHOD_HELP,
-    DeviceChoice,
-    HeatmapMethodChoice,
-    PrecisionChoice,
-)
-from auditor.model.cam import DEFAULT_HEATMAP
+from auditor.cli.model_options import HeatmapMethodOption, PrecisionOption
+from auditor.vocab import DEFAULT_HEATMAP, Device, Precision
 
 
 def bench(
@@ -55,15 +50,15 @@ def bench(
             "(same speed as trained weights).",
         ),
     ] = None,
-    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = (
-        DeviceChoice.AUTO
-    ),
-    precision: Annotated[PrecisionChoice, typer.Option(help="Inference precision.")] = (
-        PrecisionChoice.AUTO
-    ),
-    heatmap_method: Annotated[
-        HeatmapMethodChoice, typer.Option(help=HEATMAP_METHOD_HELP)
-    ] = HeatmapMethodChoice(DEFAULT_HEATMAP),
+    device: Annotated[
+        Device,
+        typer.Option(
+            help="Where to run the fracture classifier. The vertebra localizer always runs on "
+            "the CPU."
+        ),
+    ] = Device.AUTO,
+    precision: PrecisionOption = Precision.AUTO,
+    heatmap_method: HeatmapMethodOption = DEFAULT_HEATMAP,
     batch_size: Annotated[int, typer.Option(min=1, help="Vertebrae per batch.")] = 32,
     workers: Annotated[
         int | None, typer.Option(min=0, help="Crop-loading workers (default as in scan).")

@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from auditor.cli.model_options import PrecisionOption
 from auditor.cli.progress import stage_progress
-from auditor.cli.scan import DeviceChoice, PrecisionChoice
+from auditor.vocab import Device, Precision
 
 
 def calibrate(
@@ -42,12 +43,8 @@ def calibrate(
             help="Sensitivity of 'sensitive' and specificity of 'specific'.",
         ),
     ] = 0.95,
-    device: Annotated[
-        DeviceChoice, typer.Option(help="Where to run the model.")
-    ] = DeviceChoice.AUTO,
-    precision: Annotated[
-        PrecisionChoice, typer.Option(help="Inference precision.")
-    ] = PrecisionChoice.AUTO,
+    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.AUTO,
+    precision: PrecisionOption = Precision.AUTO,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per inference batch.")] = 128,
 ) -> None:
     """Choose the operating points again on a labelled set the model never saw.

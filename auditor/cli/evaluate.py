@@ -15,9 +15,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from auditor.cli.model_options import (
+    HeatmapMethodOption,
+    OperatingPointOption,
+    PrecisionOption,
+    point_name,
+)
 from auditor.cli.progress import stage_progress
-from auditor.cli.scan import HEATMAP_METHOD_HELP, HeatmapMethodChoice
-from auditor.model.cam import DEFAULT_HEATMAP
+from auditor.vocab import DEFAULT_HEATMAP, Device, Precision
 
 
 class Task(str, Enum):
@@ -47,14 +52,15 @@ def evaluate(
             help="ground_truth.csv with fracture_zone polygons (localisation).",
         ),
     ] = None,
-    operating_point: Annotated[
-        str | None, typer.Option(help="Operating point of the bundle (default: the card's).")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
-    heatmap_method: Annotated[
-        HeatmapMethodChoice, typer.Option(help=HEATMAP_METHOD_HELP)
-    ] = HeatmapMethodChoice(DEFAULT_HEATMAP),
+    operating_point: OperatingPointOption = None,
+    device: Annotated[
+        Device,
+        typer.Option(
+            help="Where to run the model (with --task localizer the localizer runs on the CPU)."
+        ),
+    ] = Device.AUTO,
+    precision: PrecisionOption = Precision.AUTO,
+    heatmap_method: HeatmapMethodOption = DEFAULT_HEATMAP,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per inference batch.")] = 64,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the CIs.")] = 2000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
@@ -78,9 +84,9 @@ def evaluate(
     from auditor.training.report import write_evaluation_reports
 
     config = EvaluateConfig(
-        operating_point=operating_point,
-        device=device,
-        precision=precision,
+        operating_point=point_name(operating_point),
+        device=device.value,
+        precision=precision.value,
         heatmap_method=heatmap_method.value,
         batch_size=batch_size,
         n_bootstrap=bootstrap,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,7 +12,6 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from auditor.archive.inventory import FileRecord, InventorySummary, take_inventory
 from auditor.cli.triage_options import (
     AcceptBlankBodyPart,
     AcceptBlankView,
@@ -25,6 +24,9 @@ from auditor.cli.triage_options import (
 )
 from auditor.errors import TlauditError
 from auditor.vocab import FileStatus
+
+if TYPE_CHECKING:
+    from auditor.archive.inventory import FileRecord, InventorySummary
 
 _STATUS_STYLE = {
     FileStatus.CANDIDATE: "green",
@@ -64,6 +66,8 @@ def inventory_command(
     files: FilesList = None,
 ) -> None:
     """Walk ARCHIVE, triage every file from its header, and write one CSV row per file."""
+    from auditor.archive.inventory import take_inventory  # pydicom loads here, not at import
+
     rules = build_rules(
         include_all_radiographs=include_all_radiographs,
         accept_blank_view=accept_blank_view,

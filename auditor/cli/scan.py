@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from auditor.cli.model_options import (
+    HeatmapMethodOption,
+    OperatingPointOption,
+    PrecisionOption,
+    point_name,
+)
 from auditor.cli.triage_options import (
     AcceptBlankBodyPart,
     AcceptBlankView,
@@ -22,41 +27,7 @@ from auditor.cli.triage_options import (
     Modalities,
     build_rules,
 )
-from auditor.model.cam import DEFAULT_HEATMAP
-from auditor.scan.config import HeatmapMode, ScanConfig, ScanEvent
-
-
-class DeviceChoice(str, Enum):
-    """``--device`` values (see :func:`auditor.model.infer.select_device`)."""
-
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-    MPS = "mps"
-
-
-class PrecisionChoice(str, Enum):
-    """``--precision`` values (see :func:`auditor.model.infer.resolve_precision`)."""
-
-    AUTO = "auto"
-    BF16 = "bf16"
-    FP16 = "fp16"
-    FP32 = "fp32"
-
-
-class HeatmapMethodChoice(str, Enum):
-    """``--heatmap-method`` values (see :mod:`auditor.model.cam`)."""
-
-    LAYERCAM = "layercam"
-    LAYERCAM4 = "layercam4"
-    CAM = "cam"
-
-
-HEATMAP_METHOD_HELP = (
-    "ResNet heatmap: layercam4 (the default: the layer4 LayerCAM, from the classifying pass), "
-    "layercam (layer2 x layer4 LayerCAM, a second pass with autograd) or cam (the source "
-    "study's CAM). VGG16 always uses Grad-CAM."
-)
+from auditor.vocab import DEFAULT_HEATMAP, Device, HeatmapMode, Precision
 
 
 def scan(
@@ -99,22 +70,19 @@ def scan(
         Path | None,
         typer.Option(exists=True, help="Model bundle folder (default: the bundled classifier)."),
     ] = None,
-    operating_point: Annotated[
-        str | None,
-        typer.Option(
-            "--operating-point", help="Operating point stored in the bundle (e.g. balanced)."
-        ),
-    ] = None,
+    operating_point: OperatingPointOption = None,
     threshold: Annotated[
         float | None,
         typer.Option(min=0.0, max=1.0, help="Custom probability threshold instead."),
     ] = None,
     device: Annotated[
-        DeviceChoice, typer.Option(help="Where to run the model.")
-    ] = DeviceChoice.AUTO,
-    precision: Annotated[
-        PrecisionChoice, typer.Option(help="Inference precision (auto: bf16 where native).")
-    ] = PrecisionChoice.AUTO,
+        Device,
+        typer.Option(
+            help="Where to run the fracture classifier. The vertebra localizer (without --boxes) "
+            "always runs on the CPU."
+        ),
+    ] = Device.AUTO,
+    precision: PrecisionOption = Precision.AUTO,
     batch_size: Annotated[int, typer.Option(min=1, help="Vertebrae per batch.")] = 32,
     workers: Annotated[
         int | None,
@@ -147,9 +115,7 @@ def scan(
         HeatmapMode,
         typer.Option(help="Draw heatmap thumbnails for positive vertebrae, all, or none."),
     ] = HeatmapMode.POSITIVE,
-    heatmap_method: Annotated[
-        HeatmapMethodChoice, typer.Option(help=HEATMAP_METHOD_HELP)
-    ] = HeatmapMethodChoice(DEFAULT_HEATMAP),
+    heatmap_method: HeatmapMethodOption = DEFAULT_HEATMAP,
     precut: Annotated[
         bool,
         typer.Option(
@@ -167,6 +133,8 @@ def scan(
     files: FilesList = None,
 ) -> None:
     """Classify every vertebra of the lateral TL-spine views in ARCHIVE and flag likely misses."""
+    from auditor.scan.config import ScanConfig, ScanEvent
+
     config = ScanConfig(
         archive=archive,
         out=out,
@@ -174,11 +142,11 @@ def scan(
         localizer=localizer,
         reads=reads,
         model=model,
-        operating_point=operating_point,
+        operating_point=point_name(operating_point),
         threshold=threshold,
-        device=device.value,
-        precision=precision.value,
-        heatmap_method=heatmap_method.value,
+        device=device,
+        precision=precision,
+        heatmap_method=heatmap_method,
         batch_size=batch_size,
         workers=workers,
         resume=resume,

@@ -12,9 +12,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from auditor.synth.archive import write_archive
-from auditor.synth.config import SynthConfig
-
 
 def synth(
     out: Annotated[
@@ -106,6 +103,9 @@ def synth(
 ) -> None:
     """Generate a synthetic ER archive: lateral thoracolumbar radiographs with planted missed
     fractures, distractors, box file, ground truth and original reads."""
+    from auditor.synth.archive import write_archive  # pydicom and numpy load here
+    from auditor.synth.config import SynthConfig
+
     config = SynthConfig(
         max_side=max_side,
         miss_rate=miss_rate,

@@ -20,6 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from auditor.vocab import Device
+
 if TYPE_CHECKING:
     from auditor.training.train import EpochRow
 
@@ -39,6 +41,17 @@ class MonitorChoice(str, Enum):
     ACCURACY = "accuracy"
     AUC = "auc"
     LOSS = "loss"
+
+
+class CropNormalisationChoice(str, Enum):
+    NONE = "none"
+    PERCENTILE = "percentile"
+
+
+class ClassWeightingChoice(str, Enum):
+    BALANCED = "balanced"
+    SAMPLER = "sampler"
+    NONE = "none"
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -176,12 +189,12 @@ def train(
         ),
     ] = 0.15,
     crop_normalisation: Annotated[
-        str,
+        CropNormalisationChoice,
         typer.Option(
             help="Per-crop intensity normalisation before the ImageNet statistics: 'none' "
             "(study) or 'percentile' (stretch each crop's 1-99th percentiles to 0-1)."
         ),
-    ] = "none",
+    ] = CropNormalisationChoice.NONE,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of the final fit (study: 200).")] = 200,
     lr_grid: Annotated[
         str, typer.Option(help="Learning rates tried by cross-validation, comma-separated.")
@@ -233,12 +246,12 @@ def train(
         typer.Option(help="Validation metric for best epoch, scheduler and CV choice."),
     ] = MonitorChoice.BALANCED_ACCURACY,
     class_weighting: Annotated[
-        str,
+        ClassWeightingChoice,
         typer.Option(
             help="'balanced' (inverse-frequency loss weights), 'sampler' (class-balanced "
             "sample each epoch) or 'none'."
         ),
-    ] = "balanced",
+    ] = ClassWeightingChoice.BALANCED,
     rotation: Annotated[
         float, typer.Option(min=0.0, help="Augmentation: max rotation, degrees.")
     ] = 10.0,
@@ -260,7 +273,7 @@ def train(
     seed: Annotated[
         int, typer.Option(help="Seed for splits, initialisation and augmentation.")
     ] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.AUTO,
     workers: Annotated[
         int,
         typer.Option(
@@ -292,7 +305,7 @@ def train(
         box_jitter=box_jitter,
         jitter_copies=jitter_copies,
         crop_margin=crop_margin,
-        crop_normalisation=crop_normalisation,
+        crop_normalisation=crop_normalisation.value,
         epochs=epochs,
         lr_grid=_floats(lr_grid),
         batch_grid=_ints(batch_grid),
@@ -305,11 +318,11 @@ def train(
         early_stop=early_stop,
         max_minutes=max_minutes,
         monitor=monitor.value,
-        class_weighting=class_weighting,
+        class_weighting=class_weighting.value,
         augment=AugmentConfig(rotation=rotation, flip=flip, shift=shift),
         zone_loss=zone_loss,
         seed=seed,
-        device=device,
+        device=device.value,
         workers=workers,
         threads=threads,
         name=name,

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from auditor.archive.triage import DEFAULT_MODALITIES, TriageRules, load_file_list
 from auditor.errors import UsageError
 
+if TYPE_CHECKING:
+    from auditor.archive.triage import TriageRules
+
 _PANEL = "Triage (which files are lateral TL-spine candidates)"
+#: :data:`auditor.archive.triage.DEFAULT_MODALITIES`, spelled out because importing that module
+#: loads pydicom, which every command would then pay for; ``tests/test_cli.py`` checks they agree.
+DEFAULT_MODALITIES_HELP = "CR, DX, RG"
 
 IncludeAllRadiographs = Annotated[
     bool,
@@ -54,8 +59,8 @@ Modalities = Annotated[
     typer.Option(
         "--modality",
         metavar="CODE",
-        help="Accepted Modality value; repeat for several. Replaces the default "
-        f"({', '.join(sorted(DEFAULT_MODALITIES))}).",
+        help=f"Accepted Modality value; repeat for several. Replaces the default "
+        f"({DEFAULT_MODALITIES_HELP}).",
         rich_help_panel=_PANEL,
     ),
 ]
@@ -113,6 +118,8 @@ def build_rules(
     InputFileError
         When the ``--files`` list cannot be read or is empty.
     """
+    from auditor.archive.triage import DEFAULT_MODALITIES, TriageRules, load_file_list
+
     modalities = DEFAULT_MODALITIES
     if modality:
         codes = [m.strip().upper() for m in modality]
