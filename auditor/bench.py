@@ -226,13 +226,14 @@ def measure_model_only(
 
 
 def measure_localizer(
-    archive: Path, bundle: Path | None = None
+    archive: Path, bundle: Path | None = None, device: torch.device | None = None
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Seconds per candidate radiograph of ``archive``: (locating, reading), one entry each.
 
     Locating is :meth:`Localizer.locate` (letterbox, network, decoding, level naming) on the
-    decoded pixels; reading is :func:`read_radiograph`. The first image is located twice and its
-    first (warm-up) time dropped. Unreadable files are skipped.
+    decoded pixels, on ``device`` (default: the CPU); reading is :func:`read_radiograph`. The
+    first image is located twice and its first (warm-up) time dropped. Unreadable files are
+    skipped.
     """
     from auditor.archive.inventory import inventory
     from auditor.errors import ReadError
@@ -240,7 +241,7 @@ def measure_localizer(
     from auditor.localizer import load_localizer
     from auditor.vocab import FileStatus
 
-    loc = load_localizer(bundle)
+    loc = load_localizer(bundle, device)
     locate_s: list[float] = []
     read_s: list[float] = []
     for record in inventory(archive):
@@ -358,7 +359,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         read_s: tuple[float, ...] = ()
         if config.localizer:
             tell("Localizer: locating every candidate radiograph of the archive")
-            locate_s, read_s = measure_localizer(archive, config.localizer_model)
+            locate_s, read_s = measure_localizer(archive, config.localizer_model, classifier.device)
     timings = dict(scan.timings)
     return BenchResult(
         machine=describe_machine(),

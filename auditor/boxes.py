@@ -21,9 +21,10 @@ attributes: {label, ao_type, genant_grade, patient_id, study_uid}}).
 Validation happens in two steps, and neither raises for a bad row: :func:`read_box_file` checks
 each row on its own (unknown level, non-numeric or degenerate box, bad label) and
 :func:`resolve_boxes` checks rows against the archive (unknown image, path escaping the archive,
-box outside the image, duplicate level). Every rejected row becomes a :class:`BoxRowError` naming
-the row, so callers can count and report it. Only a file that cannot be read as a whole (missing,
-not CSV/JSON, required columns absent) raises :class:`~auditor.errors.InputFileError`.
+box outside the image, duplicate level). Every rejected row becomes a
+:class:`~auditor.records.RowError` naming the row, so callers can count and report it. Only a file
+that cannot be read as a whole (missing, not CSV/JSON, required columns absent) raises
+:class:`~auditor.errors.InputFileError`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from auditor.errors import InputFileError
+from auditor.records import RowError, VertebraBox
 from auditor.vocab import Level
 
 #: Tolerance, in pixels, for box edges that overshoot the image border by rounding.
@@ -63,65 +65,12 @@ BOX_SOURCES = ("file", "localizer")
 
 
 @dataclass(frozen=True)
-class VertebraBox:
-    """One vertebral body box, as given by a box file or found by the localizer.
-
-    ``row`` is the 1-based data row of a CSV file (or the 1-based position of the annotation in a
-    COCO file), so error messages and reports can point a person at it.
-    """
-
-    row: int
-    image: str
-    sop_instance_uid: str
-    level: Level
-    x_min: float
-    y_min: float
-    x_max: float
-    y_max: float
-    label: int | None = None
-    ao_type: str = ""
-    genant_grade: int | None = None
-    patient_id: str = ""
-    study_uid: str = ""
-    source: str = "file"
-    confidence: float | None = None
-
-    @property
-    def width(self) -> float:
-        return self.x_max - self.x_min
-
-    @property
-    def height(self) -> float:
-        return self.y_max - self.y_min
-
-    @property
-    def xyxy(self) -> tuple[float, float, float, float]:
-        """The box as ``(x_min, y_min, x_max, y_max)``."""
-        return (self.x_min, self.y_min, self.x_max, self.y_max)
-
-
-@dataclass(frozen=True)
-class BoxRowError:
-    """A box-file row that was rejected, with a reason a person can act on."""
-
-    row: int
-    reason: str
-    image: str = ""
-    level: str = ""
-    origin: str = "box file"  # or "localizer" for an image the localizer found nothing on
-
-    def __str__(self) -> str:
-        where = f" ({self.image}{', ' + self.level if self.level else ''})" if self.image else ""
-        return f"row {self.row}{where}: {self.reason}"
-
-
-@dataclass(frozen=True)
 class BoxFile:
     """Rows of a box file that passed row-level checks, and the rows that did not."""
 
     path: Path
     boxes: tuple[VertebraBox, ...]
-    errors: tuple[BoxRowError, ...]
+    errors: tuple[RowError, ...]
 
 
 class ImageInfo(Protocol):
@@ -142,7 +91,7 @@ class ResolvedBoxes:
     """Box rows matched to archive images (keyed by archive-relative POSIX path), level-ordered."""
 
     by_image: dict[str, tuple[VertebraBox, ...]]
-    errors: tuple[BoxRowError, ...]
+    errors: tuple[RowError, ...]
 
     @property
     def n_boxes(self) -> int:
@@ -150,7 +99,7 @@ class ResolvedBoxes:
 
 
 class _RowError(ValueError):
-    """Raised inside row parsing; becomes a BoxRowError."""
+    """Raised inside row parsing; becomes a RowError."""
 
 
 def read_box_file(path: Path) -> BoxFile:
@@ -164,7 +113,7 @@ def read_box_file(path: Path) -> BoxFile:
     Returns
     -------
     BoxFile
-        Valid rows as :class:`VertebraBox` and rejected rows as :class:`BoxRowError`.
+        Valid rows as :class:`VertebraBox` and rejected rows as :class:`~auditor.records.RowError`.
 
     Raises
     ------
@@ -184,7 +133,7 @@ def read_box_file(path: Path) -> BoxFile:
     return BoxFile(path=path, boxes=tuple(boxes), errors=tuple(errors))
 
 
-def _read_csv(path: Path) -> tuple[list[VertebraBox], list[BoxRowError]]:
+def _read_csv(path: Path) -> tuple[list[VertebraBox], list[RowError]]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -204,19 +153,19 @@ def _read_csv(path: Path) -> tuple[list[VertebraBox], list[BoxRowError]]:
         raise InputFileError(f"box file {path} is not valid CSV: {err}") from err
 
     boxes: list[VertebraBox] = []
-    errors: list[BoxRowError] = []
+    errors: list[RowError] = []
     for number, raw in rows:
         record = {key: (value or "").strip() for key, value in raw.items() if key is not None}
         try:
             boxes.append(_make_box(number, record, {k: record.get(k, "") for k in _COORDS}))
         except _RowError as err:
             errors.append(
-                BoxRowError(number, str(err), record.get("image", ""), record.get("level", ""))
+                RowError(number, str(err), record.get("image", ""), record.get("level", ""))
             )
     return boxes, errors
 
 
-def _read_coco(path: Path) -> tuple[list[VertebraBox], list[BoxRowError]]:
+def _read_coco(path: Path) -> tuple[list[VertebraBox], list[RowError]]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -233,7 +182,7 @@ def _read_coco(path: Path) -> tuple[list[VertebraBox], list[BoxRowError]]:
     }
 
     boxes: list[VertebraBox] = []
-    errors: list[BoxRowError] = []
+    errors: list[RowError] = []
     for number, annotation in enumerate(document["annotations"], start=1):
         try:
             if not isinstance(annotation, dict):
@@ -257,7 +206,7 @@ def _read_coco(path: Path) -> tuple[list[VertebraBox], list[BoxRowError]]:
             coords = {"x_min": x, "y_min": y, "x_max": x + w, "y_max": y + h}
             boxes.append(_make_box(number, record, coords))
         except _RowError as err:
-            errors.append(BoxRowError(number, str(err)))
+            errors.append(RowError(number, str(err)))
     return boxes, errors
 
 
@@ -271,6 +220,20 @@ def _number(value: Any, name: str) -> float:
     return number
 
 
+def degenerate_reason(xyxy: tuple[float, float, float, float]) -> str:
+    """Why a box ``(x_min, y_min, x_max, y_max)`` cannot hold a vertebral body, or ``""``.
+
+    The one row check that applies to every box, whether read from a file or found by the
+    localizer."""
+    x_min, y_min, x_max, y_max = xyxy
+    if x_max - x_min < MIN_BOX_SIDE_PX or y_max - y_min < MIN_BOX_SIDE_PX:
+        return (
+            f"degenerate box ({x_min:g}, {y_min:g})-({x_max:g}, {y_max:g}): each side must be at "
+            f"least {MIN_BOX_SIDE_PX:g} px with x_max > x_min and y_max > y_min"
+        )
+    return ""
+
+
 def _make_box(row: int, record: Mapping[str, str], coords: Mapping[str, Any]) -> VertebraBox:
     image = record.get("image", "")
     uid = record.get("sop_instance_uid", "")
@@ -281,11 +244,9 @@ def _make_box(row: int, record: Mapping[str, str], coords: Mapping[str, Any]) ->
     except ValueError as err:
         raise _RowError(str(err)) from None
     x_min, y_min, x_max, y_max = (_number(coords[name], name) for name in _COORDS)
-    if x_max - x_min < MIN_BOX_SIDE_PX or y_max - y_min < MIN_BOX_SIDE_PX:
-        raise _RowError(
-            f"degenerate box ({x_min:g}, {y_min:g})-({x_max:g}, {y_max:g}): each side must be at "
-            f"least {MIN_BOX_SIDE_PX:g} px with x_max > x_min and y_max > y_min"
-        )
+    problem = degenerate_reason((x_min, y_min, x_max, y_max))
+    if problem:
+        raise _RowError(problem)
     label_text = record.get("label", "").lower()
     if label_text and label_text not in _LABELS:
         raise _RowError(f"label {record['label']!r} is not fracture / no_fracture (or 1 / 0)")
@@ -359,18 +320,18 @@ def resolve_boxes(boxes: Iterable[VertebraBox], images: Mapping[str, ImageInfo])
     Returns
     -------
     ResolvedBoxes
-        Boxes per image ordered cranial to caudal, and one :class:`BoxRowError` per rejected row:
-        path outside the archive, unknown image, box outside the image, or a level given twice for
-        the same image (the first row is kept).
+        Boxes per image ordered cranial to caudal, and one :class:`~auditor.records.RowError` per
+        rejected row: path outside the archive, unknown image, box outside the image, or a level
+        given twice for the same image (the first row is kept).
     """
     by_uid = {info.sop_uid: key for key, info in images.items() if info.sop_uid}
     accepted: dict[str, list[VertebraBox]] = {}
-    errors: list[BoxRowError] = []
+    errors: list[RowError] = []
     for box in boxes:
         name = box.image or box.sop_instance_uid
 
         def reject(reason: str, box: VertebraBox = box, name: str = name) -> None:
-            errors.append(BoxRowError(box.row, reason, name, box.level.value))
+            errors.append(RowError(box.row, reason, name, box.level.value))
 
         if box.image:
             key = archive_key(box.image)

@@ -17,7 +17,8 @@ from auditor.archive.triage import (
     triage_header,
 )
 from auditor.errors import InputFileError
-from auditor.io.radiograph import RadiographMeta, read_header
+from auditor.io.radiograph import read_header
+from auditor.records import RadiographMeta
 from auditor.vocab import FileStatus
 
 BASE = RadiographMeta(

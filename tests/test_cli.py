@@ -81,7 +81,7 @@ def test_help_lists_choices(command: str, option: str, choices: type[Enum]) -> N
 
 def test_scan_help_says_where_the_localizer_runs() -> None:
     result = runner.invoke(cli_app.app, ["scan", "--help"], env={"COLUMNS": "200"})
-    assert "localizer (without --boxes) always runs on the CPU" in result.output
+    assert "the fracture classifier and, without --boxes, the vertebra localizer" in result.output
 
 
 def test_operating_point_names_are_the_ones_cards_hold() -> None:

@@ -33,6 +33,11 @@ def test_evaluate_task_localizer(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     figures = json.loads((tmp_path / "eval" / "localizer_report.json").read_text())
-    assert figures["images"] == 2
-    assert 0.0 <= figures["recall"] <= 1.0 and 0.0 <= figures["precision"] <= 1.0
+    assert figures["images"] == 2 and figures["truth_bodies"] == 10
+    # the bundled localizer on the synthetic world it was made for finds and names every body
+    # here (measured: recall, precision and level accuracy 1.0, mean IoU 0.90); a little slack
+    # for another CPU's kernels
+    assert figures["recall"] >= 0.9 and figures["precision"] >= 0.9
+    assert figures["level_accuracy"] >= 0.9 and figures["mean_iou"] >= 0.8
+    assert figures["failed_images"] == 0
     assert "recall @ IoU 0.5" in result.output

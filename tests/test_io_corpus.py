@@ -17,7 +17,8 @@ import pytest
 from auditor.archive.inventory import inventory, summarise
 from auditor.archive.triage import Reason, TriageRules
 from auditor.errors import ReadError, UnsupportedImageError
-from auditor.io.radiograph import Radiograph, read_header, read_radiograph
+from auditor.io.radiograph import read_header, read_radiograph
+from auditor.records import Radiograph
 from auditor.vocab import FileStatus
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "dicom-corpus"

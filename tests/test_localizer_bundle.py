@@ -14,6 +14,9 @@ from auditor.localizer import LocalizerCard, load_localizer, save_localizer
 from auditor.localizer.model import CARD_FILE, WEIGHTS_FILE
 from auditor.localizer.net import LocalizerNet
 
+# compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
+pytestmark = pytest.mark.numerics
+
 
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:

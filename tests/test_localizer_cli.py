@@ -15,6 +15,9 @@ from auditor.cli.app import app
 from auditor.localizer import load_localizer
 from auditor.synth import SynthConfig, write_archive
 
+# compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
+pytestmark = pytest.mark.numerics
+
 runner = CliRunner()
 
 

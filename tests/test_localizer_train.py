@@ -14,6 +14,9 @@ from auditor.localizer.targets import PARTIAL
 from auditor.localizer.toy import toy_images
 from auditor.localizer.train import TrainConfig
 
+# compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
+pytestmark = pytest.mark.numerics
+
 
 def test_augmented_boxes_stay_on_the_bodies() -> None:
     images = toy_images(4, seed=3)

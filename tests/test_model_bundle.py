@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from torchvision import models
 
 from auditor.errors import BundleError
 from auditor.model.bundle import (
@@ -78,7 +81,9 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
         (lambda d: d.update(format_version=99), "newer"),
     ],
 )
-def test_foreign_cards_are_refused(tmp_path: Path, mutate, match: str) -> None:  # type: ignore[no-untyped-def]
+def test_foreign_cards_are_refused(
+    tmp_path: Path, mutate: Callable[[dict[str, Any]], object], match: str
+) -> None:
     path = create_untrained_bundle(tmp_path / "u", input_size=32)
     card = path / CARD_FILE
     data = json.loads(card.read_text())
@@ -124,6 +129,7 @@ def test_feature_stride_round_trips_and_old_cards_default_to_32(tmp_path: Path) 
     assert bundle.card.feature_stride == 8
     assert "8x8 heatmap grid" in bundle.card.headline()
     net = bundle.build_model()
+    assert isinstance(net, models.ResNet)
     assert net.layer3[0].conv1.stride == (1, 1) and net.layer4[0].conv1.stride == (1, 1)
 
     data = json.loads((path / CARD_FILE).read_text())

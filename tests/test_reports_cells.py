@@ -8,8 +8,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from auditor.reports.cells import csv_safe, is_formula_like, put, safe_cell, write_table
-from auditor.reports.files import atomic_path, write_text_atomic
+from auditor.files import atomic_path, csv_safe, is_formula_like, write_text_atomic
+from auditor.reports.cells import put, safe_cell, write_table
 
 HOSTILE = [
     '=HYPERLINK("http://evil.example","click")',

@@ -6,16 +6,17 @@ from pathlib import Path
 
 from PIL import Image
 
-from auditor.reports.html import build_context, template_environment, write_html
-from auditor.scan.flags import StudyFlag, StudyStatus
-from auditor.scan.results import (
+from auditor.records import (
     AuditReport,
     ErrorRow,
     FileRow,
     LevelEvidence,
     StudyFinding,
+    StudyFlag,
+    StudyStatus,
     VertebraFinding,
 )
+from auditor.reports.html import build_context, template_environment, write_html
 from auditor.vocab import Level
 
 EVIL = "<script>alert(1)</script>"

@@ -8,8 +8,8 @@ import pytest
 import torch
 from _scan_factory import LEVELS, make_scan_world
 
-from auditor.boxes import VertebraBox
-from auditor.model.bundle import load_bundle
+from auditor.model.bundle import ModelCard, load_bundle
+from auditor.records import VertebraBox
 from auditor.scan.dataset import (
     PREVIEW_SIDE,
     THUMB_SIZE,
@@ -40,13 +40,13 @@ def test_pack_batches_keeps_images_whole() -> None:
 
 
 @pytest.fixture(scope="module")
-def card(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def card(tmp_path_factory: pytest.TempPathFactory) -> ModelCard:
     from auditor.model.bundle import create_untrained_bundle
 
     return load_bundle(create_untrained_bundle(tmp_path_factory.mktemp("m"), "resnet18", 32)).card
 
 
-def test_item_holds_every_crop_of_an_image(tmp_path: Path, card) -> None:  # type: ignore[no-untyped-def]
+def test_item_holds_every_crop_of_an_image(tmp_path: Path, card: ModelCard) -> None:
     world = make_scan_world(tmp_path, n_studies=1)
     path = next(world.archive.rglob("img00.dcm"))
     boxes = tuple(_box(k + 1, Level(level), 12 + 36 * k) for k, level in enumerate(LEVELS))
@@ -63,7 +63,7 @@ def test_item_holds_every_crop_of_an_image(tmp_path: Path, card) -> None:  # typ
     assert batch.n_vertebrae == 2 * len(LEVELS)
 
 
-def test_undecodable_image_becomes_a_reason(tmp_path: Path, card) -> None:  # type: ignore[no-untyped-def]
+def test_undecodable_image_becomes_a_reason(tmp_path: Path, card: ModelCard) -> None:
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
     boxes = (_box(1, Level.L1, 10.0), _box(2, Level.L2, 50.0))

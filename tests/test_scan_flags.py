@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from auditor.scan.flags import StudyStatus, flag_study
-from auditor.scan.reads import ReadRow
+from auditor.records import ReadRow, StudyStatus
+from auditor.scan.flags import flag_study
 from auditor.vocab import Level
 
 T12, L1, L2 = Level.T12, Level.L1, Level.L2

@@ -23,10 +23,14 @@ from typer.testing import CliRunner
 from auditor.cli.app import app
 from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle
+from auditor.records import StudyStatus
 from auditor.reports.pseudonym import Pseudonymiser
-from auditor.scan.flags import StudyStatus
+from auditor.scan.config import HeatmapMode
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import ScanConfig, ScanEvent, ScanResult, run_scan
+
+# compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
+pytestmark = pytest.mark.numerics
 
 N_STUDIES = 6
 
@@ -268,7 +272,7 @@ def test_pseudonymised_reports_hide_identifiers(
             tmp_path / "anon",
             pseudonymise=True,
             pseudonym_salt="salt",
-            heatmaps="none",
+            heatmaps=HeatmapMode.NONE,
         )
     )
     html = result.reports["html"].read_text(encoding="utf-8")
@@ -295,7 +299,7 @@ def test_pseudonymised_reports_hide_identifiers(
             tmp_path / "anon2",
             pseudonymise=True,
             pseudonym_salt="salt",
-            heatmaps="none",
+            heatmaps=HeatmapMode.NONE,
         )
     )
     assert again.reports["csv"].read_bytes() == result.reports["csv"].read_bytes()
@@ -309,7 +313,9 @@ def test_scan_without_boxes_uses_the_localizer(bundle: Path, tmp_path: Path) -> 
     config = SynthConfig(max_side=700, distractor_rate=0.0, compressed_share=0.0)
     write_archive(world, studies=3, seed=5, config=config)
     result = run_scan(
-        ScanConfig(archive=world / "archive", out=tmp_path / "run", model=bundle, heatmaps="none")
+        ScanConfig(
+            archive=world / "archive", out=tmp_path / "run", model=bundle, heatmaps=HeatmapMode.NONE
+        )
     )
     assert (tmp_path / "run" / "localizer_boxes.csv").is_file()
     with result.reports["csv"].open(newline="", encoding="utf-8") as handle:
@@ -318,6 +324,46 @@ def test_scan_without_boxes_uses_the_localizer(bundle: Path, tmp_path: Path) -> 
     assert {row["box_source"] for row in rows} == {"localizer"}
     assert all(0.0 < float(row["box_confidence"]) <= 1.0 for row in rows)
     assert result.n_candidates == 3 and result.n_vertebrae == len(rows)
+
+
+def test_localizer_runs_on_the_scan_device_and_hands_its_boxes_over_in_memory(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan's --device reaches the localizer, and the boxes it finds are the ones the box
+    file it writes states (read back, they are equal), not a second reading of that file."""
+    from auditor.boxes import read_box_file
+    from auditor.localizer import archive as localizer_archive
+    from auditor.synth.archive import write_archive
+    from auditor.synth.config import SynthConfig
+
+    world = tmp_path / "world"
+    write_archive(world, studies=2, seed=5, config=SynthConfig(max_side=700, distractor_rate=0.0))
+    devices: list[object] = []
+    found: list[object] = []
+    real_load, real_localize = localizer_archive.load_localizer, localizer_archive.localize_archive
+
+    def spy_load(path: Path | None = None, device: object = None) -> object:
+        devices.append(device)
+        return real_load(path, device)  # type: ignore[arg-type]
+
+    def spy_localize(*args: object, **kwargs: object) -> object:
+        summary = real_localize(*args, **kwargs)  # type: ignore[arg-type]
+        found.extend(summary.found)
+        return summary
+
+    monkeypatch.setattr(localizer_archive, "load_localizer", spy_load)
+    monkeypatch.setattr("auditor.localizer.localize_archive", spy_localize)
+    run_scan(
+        ScanConfig(
+            archive=world / "archive",
+            out=tmp_path / "run",
+            model=bundle,
+            device="cpu",
+            heatmaps=HeatmapMode.NONE,
+        )
+    )
+    assert [str(d) for d in devices] == ["cpu"]
+    assert found and tuple(found) == read_box_file(tmp_path / "run" / "localizer_boxes.csv").boxes
 
 
 def test_localizer_scan_reads_the_archive_once(
@@ -336,7 +382,13 @@ def test_localizer_scan_reads_the_archive_once(
     write_archive(world, studies=3, seed=5, config=config)
     archive = world / "archive"
     located = run_scan(
-        ScanConfig(archive=archive, out=tmp_path / "loc", model=bundle, heatmaps="none", workers=0)
+        ScanConfig(
+            archive=archive,
+            out=tmp_path / "loc",
+            model=bundle,
+            heatmaps=HeatmapMode.NONE,
+            workers=0,
+        )
     )
     assert located.n_images == 3 and located.timings["precut_images"] == 3
     assert not (tmp_path / "loc" / dataset.PRECUT_DIR).exists()  # spent and removed
@@ -346,7 +398,7 @@ def test_localizer_scan_reads_the_archive_once(
             out=tmp_path / "boxes",
             model=bundle,
             boxes=tmp_path / "loc" / "localizer_boxes.csv",
-            heatmaps="none",
+            heatmaps=HeatmapMode.NONE,
             workers=0,
         )
     )
@@ -364,7 +416,13 @@ def test_localizer_scan_reads_the_archive_once(
     monkeypatch.setattr(dataset, "read_radiograph", no_second_decode)
     monkeypatch.setattr(localizer_archive, "inventory", no_second_walk)
     again = run_scan(
-        ScanConfig(archive=archive, out=tmp_path / "loc2", model=bundle, heatmaps="none", workers=0)
+        ScanConfig(
+            archive=archive,
+            out=tmp_path / "loc2",
+            model=bundle,
+            heatmaps=HeatmapMode.NONE,
+            workers=0,
+        )
     )
     assert again.n_vertebrae == located.n_vertebrae and again.n_errors == located.n_errors
 
@@ -385,15 +443,17 @@ def test_crops_that_cannot_be_stored_are_decoded_again(
 
     monkeypatch.setattr(pipeline, "write_precut", full_disk)
     result = run_scan(
-        ScanConfig(archive=world / "archive", out=tmp_path / "run", model=bundle, heatmaps="none")
+        ScanConfig(
+            archive=world / "archive", out=tmp_path / "run", model=bundle, heatmaps=HeatmapMode.NONE
+        )
     )
     assert result.timings["precut_images"] == 0
     assert result.n_images == 2 and result.n_vertebrae > 0
 
 
 def test_stored_crops_that_do_not_match_the_boxes_are_not_used(tmp_path: Path) -> None:
-    from auditor.boxes import VertebraBox
     from auditor.model.bundle import load_bundle
+    from auditor.records import VertebraBox
     from auditor.scan.dataset import ImageJob, read_precut, write_precut
     from auditor.vocab import Level
 
@@ -417,7 +477,9 @@ def test_stored_crops_that_do_not_match_the_boxes_are_not_used(tmp_path: Path) -
 
 def test_localizer_failures_are_error_rows(world: ScanWorld, bundle: Path, tmp_path: Path) -> None:
     result = run_scan(
-        ScanConfig(archive=world.archive, out=tmp_path / "run", model=bundle, heatmaps="none")
+        ScanConfig(
+            archive=world.archive, out=tmp_path / "run", model=bundle, heatmaps=HeatmapMode.NONE
+        )
     )
     workbook = openpyxl.load_workbook(result.reports["xlsx"])
     errors = [row for row in workbook["Errors"].iter_rows(min_row=2, values_only=True) if row[0]]

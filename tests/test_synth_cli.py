@@ -42,4 +42,7 @@ def test_synth_command_writes_world(tmp_path: Path) -> None:
 
 def test_synth_rejects_bad_rate(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["synth", str(tmp_path / "w"), "--miss-rate", "1.5"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2, result.output  # a usage error, not a traceback
+    assert "--miss-rate" in result.output
+    assert isinstance(result.exception, SystemExit)  # Click's exit, no other exception
+    assert not (tmp_path / "w").exists()

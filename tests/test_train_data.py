@@ -106,13 +106,15 @@ def test_dataset_normalises_and_augments_without_touching_the_cache() -> None:
     crops = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
     before = crops.copy()
     ds = CropDataset(crops, np.array([0, 1, 0]), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    x, y = ds[1]
+    item = ds[1]
+    assert len(item) == 2  # no zones: (image, label)
+    x, y = item[0], item[1]
     assert x.shape == (3, 32, 32) and y == 1
     torch.testing.assert_close(x[0], (torch.from_numpy(before[1]) - 0.5) / 0.25)
     aug = CropDataset(
         crops, np.array([0, 1, 0]), (0.5,) * 3, (0.25,) * 3, AugmentConfig(15, 1.0, 0.1)
     )
-    xa, _ = aug[1]
+    xa = aug[1][0]
     assert xa.shape == (3, 32, 32) and not torch.equal(xa, x)
     np.testing.assert_array_equal(crops, before)
 
@@ -226,11 +228,15 @@ def test_zone_masks_go_through_the_same_augmentation_as_the_crop() -> None:
     )
     torch.manual_seed(1)
     for _ in range(10):
-        x, y, mask = ds[0]
+        item = ds[0]
+        assert len(item) == 3  # with zones: (image, label, zone mask)
+        x, y, mask = item
         assert y == 1 and mask.shape == (1, 16, 16) and mask.sum() > 0
         # the mask lands on the patch wherever the flip and shift moved it
         torch.testing.assert_close(mask[0], (x[0] > 0.5).float())
-    _, label, empty = ds[1]
+    other = ds[1]
+    assert len(other) == 3
+    _, label, empty = other
     assert label == 0 and empty.shape == (1, 16, 16) and empty.sum() == 0
     with pytest.raises(ValueError, match="zone entries"):
         CropDataset(crops, np.array([1, 0]), (0.0,) * 3, (1.0,) * 3, zones=[()])

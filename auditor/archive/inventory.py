@@ -31,9 +31,9 @@ from types import MappingProxyType
 from auditor.archive.triage import Reason, TriageDecision, TriageRules, triage_header
 from auditor.archive.walk import WalkEntry, WalkIssue, walk_archive
 from auditor.errors import ReadError, UnsupportedImageError
-from auditor.io.radiograph import RadiographMeta, read_header, read_radiograph, sniff_format
-from auditor.reports.cells import csv_safe
-from auditor.reports.files import atomic_path
+from auditor.files import atomic_path, csv_safe
+from auditor.io.radiograph import read_header, read_radiograph, sniff_format
+from auditor.records import RadiographMeta
 from auditor.vocab import FileStatus
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Header-only triage: is a file a lateral thoracolumbar (TL) spine radiograph?
 
-:func:`triage_header` decides from a :class:`~auditor.io.radiograph.RadiographMeta` alone; pixels
+:func:`triage_header` decides from a :class:`~auditor.records.RadiographMeta` alone; pixels
 are never decoded here. The checks run in this order and the first that fails gives the reason:
 
 1. the object has pixel data, one frame, and is greyscale;
@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 
 from auditor.errors import InputFileError
 from auditor.io.dicom import GREYSCALE_PHOTOMETRIC
-from auditor.io.radiograph import RadiographMeta
+from auditor.records import RadiographMeta
 from auditor.vocab import FileStatus
 
 

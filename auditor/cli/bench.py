@@ -53,8 +53,7 @@ def bench(
     device: Annotated[
         Device,
         typer.Option(
-            help="Where to run the fracture classifier. The vertebra localizer always runs on "
-            "the CPU."
+            help="Where to run the networks: the fracture classifier and the vertebra localizer."
         ),
     ] = Device.AUTO,
     precision: PrecisionOption = Precision.AUTO,

@@ -78,8 +78,8 @@ def scan(
     device: Annotated[
         Device,
         typer.Option(
-            help="Where to run the fracture classifier. The vertebra localizer (without --boxes) "
-            "always runs on the CPU."
+            help="Where to run the networks: the fracture classifier and, without --boxes, the "
+            "vertebra localizer."
         ),
     ] = Device.AUTO,
     precision: PrecisionOption = Precision.AUTO,

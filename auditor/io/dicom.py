@@ -44,7 +44,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from auditor.errors import ReadError, UnsupportedImageError
-from auditor.io.radiograph import Radiograph, RadiographMeta
+from auditor.records import Radiograph, RadiographMeta
 
 logger = logging.getLogger(__name__)
 

@@ -25,13 +25,12 @@ from PIL import Image
 
 from auditor.errors import ReadError, UnsupportedImageError
 from auditor.io.dicom import PERCENTILE_WINDOW
-from auditor.io.radiograph import Radiograph, RadiographMeta
+from auditor.records import Radiograph, RadiographMeta
 
 GREY_CHANNEL_TOLERANCE = 2.0
 """Largest mean absolute difference (grey levels) between R, G and B for a grey RGB image."""
 
 _PIL_GREY_MODES = {"1": 1, "L": 8, "LA": 8, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
-_PIL_COLOUR_MODES = {"RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
 
 # Guard against decompression bombs while allowing large detector images (43 x 43 cm at 0.1 mm).
 _MAX_PIXELS = 20000 * 20000

@@ -1,6 +1,7 @@
 """The bundled vertebra localizer: find and name T10..L5 (and S1) on a lateral radiograph.
 
-Method (measurements behind each choice are in ``models/README.md`` and the bundle card):
+Method (measurements behind each choice are in ``models/localizer-v2/MODEL_CARD.md``,
+``docs/models-history.md`` and the bundle card):
 
 - The radiograph is letterboxed to a 192 x 192 working canvas (long side fitted, aspect kept,
   zero padding) and standardised per image. At that size a lumbar body is still 12-20 px high

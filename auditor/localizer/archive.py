@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,9 +25,11 @@ from torch.utils.data import Dataset
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
 from auditor.errors import READ_FAILURES, read_failure_reason
-from auditor.io.radiograph import Radiograph, read_radiograph
+from auditor.files import atomic_path
+from auditor.io.radiograph import read_radiograph
 from auditor.localizer.model import Localizer, load_localizer
 from auditor.parallel import map_in_order
+from auditor.records import LocalizerOutcome, Radiograph, VertebraBox
 from auditor.vocab import FileStatus
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,12 @@ IMAGE_COLUMNS = ("image", "status", "boxes", "partial", "anchor", "level_confide
 
 @dataclass(frozen=True)
 class LocalizeSummary:
-    """What ``localize_archive`` did: files written and counts."""
+    """What ``localize_archive`` did: the boxes it found, each image's outcome, files and counts.
+
+    ``found`` holds the boxes exactly as the box file states them (coordinates rounded as
+    written, rows numbered as the file's data rows), so a caller can use them in memory and a
+    later run that reads the file back gets the same boxes.
+    """
 
     box_file: Path
     image_file: Path
@@ -63,20 +69,15 @@ class LocalizeSummary:
     nothing_found: int
     unreadable: int
     boxes: int
+    found: tuple[VertebraBox, ...] = ()
+    outcomes: tuple[LocalizerOutcome, ...] = ()
 
 
 def _atomic_csv(path: Path, header: tuple[str, ...], rows: list[dict[str, object]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, suffix=".csv.tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(header))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(header))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 class _Decoder(Dataset[Radiograph | str]):
@@ -128,6 +129,7 @@ def localize_archive(
     on_located: Callable[[str, Radiograph, list[dict[str, object]]], None] | None = None,
     records: Iterable[FileRecord] | None = None,
     workers: int = 0,
+    device: torch.device | None = None,
 ) -> LocalizeSummary:
     """Localize every candidate radiograph of ``archive`` and write the box file ``out``.
 
@@ -156,6 +158,8 @@ def localize_archive(
     workers
         Processes that decode the next images while the localizer runs on the current one
         (0: decode in this process, one image after another).
+    device
+        Where the localizer's network runs when this call loads it (default: the CPU).
 
     Raises
     ------
@@ -164,9 +168,11 @@ def localize_archive(
     NotADirectoryError
         When ``archive`` is not a folder.
     """
-    loc = localizer or load_localizer(bundle)
+    loc = localizer or load_localizer(bundle, device)
     box_rows: list[dict[str, object]] = []
+    found: list[VertebraBox] = []
     image_rows: list[dict[str, object]] = []
+    outcomes: list[LocalizerOutcome] = []
     localized = nothing = unreadable = 0
     walked = list(inventory(Path(archive), rules) if records is None else records)
     files = len(walked)
@@ -181,6 +187,7 @@ def localize_archive(
                 image_rows.append(
                     {"image": record.relpath, "status": "unreadable", "reason": radiograph}
                 )
+                outcomes.append(LocalizerOutcome(record.relpath, "unreadable", radiograph))
                 continue
             result = loc.locate(radiograph.pixels, radiograph.meta.pixel_spacing_mm)
             status = "localized" if result.boxes else "nothing_found"
@@ -197,23 +204,39 @@ def localize_archive(
                     "reason": result.reason,
                 }
             )
+            outcomes.append(LocalizerOutcome(record.relpath, status, result.reason))
             rows: list[dict[str, object]] = []
             for box in result.boxes:
+                stated = VertebraBox(
+                    row=len(box_rows) + len(rows) + 1,
+                    image=record.relpath,
+                    sop_instance_uid=meta.sop_uid if meta else "",
+                    level=box.level,
+                    x_min=round(box.x_min, 2),
+                    y_min=round(box.y_min, 2),
+                    x_max=round(box.x_max, 2),
+                    y_max=round(box.y_max, 2),
+                    patient_id=meta.patient_id if meta else "",
+                    study_uid=meta.study_uid if meta else "",
+                    source=box.source,
+                    confidence=box.confidence,
+                )
+                found.append(stated)
                 rows.append(
                     {
-                        "image": record.relpath,
-                        "sop_instance_uid": meta.sop_uid if meta else "",
-                        "level": box.level.value,
-                        "x_min": round(box.x_min, 2),
-                        "y_min": round(box.y_min, 2),
-                        "x_max": round(box.x_max, 2),
-                        "y_max": round(box.y_max, 2),
-                        "source": box.source,
-                        "confidence": box.confidence,
+                        "image": stated.image,
+                        "sop_instance_uid": stated.sop_instance_uid,
+                        "level": stated.level.value,
+                        "x_min": stated.x_min,
+                        "y_min": stated.y_min,
+                        "x_max": stated.x_max,
+                        "y_max": stated.y_max,
+                        "source": stated.source,
+                        "confidence": stated.confidence,
                         "level_confidence": round(result.level_confidence, 4),
                         "anchor": result.anchor,
-                        "patient_id": meta.patient_id if meta else "",
-                        "study_uid": meta.study_uid if meta else "",
+                        "patient_id": stated.patient_id,
+                        "study_uid": stated.study_uid,
                     }
                 )
             box_rows.extend(rows)
@@ -227,5 +250,14 @@ def localize_archive(
     _atomic_csv(image_file, IMAGE_COLUMNS, image_rows)
     logger.info("localized %d of %d candidates (%d boxes)", localized, candidates, len(box_rows))
     return LocalizeSummary(
-        out, image_file, files, candidates, localized, nothing, unreadable, len(box_rows)
+        out,
+        image_file,
+        files,
+        candidates,
+        localized,
+        nothing,
+        unreadable,
+        len(box_rows),
+        tuple(found),
+        tuple(outcomes),
     )

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +22,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from auditor import __version__
-from auditor.boxes import VertebraBox
 from auditor.checksums import file_sha256
 from auditor.errors import BundleError, TlauditError
+from auditor.files import atomic_path, write_text_atomic
 from auditor.localizer.decode import Detection, decode
 from auditor.localizer.geometry import Letterbox, normalise
 from auditor.localizer.levels import assign_levels
 from auditor.localizer.net import HEAT_CHANNELS, LocalizerNet
 from auditor.localizer.targets import BODY, PARTIAL, SACRUM
+from auditor.records import VertebraBox
 from auditor.resources import resource_path
 from auditor.vocab import Level
 
@@ -136,8 +135,15 @@ class LocalizerResult:
 class Localizer:
     """A loaded localizer network with its card; call :meth:`locate` per radiograph."""
 
-    def __init__(self, net: LocalizerNet, card: LocalizerCard, path: Path | None = None) -> None:
-        self.net = net.eval()
+    def __init__(
+        self,
+        net: LocalizerNet,
+        card: LocalizerCard,
+        path: Path | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.device = device or torch.device("cpu")
+        self.net = net.eval().to(self.device)
         self.card = card
         self.path = path
 
@@ -187,7 +193,8 @@ class Localizer:
             masks.append(mask)
             letterboxes.append(lb)
         x = normalise(torch.stack(canvases)[:, None], torch.stack(masks)[:, None])
-        out = self.net(x)
+        # the network runs on the chosen device; peaks are decoded on the host
+        out = {key: value.cpu() for key, value in self.net(x.to(self.device)).items()}
         low = min(self.card.score_threshold, self.card.sacrum_peak_threshold)
         detections = [
             [
@@ -283,23 +290,17 @@ def save_localizer(net: LocalizerNet, card: LocalizerCard, folder: Path) -> Path
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
     state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT_MARKER})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT_MARKER})
     data = card.to_json()
     data["weights_sha256"] = file_sha256(weights)
-    fd, name = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.chmod(name, 0o644)
-    os.replace(name, folder / CARD_FILE)
+    write_text_atomic(folder / CARD_FILE, json.dumps(data, indent=2, sort_keys=False) + "\n")
     return folder
 
 
-def load_localizer(path: Path | None = None) -> Localizer:
-    """Load a localizer bundle; ``None`` loads the bundled default from ``models/``.
+def load_localizer(path: Path | None = None, device: torch.device | None = None) -> Localizer:
+    """Load a localizer bundle; ``None`` loads the bundled default from ``models/``. The network
+    runs on ``device`` (default: the CPU).
 
     Raises
     ------
@@ -338,7 +339,7 @@ def load_localizer(path: Path | None = None) -> Localizer:
     except RuntimeError as err:
         raise BundleError(f"{weights}: weights do not fit {card.architecture}: {err}") from err
     logger.info("loaded localizer %s from %s", card.name, folder)
-    return Localizer(net, card, folder)
+    return Localizer(net, card, folder, device)
 
 
 def record_figures(folder: Path, figures: dict[str, Any], dataset: str) -> None:
@@ -355,10 +356,5 @@ def record_figures(folder: Path, figures: dict[str, Any], dataset: str) -> None:
     card_path = Path(folder) / CARD_FILE
     data = json.loads(card_path.read_text(encoding="utf-8"))
     data["figures"] = {"dataset": dataset, **figures}
-    fd, name = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    os.chmod(name, 0o644)
-    os.replace(name, card_path)
+    write_text_atomic(card_path, json.dumps(data, indent=2) + "\n")
     logger.info("recorded figures in %s (%s)", card_path, loaded.card.name)

@@ -16,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +32,7 @@ from auditor import __version__
 from auditor.checksums import file_sha256
 from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import BundleError, TlauditError
+from auditor.files import atomic_path, write_text_atomic
 from auditor.model.nets import ARCHITECTURES, FEATURE_STRIDES, build_network
 from auditor.resources import resource_path
 
@@ -274,18 +273,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a card is not a secret
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_bundle(
     directory: Path, card: ModelCard, model: nn.Module, half_precision: bool = True
 ) -> Path:
@@ -317,9 +304,8 @@ def save_bundle(
             t = t.half()
         state[key] = t.contiguous()
     weights = directory / WEIGHTS_FILE
-    tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": FORMAT_MARKER})
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT_MARKER})
     sha256 = file_sha256(weights)
     write_card(directory, card, sha256)
     logger.info("wrote model bundle %s (%s)", directory, sha256[:12])
@@ -332,7 +318,7 @@ def write_card(directory: Path, card: ModelCard, sha256: str) -> None:
     data = {"format": FORMAT_MARKER, "format_version": FORMAT_VERSION, **card.to_json()}
     data["weights_file"] = WEIGHTS_FILE
     data["sha256"] = sha256
-    _atomic_write_text(
+    write_text_atomic(
         Path(directory) / CARD_FILE, json.dumps(data, indent=2, allow_nan=False) + "\n"
     )
 

@@ -2,7 +2,7 @@
 
 ResNet18 has three methods (:data:`RESNET_HEATMAPS`):
 
-- ``layercam`` (the default): LayerCAM (Jiang et al. 2021, IEEE TIP 30:5875), each activation
+- ``layercam``: LayerCAM (Jiang et al. 2021, IEEE TIP 30:5875), each activation
   weighted by the positive part of the fracture logit's gradient at that position, summed over
   channels. It is read at two depths, the last residual stage (``layer4``) and the second
   (``layer2``), and the two maps are multiplied: the deep map says which part of the crop holds
@@ -14,11 +14,12 @@ ResNet18 has three methods (:data:`RESNET_HEATMAPS`):
   On synthetic validation crops (seed 7; 106 true positives at P >= 0.557) the fused map's
   maximum fell inside the fracture zone for 90 (85 %), CAM's for 69 (65 %); at P >= 0.316
   (112 true positives) shift-and-stitch raised the fused map from 94 (84 %) to 101 (90 %).
-- ``layercam4``: the ``layer4`` map of ``layercam`` alone, without the ``layer2`` map and without
-  shift-and-stitch: the last feature maps weighted by the positive part of the fracture class's
-  fully connected weights. It is the map the zone-attention loss of ``tlaudit train`` trains
-  (:func:`auditor.training.train.zone_attention_loss`), and like CAM it comes from the classifying
-  forward pass, so it costs no second pass; its grid is the last stage's (8 pixels at stride 8).
+- ``layercam4`` (the default, :data:`DEFAULT_HEATMAP`): the ``layer4`` map of ``layercam`` alone,
+  without the ``layer2`` map and without shift-and-stitch: the last feature maps weighted by the
+  positive part of the fracture class's fully connected weights. It is the map the zone-attention
+  loss of ``tlaudit train`` trains (:func:`auditor.training.train.zone_attention_loss`), and like
+  CAM it comes from the classifying forward pass, so it costs no second pass; its grid is the last
+  stage's (8 pixels at stride 8).
 - ``cam``: CAM (Zhou et al. 2016), as the source study did: the last convolutional feature maps
   weighted by the fully connected weights of the fracture class, summed over channels. Global
   average pooling makes this exact: the fracture logit is the spatial mean of the CAM plus the

@@ -27,7 +27,6 @@ from torchvision import models
 
 Architecture = Literal["resnet18", "vgg16"]
 ARCHITECTURES: tuple[str, ...] = ("resnet18", "vgg16")
-TrainableLayers = Literal["last2", "all"]
 #: Total downsampling of the last feature map: 32 (torchvision's), 16 or 8.
 FEATURE_STRIDES: tuple[int, ...] = (32, 16, 8)
 

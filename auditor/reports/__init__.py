@@ -1,6 +1,7 @@
 """Writing QA reports: Excel workbooks, self-contained HTML pages, CSV tables and thumbnails.
 
-Each report follows data -> context -> template/writer. The helpers in
-:mod:`auditor.reports.cells` (spreadsheet safety and table styling) and :mod:`auditor.reports.files`
-(atomic writes) are shared by every report tlaudit writes, the scan's and the evaluation's alike.
+Each report follows data -> context -> template/writer. :mod:`auditor.reports.cells` (spreadsheet
+safety and table styling) is shared by every workbook tlaudit writes, the scan's and the
+evaluation's alike; atomic writes and CSV formula safety live in :mod:`auditor.files`, below every
+stage, since the inventory, the bundles and the localizer write files too.
 """

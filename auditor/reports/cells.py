@@ -8,7 +8,7 @@ formula when a QA reviewer opens a report (OWASP "CSV injection"). Two defences:
   and text that starts like a formula (``=``, ``+``, ``-``, ``@``, tab, carriage return) also gets
   Excel's quote prefix so editing the cell keeps it text (:func:`put`);
 * in CSV files, which a spreadsheet re-parses, such text is prefixed with an apostrophe
-  (:func:`csv_safe`), the usual neutralisation.
+  (:func:`auditor.files.csv_safe`), the usual neutralisation.
 
 The styling helpers give every tlaudit sheet the same look: a bold filled header row that is frozen,
 an auto filter over the table, and column widths that fit the content within limits.
@@ -26,17 +26,13 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+from auditor.files import is_formula_like
+
 EXCEL_MAX_CELL_CHARS = 32767
 
 HEADER_FONT = Font(bold=True, color="FFFFFF")
 HEADER_FILL = PatternFill("solid", fgColor="1F4E79")
 HEADER_ALIGNMENT = Alignment(vertical="center", wrap_text=True)
-
-
-def is_formula_like(text: str) -> bool:
-    """Return True when a spreadsheet could read ``text`` as a formula."""
-    return text.startswith(FORMULA_PREFIXES)
 
 
 def safe_cell(value: Any) -> Any:
@@ -96,19 +92,6 @@ def put(ws: Worksheet, row: int, column: int, value: Any, number_format: str | N
     if number_format is not None:
         cell.number_format = number_format
     return cell
-
-
-def csv_safe(value: Any) -> Any:
-    """Neutralise text that a spreadsheet would read as a formula when it opens a CSV file.
-
-    Formula-like strings get a leading apostrophe; everything else is returned unchanged (numbers
-    stay numbers so other tools can read them).
-    """
-    if isinstance(value, Enum):
-        value = value.value
-    if isinstance(value, str) and is_formula_like(value):
-        return "'" + value
-    return value
 
 
 def write_table(

@@ -19,9 +19,9 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
+from auditor.files import write_with
+from auditor.records import AuditReport, StudyFinding
 from auditor.reports.cells import finish_table, put, write_table
-from auditor.reports.files import write_with
-from auditor.scan.results import AuditReport, StudyFinding
 
 VERDICTS = ("confirmed miss", "not a fracture", "already known", "unsure")
 THUMB_PX = 96

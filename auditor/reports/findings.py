@@ -13,9 +13,8 @@ import csv
 import io
 from pathlib import Path
 
-from auditor.reports.cells import csv_safe
-from auditor.reports.files import write_text_atomic
-from auditor.scan.results import AuditReport
+from auditor.files import csv_safe, write_text_atomic
+from auditor.records import AuditReport
 
 FINDINGS_COLUMNS = (
     "study",

@@ -1,6 +1,6 @@
 """The scan's self-contained HTML report, ``audit.html``.
 
-data (:class:`~auditor.scan.results.AuditReport`) -> context (this module) -> template
+data (:class:`~auditor.records.AuditReport`) -> context (this module) -> template
 (``templates/audit.html.j2`` extending ``base.html.j2``, autoescape on) -> one file written
 atomically. The page works offline: CSS and JavaScript are inline, images are base64 data URIs, and
 its Content-Security-Policy forbids any fetch.
@@ -20,11 +20,10 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from auditor.reports.files import write_text_atomic
+from auditor.files import write_text_atomic
+from auditor.records import AuditReport, StudyFinding, StudyStatus, VertebraFinding
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 from auditor.resources import resource_dir
-from auditor.scan.flags import StudyStatus
-from auditor.scan.results import AuditReport, StudyFinding, VertebraFinding
 from auditor.vocab import Level
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw
 
-from auditor.reports.files import atomic_path
+from auditor.files import atomic_path
 
 HEATMAP_DIR = "thumbnails/heatmaps"
 RADIOGRAPH_DIR = "thumbnails/radiographs"

@@ -1,4 +1,4 @@
-"""Turning a run's journal into the :class:`~auditor.scan.results.AuditReport` the writers format.
+"""Turning a run's journal into the :class:`~auditor.records.AuditReport` the writers format.
 
 Everything here is derived from the journal (what the model said), the inventory (what files
 there are), the box file and the reads file, in a fixed order, so that the same inputs give the
@@ -14,9 +14,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from auditor.boxes import BoxRowError, VertebraBox
 from auditor.errors import TlauditError
-from auditor.io.radiograph import RadiographMeta, read_radiograph
+from auditor.io.radiograph import read_radiograph
+from auditor.records import (
+    AuditReport,
+    ErrorRow,
+    FileRow,
+    LevelEvidence,
+    RadiographMeta,
+    ReadRow,
+    RowError,
+    StudyFinding,
+    StudyStatus,
+    SummaryValue,
+    VertebraBox,
+    VertebraFinding,
+    is_positive,
+)
 from auditor.reports.pseudonym import Pseudonymiser
 from auditor.reports.thumbnails import (
     RADIOGRAPH_DIR,
@@ -25,18 +39,9 @@ from auditor.reports.thumbnails import (
     thumbnail_name,
 )
 from auditor.scan.classify import radiograph_boxes
-from auditor.scan.flags import StudyStatus, flag_study
+from auditor.scan.flags import flag_study
 from auditor.scan.journal import ImageOutcome
-from auditor.scan.reads import ReadIndex, ReadRow, ReadRowError
-from auditor.scan.results import (
-    AuditReport,
-    ErrorRow,
-    FileRow,
-    LevelEvidence,
-    StudyFinding,
-    SummaryValue,
-    VertebraFinding,
-)
+from auditor.scan.reads import ReadIndex
 from auditor.vocab import Level
 
 logger = logging.getLogger(__name__)
@@ -61,17 +66,11 @@ class ScanInputs:
     run_dir: Path
     files: tuple[FileEntry, ...]
     boxes: Mapping[str, tuple[VertebraBox, ...]]  # candidate image -> its valid boxes
-    box_errors: tuple[BoxRowError, ...]
+    box_errors: tuple[RowError, ...]
     reads: tuple[ReadRow, ...] | None  # None: no reads file
-    read_errors: tuple[ReadRowError, ...]
+    read_errors: tuple[RowError, ...]
     threshold: float
     pseudonymise: Pseudonymiser
-
-
-@dataclass(frozen=True)
-class _Study:
-    key: str
-    images: tuple[str, ...]
 
 
 def _study_key(image: str, meta: RadiographMeta | None, boxes: Sequence[VertebraBox]) -> str:
@@ -179,7 +178,7 @@ def assemble_report(
             LevelEvidence(
                 level=level,
                 probability=p,
-                positive=p >= inputs.threshold,
+                positive=is_positive(p, inputs.threshold),
                 reported=covers_all or level in reported_levels,
                 heatmap=heatmap,
                 image=image,
@@ -321,12 +320,12 @@ def _errors(
 ) -> tuple[ErrorRow, ...]:
     rows: list[ErrorRow] = [
         ErrorRow(
-            e.origin,
+            e.source,
             e.row or None,
             " ".join(p for p in (shown(e.image), e.level) if p),
             e.reason,
         )
-        for e in sorted(inputs.box_errors, key=lambda e: (e.origin, e.row))
+        for e in sorted(inputs.box_errors, key=lambda e: (e.source, e.row))
     ]
     rows += [
         ErrorRow("reads file", e.row, e.key, e.reason)

@@ -1,11 +1,11 @@
-"""The classification loop: crops from DataLoader workers through the model, into the journal.
+"""The classification loop: crops from the executor's workers through the model, into the journal.
 
 Worker processes decode and crop the next batches while the main process runs the model on the
-current one (``prefetch_factor`` batches ahead per worker). On CUDA the batches arrive in pinned
-memory and are copied without blocking. Class activation maps come from the same forward pass;
-an overlay thumbnail is drawn only for the vertebrae that need one (positive, or all on request).
-Each batch is committed to the journal in one transaction before the next is taken, so a killed
-scan loses at most the batch in flight.
+current one (two batches ahead per worker, :class:`auditor.parallel.LocalProcesses`). On CUDA the
+batches arrive in pinned memory and are copied without blocking. Class activation maps come from
+the same forward pass; an overlay thumbnail is drawn only for the vertebrae that need one
+(positive, or all on request). Each batch is committed to the journal in one transaction before the
+next is taken, so a killed scan loses at most the batch in flight.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from auditor.boxes import VertebraBox
 from auditor.model.infer import Classifier, Prediction
+from auditor.parallel import Executor
+from auditor.records import VertebraBox, is_positive
 from auditor.reports.thumbnails import (
     HEATMAP_DIR,
     RADIOGRAPH_DIR,
@@ -31,7 +30,7 @@ from auditor.reports.thumbnails import (
     thumbnail_name,
 )
 from auditor.scan.config import HeatmapMode, Progress, ScanEvent
-from auditor.scan.dataset import CropBatch, ImageJob, VertebraCropDataset, collate
+from auditor.scan.dataset import CropBatch, CropBatches, ImageJob
 from auditor.scan.journal import ImageOutcome, RunJournal, VertebraOutcome
 
 
@@ -49,18 +48,13 @@ class ClassifyStats:
     journal_s: float  # committing results
 
 
-def _worker_init(_worker_id: int) -> None:
-    # Workers decode and crop; one thread each keeps them from competing with the model.
-    torch.set_num_threads(1)
-
-
 def classify_batches(
     jobs: Sequence[ImageJob],
     batches: list[list[int]],
     classifier: Classifier,
     heatmaps: HeatmapMode,
     threshold: float,
-    workers: int,
+    executor: Executor,
     journal: RunJournal,
     emit: Progress,
 ) -> ClassifyStats:
@@ -78,8 +72,9 @@ def classify_batches(
         Which vertebrae get an overlay thumbnail.
     threshold
         Probability at or above which a vertebra is positive.
-    workers
-        DataLoader worker processes (0 loads in the main process).
+    executor
+        Runs the per-image work (read, cut, collate one batch) ahead of the model; on CUDA it
+        should hand batches back in pinned memory.
     journal
         The run journal; thumbnails go under its directory.
     emit
@@ -87,15 +82,7 @@ def classify_batches(
     """
     if not batches:
         return ClassifyStats(0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    loader = DataLoader(
-        VertebraCropDataset(jobs, classifier.card),
-        batch_sampler=batches,
-        collate_fn=collate,
-        num_workers=workers,
-        pin_memory=classifier.device.type == "cuda",
-        worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=2 if workers else None,
-    )
+    loader = executor.map_in_order(CropBatches(jobs, batches, classifier.card), len(batches))
     want_cam = heatmaps is not HeatmapMode.NONE
     # with positive-only thumbnails, gradient heatmaps are computed for positive crops only
     cam_min_prob = threshold if heatmaps is HeatmapMode.POSITIVE else 0.0
@@ -151,7 +138,7 @@ def _outcomes(
             p = float(prediction.probs[index])
             heatmap = ""
             wanted = heatmaps is HeatmapMode.ALL or (
-                heatmaps is HeatmapMode.POSITIVE and p >= threshold
+                heatmaps is HeatmapMode.POSITIVE and is_positive(p, threshold)
             )
             if wanted and prediction.cams is not None:
                 heatmap = f"{HEATMAP_DIR}/{thumbnail_name(item.image, box.level.value)}"
@@ -163,9 +150,7 @@ def _outcomes(
             rows.append(VertebraOutcome(box.row, box.level, p, heatmap, ""))
         offset += len(item.boxes)
         ordered = tuple(sorted(rows + failures, key=lambda v: v.box_row))
-        if item.preview is not None and any(
-            v.probability is not None and v.probability >= threshold for v in ordered
-        ):
+        if item.preview is not None and any(is_positive(v.probability, threshold) for v in ordered):
             # Positive images are in the flagged queue: draw their radiograph thumbnail now,
             # from the preview the worker made, instead of decoding the image again later.
             save_jpeg(
@@ -191,5 +176,5 @@ def radiograph_boxes(
     for box in sorted(boxes, key=lambda b: b.row):
         p = probabilities.get(box.row)
         text = box.level.value if p is None else f"{box.level.value} {p:.2f}"
-        drawn.append(DrawnBox(box.xyxy, text, p is not None and p >= threshold))
+        drawn.append(DrawnBox(box.xyxy, text, is_positive(p, threshold)))
     return drawn

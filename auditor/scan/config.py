@@ -11,8 +11,8 @@ from typing import TypeVar
 
 from auditor.archive.triage import TriageRules
 from auditor.errors import UsageError
+from auditor.records import StudyStatus
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
-from auditor.scan.flags import StudyStatus
 from auditor.vocab import DEFAULT_HEATMAP, Device, HeatmapMethod, HeatmapMode, Precision
 
 _Choice = TypeVar("_Choice", bound=Enum)

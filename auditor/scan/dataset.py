@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +29,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from auditor.boxes import VertebraBox
 from auditor.crops import crop_vertebra
 from auditor.errors import READ_FAILURES
+from auditor.files import atomic_path
 from auditor.io.radiograph import read_radiograph
 from auditor.model.bundle import ModelCard
 from auditor.model.infer import preprocess_crops
+from auditor.records import VertebraBox
 from auditor.reports.thumbnails import downscale_radiograph
 
 logger = logging.getLogger(__name__)
@@ -203,9 +203,7 @@ def write_precut(
         coords.append(xyxy)
     size = card.input_size
     preview = downscale_radiograph(pixels, PREVIEW_SIDE)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.stem + ".part")
-    with partial.open("wb") as handle:
+    with atomic_path(target) as partial, partial.open("wb") as handle:
         np.savez(
             handle,
             levels=np.array(levels, dtype=np.str_),
@@ -216,7 +214,6 @@ def write_precut(
             input_size=np.int64(size),
             crop_margin=np.float64(card.crop_margin),
         )
-    os.replace(partial, target)
 
 
 def read_precut(
@@ -278,6 +275,23 @@ def collate(items: Sequence[ImageCrops]) -> CropBatch:
         crops=torch.cat([item.crops for item in items]),
         thumbs=torch.cat([item.thumbs for item in items]),
     )
+
+
+class CropBatches(Dataset[CropBatch]):
+    """Item ``k`` is batch ``k`` of ``batches`` (indices into ``jobs``): those images read, cut
+    and collated in one go, the unit an :class:`~auditor.parallel.Executor` hands a worker."""
+
+    def __init__(
+        self, jobs: Sequence[ImageJob], batches: Sequence[Sequence[int]], card: ModelCard
+    ) -> None:
+        self.images = VertebraCropDataset(jobs, card)
+        self.batches = [list(batch) for batch in batches]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> CropBatch:
+        return collate([self.images[i] for i in self.batches[index]])
 
 
 def pack_batches(jobs: Sequence[ImageJob], batch_size: int) -> list[list[int]]:

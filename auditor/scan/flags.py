@@ -4,7 +4,7 @@ The rules, per study (all images of the study together; a level seen on several 
 with its highest probability):
 
 * A vertebra is **positive** when its fracture probability is at or above the operating point's
-  threshold.
+  threshold (:func:`auditor.records.is_positive`, the one place that rule is written).
 * The read's **reported levels** are the levels it names as fractured. A read that says
   "fracture: yes" without naming levels is taken to cover every level (the model's positives are
   then concordant, never "missed"), because nothing shows that the reader overlooked one.
@@ -26,55 +26,9 @@ statuses, which follow the likely misses in the queue.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import Enum
 
-from auditor.scan.reads import ReadRow
+from auditor.records import ReadRow, StudyFlag, StudyStatus, is_positive
 from auditor.vocab import Level
-
-
-class StudyStatus(str, Enum):
-    """Outcome of comparing a study's model calls with its read."""
-
-    LIKELY_MISSED = "likely missed"
-    NO_READ = "no read available"
-    CONCORDANT_POSITIVE = "concordant positive"
-    READ_POSITIVE_MODEL_NEGATIVE = "read positive, model negative"
-    CONCORDANT_NEGATIVE = "concordant negative"
-    NEGATIVE_NO_READ = "model negative, no read"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def flagged(self) -> bool:
-        """True for the statuses listed in the flagged queue."""
-        return self in _FLAGGED
-
-    @property
-    def rank(self) -> int:
-        """Queue order among equal priorities: misses first."""
-        return list(StudyStatus).index(self)
-
-
-_FLAGGED = frozenset(
-    {
-        StudyStatus.LIKELY_MISSED,
-        StudyStatus.NO_READ,
-        StudyStatus.CONCORDANT_POSITIVE,
-        StudyStatus.READ_POSITIVE_MODEL_NEGATIVE,
-    }
-)
-
-
-@dataclass(frozen=True)
-class StudyFlag:
-    """The flag for one study and the levels behind it."""
-
-    status: StudyStatus
-    priority: float
-    positive_levels: tuple[Level, ...]
-    unreported_levels: tuple[Level, ...]
 
 
 def flag_study(
@@ -98,7 +52,7 @@ def flag_study(
     """
     positive = tuple(
         sorted(
-            (level for level, p in level_probabilities.items() if p >= threshold),
+            (level for level, p in level_probabilities.items() if is_positive(p, threshold)),
             key=lambda level: level.order,
         )
     )

@@ -14,8 +14,8 @@ Stages (each in its own module):
    (:class:`auditor.model.infer.Classifier`), heatmap overlays for positive vertebrae (or all, on
    request), each batch committed to the run journal (:mod:`auditor.scan.journal`);
 5. study flags against the original reads (:mod:`auditor.scan.flags`);
-6. ``findings.csv``, ``audit.xlsx`` and ``audit.html``, written atomically
-   (:mod:`auditor.reports`).
+6. the reports of :data:`auditor.reports.writers.SCAN_REPORTS` (``audit.xlsx``, ``audit.html``,
+   ``findings.csv``), each written atomically.
 
 Throughput: the DataLoader's workers decode and crop the next batches while the main process runs
 the model; on CUDA the batches are pinned and copied without blocking. Only positive vertebrae get
@@ -29,21 +29,23 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
+
+import torch
 
 from auditor import __version__
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
-from auditor.boxes import BoxRowError, read_box_file, resolve_boxes
+from auditor.boxes import BoxFile, degenerate_reason, read_box_file, resolve_boxes
 from auditor.checksums import file_sha256
 from auditor.errors import UsageError
-from auditor.io.radiograph import Radiograph
 from auditor.model.bundle import ModelCard, load_bundle
 from auditor.model.infer import Classifier, select_device
-from auditor.reports.excel import write_excel
-from auditor.reports.findings import write_findings_csv
-from auditor.reports.html import write_html
+from auditor.parallel import LocalProcesses
+from auditor.records import LocalizerOutcome, Radiograph, RowError, SummaryValue, is_positive
 from auditor.reports.pseudonym import Pseudonymiser, new_salt
+from auditor.reports.writers import ReportOptions, write_reports
 from auditor.scan.assemble import FileEntry, ScanInputs, assemble_report
 from auditor.scan.classify import classify_batches
 from auditor.scan.config import (
@@ -58,13 +60,11 @@ from auditor.scan.config import (
 from auditor.scan.dataset import PRECUT_DIR, ImageJob, pack_batches, precut_path, write_precut
 from auditor.scan.journal import JOURNAL_NAME, RunJournal, run_in_use
 from auditor.scan.reads import ReadsFile, read_reads_file
-from auditor.scan.results import SummaryValue
 
 __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
 
 logger = logging.getLogger(__name__)
 
-REPORT_NAMES = {"xlsx": "audit.xlsx", "html": "audit.html", "csv": "findings.csv"}
 LOCALIZER_BOXES = "localizer_boxes.csv"
 """Box file the localizer writes into RUN_DIR when the scan has no ``--boxes``."""
 
@@ -110,13 +110,18 @@ def _validate(config: ScanConfig) -> None:
 
 
 def _localize(
-    config: ScanConfig, card: ModelCard, records: list[FileRecord], emit: Progress
-) -> tuple[Path, tuple[BoxRowError, ...]]:
-    """Find vertebra boxes with the localizer; return the box file and one error per image
-    on which nothing usable was found (or that could not be read).
+    config: ScanConfig,
+    card: ModelCard,
+    records: list[FileRecord],
+    device: torch.device,
+    emit: Progress,
+) -> tuple[BoxFile, tuple[RowError, ...]]:
+    """Find vertebra boxes with the localizer; return them (as a box file states them) and one
+    error per image on which nothing usable was found (or that could not be read).
 
-    The box file is kept in RUN_DIR so a person can review or correct it (and pass it back with
-    ``--boxes``); a resumed scan reuses it instead of localizing again. The classifier's crops
+    The boxes are handed on in memory. The box file is written into RUN_DIR as a by-product, so a
+    person can review or correct it (and pass it back with ``--boxes``), and so that a resumed
+    scan reads it back instead of localizing again. The classifier's crops
     are cut from the localizer's decode of each image (``RUN_DIR/precut/``), so the loader does
     not decode it a second time. The scan's loader workers decode the next images meanwhile.
     """
@@ -131,37 +136,48 @@ def _localize(
 
     out = config.out / LOCALIZER_BOXES
     outcomes = out.with_name(out.stem + ".images.csv")
-    if not (config.resume and out.is_file() and outcomes.is_file()):
-        emit(ScanEvent("info", "No box file given: finding vertebrae with the localizer"))
-        done = localize_archive(
-            config.archive,
-            out,
-            bundle=config.localizer,
-            rules=config.triage,
-            on_located=precut if config.precut else None,
-            records=records,
-            workers=default_decode_workers() if config.workers is None else config.workers,
+    if config.resume and out.is_file() and outcomes.is_file():
+        with outcomes.open(newline="", encoding="utf-8") as handle:
+            stored = [
+                LocalizerOutcome(row["image"], row["status"], row["reason"])
+                for row in csv.DictReader(handle)
+            ]
+        return read_box_file(out), _localizer_errors(stored)
+    emit(ScanEvent("info", "No box file given: finding vertebrae with the localizer"))
+    done = localize_archive(
+        config.archive,
+        out,
+        bundle=config.localizer,
+        rules=config.triage,
+        on_located=precut if config.precut else None,
+        records=records,
+        workers=default_decode_workers() if config.workers is None else config.workers,
+        device=device,
+    )
+    emit(
+        ScanEvent(
+            "info",
+            f"Localizer: {done.boxes} boxes on {done.localized} of {done.candidates} "
+            f"candidate images; nothing usable on {done.nothing_found}, "
+            f"{done.unreadable} unreadable; boxes in {out}",
         )
-        emit(
-            ScanEvent(
-                "info",
-                f"Localizer: {done.boxes} boxes on {done.localized} of {done.candidates} "
-                f"candidate images; nothing usable on {done.nothing_found}, "
-                f"{done.unreadable} unreadable; boxes in {out}",
-            )
-        )
-    with outcomes.open(newline="", encoding="utf-8") as handle:
-        errors = tuple(
-            BoxRowError(
-                0,
-                row["reason"] or row["status"].replace("_", " "),
-                row["image"],
-                origin="localizer",
-            )
-            for row in csv.DictReader(handle)
-            if row["status"] != "localized"
-        )
-    return out, errors
+    )
+    kept = [box for box in done.found if not degenerate_reason(box.xyxy)]
+    rejected = tuple(
+        RowError(box.row, degenerate_reason(box.xyxy), box.image, box.level.value)
+        for box in done.found
+        if degenerate_reason(box.xyxy)
+    )
+    return BoxFile(out, tuple(kept), rejected), _localizer_errors(done.outcomes)
+
+
+def _localizer_errors(outcomes: Iterable[LocalizerOutcome]) -> tuple[RowError, ...]:
+    """One error per image the localizer found nothing usable on or could not read."""
+    return tuple(
+        RowError(0, o.reason or o.status.replace("_", " "), o.image, source="localizer")
+        for o in outcomes
+        if o.status != "localized"
+    )
 
 
 def _stored_crops(config: ScanConfig, image: str) -> Path | None:
@@ -224,14 +240,14 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     records = list(inventory(config.archive, config.triage, verify_pixels=config.verify_pixels))
     files = [_file_entry(record) for record in records]
     candidates = {f.relative: f.meta for f in files if f.status == "candidate" and f.meta}
-    localizer_errors: tuple[BoxRowError, ...] = ()
+    localizer_errors: tuple[RowError, ...] = ()
     if config.boxes is None:
         t_loc = time.perf_counter()
-        box_path, localizer_errors = _localize(config, card, records, emit)
+        box_file, localizer_errors = _localize(config, card, records, device, emit)
         timings["localizer_s"] = time.perf_counter() - t_loc
     else:
-        box_path = config.boxes
-    box_file = read_box_file(box_path)
+        box_file = read_box_file(config.boxes)
+    box_path = box_file.path
     resolved = resolve_boxes(box_file.boxes, candidates)
     reads_file: ReadsFile | None = read_reads_file(config.reads) if config.reads else None
     timings["inventory_s"] = time.perf_counter() - t0 - timings.get("localizer_s", 0.0)
@@ -289,8 +305,9 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
             emit(ScanEvent("info", f"Resuming: {len(finished)} images already done"))
         t0 = time.perf_counter()
         emit(ScanEvent("start", total=todo))
+        executor = LocalProcesses(workers, pin_memory=device.type == "cuda")
         stats = classify_batches(
-            jobs, batches, classifier, config.heatmaps, threshold, workers, journal, emit
+            jobs, batches, classifier, config.heatmaps, threshold, executor, journal, emit
         )
         timings["classification_s"] = time.perf_counter() - t0
         timings["classified_this_session"] = float(stats.vertebrae)
@@ -320,10 +337,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         1 for o in outcomes.values() for v in o.vertebrae if v.probability is not None
     )
     n_positive = sum(
-        1
-        for o in outcomes.values()
-        for v in o.vertebrae
-        if v.probability is not None and v.probability >= threshold
+        1 for o in outcomes.values() for v in o.vertebrae if is_positive(v.probability, threshold)
     )
     summary: list[tuple[str, SummaryValue]] = [
         ("tlaudit version", __version__),
@@ -361,10 +375,9 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
             ("Localizer time (s)", round(timings["localizer_s"], 2)),
         ]
     report = assemble_report(inputs, outcomes, summary)
-    reports = {kind: config.out / name for kind, name in REPORT_NAMES.items()}
-    write_findings_csv(report, reports["csv"])
-    write_excel(report, config.out, reports["xlsx"])
-    write_html(report, config.out, reports["html"], config.embed_limit, config.table_limit)
+    reports = write_reports(
+        report, ReportOptions(config.out, config.embed_limit, config.table_limit)
+    )
     timings["reports_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     counts = dict(report.status_counts)

@@ -11,9 +11,9 @@ may be empty; ``impression`` is free text and is only shown, never parsed.
 
 Validation never raises for one bad row: a row without any key, with a ``fracture_reported`` value
 that is not yes/no, with an unknown level name, that reports levels while saying "no fracture", or
-whose key repeats an earlier row becomes a :class:`ReadRowError` naming the row, and the scan
-counts and lists it. Only a file that cannot be read as a table at all (missing, not UTF-8 CSV,
-required columns absent) raises :class:`~auditor.errors.InputFileError`.
+whose key repeats an earlier row becomes a :class:`~auditor.records.RowError` naming the row, and
+the scan counts and lists it. Only a file that cannot be read as a table at all (missing, not UTF-8
+CSV, required columns absent) raises :class:`~auditor.errors.InputFileError`.
 
 Matching a study to its read (:class:`ReadIndex`): Study Instance UID first, then Accession
 Number, then the path of any image of the study; the first key that matches wins.
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from auditor.boxes import archive_key
 from auditor.errors import InputFileError
+from auditor.records import ReadRow, RowError
 from auditor.vocab import Level
 
 _YES = {"yes", "y", "true", "1", "positive"}
@@ -37,47 +38,16 @@ _KEYS = ("accession_number", "study_uid", "image")
 
 
 @dataclass(frozen=True)
-class ReadRow:
-    """One study's original read. ``row`` is the 1-based data row in the reads file."""
-
-    row: int
-    accession_number: str
-    study_uid: str
-    image: str
-    fracture_reported: bool
-    reported_levels: tuple[Level, ...]
-    impression: str
-
-    @property
-    def key(self) -> str:
-        """The first non-empty key of the row, for messages."""
-        return self.study_uid or self.accession_number or self.image
-
-
-@dataclass(frozen=True)
-class ReadRowError:
-    """A reads-file row that was rejected, with a reason a person can act on."""
-
-    row: int
-    reason: str
-    key: str = ""
-
-    def __str__(self) -> str:
-        where = f" ({self.key})" if self.key else ""
-        return f"row {self.row}{where}: {self.reason}"
-
-
-@dataclass(frozen=True)
 class ReadsFile:
     """Valid rows of a reads file and the rows that were rejected."""
 
     path: Path
     reads: tuple[ReadRow, ...]
-    errors: tuple[ReadRowError, ...]
+    errors: tuple[RowError, ...]
 
 
 class _RowError(ValueError):
-    """Raised inside row parsing; becomes a ReadRowError."""
+    """Raised inside row parsing; becomes a RowError."""
 
 
 def read_reads_file(path: Path) -> ReadsFile:
@@ -91,7 +61,7 @@ def read_reads_file(path: Path) -> ReadsFile:
     Returns
     -------
     ReadsFile
-        Valid rows as :class:`ReadRow`, rejected rows as :class:`ReadRowError`.
+        Valid rows as :class:`ReadRow`, rejected rows as :class:`~auditor.records.RowError`.
 
     Raises
     ------
@@ -118,7 +88,7 @@ def read_reads_file(path: Path) -> ReadsFile:
         raise InputFileError(f"reads file {path} is not valid CSV: {err}") from err
 
     reads: list[ReadRow] = []
-    errors: list[ReadRowError] = []
+    errors: list[RowError] = []
     seen: dict[tuple[str, str], int] = {}
     for number, raw in rows:
         record = {key: (value or "").strip() for key, value in raw.items() if key is not None}
@@ -144,7 +114,7 @@ def read_reads_file(path: Path) -> ReadsFile:
                     seen[(kind, value)] = number
             reads.append(read)
         except _RowError as err:
-            errors.append(ReadRowError(number, str(err), key_text or ""))
+            errors.append(RowError(number, str(err), key=key_text or "", source="reads file"))
     return ReadsFile(path=path, reads=tuple(reads), errors=tuple(errors))
 
 

@@ -384,8 +384,3 @@ def place_field(
         rotation=float(np.radians(rng.normal(0.0, 3.0))),
         facing_right=bool(rng.random() < 0.35),
     )
-
-
-def with_shape(body: PlacedBody, shape: BodyShape) -> PlacedBody:
-    """The same placement with another shape."""
-    return replace(body, shape=shape)

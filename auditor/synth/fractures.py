@@ -40,7 +40,6 @@ from auditor.synth.shape import (
     Line,
     Spur,
     bell,
-    genant_grade,
     height_loss,
 )
 
@@ -484,8 +483,3 @@ def apply_variants(
         shape = replace(shape, lines=(*shape.lines, island))
         names.append("bone_island")
     return shape, tuple(names)
-
-
-def check_grade(shape: BodyShape, spec: FractureSpec) -> int:
-    """The Genant grade measured on a fractured shape (for truth tables and tests)."""
-    return genant_grade(height_loss(shape))

@@ -14,7 +14,7 @@ import csv
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,12 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from auditor.boxes import BoxRowError, VertebraBox, archive_key, read_box_file, resolve_boxes
+from auditor.boxes import archive_key, read_box_file, resolve_boxes
 from auditor.crops import crop_vertebra, crop_window, normalise_crops
 from auditor.errors import READ_FAILURES, InputFileError, ReadError, read_failure_reason
-from auditor.io.radiograph import RadiographMeta, read_header, read_radiograph
+from auditor.io.radiograph import read_header, read_radiograph
 from auditor.parallel import map_in_order
+from auditor.records import RadiographMeta, RowError, VertebraBox
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class CropSet:
 
     crops: npt.NDArray[np.float32]
     records: tuple[CropRecord, ...]
-    skipped: tuple[BoxRowError, ...]
+    skipped: tuple[RowError, ...]
     input_size: int
     margin: float
     n_images: int
@@ -165,10 +166,10 @@ def _read_zones(path: Path) -> dict[tuple[str, str], Polygon]:
 
 def _index_archive_headers(
     archive: Path, boxes: Sequence[VertebraBox]
-) -> tuple[dict[str, RadiographMeta], list[BoxRowError]]:
+) -> tuple[dict[str, RadiographMeta], list[RowError]]:
     """Headers of the images the rows name (all archive files when some rows give only a UID)."""
     images: dict[str, RadiographMeta] = {}
-    errors: list[BoxRowError] = []
+    errors: list[RowError] = []
     root = archive.resolve()
     keys = {k for b in boxes if b.image and (k := archive_key(b.image))}
     if any(not b.image for b in boxes):
@@ -186,7 +187,7 @@ def _index_archive_headers(
         name = archive_key(box.image) if box.image else None
         if name is not None and name in unreadable:
             errors.append(
-                BoxRowError(
+                RowError(
                     box.row, f"unreadable image: {unreadable[name]}", box.image, box.level.value
                 )
             )
@@ -298,12 +299,12 @@ def load_crop_set(
     if not archive.is_dir():
         raise InputFileError(f"archive {archive} is not a folder")
     box_file = read_box_file(Path(annotations))
-    skipped: list[BoxRowError] = list(box_file.errors)
+    skipped: list[RowError] = list(box_file.errors)
     usable = []
     for box in box_file.boxes:
         if box.label is None and require_labels:
             skipped.append(
-                BoxRowError(box.row, "no label (fracture / no_fracture)", box.image, box.level)
+                RowError(box.row, "no label (fracture / no_fracture)", box.image, box.level)
             )
         else:
             usable.append(box)
@@ -341,14 +342,14 @@ def load_crop_set(
         if isinstance(result, str):
             for box in boxes:
                 skipped.append(
-                    BoxRowError(box.row, f"unreadable image: {result}", job.key, box.level.value)
+                    RowError(box.row, f"unreadable image: {result}", job.key, box.level.value)
                 )
             continue
         n_images += 1
         for box, jittered, outcome in zip(boxes, job.jittered, result, strict=True):
             level = box.level.value
             if isinstance(outcome, str):
-                skipped.append(BoxRowError(box.row, outcome, job.key, level))
+                skipped.append(RowError(box.row, outcome, job.key, level))
                 continue
             crop, extra = outcome
             zone = zones.get((job.key, level)) or zones.get((uid_of.get(job.key, ""), level))
@@ -534,8 +535,3 @@ class CropDataset(Dataset[CropItem]):
             x, mask = self.transform(tv_tensors.Image(x), tv_tensors.Mask(mask))
         x = (x.expand(3, -1, -1) - self.mean) / self.std
         return x.as_subclass(torch.Tensor), self.labels[index], mask.as_subclass(torch.Tensor)
-
-
-def zones_mapping(records: Sequence[CropRecord]) -> Mapping[int, npt.NDArray[np.float64]]:
-    """Index -> crop-coordinate fracture zone, for records that have one."""
-    return {i: r.fracture_zone for i, r in enumerate(records) if r.fracture_zone is not None}

@@ -34,6 +34,7 @@ from auditor.checksums import file_sha256
 from auditor.model.bundle import ModelBundle, OperatingPoint, load_bundle
 from auditor.model.cam import DEFAULT_HEATMAP
 from auditor.model.infer import Classifier, select_device
+from auditor.records import is_positive, positives
 from auditor.training.data import CropSet, load_crop_set, zone_mask
 from auditor.training.metrics import BinaryMetrics, Confusion, binary_metrics, sensitivity_by
 from auditor.vocab import Level
@@ -121,7 +122,7 @@ class Evaluation:
 
     @property
     def predicted(self) -> npt.NDArray[np.bool_]:
-        return np.asarray(self.probs >= self.operating_point.threshold)
+        return positives(self.probs, self.operating_point.threshold)
 
     def study_comparison(self) -> list[tuple[str, float, float | None]]:
         """(metric, ours, the study's for this architecture) rows for the terminal table."""
@@ -268,12 +269,12 @@ def evaluate_bundle(
         probs[lo:hi] = pred.probs
         for j, i in enumerate(range(lo, hi)):
             zone = data.records[i].fracture_zone
-            if labels[i] == 1 and pred.probs[j] >= op.threshold and zone is not None:
+            if labels[i] == 1 and is_positive(pred.probs[j], op.threshold) and zone is not None:
                 in_zone[i] = peak_in_zone(pred.cams[j], zone)
                 energies.append(zone_energy(pred.cams[j], zone))
         if on_progress:
             on_progress("classify", hi, n)
-    predicted = probs >= op.threshold
+    predicted = positives(probs, op.threshold)
     headline = binary_metrics(
         labels,
         probs,
@@ -283,7 +284,7 @@ def evaluate_bundle(
         seed=config.seed,
     )
     at_points = {
-        name: Confusion.from_predictions(labels, probs >= p.threshold)
+        name: Confusion.from_predictions(labels, positives(probs, p.threshold))
         for name, p in card.operating_points.items()
     }
     levels = [r.level for r in data.records]
@@ -378,8 +379,3 @@ def _examples(
         )
         for k, (kind, i) in enumerate(picks)
     )
-
-
-def is_finite(value: float | None) -> bool:
-    """True for a real number (not None, not NaN)."""
-    return value is not None and math.isfinite(value)

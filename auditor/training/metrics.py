@@ -7,7 +7,7 @@ score is >= the threshold. Sensitivity = TP / (TP + FN), specificity = TN / (TN 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +15,7 @@ import numpy.typing as npt
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from auditor.model.bundle import OperatingPoint
+from auditor.records import positives
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -143,7 +144,7 @@ def binary_metrics(
     """
     y = np.asarray(labels).astype(np.int64)
     s = np.asarray(scores, dtype=np.float64)
-    conf = Confusion.from_predictions(y, s >= threshold)
+    conf = Confusion.from_predictions(y, positives(s, threshold))
     point = (conf.accuracy, conf.sensitivity, conf.specificity, auc(y, s))
     samples = _bootstrap(y, s, threshold, groups, n_bootstrap, seed)
     ests = []
@@ -176,7 +177,7 @@ def _bootstrap(
         bounds = np.flatnonzero(np.diff(inverse[order])) + 1
         members = np.split(order, bounds)
     out = np.full((n_bootstrap, 4), np.nan)
-    pred = s >= threshold
+    pred = positives(s, threshold)
     for b in range(n_bootstrap):
         pick = rng.integers(0, len(members), len(members))
         idx = np.concatenate([members[i] for i in pick])
@@ -258,11 +259,3 @@ def sensitivity_by(
 def format_pct(value: float, digits: int = 1) -> str:
     """``0.885`` -> ``88.5%``; NaN -> ``n/a``."""
     return "n/a" if not math.isfinite(value) else f"{100 * value:.{digits}f}%"
-
-
-def summarise_estimates(est: Mapping[str, Estimate]) -> dict[str, str]:
-    """``{"accuracy": "88.5% (84.0-92.1%)", ...}`` for terminal and report tables."""
-    return {
-        k: f"{format_pct(e.value)} ({format_pct(e.low)}-{format_pct(e.high)})"
-        for k, e in est.items()
-    }

@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from openpyxl import Workbook
 from PIL import Image, ImageDraw
 
-from auditor.reports.cells import csv_safe, write_table
-from auditor.reports.files import atomic_path, write_text_atomic, write_with
+from auditor.files import atomic_path, csv_safe, write_text_atomic, write_with
+from auditor.reports.cells import write_table
 from auditor.reports.html import template_environment
 from auditor.reports.thumbnails import heatmap_overlay
 from auditor.training.evaluate import STUDY_FIGURES, Evaluation, Example

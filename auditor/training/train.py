@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,6 +63,7 @@ from auditor.model.nets import (
     load_backbone_weights,
     set_trainable,
 )
+from auditor.records import positives
 from auditor.training.cv import check_disjoint, grouped_kfold, grouped_split
 from auditor.training.data import AugmentConfig, CropDataset, CropSet, load_crop_set
 from auditor.training.metrics import Confusion, auc, choose_operating_points
@@ -364,10 +365,10 @@ def zone_attention_loss(
     ``features`` (N, C, h, w) are the last block's activations, ``weight`` (C,) the head's
     fracture-class row, ``masks`` (N, 1, S, S) the zones (all zero where a crop has none). For
     each crop with a zone, the map sum_c relu(w_c) A_c (the ``layercam4`` heatmap, which is also
-    the layer4 term of ``layercam``) is turned into a distribution over the h x w cells by a softmax, and the loss is
-    -log of the share of it that falls in the zone (each cell counted by the fraction of its
-    pixels in the zone). Returns the mean over those crops and their number (0 and a zero loss
-    when none has a zone).
+    the layer4 term of ``layercam``) is turned into a distribution over the h x w cells by a
+    softmax, and the loss is -log of the share of it that falls in the zone (each cell counted by
+    the fraction of its pixels in the zone). Returns the mean over those crops and their number
+    (0 and a zero loss when none has a zone).
     """
     has_zone = masks.flatten(1).sum(dim=1) > 0
     count = int(has_zone.sum())
@@ -644,7 +645,7 @@ def _metrics_at(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(labels), "auc": auc(labels, scores)}
     for name, op in points.items():
-        c = Confusion.from_predictions(labels, scores >= op.threshold)
+        c = Confusion.from_predictions(labels, positives(scores, op.threshold))
         out[name] = {
             "threshold": op.threshold,
             "accuracy": c.accuracy,
@@ -916,8 +917,3 @@ def _train_bundle(
     return TrainResult(
         bundle_dir=out, card=card, cv_table=cv_table, history=log.history, seconds=total_seconds
     )
-
-
-def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy of ``config`` with fields changed (validated again)."""
-    return replace(config, **changes)

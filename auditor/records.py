@@ -1,0 +1,349 @@
+"""The records the stages hand each other, in one module that every stage imports and none owns.
+
+A radiograph and its header (:class:`RadiographMeta`, :class:`Radiograph`) come out of
+:func:`auditor.io.radiograph.read_radiograph`; vertebra boxes (:class:`VertebraBox`) out of a box
+file or the localizer; a study's original read (:class:`ReadRow`) out of the reads file; the flag
+rules of :mod:`auditor.scan.flags` give a :class:`StudyFlag`; and a finished scan hands its report
+writers an :class:`AuditReport`, which collects everything the reports show in the order they show
+it, so that the Excel, HTML and CSV writers only format and decide nothing.
+
+Every string field that comes from a DICOM header, a file name or a user CSV is untrusted and is
+escaped by the writers. This module imports nothing heavier than numpy's type names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from auditor.vocab import Level
+
+# -- radiographs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RadiographMeta:
+    """Header fields tlaudit needs, read without decoding pixels.
+
+    Strings are exactly as found in the header ("" when absent); they are untrusted user data and
+    must be escaped wherever they are shown.
+    """
+
+    path: Path
+    file_format: str  # "dicom", "png", "jpeg" or "tiff"
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_uid: str = ""
+    accession_number: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+    study_date: str = ""
+    modality: str = ""
+    body_part: str = ""
+    view_position: str = ""
+    laterality: str = ""
+    series_description: str = ""
+    study_description: str = ""
+    protocol_name: str = ""
+    pixel_spacing_mm: tuple[float, float] | None = None  # (row, column) spacing
+    rows: int = 0
+    columns: int = 0
+    frames: int = 1
+    samples_per_pixel: int = 1
+    photometric: str = ""
+    bits_stored: int = 0
+    transfer_syntax: str = ""
+    has_pixels: bool = True
+    sop_class_uid: str = ""
+    pixel_data_error: str = ""  # why the pixel data is visibly broken, found without decoding
+
+
+@dataclass(frozen=True)
+class Radiograph:
+    """A decoded radiograph in display orientation.
+
+    ``pixels`` is float32, shape (rows, columns), scaled to [0, 1] after the Modality LUT,
+    VOI LUT / windowing and MONOCHROME1 inversion, so that bone is bright.
+    """
+
+    pixels: npt.NDArray[np.float32]
+    meta: RadiographMeta
+    # how display values were obtained, e.g. "VOI LUT", "window 2048/4096 (LINEAR)",
+    # "percentile 0.5-99.5", with "; MONOCHROME1 inverted" when inverted
+    windowing: str
+
+
+# -- the call -------------------------------------------------------------------------------------
+
+
+def is_positive(probability: float | None, threshold: float) -> bool:
+    """The one rule that calls a vertebra positive: its fracture probability is at or above the
+    operating point's threshold. A vertebra without a probability (not classified) never is."""
+    return probability is not None and float(probability) >= threshold
+
+
+def positives(probabilities: npt.ArrayLike, threshold: float) -> npt.NDArray[np.bool_]:
+    """:func:`is_positive` for an array of probabilities (float64 comparison, as for one)."""
+    return np.asarray(probabilities, dtype=np.float64) >= threshold
+
+
+# -- vertebra boxes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VertebraBox:
+    """One vertebral body box, as given by a box file or found by the localizer.
+
+    ``row`` is the 1-based data row of a CSV file (or the 1-based position of the annotation in a
+    COCO file), so error messages and reports can point a person at it.
+    """
+
+    row: int
+    image: str
+    sop_instance_uid: str
+    level: Level
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+    label: int | None = None
+    ao_type: str = ""
+    genant_grade: int | None = None
+    patient_id: str = ""
+    study_uid: str = ""
+    source: str = "file"
+    confidence: float | None = None
+
+    @property
+    def width(self) -> float:
+        return self.x_max - self.x_min
+
+    @property
+    def height(self) -> float:
+        return self.y_max - self.y_min
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        """The box as ``(x_min, y_min, x_max, y_max)``."""
+        return (self.x_min, self.y_min, self.x_max, self.y_max)
+
+
+@dataclass(frozen=True)
+class LocalizerOutcome:
+    """What the localizer made of one candidate image (a row of ``<stem>.images.csv``)."""
+
+    image: str  # archive-relative path
+    status: str  # "localized", "nothing_found" or "unreadable"
+    reason: str  # why nothing usable was found or the file could not be read; "" when localized
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A rejected row of an input table (box file, reads file), or an image the localizer found
+    nothing usable on, with a reason a person can act on. Every input table reports its bad rows
+    as these, and the scan counts and lists each one.
+
+    ``row`` is the 1-based data row of the file (0 for a localizer image, which is no row);
+    ``image``, ``level`` and ``key`` are what the row names, where it names them.
+    """
+
+    row: int
+    reason: str
+    image: str = ""
+    level: str = ""
+    key: str = ""  # a study key (Study Instance UID, accession number) a reads row names
+    source: str = "box file"  # "box file", "localizer" or "reads file"
+
+    @property
+    def item(self) -> str:
+        """What the row names, for messages: ``image level``, or the study key."""
+        return " ".join(p for p in (self.image, self.level) if p) or self.key
+
+    def __str__(self) -> str:
+        if self.image:
+            where = f" ({self.image}{', ' + self.level if self.level else ''})"
+        else:
+            where = f" ({self.key})" if self.key else ""
+        return f"row {self.row}{where}: {self.reason}"
+
+
+# -- reads and flags ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadRow:
+    """One study's original read. ``row`` is the 1-based data row in the reads file."""
+
+    row: int
+    accession_number: str
+    study_uid: str
+    image: str
+    fracture_reported: bool
+    reported_levels: tuple[Level, ...]
+    impression: str
+
+    @property
+    def key(self) -> str:
+        """The first non-empty key of the row, for messages."""
+        return self.study_uid or self.accession_number or self.image
+
+
+class StudyStatus(str, Enum):
+    """Outcome of comparing a study's model calls with its read."""
+
+    LIKELY_MISSED = "likely missed"
+    NO_READ = "no read available"
+    CONCORDANT_POSITIVE = "concordant positive"
+    READ_POSITIVE_MODEL_NEGATIVE = "read positive, model negative"
+    CONCORDANT_NEGATIVE = "concordant negative"
+    NEGATIVE_NO_READ = "model negative, no read"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def flagged(self) -> bool:
+        """True for the statuses listed in the flagged queue."""
+        return self in _FLAGGED
+
+    @property
+    def rank(self) -> int:
+        """Queue order among equal priorities: misses first."""
+        return list(StudyStatus).index(self)
+
+
+_FLAGGED = frozenset(
+    {
+        StudyStatus.LIKELY_MISSED,
+        StudyStatus.NO_READ,
+        StudyStatus.CONCORDANT_POSITIVE,
+        StudyStatus.READ_POSITIVE_MODEL_NEGATIVE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class StudyFlag:
+    """The flag for one study and the levels behind it."""
+
+    status: StudyStatus
+    priority: float
+    positive_levels: tuple[Level, ...]
+    unreported_levels: tuple[Level, ...]
+
+
+# -- what a finished scan reports -----------------------------------------------------------------
+
+SummaryValue = str | int | float
+
+
+@dataclass(frozen=True)
+class VertebraFinding:
+    """One classified (or unclassifiable) vertebra box."""
+
+    study: str  # the study's display key (Study Instance UID, or the image path without one)
+    image: str  # archive-relative path
+    level: Level
+    box_row: int
+    box: tuple[float, float, float, float]
+    box_source: str  # "file" or "localizer"
+    box_confidence: float | None
+    probability: float | None
+    positive: bool
+    reference_label: int | None  # label given in the box file, if any
+    heatmap: str  # run-relative path of the overlay thumbnail, "" when none
+    error: str  # why there is no probability, "" when there is one
+    study_status: StudyStatus
+    reported: bool | None  # did the read name this level as fractured (None: no read)
+
+
+@dataclass(frozen=True)
+class LevelEvidence:
+    """One level of a flagged study: its probability, call and heatmap thumbnail."""
+
+    level: Level
+    probability: float
+    positive: bool
+    reported: bool
+    heatmap: str  # run-relative path, "" when none was drawn
+    image: str
+
+
+@dataclass(frozen=True)
+class StudyFinding:
+    """One study with its flag, what the read said, and the evidence to judge it."""
+
+    key: str
+    study_uid: str
+    accession_number: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    description: str
+    images: tuple[str, ...]
+    image_path: str  # absolute path of the image with the strongest finding
+    flag: StudyFlag
+    read: ReadRow | None
+    levels: tuple[LevelEvidence, ...]
+    radiograph: str  # run-relative path of the radiograph thumbnail with boxes, "" when none
+
+    @property
+    def status(self) -> StudyStatus:
+        return self.flag.status
+
+    @property
+    def max_probability(self) -> float:
+        return max((level.probability for level in self.levels), default=0.0)
+
+    @property
+    def read_text(self) -> str:
+        """What the read said, in one line."""
+        if self.read is None:
+            return "no read"
+        if not self.read.fracture_reported:
+            return "no fracture reported"
+        levels = ";".join(level.value for level in self.read.reported_levels)
+        return f"fracture reported ({levels or 'levels not named'})"
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One file of the archive: triage outcome and what the scan did with it."""
+
+    path: str
+    size: int
+    status: str
+    reason: str
+    scan: str  # e.g. "classified 7 vertebrae", "no boxes", "cannot decode the image: ..."
+    modality: str
+    body_part: str
+    view_position: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """A counted, named problem with an input: a box row, a reads row, an image or a box."""
+
+    source: str  # "box file", "reads file", "image", "crop"
+    row: int | None
+    item: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Everything the scan reports show."""
+
+    title: str
+    summary: tuple[tuple[str, SummaryValue], ...]
+    status_counts: tuple[tuple[StudyStatus, int], ...]
+    threshold: float
+    studies: tuple[StudyFinding, ...]  # flagged studies, in queue order
+    vertebrae: tuple[VertebraFinding, ...]
+    files: tuple[FileRow, ...]
+    errors: tuple[ErrorRow, ...]
