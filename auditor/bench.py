@@ -38,12 +38,12 @@ import torch
 
 from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle, load_bundle
-from auditor.model.cam import DEFAULT_HEATMAP
 from auditor.model.infer import Classifier, select_device
 from auditor.reports.thumbnails import heatmap_overlay, save_jpeg
 from auditor.scan.config import HeatmapMode, ScanConfig, ScanResult, default_workers
 from auditor.scan.dataset import THUMB_SIZE
 from auditor.scan.pipeline import run_scan
+from auditor.vocab import DEFAULT_HEATMAP
 
 logger = logging.getLogger(__name__)
 

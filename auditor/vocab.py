@@ -107,6 +107,20 @@ class HeatmapMethod(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def summary(self) -> str:
+        """What the method is, in a few words (for ``--help``)."""
+        return _HEATMAP_SUMMARIES[self]
+
+
+# A new method is a member above, its summary here, and its entry in
+# :data:`auditor.model.cam.RESNET_HEATMAP_SPECS` (which a test checks against this enum).
+_HEATMAP_SUMMARIES = {
+    HeatmapMethod.LAYERCAM4: "the layer4 LayerCAM, from the classifying pass",
+    HeatmapMethod.LAYERCAM: "layer2 x layer4 LayerCAM, a second pass with autograd",
+    HeatmapMethod.CAM: "the source study's CAM, from the classifying pass",
+}
+
 
 #: The ResNet method scan, evaluate and bench use unless told otherwise. On the hard decision
 #: world (seed 24, 246 true positives of the stage-11 classifier) its peak fell in the fracture

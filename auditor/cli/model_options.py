@@ -10,12 +10,15 @@ from typing import Annotated
 
 import typer
 
-from auditor.vocab import HeatmapMethod, OperatingPointName, Precision
+from auditor.vocab import DEFAULT_HEATMAP, HeatmapMethod, OperatingPointName, Precision
 
 HEATMAP_METHOD_HELP = (
-    "ResNet heatmap: layercam4 (the default: the layer4 LayerCAM, from the classifying pass), "
-    "layercam (layer2 x layer4 LayerCAM, a second pass with autograd) or cam (the source "
-    "study's CAM). VGG16 always uses Grad-CAM."
+    "ResNet heatmap: "
+    + "; ".join(
+        f"{method.value} ({'the default: ' if method is DEFAULT_HEATMAP else ''}{method.summary})"
+        for method in HeatmapMethod
+    )
+    + ". VGG16 always uses Grad-CAM."
 )
 
 HeatmapMethodOption = Annotated[HeatmapMethod, typer.Option(help=HEATMAP_METHOD_HELP)]

@@ -1,6 +1,6 @@
 """Class activation heatmaps: LayerCAM or CAM for ResNet18, Grad-CAM for VGG16.
 
-ResNet18 has three methods (:data:`RESNET_HEATMAPS`):
+ResNet18 has three methods (:data:`RESNET_HEATMAP_SPECS`):
 
 - ``layercam``: LayerCAM (Jiang et al. 2021, IEEE TIP 30:5875), each activation
   weighted by the positive part of the fracture logit's gradient at that position, summed over
@@ -14,12 +14,12 @@ ResNet18 has three methods (:data:`RESNET_HEATMAPS`):
   On synthetic validation crops (seed 7; 106 true positives at P >= 0.557) the fused map's
   maximum fell inside the fracture zone for 90 (85 %), CAM's for 69 (65 %); at P >= 0.316
   (112 true positives) shift-and-stitch raised the fused map from 94 (84 %) to 101 (90 %).
-- ``layercam4`` (the default, :data:`DEFAULT_HEATMAP`): the ``layer4`` map of ``layercam`` alone,
-  without the ``layer2`` map and without shift-and-stitch: the last feature maps weighted by the
-  positive part of the fracture class's fully connected weights. It is the map the zone-attention
-  loss of ``tlaudit train`` trains (:func:`auditor.training.train.zone_attention_loss`), and like
-  CAM it comes from the classifying forward pass, so it costs no second pass; its grid is the last
-  stage's (8 pixels at stride 8).
+- ``layercam4`` (the default, :data:`auditor.vocab.DEFAULT_HEATMAP`): the ``layer4`` map of
+  ``layercam`` alone, without the ``layer2`` map and without shift-and-stitch: the last feature
+  maps weighted by the positive part of the fracture class's fully connected weights. It is the map
+  the zone-attention loss of ``tlaudit train`` trains
+  (:func:`auditor.training.train.zone_attention_loss`), and like CAM it comes from the classifying
+  forward pass, so it costs no second pass; its grid is the last stage's (8 pixels at stride 8).
 - ``cam``: CAM (Zhou et al. 2016), as the source study did: the last convolutional feature maps
   weighted by the fully connected weights of the fracture class, summed over channels. Global
   average pooling makes this exact: the fracture logit is the spatial mean of the CAM plus the
@@ -36,21 +36,32 @@ device; a constant map becomes all zeros.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-from auditor.vocab import DEFAULT_HEATMAP as DEFAULT_HEATMAP  # re-exported; vocab owns it
 from auditor.vocab import HeatmapMethod
 
 FRACTURE_CLASS = 1
-RESNET_HEATMAPS = tuple(method.value for method in HeatmapMethod)
-#: The ResNet methods read from the classifying forward pass (no autograd pass).
-FORWARD_HEATMAPS = (HeatmapMethod.LAYERCAM4.value, HeatmapMethod.CAM.value)
+
+
+@dataclass(frozen=True)
+class HeatmapSpec:
+    """How one ResNet heatmap method is computed.
+
+    A ``forward`` method is read from the classifying pass (:func:`resnet_logits_and_cam`,
+    with only the positively weighted channels when ``positive_weights``); any other needs a
+    second pass with autograd, ``gradient_map(net, x)`` giving (N, S, S) maps in [0, 1].
+    """
+
+    forward: bool
+    positive_weights: bool = False
+    gradient_map: Callable[[models.ResNet, torch.Tensor], torch.Tensor] | None = None
 
 
 def normalise_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
@@ -159,6 +170,17 @@ def resnet_layercam_map(
     for k, (dy, dx) in enumerate(STITCH_SHIFTS):
         total += translate(fused[k * n : (k + 1) * n, None], -dy, -dx)[:, 0]
     return normalise_maps(total / len(STITCH_SHIFTS), size)
+
+
+#: The one registry of ResNet heatmap methods: a new method is its :class:`HeatmapSpec` here and its
+#: member (with a summary) in :class:`auditor.vocab.HeatmapMethod`.
+RESNET_HEATMAP_SPECS: dict[HeatmapMethod, HeatmapSpec] = {
+    HeatmapMethod.LAYERCAM4: HeatmapSpec(forward=True, positive_weights=True),
+    HeatmapMethod.LAYERCAM: HeatmapSpec(forward=False, gradient_map=resnet_layercam_map),
+    HeatmapMethod.CAM: HeatmapSpec(forward=True),
+}
+#: Their names, in the enum's order.
+RESNET_HEATMAPS = tuple(method.value for method in RESNET_HEATMAP_SPECS)
 
 
 def fuse_maps(maps: tuple[torch.Tensor, ...], size: int) -> torch.Tensor:

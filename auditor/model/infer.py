@@ -21,19 +21,17 @@ from auditor.crops import normalise_crops
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, ModelCard
 from auditor.model.cam import (
-    DEFAULT_HEATMAP,
-    FORWARD_HEATMAPS,
+    RESNET_HEATMAP_SPECS,
     RESNET_HEATMAPS,
     normalise_maps,
-    resnet_layercam_map,
     resnet_logits_and_cam,
     vgg_logits_and_gradcam,
 )
-from auditor.vocab import Precision
+from auditor.vocab import DEFAULT_HEATMAP, Device, HeatmapMethod, Precision
 
 logger = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = tuple(device.value for device in Device)
 PRECISIONS = tuple(precision.value for precision in Precision)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -170,10 +168,13 @@ class Classifier:
         precision: str = "auto",
         heatmap: str = DEFAULT_HEATMAP,
     ) -> None:
-        if heatmap not in RESNET_HEATMAPS:
+        try:
+            method = HeatmapMethod(heatmap)
+        except ValueError:
             raise UsageError(
                 f"unknown heatmap method {heatmap!r}; expected one of {', '.join(RESNET_HEATMAPS)}"
-            )
+            ) from None
+        self._spec = RESNET_HEATMAP_SPECS[method]
         self.bundle = bundle
         self.card = bundle.card
         self.device = device
@@ -183,7 +184,7 @@ class Classifier:
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net.eval()
-        self.heatmap = "grad-cam" if isinstance(net, models.VGG) else heatmap
+        self.heatmap = "grad-cam" if isinstance(net, models.VGG) else method.value
 
     def describe(self) -> str:
         """Human-readable device and precision, e.g. ``cpu, fp32, channels-last``."""
@@ -227,8 +228,8 @@ class Classifier:
                 logits, raw = resnet_logits_and_cam(
                     self.net,
                     x,
-                    with_cam=cam and self.heatmap in FORWARD_HEATMAPS,
-                    positive_weights=self.heatmap == "layercam4",
+                    with_cam=cam and self._spec.forward,
+                    positive_weights=self._spec.positive_weights,
                 )
                 if raw is not None:
                     maps = normalise_maps(raw, size)
@@ -259,7 +260,8 @@ class Classifier:
         outside it, so it can enter autograd)."""
         with self._autocast():
             if isinstance(self.net, models.ResNet):
-                maps = resnet_layercam_map(self.net, x)
+                assert self._spec.gradient_map is not None  # forward methods never get here
+                maps = self._spec.gradient_map(self.net, x)
             else:
                 _, raw = vgg_logits_and_gradcam(self.net, x, with_cam=True)
                 assert raw is not None

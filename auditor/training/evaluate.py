@@ -32,12 +32,11 @@ from matplotlib.path import Path as PolygonPath
 
 from auditor.checksums import file_sha256
 from auditor.model.bundle import ModelBundle, OperatingPoint, load_bundle
-from auditor.model.cam import DEFAULT_HEATMAP
 from auditor.model.infer import Classifier, select_device
 from auditor.records import is_positive, positives
 from auditor.training.data import CropSet, load_crop_set, zone_mask
 from auditor.training.metrics import BinaryMetrics, Confusion, binary_metrics, sensitivity_by
-from auditor.vocab import Level
+from auditor.vocab import DEFAULT_HEATMAP, Level
 
 logger = logging.getLogger(__name__)
 
