@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from _scan_factory import LEVELS, make_scan_world
 from typer.testing import CliRunner
 
 from auditor.bench import BenchConfig, describe_machine, run_bench
 from auditor.cli.app import app
 from auditor.errors import UsageError
+from tests.helpers.scan_world import LEVELS, make_scan_world
 
 
 @pytest.mark.parametrize("method", [None, "layercam"])

@@ -9,7 +9,6 @@ files that always run.
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +19,10 @@ from auditor.errors import ReadError, UnsupportedImageError
 from auditor.io.radiograph import read_header, read_radiograph
 from auditor.records import Radiograph
 from auditor.vocab import FileStatus
+from tests.helpers.paths import DICOM_DATA, REPO_DIR
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "dicom-corpus"
-DATA = Path(__file__).resolve().parent / "data" / "dicom"
+CORPUS = REPO_DIR.parent / "shared" / "dicom-corpus"
+DATA = DICOM_DATA
 
 needs_corpus = pytest.mark.skipif(
     not (CORPUS / "manifest.tsv").is_file(),

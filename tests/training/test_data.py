@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _train_factory import make_world
 
 from auditor.errors import InputFileError
 from auditor.training.data import AugmentConfig, CropDataset, load_crop_set
+from tests.helpers.train_world import make_world
 
 
 def _append_rows(annotations: Path, rows: list[dict[str, str]]) -> None:

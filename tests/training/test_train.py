@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _train_factory import make_world
 from safetensors.torch import save_file
 from torchvision import models
 from typer.testing import CliRunner
@@ -23,6 +22,7 @@ from auditor.model.nets import build_network
 from auditor.training.data import load_crop_set
 from auditor.training.pretrained import imagenet_weights_location, resolve_pretrained
 from auditor.training.train import TrainConfig, balanced_sampler, train_bundle
+from tests.helpers.train_world import make_world
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
 pytestmark = pytest.mark.numerics

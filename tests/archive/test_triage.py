@@ -6,7 +6,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from _io_factory import make_dicom
 
 from auditor.archive.triage import (
     Reason,
@@ -20,6 +19,7 @@ from auditor.errors import InputFileError
 from auditor.io.radiograph import read_header
 from auditor.records import RadiographMeta
 from auditor.vocab import FileStatus
+from tests.helpers.dicom_files import make_dicom
 
 BASE = RadiographMeta(
     path=Path("x.dcm"),

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _train_factory import LEVELS, make_world
 from openpyxl import load_workbook
 from PIL import Image
 from typer.testing import CliRunner
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 from auditor.cli import app as cli_app
 from auditor.model.bundle import create_untrained_bundle
 from auditor.training.evaluate import EvaluateConfig, evaluate_bundle, peak_in_zone, zone_energy
+from tests.helpers.train_world import LEVELS, make_world
 
 runner = CliRunner()
 

@@ -14,6 +14,7 @@ from auditor.boxes import read_box_file
 from auditor.cli.app import app
 from auditor.localizer import load_localizer
 from auditor.synth import SynthConfig, write_archive
+from tests.helpers.paths import SAMPLE_DATA
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
 pytestmark = pytest.mark.numerics
@@ -114,7 +115,7 @@ def test_train_localizer_command_logs_progress_and_writes_a_bundle(tmp_path: Pat
 def test_bundled_localizer_on_the_bundled_sample(tmp_path: Path) -> None:
     """Guards the shipped weights and thresholds: on the sample it found and named every body
     when released (recall, precision and level accuracy 1.0); allow a little slack."""
-    sample = Path(__file__).resolve().parents[1] / "sample_data"
+    sample = SAMPLE_DATA
     result = runner.invoke(
         app,
         [

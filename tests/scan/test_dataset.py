@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _scan_factory import LEVELS, make_scan_world
 
 from auditor.model.bundle import ModelCard, load_bundle
 from auditor.records import VertebraBox
@@ -19,6 +18,7 @@ from auditor.scan.dataset import (
     pack_batches,
 )
 from auditor.vocab import Level
+from tests.helpers.scan_world import LEVELS, make_scan_world
 
 
 def _box(row: int, level: Level, y0: float, x1: float = 70.0) -> VertebraBox:

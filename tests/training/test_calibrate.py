@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _train_factory import make_world
 from typer.testing import CliRunner
 
 from auditor.cli import app as cli_app
@@ -17,6 +16,7 @@ from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle, load_bundle
 from auditor.training.calibrate import calibrate_bundle
 from auditor.training.metrics import choose_operating_points
+from tests.helpers.train_world import make_world
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
 pytestmark = pytest.mark.numerics

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pytest
-from _scan_factory import BAD_BOX_ROWS, BAD_READ_ROWS, HOSTILE, LEVELS, ScanWorld, make_scan_world
 from openpyxl.utils import get_column_letter
 from typer.testing import CliRunner
 
@@ -28,6 +27,14 @@ from auditor.reports.pseudonym import Pseudonymiser
 from auditor.scan.config import HeatmapMode
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import ScanConfig, ScanEvent, ScanResult, run_scan
+from tests.helpers.scan_world import (
+    BAD_BOX_ROWS,
+    BAD_READ_ROWS,
+    HOSTILE,
+    LEVELS,
+    ScanWorld,
+    make_scan_world,
+)
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
 pytestmark = pytest.mark.numerics

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from _io_factory import make_dicom
 from typer.testing import CliRunner
 
 from auditor.cli import app as app_module
+from tests.helpers.dicom_files import make_dicom
 
 runner = CliRunner()
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _io_factory import make_dicom
 from PIL import Image
 
 from auditor.archive.inventory import (
@@ -19,6 +18,8 @@ from auditor.archive.inventory import (
 from auditor.archive.triage import Reason, TriageRules
 from auditor.io.radiograph import read_radiograph
 from auditor.vocab import FileStatus
+from tests.helpers.dicom_files import make_dicom
+from tests.helpers.paths import DICOM_DATA
 
 
 def _mixed_archive(tmp_path: Path) -> Path:
@@ -132,7 +133,7 @@ def test_accounting_csv_round_trip(tmp_path: Path):
 
 def test_corrupted_real_files_never_crash_triage(tmp_path: Path):
     """Truncated and byte-damaged copies of real files give rows, never exceptions."""
-    data_dir = Path(__file__).resolve().parent / "data" / "dicom"
+    data_dir = DICOM_DATA
     rng = np.random.default_rng(7)
     root = tmp_path / "damaged"
     root.mkdir()

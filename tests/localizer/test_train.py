@@ -11,8 +11,8 @@ from auditor.localizer import load_localizer, train_localizer
 from auditor.localizer.data import AugmentConfig, CanvasCache, augment_batch
 from auditor.localizer.evaluate import EvalItem, evaluate_items
 from auditor.localizer.targets import PARTIAL
-from auditor.localizer.toy import toy_images
 from auditor.localizer.train import TrainConfig
+from tests.helpers.toy_localizer import toy_images
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
 pytestmark = pytest.mark.numerics

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _io_factory import make_dicom, phantom
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
@@ -14,6 +13,7 @@ from pydicom.uid import JPEGBaseline8Bit
 
 from auditor.errors import ReadError, UnsupportedImageError
 from auditor.io.radiograph import read_header, read_radiograph, sniff_format
+from tests.helpers.dicom_files import make_dicom, phantom
 
 
 def test_header_fields_are_read_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
