@@ -59,7 +59,23 @@ _LABELS = {
     "false": 0,
     "negative": 0,
 }
-_COORDS = ("x_min", "y_min", "x_max", "y_max")
+#: The box's corners, in stored-pixel coordinates (x = column, y = row).
+BOX_COORDS = ("x_min", "y_min", "x_max", "y_max")
+#: Every column a box file may have, in the order tlaudit writes them: the image (by path or
+#: SOP Instance UID), the level, the corners, then the optional columns.
+BOX_FILE_COLUMNS = (
+    "image",
+    "sop_instance_uid",
+    "level",
+    *BOX_COORDS,
+    "label",
+    "ao_type",
+    "genant_grade",
+    "patient_id",
+    "study_uid",
+    "source",
+    "confidence",
+)
 #: Where a box can come from: a person's box file, or the bundled localizer.
 BOX_SOURCES = ("file", "localizer")
 
@@ -138,7 +154,7 @@ def _read_csv(path: Path) -> tuple[list[VertebraBox], list[RowError]]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             fields = [name.strip().lower() for name in reader.fieldnames or []]
-            missing = [name for name in ("level", *_COORDS) if name not in fields]
+            missing = [name for name in ("level", *BOX_COORDS) if name not in fields]
             if missing or not {"image", "sop_instance_uid"} & set(fields):
                 need = missing or ["image or sop_instance_uid"]
                 raise InputFileError(
@@ -157,7 +173,7 @@ def _read_csv(path: Path) -> tuple[list[VertebraBox], list[RowError]]:
     for number, raw in rows:
         record = {key: (value or "").strip() for key, value in raw.items() if key is not None}
         try:
-            boxes.append(_make_box(number, record, {k: record.get(k, "") for k in _COORDS}))
+            boxes.append(_make_box(number, record, {k: record.get(k, "") for k in BOX_COORDS}))
         except _RowError as err:
             errors.append(
                 RowError(number, str(err), record.get("image", ""), record.get("level", ""))
@@ -243,7 +259,7 @@ def _make_box(row: int, record: Mapping[str, str], coords: Mapping[str, Any]) ->
         level = Level.parse(record.get("level", ""))
     except ValueError as err:
         raise _RowError(str(err)) from None
-    x_min, y_min, x_max, y_max = (_number(coords[name], name) for name in _COORDS)
+    x_min, y_min, x_max, y_max = (_number(coords[name], name) for name in BOX_COORDS)
     problem = degenerate_reason((x_min, y_min, x_max, y_max))
     if problem:
         raise _RowError(problem)

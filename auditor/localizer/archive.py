@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
+from auditor.boxes import BOX_COORDS
 from auditor.errors import READ_FAILURES, read_failure_reason
 from auditor.files import atomic_path
 from auditor.io.radiograph import read_radiograph
@@ -34,14 +35,13 @@ from auditor.vocab import FileStatus
 
 logger = logging.getLogger(__name__)
 
+#: The box file's columns: those ``scan --boxes`` reads (:data:`auditor.boxes.BOX_FILE_COLUMNS`)
+#: plus two for a person reviewing it.
 BOX_COLUMNS = (
     "image",
     "sop_instance_uid",
     "level",
-    "x_min",
-    "y_min",
-    "x_max",
-    "y_max",
+    *BOX_COORDS,
     "source",
     "confidence",
     "level_confidence",
@@ -126,7 +126,7 @@ def localize_archive(
     rules: TriageRules | None = None,
     localizer: Localizer | None = None,
     progress: Callable[[str], None] | None = None,
-    on_located: Callable[[str, Radiograph, list[dict[str, object]]], None] | None = None,
+    on_located: Callable[[str, Radiograph, list[VertebraBox]], None] | None = None,
     records: Iterable[FileRecord] | None = None,
     workers: int = 0,
     device: torch.device | None = None,
@@ -148,9 +148,10 @@ def localize_archive(
     progress
         Called with each candidate's archive-relative path after it is done.
     on_located
-        Called with the archive-relative path, the decoded radiograph and the box-file rows
-        written for it (coordinates rounded as in the file), for each image with boxes; ``scan``
-        uses it to cut the classifier's crops from this decode instead of decoding again.
+        Called with the archive-relative path, the decoded radiograph and its boxes as the box
+        file states them (coordinates rounded as in the file), for each image with boxes;
+        ``scan`` uses it to cut the classifier's crops from this decode instead of decoding
+        again.
     records
         The archive's inventory when the caller already has it (``scan`` does), so the archive
         is not walked a second time; by default :func:`~auditor.archive.inventory.inventory`
@@ -206,6 +207,7 @@ def localize_archive(
             )
             outcomes.append(LocalizerOutcome(record.relpath, status, result.reason))
             rows: list[dict[str, object]] = []
+            stated_boxes: list[VertebraBox] = []
             for box in result.boxes:
                 stated = VertebraBox(
                     row=len(box_rows) + len(rows) + 1,
@@ -221,7 +223,7 @@ def localize_archive(
                     source=box.source,
                     confidence=box.confidence,
                 )
-                found.append(stated)
+                stated_boxes.append(stated)
                 rows.append(
                     {
                         "image": stated.image,
@@ -240,8 +242,9 @@ def localize_archive(
                     }
                 )
             box_rows.extend(rows)
-            if rows and on_located is not None:
-                on_located(record.relpath, radiograph, rows)
+            found.extend(stated_boxes)
+            if stated_boxes and on_located is not None:
+                on_located(record.relpath, radiograph, stated_boxes)
             if progress is not None:
                 progress(record.relpath)
     out = Path(out)

@@ -43,7 +43,14 @@ from auditor.errors import UsageError
 from auditor.model.bundle import ModelCard, load_bundle
 from auditor.model.infer import Classifier, select_device
 from auditor.parallel import LocalProcesses
-from auditor.records import LocalizerOutcome, Radiograph, RowError, SummaryValue, is_positive
+from auditor.records import (
+    LocalizerOutcome,
+    Radiograph,
+    RowError,
+    SummaryValue,
+    VertebraBox,
+    is_positive,
+)
 from auditor.reports.pseudonym import Pseudonymiser, new_salt
 from auditor.reports.writers import ReportOptions, write_reports
 from auditor.scan.assemble import FileEntry, ScanInputs, assemble_report
@@ -127,8 +134,8 @@ def _localize(
     """
     from auditor.localizer import localize_archive  # torch model; only needed without --boxes
 
-    def precut(image: str, radiograph: Radiograph, rows: list[dict[str, object]]) -> None:
-        boxes = [(str(r["level"]), _corners(r)) for r in rows]
+    def precut(image: str, radiograph: Radiograph, found: list[VertebraBox]) -> None:
+        boxes = [(box.level.value, box.xyxy) for box in found]
         try:
             write_precut(precut_path(config.out, image), radiograph.pixels, boxes, card)
         except (OSError, ValueError) as err:  # e.g. a full disk: the loader decodes it instead
@@ -186,12 +193,6 @@ def _stored_crops(config: ScanConfig, image: str) -> Path | None:
         return None
     path = precut_path(config.out, image)
     return path if path.is_file() else None
-
-
-def _corners(row: dict[str, object]) -> tuple[float, float, float, float]:
-    """A box-file row's corners as the box file will read them back."""
-    x0, y0, x1, y1 = (float(str(row[key])) for key in ("x_min", "y_min", "x_max", "y_max"))
-    return x0, y0, x1, y1
 
 
 def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult:
