@@ -40,10 +40,8 @@ def test_pack_batches_keeps_images_whole() -> None:
 
 
 @pytest.fixture(scope="module")
-def card(tmp_path_factory: pytest.TempPathFactory) -> ModelCard:
-    from auditor.model.bundle import create_untrained_bundle
-
-    return load_bundle(create_untrained_bundle(tmp_path_factory.mktemp("m"), "resnet18", 32)).card
+def card(bundle: Path) -> ModelCard:
+    return load_bundle(bundle).card
 
 
 def test_item_holds_every_crop_of_an_image(tmp_path: Path, card: ModelCard) -> None:

@@ -47,11 +47,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ScanWorld:
     return make_scan_world(tmp_path_factory.mktemp("world"), n_studies=N_STUDIES)
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return create_untrained_bundle(tmp_path_factory.mktemp("model"), "resnet18", 32, seed=0)
-
-
 def _config(world: ScanWorld, bundle: Path, out: Path, **kw: object) -> ScanConfig:
     options: dict[str, object] = {
         "archive": world.archive,
