@@ -18,13 +18,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from auditor import __version__
-from auditor.checksums import file_sha256
+from auditor.bundle_files import checked_sha256, read_card, read_weights, write_weights
 from auditor.errors import BundleError, TlauditError
-from auditor.files import atomic_path, write_text_atomic
+from auditor.files import write_text_atomic
 from auditor.localizer.decode import Detection, decode
 from auditor.localizer.geometry import Letterbox, normalise
 from auditor.localizer.levels import assign_levels
@@ -288,12 +286,9 @@ def save_localizer(net: LocalizerNet, card: LocalizerCard, folder: Path) -> Path
     """Write a bundle folder (weights as safetensors, card as JSON, both written atomically)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / WEIGHTS_FILE
     state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
-    with atomic_path(weights) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT_MARKER})
     data = card.to_json()
-    data["weights_sha256"] = file_sha256(weights)
+    data["weights_sha256"] = write_weights(folder / WEIGHTS_FILE, state, FORMAT_MARKER)
     write_text_atomic(folder / CARD_FILE, json.dumps(data, indent=2, sort_keys=False) + "\n")
     return folder
 
@@ -317,20 +312,10 @@ def load_localizer(path: Path | None = None, device: torch.device | None = None)
         raise BundleError(
             f"{folder}: a localizer bundle needs {CARD_FILE} and {WEIGHTS_FILE} in the folder"
         )
-    try:
-        data = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{card_path}: cannot read the localizer card: {err}") from err
-    if not isinstance(data, dict):
-        raise BundleError(f"{card_path}: the localizer card must be a JSON object")
+    data = read_card(card_path, "localizer")
     card = LocalizerCard.from_json(data, card_path)
-    expected = data.get("weights_sha256")
-    if expected != file_sha256(weights):
-        raise BundleError(f"{weights}: weights do not match the SHA-256 recorded in {CARD_FILE}")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as err:
-        raise BundleError(f"{weights}: cannot read safetensors weights: {err}") from err
+    checked_sha256(weights, data.get("weights_sha256"), card_path)
+    state = read_weights(weights)
     net = LocalizerNet(width=card.width)
     try:
         net.load_state_dict(

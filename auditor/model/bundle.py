@@ -24,15 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from auditor import __version__
-from auditor.checksums import file_sha256
+from auditor.bundle_files import checked_sha256, read_card, read_weights, write_weights
 from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import BundleError, TlauditError
-from auditor.files import atomic_path, write_text_atomic
+from auditor.files import write_text_atomic
 from auditor.model.nets import ARCHITECTURES, FEATURE_STRIDES, build_network
 from auditor.resources import resource_path
 
@@ -303,10 +301,7 @@ def save_bundle(
         if half_precision and t.is_floating_point():
             t = t.half()
         state[key] = t.contiguous()
-    weights = directory / WEIGHTS_FILE
-    with atomic_path(weights) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT_MARKER})
-    sha256 = file_sha256(weights)
+    sha256 = write_weights(directory / WEIGHTS_FILE, state, FORMAT_MARKER)
     write_card(directory, card, sha256)
     logger.info("wrote model bundle %s (%s)", directory, sha256[:12])
     return directory
@@ -347,11 +342,8 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
             f"{folder}: not a tlaudit model bundle (no {CARD_FILE}; expected {CARD_FILE} and "
             f"{WEIGHTS_FILE})"
         )
-    try:
-        data = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{card_path}: cannot read the model card: {err}") from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT_MARKER:
+    data = read_card(card_path, "model")
+    if data.get("format") != FORMAT_MARKER:
         raise BundleError(
             f"{card_path}: not a tlaudit model bundle (format marker {FORMAT_MARKER!r} missing)"
         )
@@ -363,18 +355,9 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
     weights = folder / str(data.get("weights_file", WEIGHTS_FILE))
     if weights.parent.resolve() != folder.resolve() or not weights.is_file():
         raise BundleError(f"{folder}: weights file {weights.name!r} missing from the bundle")
-    recorded = str(data.get("sha256", ""))
-    actual = file_sha256(weights)
-    if recorded != actual:
-        raise BundleError(
-            f"{weights}: SHA-256 {actual[:16]}... does not match the card's "
-            f"{recorded[:16] or '(none)'}...; the weights were changed or damaged"
-        )
+    actual = checked_sha256(weights, data.get("sha256"), card_path)
     card = ModelCard.from_json(data)
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise BundleError(f"{weights}: cannot read weights: {err}") from err
+    state = read_weights(weights)
     return ModelBundle(card=card, path=folder, sha256=actual, state_dict=state)
 
 
