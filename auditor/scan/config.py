@@ -113,13 +113,6 @@ class ScanResult:
     n_errors: int
     timings: dict[str, float]
 
-    @property
-    def vertebrae_per_second(self) -> float:
-        """Vertebrae classified in this session per second of the whole scan (0 when none)."""
-        total = self.timings.get("total_s", 0.0)
-        done = self.timings.get("classified_this_session", 0.0)
-        return done / total if total > 0 else 0.0
-
 
 Progress = Callable[[ScanEvent], None]
 
