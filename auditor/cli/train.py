@@ -23,7 +23,7 @@ from rich.table import Table
 from auditor.vocab import Device
 
 if TYPE_CHECKING:
-    from auditor.training.train import EpochRow
+    from auditor.training.progress import EpochRow
 
 
 class ArchitectureChoice(str, Enum):
@@ -292,8 +292,9 @@ def train(
 ) -> None:
     """Train a fracture / no-fracture classifier with the study's recipe, grouped by patient."""
     # torch loads here, not at import, so that `tlaudit --help` and other commands stay quick
+    from auditor.training.config import TrainConfig
     from auditor.training.data import AugmentConfig
-    from auditor.training.train import TrainConfig, train_bundle
+    from auditor.training.train import train_bundle
 
     config = TrainConfig(
         architecture=architecture.value,

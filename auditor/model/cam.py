@@ -18,7 +18,7 @@ ResNet18 has three methods (:data:`RESNET_HEATMAP_SPECS`):
   ``layercam`` alone, without the ``layer2`` map and without shift-and-stitch: the last feature
   maps weighted by the positive part of the fracture class's fully connected weights. It is the map
   the zone-attention loss of ``tlaudit train`` trains
-  (:func:`auditor.training.train.zone_attention_loss`), and like CAM it comes from the classifying
+  (:func:`auditor.training.engine.zone_attention_loss`), and like CAM it comes from the classifying
   forward pass, so it costs no second pass; its grid is the last stage's (8 pixels at stride 8).
 - ``cam``: CAM (Zhou et al. 2016), as the source study did: the last convolutional feature maps
   weighted by the fully connected weights of the fracture class, summed over channels. Global

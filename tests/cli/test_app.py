@@ -104,7 +104,7 @@ def test_cli_choices_agree_with_the_library() -> None:
     from auditor.model.cam import RESNET_HEATMAPS
     from auditor.model.infer import DEVICES, PRECISIONS
     from auditor.model.nets import ARCHITECTURES
-    from auditor.training.train import CLASS_BALANCING, MONITORS
+    from auditor.training.config import CLASS_BALANCING, MONITORS
 
     assert ", ".join(sorted(DEFAULT_MODALITIES)) == DEFAULT_MODALITIES_HELP
     for enum, library in (

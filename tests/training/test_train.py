@@ -19,9 +19,11 @@ from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle, load_bundle
 from auditor.model.infer import Classifier
 from auditor.model.nets import build_network
+from auditor.training.config import TrainConfig
 from auditor.training.data import load_crop_set
+from auditor.training.engine import balanced_sampler
 from auditor.training.pretrained import imagenet_weights_location, resolve_pretrained
-from auditor.training.train import TrainConfig, balanced_sampler, train_bundle
+from auditor.training.train import train_bundle
 from tests.helpers.train_world import make_world
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
@@ -232,7 +234,7 @@ def test_balanced_sampler_draws_both_classes_equally_often() -> None:
 
 
 def test_zone_loss_is_minus_log_of_the_attention_inside_the_zone() -> None:
-    from auditor.training.train import zone_attention_loss
+    from auditor.training.engine import zone_attention_loss
 
     features = torch.zeros((2, 2, 2, 2))
     features[:, 0] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
