@@ -41,7 +41,7 @@ from auditor.synth.distractors import (
     sr_distractor,
 )
 from auditor.synth.preview import contact_sheet, save_sheet, study_tile
-from auditor.synth.study import SynthStudy, _rng, fake_date, generate_study, uid
+from auditor.synth.study import SynthStudy, fake_date, generate_study, stream_rng, uid
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class _Result:
 def plan_distractors(seed: int, studies: int, config: SynthConfig) -> list[_Distractor]:
     """Deal distractor kinds: each configured kind once (in a seeded order) before any repeats."""
     n = round(config.distractor_rate * studies)
-    rng = _rng(seed, 0, 99)
+    rng = stream_rng(seed, 0, 99)
     kinds = list(config.distractor_kinds)
     order = [kinds[i] for i in rng.permutation(len(kinds))]
     out = []
@@ -332,7 +332,7 @@ def lateral_dataset(study: SynthStudy) -> tuple[Dataset, str]:
     storage = dicom.DX_STORAGE if h.modality == "DX" else dicom.CR_STORAGE
     ds = dicom.base_dataset(storage, h.sop_uid, h.study_uid, h.series_uid, _ident(study))
     facing = "A" if study.scene.grid.facing_right else "P"
-    window = study.window if _rng(study.seed, study.index, 6).random() < 0.75 else None
+    window = study.window if stream_rng(study.seed, study.index, 6).random() < 0.75 else None
     dicom.radiograph_module(
         ds,
         modality=h.modality,
@@ -458,7 +458,7 @@ def _lateral(
 
     ident = _ident(study)
     for d in hosted:
-        drng = _rng(seed, 1_000_000 + d.number, 0)
+        drng = stream_rng(seed, 1_000_000 + d.number, 0)
         series = 10 + d.number
         sop = uid(seed, "distractor", d.number, "instance")
         series_uid = uid(seed, "distractor", d.number, "series")
@@ -504,7 +504,7 @@ def _lateral(
 
 def _standalone(d: _Distractor, seed: int, config: SynthConfig, root: Path) -> _Result:
     res = _Result()
-    rng = _rng(seed, 1_000_000 + d.number, 0)
+    rng = stream_rng(seed, 1_000_000 + d.number, 0)
     number = d.number
     patient_id = f"SYN{seed % 10000:04d}-X{number:04d}"
     accession = f"SX{seed % 10000:04d}{number:06d}"

@@ -118,7 +118,12 @@ class VertebraCrop:
     offset: tuple[int, int]  # (x, y) of the crop's top-left corner in the image
 
 
-def _rng(seed: int, index: int, *stream: int) -> np.random.Generator:
+def stream_rng(seed: int, index: int, *stream: int) -> np.random.Generator:
+    """The generator of one random stream of study ``index`` in the world ``seed``.
+
+    Every draw site has its own ``stream`` path (numpy ``SeedSequence([seed, index, *stream])``),
+    so a new draw in one place leaves every other draw unchanged.
+    """
     return np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, index, *stream]))
 
 
@@ -148,20 +153,20 @@ def generate_study(seed: int, index: int = 0, config: SynthConfig | None = None)
         Pixels, per-vertebra truth (boxes ordered cranial to caudal), read and header plan.
     """
     config = config or SynthConfig()
-    top = _rng(seed, index, 0)
+    top = stream_rng(seed, index, 0)
     fractured = bool(top.random() < config.fracture_study_rate)
     scene: Scene | None = None
     truths: tuple[VertebraTruth, ...] = ()
     for attempt in range(12):
-        scene = sample_scene(_rng(seed, index, 1, attempt), config, fractured)
+        scene = sample_scene(stream_rng(seed, index, 1, attempt), config, fractured)
         truths = _truth(scene)
         if _acceptable(scene, truths):
             break
     assert scene is not None
-    maps = render_maps(scene, _rng(seed, index, 2))
-    formed = form_image(scene, maps, _rng(seed, index, 3), [t.box for t in truths])
-    header = _header(seed, index, scene, _rng(seed, index, 4), config)
-    read = _read(truths, scene, _rng(seed, index, 5), config)
+    maps = render_maps(scene, stream_rng(seed, index, 2))
+    formed = form_image(scene, maps, stream_rng(seed, index, 3), [t.box for t in truths])
+    header = _header(seed, index, scene, stream_rng(seed, index, 4), config)
+    read = _read(truths, scene, stream_rng(seed, index, 5), config)
     return SynthStudy(
         seed, index, formed.stored, formed.display, formed.window, truths, header, read, scene
     )
