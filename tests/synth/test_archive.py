@@ -14,7 +14,7 @@ from auditor.archive.triage import TriageRules, triage_header
 from auditor.errors import ReadError, UsageError
 from auditor.io.radiograph import read_header, read_radiograph
 from auditor.synth import DISTRACTOR_KINDS, SynthConfig, write_archive
-from auditor.synth.archive import BOX_COLUMNS, READ_COLUMNS, TRUTH_COLUMNS
+from auditor.synth.schemas import BOX_COLUMNS, READ_COLUMNS, TRUTH_COLUMNS
 from auditor.vocab import FileStatus
 
 CONFIG = SynthConfig(
