@@ -432,7 +432,7 @@ def test_localizer_scan_reads_the_archive_once(
 def test_crops_that_cannot_be_stored_are_decoded_again(
     bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from auditor.scan import pipeline
+    from auditor.scan import locate
     from auditor.synth.archive import write_archive
     from auditor.synth.config import SynthConfig
 
@@ -443,7 +443,7 @@ def test_crops_that_cannot_be_stored_are_decoded_again(
     def full_disk(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pipeline, "write_precut", full_disk)
+    monkeypatch.setattr(locate, "write_precut", full_disk)
     result = run_scan(
         ScanConfig(
             archive=world / "archive", out=tmp_path / "run", model=bundle, heatmaps=HeatmapMode.NONE

@@ -1,0 +1,172 @@
+"""Stages 1 and 2 of a scan: triage every file of the archive, then find the vertebra boxes.
+
+Boxes come from the user's box file, or, without one, from the bundled vertebra localizer
+(:mod:`auditor.localizer`), whose boxes are handed on in memory and written to
+``RUN_DIR/localizer_boxes.csv`` as a by-product for review (and for ``--resume``). Either way they
+are validated row by row and matched to the candidate images (:mod:`auditor.boxes`); a candidate
+on which the localizer finds nothing usable is an error row with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from auditor.archive.inventory import FileRecord, inventory
+from auditor.boxes import BoxFile, ResolvedBoxes, degenerate_reason, read_box_file, resolve_boxes
+from auditor.model.bundle import ModelCard
+from auditor.records import LocalizerOutcome, Radiograph, RadiographMeta, RowError, VertebraBox
+from auditor.scan.assemble import FileEntry
+from auditor.scan.config import Progress, ScanConfig, ScanEvent, default_decode_workers
+from auditor.scan.dataset import precut_path, write_precut
+from auditor.scan.reads import ReadsFile, read_reads_file
+
+logger = logging.getLogger(__name__)
+
+LOCALIZER_BOXES = "localizer_boxes.csv"
+"""Box file the localizer writes into RUN_DIR when the scan has no ``--boxes``."""
+
+
+@dataclass(frozen=True)
+class FoundBoxes:
+    """Stages 1-2's output: the archive's files, the boxes matched to its candidates, the reads."""
+
+    records: list[FileRecord]
+    files: tuple[FileEntry, ...]
+    candidates: dict[str, RadiographMeta]
+    box_file: BoxFile
+    resolved: ResolvedBoxes
+    localizer_errors: tuple[RowError, ...]
+    reads_file: ReadsFile | None
+
+
+def _file_entry(record: FileRecord) -> FileEntry:
+    """One file's accounting row as the reports carry it (the inventory's triage, not a copy)."""
+    return FileEntry(
+        relative=record.relpath,
+        path=record.path,
+        size=record.size,
+        status=record.status.value,
+        reason=record.reason.value + (f": {record.detail}" if record.detail else ""),
+        meta=record.meta,
+    )
+
+
+def _localize(
+    config: ScanConfig,
+    card: ModelCard,
+    records: list[FileRecord],
+    device: torch.device,
+    emit: Progress,
+) -> tuple[BoxFile, tuple[RowError, ...]]:
+    """Find vertebra boxes with the localizer; return them (as a box file states them) and one
+    error per image on which nothing usable was found (or that could not be read).
+
+    The boxes are handed on in memory. The box file is written into RUN_DIR as a by-product, so a
+    person can review or correct it (and pass it back with ``--boxes``), and so that a resumed
+    scan reads it back instead of localizing again. The classifier's crops
+    are cut from the localizer's decode of each image (``RUN_DIR/precut/``), so the loader does
+    not decode it a second time. The scan's loader workers decode the next images meanwhile.
+    """
+    from auditor.localizer import localize_archive  # torch model; only needed without --boxes
+
+    def precut(image: str, radiograph: Radiograph, found: list[VertebraBox]) -> None:
+        boxes = [(box.level.value, box.xyxy) for box in found]
+        try:
+            write_precut(precut_path(config.out, image), radiograph.pixels, boxes, card)
+        except (OSError, ValueError) as err:  # e.g. a full disk: the loader decodes it instead
+            logger.warning("cannot store an image's crops (%s); it will be decoded again", err)
+
+    out = config.out / LOCALIZER_BOXES
+    outcomes = out.with_name(out.stem + ".images.csv")
+    if config.resume and out.is_file() and outcomes.is_file():
+        with outcomes.open(newline="", encoding="utf-8") as handle:
+            stored = [
+                LocalizerOutcome(row["image"], row["status"], row["reason"])
+                for row in csv.DictReader(handle)
+            ]
+        return read_box_file(out), _localizer_errors(stored)
+    emit(ScanEvent("info", "No box file given: finding vertebrae with the localizer"))
+    done = localize_archive(
+        config.archive,
+        out,
+        bundle=config.localizer,
+        rules=config.triage,
+        on_located=precut if config.precut else None,
+        records=records,
+        workers=default_decode_workers() if config.workers is None else config.workers,
+        device=device,
+    )
+    emit(
+        ScanEvent(
+            "info",
+            f"Localizer: {done.boxes} boxes on {done.localized} of {done.candidates} "
+            f"candidate images; nothing usable on {done.nothing_found}, "
+            f"{done.unreadable} unreadable; boxes in {out}",
+        )
+    )
+    kept = [box for box in done.found if not degenerate_reason(box.xyxy)]
+    rejected = tuple(
+        RowError(box.row, degenerate_reason(box.xyxy), box.image, box.level.value)
+        for box in done.found
+        if degenerate_reason(box.xyxy)
+    )
+    return BoxFile(out, tuple(kept), rejected), _localizer_errors(done.outcomes)
+
+
+def _localizer_errors(outcomes: Iterable[LocalizerOutcome]) -> tuple[RowError, ...]:
+    """One error per image the localizer found nothing usable on or could not read."""
+    return tuple(
+        RowError(0, o.reason or o.status.replace("_", " "), o.image, source="localizer")
+        for o in outcomes
+        if o.status != "localized"
+    )
+
+
+def find_boxes(
+    config: ScanConfig,
+    card: ModelCard,
+    device: torch.device,
+    timings: dict[str, float],
+    emit: Progress,
+) -> FoundBoxes:
+    """Stages 1 and 2: triage every file, then boxes from the box file or the localizer, matched
+    to the candidate images, and the reads file; ``timings`` gains ``inventory_s`` (and
+    ``localizer_s``)."""
+    t0 = time.perf_counter()
+    records = list(inventory(config.archive, config.triage, verify_pixels=config.verify_pixels))
+    files = tuple(_file_entry(record) for record in records)
+    candidates = {f.relative: f.meta for f in files if f.status == "candidate" and f.meta}
+    localizer_errors: tuple[RowError, ...] = ()
+    if config.boxes is None:
+        t_loc = time.perf_counter()
+        box_file, localizer_errors = _localize(config, card, records, device, emit)
+        timings["localizer_s"] = time.perf_counter() - t_loc
+    else:
+        box_file = read_box_file(config.boxes)
+    resolved = resolve_boxes(box_file.boxes, candidates)
+    reads_file = read_reads_file(config.reads) if config.reads else None
+    timings["inventory_s"] = time.perf_counter() - t0 - timings.get("localizer_s", 0.0)
+    emit(
+        ScanEvent(
+            "info",
+            f"{len(files)} files, {len(candidates)} candidate images, "
+            f"{len(resolved.by_image)} with boxes ({resolved.n_boxes} vertebrae); "
+            f"{len(box_file.errors) + len(resolved.errors)} box rows rejected"
+            + (f", {len(reads_file.errors)} reads rows rejected" if reads_file else ""),
+        )
+    )
+    if box_file.boxes and not resolved.by_image:
+        emit(
+            ScanEvent(
+                "info",
+                f"warning: none of the {len(box_file.boxes)} box rows matched a candidate image; "
+                "box paths must be relative to ARCHIVE (see the Errors table for each row)",
+            )
+        )
+    return FoundBoxes(records, files, candidates, box_file, resolved, localizer_errors, reads_file)
