@@ -8,7 +8,7 @@ writers an :class:`AuditReport`, which collects everything the reports show in t
 it, so that the Excel, HTML and CSV writers only format and decide nothing.
 
 Every string field that comes from a DICOM header, a file name or a user CSV is untrusted and is
-escaped by the writers. This module imports nothing heavier than numpy's type names.
+escaped by the writers. This module imports nothing heavy (numpy only when it computes).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from auditor.vocab import Level
+
+if TYPE_CHECKING:  # numpy is only named in annotations here, so the CLI can import records
+    import numpy as np
+    import numpy.typing as npt
 
 # -- radiographs ----------------------------------------------------------------------------------
 
@@ -88,6 +90,8 @@ def is_positive(probability: float | None, threshold: float) -> bool:
 
 def positives(probabilities: npt.ArrayLike, threshold: float) -> npt.NDArray[np.bool_]:
     """:func:`is_positive` for an array of probabilities (float64 comparison, as for one)."""
+    import numpy as np
+
     return np.asarray(probabilities, dtype=np.float64) >= threshold
 
 

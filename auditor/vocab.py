@@ -53,6 +53,11 @@ class Level(str, Enum):
 LEVEL_ORDER: tuple[Level, ...] = tuple(Level)
 
 
+#: DICOM Photometric Interpretation values of a greyscale image (PS3.3 C.7.6.3.1.2); anything
+#: else (RGB, YBR_*, PALETTE COLOR) is a colour image.
+GREYSCALE_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
+
+
 class FileStatus(str, Enum):
     """Outcome of triage for one file in the archive."""
 

@@ -37,9 +37,8 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from auditor.errors import InputFileError
-from auditor.io.dicom import GREYSCALE_PHOTOMETRIC
 from auditor.records import RadiographMeta
-from auditor.vocab import FileStatus
+from auditor.vocab import GREYSCALE_PHOTOMETRIC, FileStatus
 
 
 class Reason(str, Enum):

@@ -18,15 +18,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from auditor.archive.triage import DEFAULT_MODALITIES  # light: no pydicom, no numpy
 from auditor.errors import UsageError
 
 if TYPE_CHECKING:
     from auditor.archive.triage import TriageRules
 
 _PANEL = "Triage (which files are lateral TL-spine candidates)"
-#: :data:`auditor.archive.triage.DEFAULT_MODALITIES`, spelled out because importing that module
-#: loads pydicom, which every command would then pay for; ``tests/test_cli.py`` checks they agree.
-DEFAULT_MODALITIES_HELP = "CR, DX, RG"
 
 IncludeAllRadiographs = Annotated[
     bool,
@@ -60,7 +58,7 @@ Modalities = Annotated[
         "--modality",
         metavar="CODE",
         help=f"Accepted Modality value; repeat for several. Replaces the default "
-        f"({DEFAULT_MODALITIES_HELP}).",
+        f"({', '.join(sorted(DEFAULT_MODALITIES))}).",
         rich_help_panel=_PANEL,
     ),
 ]
@@ -118,7 +116,7 @@ def build_rules(
     InputFileError
         When the ``--files`` list cannot be read or is empty.
     """
-    from auditor.archive.triage import DEFAULT_MODALITIES, TriageRules, load_file_list
+    from auditor.archive.triage import TriageRules, load_file_list
 
     modalities = DEFAULT_MODALITIES
     if modality:

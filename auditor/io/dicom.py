@@ -45,6 +45,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from auditor.errors import ReadError, UnsupportedImageError
 from auditor.records import Radiograph, RadiographMeta
+from auditor.vocab import GREYSCALE_PHOTOMETRIC
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,6 @@ MAX_CLIPPED_FRACTION = 0.99
 """A VOI that maps more than this fraction of pixels to 0 (or to 1) does not fit the stored
 values (seen in real files whose window was written for another encoding); percentile
 windowing is used instead."""
-
-GREYSCALE_PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2"})
 
 _IDENTIFYING_KEYWORDS = ("SOPClassUID", "StudyInstanceUID", "Modality", "Rows")
 _PIXEL_DATA_TAG = (0x7FE0, 0x0010)
