@@ -302,3 +302,18 @@ def test_heatmaps_only_for_crops_at_or_above_cam_min_prob(resnet_classifier: Cla
 def test_unknown_heatmap_method_is_a_usage_error(resnet_classifier: Classifier) -> None:
     with pytest.raises(UsageError, match="heatmap method"):
         Classifier(resnet_classifier.bundle, torch.device("cpu"), "fp32", heatmap="scorecam")
+
+
+def test_every_heatmap_method_has_one_spec_and_a_help_line() -> None:
+    """A method is its enum member, its summary and its spec: nothing else to keep in step."""
+    from auditor.cli.model_options import HEATMAP_METHOD_HELP
+    from auditor.model.cam import RESNET_HEATMAP_SPECS
+    from auditor.vocab import DEFAULT_HEATMAP, HeatmapMethod
+
+    assert list(RESNET_HEATMAP_SPECS) == list(HeatmapMethod)
+    for method, spec in RESNET_HEATMAP_SPECS.items():
+        assert spec.forward == (spec.gradient_map is None), method
+        assert f"{method.value} (" in HEATMAP_METHOD_HELP and method.summary in HEATMAP_METHOD_HELP
+    assert f"{DEFAULT_HEATMAP.value} (the default" in HEATMAP_METHOD_HELP
+    assert RESNET_HEATMAP_SPECS[HeatmapMethod.LAYERCAM4].positive_weights
+    assert not RESNET_HEATMAP_SPECS[HeatmapMethod.CAM].positive_weights
