@@ -25,6 +25,7 @@ from auditor.model.bundle import IMAGENET_MEAN, IMAGENET_STD
 from auditor.model.cam import FRACTURE_CLASS, resnet_features
 from auditor.model.infer import resolve_precision
 from auditor.model.nets import freeze_batchnorm
+from auditor.records import positives
 from auditor.training.data import CropDataset, CropItem
 from auditor.training.metrics import Confusion, auc
 
@@ -199,7 +200,7 @@ def evaluate(
     and ``loss`` (the class-weighted NLL with ``weights``, as in training).
     """
     scores = predict_scores(net, crops, device, precision, crop_normalisation=crop_normalisation)
-    conf = Confusion.from_predictions(labels, scores >= 0.5)
+    conf = Confusion.from_predictions(labels, positives(scores, 0.5))
     p = np.clip(scores, 1e-7, 1 - 1e-7)
     log_probs = torch.tensor(np.stack([np.log1p(-p), np.log(p)], axis=1))
     loss = float(F.nll_loss(log_probs, torch.from_numpy(labels), weight=weights.double().cpu()))

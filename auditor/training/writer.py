@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from auditor.files import atomic_path, csv_safe, write_text_atomic
 from auditor.model.bundle import (
     CLASS_NAMES,
     IMAGENET_MEAN,
@@ -176,9 +177,9 @@ def write_bundle(
         [{"row": e.row, "image": e.image, "level": e.level, "reason": e.reason} for e in skipped],
     )
     log.stage(f"wrote bundle {out} in {seconds:.0f}s total")
-    (out / "train_log.txt").write_text("\n".join(log.lines) + "\n", encoding="utf-8")
-    (out / "operating_points.json").write_text(
-        json.dumps(_op_dict(card.operating_points), indent=2) + "\n"
+    write_text_atomic(out / "train_log.txt", "\n".join(log.lines) + "\n")
+    write_text_atomic(
+        out / "operating_points.json", json.dumps(_op_dict(card.operating_points), indent=2) + "\n"
     )
 
 
@@ -190,12 +191,14 @@ def _op_dict(points: dict[str, OperatingPoint]) -> dict[str, dict[str, float]]:
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write ``rows`` atomically; text a spreadsheet would read as a formula (an image path from
+    the annotations, say) is neutralised (:func:`auditor.files.csv_safe`)."""
     if not rows:
         return
     fields: list[str] = []
     for row in rows:
         fields.extend(k for k in row if k not in fields)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: csv_safe(value) for key, value in row.items()} for row in rows)
