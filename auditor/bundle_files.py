@@ -3,7 +3,7 @@
 A bundle is a folder holding a JSON card and a safetensors weights file whose SHA-256 the card
 records. Reading one runs no code: the card is JSON, the weights are plain tensors
 (safetensors), and weights whose hash does not match the card are refused. Each model's loader
-(:func:`auditor.model.bundle.load_bundle`, :func:`auditor.localizer.model.load_localizer`)
+(:func:`auditor.model.bundle.load_bundle`, :func:`auditor.localizer.infer.load_localizer`)
 validates its own card's fields; the file handling they share lives here.
 """
 

@@ -6,7 +6,7 @@ Method (measurements behind each choice are in ``models/localizer-v2/MODEL_CARD.
 - The radiograph is letterboxed to a 192 x 192 working canvas (long side fitted, aspect kept,
   zero padding) and standardised per image. At that size a lumbar body is still 12-20 px high
   and the disc between two bodies 3 px or more, enough to separate neighbours.
-- A small fully convolutional encoder-decoder (:mod:`~auditor.localizer.net`, width 12, about
+- A small fully convolutional encoder-decoder (:mod:`~auditor.localizer.network`, width 12, about
   0.6 M parameters) predicts CenterNet-style maps at stride 4: centre heat maps for whole
   bodies, the S1 body and bodies cut by the edge, box size and sub-cell offset, and a level
   class per body read from the whole field of view. Single-threaded on the shared 2-core CPU a
@@ -27,16 +27,9 @@ Public API: :func:`load_localizer`, :class:`Localizer` (``locate``, ``locate_bat
 """
 
 from auditor.localizer.archive import LocalizeSummary, localize_archive
+from auditor.localizer.bundle import DEFAULT_LOCALIZER, LocalizerCard, save_localizer
 from auditor.localizer.evaluate import LocalizerReport, evaluate_localizer
-from auditor.localizer.model import (
-    DEFAULT_LOCALIZER,
-    Localizer,
-    LocalizerCard,
-    LocalizerResult,
-    PartialBody,
-    load_localizer,
-    save_localizer,
-)
+from auditor.localizer.infer import Localizer, LocalizerResult, PartialBody, load_localizer
 from auditor.localizer.train import (
     TrainConfig,
     TrainJob,

@@ -28,7 +28,7 @@ from auditor.boxes import BOX_COORDS
 from auditor.errors import READ_FAILURES, read_failure_reason
 from auditor.files import atomic_path
 from auditor.io.radiograph import read_radiograph
-from auditor.localizer.model import Localizer, load_localizer
+from auditor.localizer.infer import Localizer, load_localizer
 from auditor.parallel import map_in_order
 from auditor.records import LocalizerOutcome, Radiograph, VertebraBox
 from auditor.vocab import FileStatus

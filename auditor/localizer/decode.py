@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from auditor.localizer.geometry import box_iou
-from auditor.localizer.net import STRIDE
+from auditor.localizer.network import STRIDE
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,9 @@ import torch
 from auditor.boxes import read_box_file
 from auditor.errors import InputFileError, ReadError, TlauditError
 from auditor.io.radiograph import read_radiograph
+from auditor.localizer.bundle import record_figures
 from auditor.localizer.geometry import box_iou
-from auditor.localizer.model import Localizer, LocalizerResult, load_localizer, record_figures
+from auditor.localizer.infer import Localizer, LocalizerResult, load_localizer
 
 logger = logging.getLogger(__name__)
 

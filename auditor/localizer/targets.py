@@ -15,7 +15,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from auditor.localizer.net import HEAT_CHANNELS, STRIDE
+from auditor.localizer.network import HEAT_CHANNELS, STRIDE
 
 BODY, SACRUM, PARTIAL = (HEAT_CHANNELS.index(n) for n in ("body", "sacrum", "partial"))
 #: Level index meaning "unknown level" (no level loss at this centre).

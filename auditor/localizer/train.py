@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from auditor.errors import UsageError
+from auditor.localizer.bundle import LocalizerCard, save_localizer
 from auditor.localizer.data import AugmentConfig, CanvasCache, TrainingImage, augment_batch
-from auditor.localizer.model import LocalizerCard, load_localizer, save_localizer
-from auditor.localizer.net import LocalizerNet
+from auditor.localizer.infer import load_localizer
+from auditor.localizer.network import LocalizerNet
 from auditor.localizer.targets import losses, render
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from auditor.bundle_files import checked_sha256, read_card, read_weights, write_
 from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import BundleError, TlauditError
 from auditor.files import write_text_atomic
-from auditor.model.nets import ARCHITECTURES, FEATURE_STRIDES, build_network
+from auditor.model.network import ARCHITECTURES, FEATURE_STRIDES, build_network
 from auditor.resources import resource_path
 
 logger = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def save_bundle(
     card
         The model card.
     model
-        A network built by :func:`~auditor.model.nets.build_network` for ``card.architecture``.
+        A network built by :func:`~auditor.model.network.build_network` for ``card.architecture``.
     half_precision
         Store floating-point tensors as float16 (half the size; inference runs in float32 or
         lower anyway).

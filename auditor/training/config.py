@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import UsageError
-from auditor.model.nets import ARCHITECTURES, FEATURE_STRIDES
+from auditor.model.network import ARCHITECTURES, FEATURE_STRIDES
 from auditor.training.data import AugmentConfig
 
 MONITORS = ("balanced_accuracy", "accuracy", "auc", "loss")

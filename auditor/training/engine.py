@@ -24,7 +24,7 @@ from torchvision import models
 from auditor.model.bundle import IMAGENET_MEAN, IMAGENET_STD
 from auditor.model.cam import FRACTURE_CLASS, resnet_features
 from auditor.model.infer import resolve_precision
-from auditor.model.nets import freeze_batchnorm
+from auditor.model.network import freeze_batchnorm
 from auditor.records import positives
 from auditor.training.data import CropDataset, CropItem
 from auditor.training.metrics import Confusion, auc

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from auditor.model.bundle import IMAGENET_MEAN, IMAGENET_STD
-from auditor.model.nets import build_network, load_backbone_weights, set_trainable
+from auditor.model.network import build_network, load_backbone_weights, set_trainable
 from auditor.training.config import TrainConfig
 from auditor.training.cv import check_disjoint, grouped_kfold
 from auditor.training.data import CropDataset, CropSet

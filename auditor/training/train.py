@@ -39,7 +39,7 @@ from torch import nn
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelCard, OperatingPoint
 from auditor.model.infer import select_device
-from auditor.model.nets import build_network
+from auditor.model.network import build_network
 from auditor.records import positives
 from auditor.training.config import TrainConfig
 from auditor.training.cv import check_disjoint, grouped_split

@@ -101,7 +101,7 @@ def test_cli_choices_agree_with_the_library() -> None:
     from auditor.crops import CROP_NORMALISATIONS
     from auditor.model.cam import RESNET_HEATMAPS
     from auditor.model.infer import DEVICES, PRECISIONS
-    from auditor.model.nets import ARCHITECTURES
+    from auditor.model.network import ARCHITECTURES
     from auditor.training.config import CLASS_BALANCING, MONITORS
 
     for enum, library in (

@@ -11,7 +11,7 @@ import torch
 from auditor.localizer.decode import Detection, decode
 from auditor.localizer.geometry import Letterbox, box_iou, normalise
 from auditor.localizer.levels import assign_levels, chain_positions, level_class, spine_order
-from auditor.localizer.net import HEAT_CHANNELS, N_LEVELS, STRIDE
+from auditor.localizer.network import HEAT_CHANNELS, N_LEVELS, STRIDE
 from auditor.vocab import Level
 
 

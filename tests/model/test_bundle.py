@@ -21,7 +21,7 @@ from auditor.model.bundle import (
     load_bundle,
     save_bundle,
 )
-from auditor.model.nets import build_network
+from auditor.model.network import build_network
 
 
 def test_round_trip_keeps_card_and_weights(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from auditor.cli import app as cli_app
 from auditor.errors import UsageError
 from auditor.model.bundle import create_untrained_bundle, load_bundle
 from auditor.model.infer import Classifier
-from auditor.model.nets import build_network
+from auditor.model.network import build_network
 from auditor.training.config import TrainConfig
 from auditor.training.data import load_crop_set
 from auditor.training.engine import balanced_sampler

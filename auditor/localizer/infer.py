@@ -1,104 +1,35 @@
-"""The localizer as callers use it: a bundle on disk, a :class:`Localizer`, its results.
+"""The localizer as callers use it: a :class:`Localizer` on a device, and what it finds.
 
-A bundle is a folder holding ``card.json`` (format marker, architecture, working size, decoding
-thresholds, training summary, measured figures, limits, the weights' SHA-256) and
-``weights.safetensors`` (the network's state dict). Loading never unpickles anything.
+:func:`load_localizer` loads a bundle (:mod:`auditor.localizer.bundle`) and puts its network on
+the chosen device; :meth:`Localizer.locate` finds and names the vertebral bodies on one
+radiograph.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from auditor import __version__
-from auditor.bundle_files import checked_sha256, read_card, read_weights, write_weights
-from auditor.errors import BundleError, TlauditError
-from auditor.files import write_text_atomic
+from auditor.localizer.bundle import LocalizerCard, load_localizer_bundle
 from auditor.localizer.decode import Detection, decode
 from auditor.localizer.geometry import Letterbox, normalise
 from auditor.localizer.levels import assign_levels
-from auditor.localizer.net import HEAT_CHANNELS, LocalizerNet
+from auditor.localizer.network import LocalizerNet
 from auditor.localizer.targets import BODY, PARTIAL, SACRUM
 from auditor.records import VertebraBox
-from auditor.resources import resource_path
 from auditor.vocab import Level
 
 logger = logging.getLogger(__name__)
 
 #: Level-head class of S1 (classes: 0 above T10, 1..9 T10..S1).
 S1_CLASS = 9
-
-FORMAT_MARKER = "tlaudit-localizer-bundle"
-FORMAT_VERSION = 1
-CARD_FILE = "card.json"
-WEIGHTS_FILE = "weights.safetensors"
-#: Folder name, inside ``models/``, of the bundle ``load_localizer(None)`` loads.
-DEFAULT_LOCALIZER = "localizer-v2"
-ARCHITECTURE = "centernet-unet"
-
-
-@dataclass(frozen=True)
-class LocalizerCard:
-    """Everything needed to use a localizer bundle correctly, and what is known of it."""
-
-    name: str
-    working_size: int = 192
-    width: int = 12
-    architecture: str = ARCHITECTURE
-    heat_channels: tuple[str, ...] = HEAT_CHANNELS
-    levels: tuple[str, ...] = tuple(level.value for level in Level)
-    score_threshold: float = 0.3
-    sacrum_threshold: float = 0.2
-    sacrum_peak_threshold: float = 0.15
-    training: dict[str, Any] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
-    reproduce: str = ""
-    limits: str = (
-        "Trained on synthetic lateral thoracolumbar radiographs only (tlaudit synth); not "
-        "validated on real radiographs. Levels outside T10..S1 are not named."
-    )
-    tlaudit_version: str = __version__
-
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["format"] = FORMAT_MARKER
-        data["format_version"] = FORMAT_VERSION
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], where: Path) -> LocalizerCard:
-        if data.get("format") != FORMAT_MARKER:
-            raise BundleError(
-                f"{where}: not a tlaudit localizer bundle (format {data.get('format')!r}, "
-                f"expected {FORMAT_MARKER!r})"
-            )
-        if data.get("format_version") != FORMAT_VERSION:
-            raise BundleError(
-                f"{where}: localizer bundle format version {data.get('format_version')!r} is not "
-                f"supported (expected {FORMAT_VERSION})"
-            )
-        if data.get("architecture") != ARCHITECTURE:
-            raise BundleError(
-                f"{where}: unknown localizer architecture {data.get('architecture')!r}"
-            )
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        for key in ("heat_channels", "levels"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        try:
-            return cls(**kwargs)
-        except TypeError as err:
-            raise BundleError(f"{where}: malformed localizer card: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -282,64 +213,15 @@ def _partial(box: npt.NDArray[np.float32], score: float) -> PartialBody:
     return PartialBody(x0, y0, x1, y1, round(score, 4))
 
 
-def save_localizer(net: LocalizerNet, card: LocalizerCard, folder: Path) -> Path:
-    """Write a bundle folder (weights as safetensors, card as JSON, both written atomically)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().clone() for k, v in net.state_dict().items()}
-    data = card.to_json()
-    data["weights_sha256"] = write_weights(folder / WEIGHTS_FILE, state, FORMAT_MARKER)
-    write_text_atomic(folder / CARD_FILE, json.dumps(data, indent=2, sort_keys=False) + "\n")
-    return folder
-
-
 def load_localizer(path: Path | None = None, device: torch.device | None = None) -> Localizer:
-    """Load a localizer bundle; ``None`` loads the bundled default from ``models/``. The network
-    runs on ``device`` (default: the CPU).
+    """Load a localizer bundle (``None``: the bundled default, see
+    :func:`~auditor.localizer.bundle.load_localizer_bundle`) with its network on ``device``
+    (default: the CPU).
 
     Raises
     ------
     BundleError
-        When the folder is not a localizer bundle, its card is malformed, the weights do not
-        match the card's hash, or they do not fit the recorded architecture.
+        When the folder is not a loadable localizer bundle.
     """
-    try:
-        folder = resource_path("models", DEFAULT_LOCALIZER, explicit=path)
-    except TlauditError as err:
-        raise BundleError(str(err)) from err
-    card_path, weights = folder / CARD_FILE, folder / WEIGHTS_FILE
-    if not card_path.is_file() or not weights.is_file():
-        raise BundleError(
-            f"{folder}: a localizer bundle needs {CARD_FILE} and {WEIGHTS_FILE} in the folder"
-        )
-    data = read_card(card_path, "localizer")
-    card = LocalizerCard.from_json(data, card_path)
-    checked_sha256(weights, data.get("weights_sha256"), card_path)
-    state = read_weights(weights)
-    net = LocalizerNet(width=card.width)
-    try:
-        net.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        )
-    except RuntimeError as err:
-        raise BundleError(f"{weights}: weights do not fit {card.architecture}: {err}") from err
-    logger.info("loaded localizer %s from %s", card.name, folder)
-    return Localizer(net, card, folder, device)
-
-
-def record_figures(folder: Path, figures: dict[str, Any], dataset: str) -> None:
-    """Store measured figures (and what they were measured on) in a bundle's card.
-
-    The weights and their hash are untouched; only ``figures`` in ``card.json`` is replaced.
-
-    Raises
-    ------
-    BundleError
-        When ``folder`` is not a loadable localizer bundle.
-    """
-    loaded = load_localizer(folder)
-    card_path = Path(folder) / CARD_FILE
-    data = json.loads(card_path.read_text(encoding="utf-8"))
-    data["figures"] = {"dataset": dataset, **figures}
-    write_text_atomic(card_path, json.dumps(data, indent=2) + "\n")
-    logger.info("recorded figures in %s (%s)", card_path, loaded.card.name)
+    bundle = load_localizer_bundle(path)
+    return Localizer(bundle.net, bundle.card, bundle.path, device)

@@ -1,4 +1,5 @@
-"""Localizer bundles: safetensors + card round trip, refusal of foreign or tampered bundles."""
+"""The localizer bundle: save/load round trip, foreign or tampered bundles refused, recorded
+figures; and locate() on any image shape."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 
 from auditor.errors import BundleError
 from auditor.localizer import LocalizerCard, load_localizer, save_localizer
-from auditor.localizer.model import CARD_FILE, WEIGHTS_FILE
-from auditor.localizer.net import LocalizerNet
+from auditor.localizer.bundle import CARD_FILE, WEIGHTS_FILE
+from auditor.localizer.network import LocalizerNet
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
 pytestmark = pytest.mark.numerics
@@ -82,7 +83,7 @@ def test_missing_files_are_refused(bundle: Path, tmp_path: Path) -> None:
 
 
 def test_recorded_figures_keep_the_weights_loadable(bundle: Path) -> None:
-    from auditor.localizer.model import record_figures
+    from auditor.localizer.bundle import record_figures
 
     record_figures(bundle, {"recall": 0.5}, "a test set")
     card = load_localizer(bundle).card
