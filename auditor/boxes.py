@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from auditor.errors import InputFileError
-from auditor.records import RowError, VertebraBox
+from auditor.records import InputTable, RowError, VertebraBox
 from auditor.vocab import Level
 
 #: Tolerance, in pixels, for box edges that overshoot the image border by rounding.
@@ -80,13 +80,8 @@ BOX_FILE_COLUMNS = (
 BOX_SOURCES = ("file", "localizer")
 
 
-@dataclass(frozen=True)
-class BoxFile:
-    """Rows of a box file that passed row-level checks, and the rows that did not."""
-
-    path: Path
-    boxes: tuple[VertebraBox, ...]
-    errors: tuple[RowError, ...]
+#: A box file: the boxes that passed the row checks, and the rows that did not.
+BoxFile = InputTable[VertebraBox]
 
 
 class ImageInfo(Protocol):
@@ -146,7 +141,7 @@ def read_box_file(path: Path) -> BoxFile:
         boxes, errors = _read_coco(path)
     else:
         raise InputFileError(f"box file {path}: expected a .csv or COCO .json file, got {suffix!r}")
-    return BoxFile(path=path, boxes=tuple(boxes), errors=tuple(errors))
+    return BoxFile(path=path, rows=tuple(boxes), errors=tuple(errors))
 
 
 def _read_csv(path: Path) -> tuple[list[VertebraBox], list[RowError]]:

@@ -16,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from auditor.vocab import Level
+
+RowT = TypeVar("RowT")
 
 if TYPE_CHECKING:  # numpy is only named in annotations here, so the CLI can import records
     import numpy as np
@@ -173,6 +175,16 @@ class RowError:
         else:
             where = f" ({self.key})" if self.key else ""
         return f"row {self.row}{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class InputTable(Generic[RowT]):
+    """An input table a person gave us (box file, reads file): the rows that passed the row
+    checks and one :class:`RowError` for each row that did not. Every table reader returns one."""
+
+    path: Path
+    rows: tuple[RowT, ...]
+    errors: tuple[RowError, ...]
 
 
 # -- reads and flags ------------------------------------------------------------------------------

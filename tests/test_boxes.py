@@ -35,7 +35,7 @@ def test_valid_rows_are_parsed_with_labels(tmp_path: Path) -> None:
     )
     result = read_box_file(path)
     assert result.errors == ()
-    first, second = result.boxes
+    first, second = result.rows
     assert (first.level, first.label, first.ao_type, first.genant_grade) == (Level.L1, 1, "A1", 2)
     assert first.xyxy == (10.0, 20.0, 110.0, 100.0)
     assert (second.level, second.label, second.genant_grade) == (Level.T12, 0, None)
@@ -61,7 +61,7 @@ def test_bad_rows_become_named_errors(tmp_path: Path, row: str, match: str) -> N
     header = HEADER.rstrip("\n") + ",source,confidence\n"
     path = write_csv(tmp_path, "good.dcm,,L2,0,0,50,50,,,,,\n" + row + "\n", header)
     result = read_box_file(path)
-    assert len(result.boxes) == 1
+    assert len(result.rows) == 1
     assert len(result.errors) == 1
     error = result.errors[0]
     assert error.row == 2
@@ -89,7 +89,7 @@ def test_unreadable_files_raise(tmp_path: Path, content: str, name: str, match: 
 def test_localizer_columns_are_kept(tmp_path: Path) -> None:
     header = HEADER.rstrip("\n") + ",source,confidence\n"
     path = write_csv(tmp_path, "a.dcm,,L1,0,0,50,50,,,,localizer,0.875\n", header)
-    (box,) = read_box_file(path).boxes
+    (box,) = read_box_file(path).rows
     assert (box.source, box.confidence) == ("localizer", 0.875)
 
 
@@ -118,7 +118,7 @@ def test_coco_matches_csv(tmp_path: Path) -> None:
     path = tmp_path / "boxes.json"
     path.write_text(json.dumps(coco), encoding="utf-8")
     result = read_box_file(path)
-    (box,) = result.boxes
+    (box,) = result.rows
     assert box.xyxy == (10.0, 20.0, 110.0, 100.0)
     assert (box.image, box.level, box.label, box.ao_type, box.genant_grade) == (
         "p/s/a.dcm",
@@ -169,7 +169,7 @@ def test_resolve_checks_rows_against_images(tmp_path: Path) -> None:
         + "\n",
     )
     images = {"a.dcm": FakeImage("uid-a"), "dir/b.dcm": FakeImage("uid-b")}
-    resolved = resolve_boxes(read_box_file(path).boxes, images)
+    resolved = resolve_boxes(read_box_file(path).rows, images)
     assert [b.level for b in resolved.by_image["a.dcm"]] == [Level.L1, Level.L2]
     assert [b.image for b in resolved.by_image["dir/b.dcm"]] == ["dir/b.dcm"]
     assert resolved.n_boxes == 3

@@ -272,7 +272,7 @@ def archive_items(
         logger.warning("%s: skipped %s", annotations, err)
     partial = _partial_flags(Path(annotations))
     grouped: dict[str, list[Any]] = {}
-    for box in box_file.boxes:
+    for box in box_file.rows:
         if box.image:
             grouped.setdefault(box.image, []).append(box)
     if not grouped:

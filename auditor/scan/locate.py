@@ -149,7 +149,7 @@ def find_boxes(
         timings["localizer_s"] = time.perf_counter() - t_loc
     else:
         box_file = read_box_file(config.boxes)
-    resolved = resolve_boxes(box_file.boxes, candidates)
+    resolved = resolve_boxes(box_file.rows, candidates)
     reads_file = read_reads_file(config.reads) if config.reads else None
     timings["inventory_s"] = time.perf_counter() - t0 - timings.get("localizer_s", 0.0)
     emit(
@@ -161,11 +161,11 @@ def find_boxes(
             + (f", {len(reads_file.errors)} reads rows rejected" if reads_file else ""),
         )
     )
-    if box_file.boxes and not resolved.by_image:
+    if box_file.rows and not resolved.by_image:
         emit(
             ScanEvent(
                 "info",
-                f"warning: none of the {len(box_file.boxes)} box rows matched a candidate image; "
+                f"warning: none of the {len(box_file.rows)} box rows matched a candidate image; "
                 "box paths must be relative to ARCHIVE (see the Errors table for each row)",
             )
         )

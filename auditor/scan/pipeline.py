@@ -302,7 +302,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         files=boxes.files,
         boxes=boxes.resolved.by_image,
         box_errors=boxes.localizer_errors + boxes.box_file.errors + boxes.resolved.errors,
-        reads=boxes.reads_file.reads if boxes.reads_file else None,
+        reads=boxes.reads_file.rows if boxes.reads_file else None,
         read_errors=boxes.reads_file.errors if boxes.reads_file else (),
         threshold=threshold,
         pseudonymise=Pseudonymiser(done.salt, enabled=config.pseudonymise),

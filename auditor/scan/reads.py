@@ -24,12 +24,11 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.boxes import archive_key
 from auditor.errors import InputFileError
-from auditor.records import ReadRow, RowError
+from auditor.records import InputTable, ReadRow, RowError
 from auditor.vocab import Level
 
 _YES = {"yes", "y", "true", "1", "positive"}
@@ -37,13 +36,8 @@ _NO = {"no", "n", "false", "0", "negative"}
 _KEYS = ("accession_number", "study_uid", "image")
 
 
-@dataclass(frozen=True)
-class ReadsFile:
-    """Valid rows of a reads file and the rows that were rejected."""
-
-    path: Path
-    reads: tuple[ReadRow, ...]
-    errors: tuple[RowError, ...]
+#: A reads file: the reads that passed the row checks, and the rows that did not.
+ReadsFile = InputTable[ReadRow]
 
 
 class _RowError(ValueError):
@@ -115,7 +109,7 @@ def read_reads_file(path: Path) -> ReadsFile:
             reads.append(read)
         except _RowError as err:
             errors.append(RowError(number, str(err), key=key_text or "", source="reads file"))
-    return ReadsFile(path=path, reads=tuple(reads), errors=tuple(errors))
+    return ReadsFile(path=path, rows=tuple(reads), errors=tuple(errors))
 
 
 def _make_read(row: int, record: dict[str, str]) -> ReadRow:

@@ -301,7 +301,7 @@ def load_crop_set(
     box_file = read_box_file(Path(annotations))
     skipped: list[RowError] = list(box_file.errors)
     usable = []
-    for box in box_file.boxes:
+    for box in box_file.rows:
         if box.label is None and require_labels:
             skipped.append(
                 RowError(box.row, "no label (fracture / no_fracture)", box.image, box.level)

@@ -45,7 +45,7 @@ def test_localize_writes_a_box_file_scan_can_read(world: Path, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     box_file = read_box_file(out)
     assert box_file.errors == ()
-    assert len(box_file.boxes) >= 3
+    assert len(box_file.rows) >= 3
     with out.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["source"] for r in rows} == {"localizer"}

@@ -365,7 +365,7 @@ def test_localizer_runs_on_the_scan_device_and_hands_its_boxes_over_in_memory(
         )
     )
     assert [str(d) for d in devices] == ["cpu"]
-    assert found and tuple(found) == read_box_file(tmp_path / "run" / "localizer_boxes.csv").boxes
+    assert found and tuple(found) == read_box_file(tmp_path / "run" / "localizer_boxes.csv").rows
 
 
 def test_localizer_scan_reads_the_archive_once(

@@ -26,7 +26,7 @@ def test_valid_rows_are_parsed(tmp_path: Path) -> None:
     )
     reads = read_reads_file(path)
     assert reads.errors == ()
-    first, second, third = reads.reads
+    first, second, third = reads.rows
     assert first.accession_number == "A1"
     assert first.fracture_reported is True
     assert first.reported_levels == (Level.T12, Level.L1)
@@ -47,7 +47,7 @@ def test_valid_rows_are_parsed(tmp_path: Path) -> None:
 )
 def test_bad_rows_become_named_errors(tmp_path: Path, row: str, message: str) -> None:
     reads = read_reads_file(_write(tmp_path, "OK1,,,no,,\n" + row + "\n"))
-    assert len(reads.reads) == 1
+    assert len(reads.rows) == 1
     assert len(reads.errors) == 1
     error = reads.errors[0]
     assert error.row == 2
@@ -57,7 +57,7 @@ def test_bad_rows_become_named_errors(tmp_path: Path, row: str, message: str) ->
 
 def test_duplicate_key_keeps_first_row(tmp_path: Path) -> None:
     reads = read_reads_file(_write(tmp_path, "A1,,,no,,\nA1,,,yes,L2,\n"))
-    assert [r.row for r in reads.reads] == [1]
+    assert [r.row for r in reads.rows] == [1]
     assert "already given in row 1" in reads.errors[0].reason
 
 
@@ -82,7 +82,7 @@ def test_index_matches_uid_then_accession_then_image(tmp_path: Path) -> None:
     reads = read_reads_file(
         _write(tmp_path, "ACC,,,no,,by accession\n,UID,,yes,,by uid\n,,x/y.dcm,no,,by image\n")
     )
-    index = ReadIndex(reads.reads)
+    index = ReadIndex(reads.rows)
     assert index.match("UID", "ACC", []).impression == "by uid"  # type: ignore[union-attr]
     assert index.match("other", "ACC", []).impression == "by accession"  # type: ignore[union-attr]
     assert index.match("", "", ["q.dcm", "x/y.dcm"]).impression == "by image"  # type: ignore[union-attr]
