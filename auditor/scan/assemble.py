@@ -327,8 +327,10 @@ def _errors(
         )
         for e in sorted(inputs.box_errors, key=lambda e: (e.source, e.row))
     ]
+    # a rejected read's key is an accession number, a Study Instance UID or an image path of
+    # the user's file: an identifier, pseudonymised like every other one on request
     rows += [
-        ErrorRow("reads file", e.row, e.key, e.reason)
+        ErrorRow("reads file", e.row, inputs.pseudonymise(e.key), e.reason)
         for e in sorted(inputs.read_errors, key=lambda e: e.row)
     ]
     for image in sorted(outcomes):

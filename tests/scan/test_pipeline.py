@@ -283,7 +283,8 @@ def test_pseudonymised_reports_hide_identifiers(
     workbook = openpyxl.load_workbook(result.reports["xlsx"])
     every_cell = [str(c) for ws in workbook for row in ws.values for c in row if c is not None]
     # patient ID (also the folder name in paths), name parts, accession, study UID
-    for secret in ("FAKE-001", "Patient1", "ACC0001", world.study_uids[1]):
+    # ... and the key of a rejected reads row (ACC9999, bad yes/no), shown in the Errors sheet
+    for secret in ("FAKE-001", "Patient1", "ACC0001", world.study_uids[1], "ACC9999"):
         assert secret not in html
         assert not any(secret in c for c in every_cell), secret
         assert secret not in result.reports["csv"].read_text(encoding="utf-8")
