@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from auditor.errors import UsageError
+from auditor.parallel import LocalProcesses
 from auditor.synth.config import SynthConfig
 from auditor.synth.instances import (
     Distractor,
@@ -136,17 +136,13 @@ def write_archive(
 
     results: list[_Written] = []
     total = len(args)
-    if workers == 1:
-        for k, a in enumerate(args):
-            results.append(_run_task(a))
-            if progress:
-                progress(k + 1, total)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for k, res in enumerate(pool.map(_run_task, args, chunksize=1)):
-                results.append(res)
-                if progress:
-                    progress(k + 1, total)
+    # --workers 1 writes in this process; more, in that many worker processes (the output does
+    # not depend on the count: each task draws from its own seeded stream)
+    executor = LocalProcesses(0 if workers == 1 else workers, prefetch=1)
+    for k, res in enumerate(executor.map_in_order(_Tasks(args), total)):
+        results.append(res)
+        if progress:
+            progress(k + 1, total)
 
     merged = Tables()
     for res in results:
@@ -185,6 +181,19 @@ class _Written:
 
     tables: Tables
     tile: npt.NDArray[np.uint8] | None = None
+
+
+class _Tasks:
+    """The tasks as per-item work for an :class:`~auditor.parallel.Executor`."""
+
+    def __init__(self, tasks: list[_Task]) -> None:
+        self.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: int) -> _Written:
+        return _run_task(self.tasks[index])
 
 
 def _run_task(args: _Task) -> _Written:
