@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from auditor.errors import InputFileError
+from auditor.files import csv_unsafe
 from auditor.records import InputTable, RowError, VertebraBox
 from auditor.vocab import Level
 
@@ -166,7 +167,9 @@ def _read_csv(path: Path) -> tuple[list[VertebraBox], list[RowError]]:
     boxes: list[VertebraBox] = []
     errors: list[RowError] = []
     for number, raw in rows:
-        record = {key: (value or "").strip() for key, value in raw.items() if key is not None}
+        record = {
+            key: csv_unsafe((value or "").strip()) for key, value in raw.items() if key is not None
+        }
         try:
             boxes.append(_make_box(number, record, {k: record.get(k, "") for k in BOX_COORDS}))
         except _RowError as err:

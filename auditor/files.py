@@ -8,7 +8,8 @@ written to a temporary file in the same directory and moved into place with :fun
 Formula-safe text. Strings in our files come from DICOM headers, file names and user CSV files:
 untrusted text. A value such as ``=HYPERLINK("http://evil", "click")`` or ``+cmd|' /C calc'!A0``
 must never become a formula when a QA reviewer opens a CSV file tlaudit wrote (OWASP "CSV
-injection"): :func:`csv_safe` prefixes such text with an apostrophe, the usual neutralisation.
+injection"): :func:`csv_safe` prefixes such text with an apostrophe, the usual neutralisation, and
+:func:`csv_unsafe` takes it off again where tlaudit reads its own file back (a box file).
 Workbooks get the same protection cell by cell in :mod:`auditor.reports.cells`.
 """
 
@@ -41,6 +42,14 @@ def csv_safe(value: Any) -> Any:
     if isinstance(value, str) and is_formula_like(value):
         return "'" + value
     return value
+
+
+def csv_unsafe(text: str) -> str:
+    """Undo :func:`csv_safe` on a value read back from a CSV file tlaudit wrote: an apostrophe
+    followed by formula-like text loses the apostrophe; anything else is returned unchanged."""
+    if text.startswith("'") and is_formula_like(text[1:]):
+        return text[1:]
+    return text
 
 
 @contextlib.contextmanager

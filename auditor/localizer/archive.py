@@ -26,7 +26,7 @@ from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
 from auditor.boxes import BOX_COORDS
 from auditor.errors import READ_FAILURES, read_failure_reason
-from auditor.files import atomic_path
+from auditor.files import atomic_path, csv_safe
 from auditor.io.radiograph import read_radiograph
 from auditor.localizer.infer import Localizer, load_localizer
 from auditor.parallel import map_in_order
@@ -74,10 +74,12 @@ class LocalizeSummary:
 
 
 def _atomic_csv(path: Path, header: tuple[str, ...], rows: list[dict[str, object]]) -> None:
+    """Write ``rows`` atomically, formula-like text (a file name, say) neutralised; the box file
+    reader takes the neutralisation off again (:func:`auditor.files.csv_unsafe`)."""
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(header))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: csv_safe(value) for key, value in row.items()} for row in rows)
 
 
 class _Decoder(Dataset[Radiograph | str]):

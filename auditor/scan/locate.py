@@ -19,6 +19,7 @@ import torch
 
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.boxes import BoxFile, ResolvedBoxes, degenerate_reason, read_box_file, resolve_boxes
+from auditor.files import csv_unsafe
 from auditor.model.bundle import ModelCard
 from auditor.records import LocalizerOutcome, Radiograph, RadiographMeta, RowError, VertebraBox
 from auditor.scan.assemble import FileEntry
@@ -87,7 +88,7 @@ def _localize(
     if config.resume and out.is_file() and outcomes.is_file():
         with outcomes.open(newline="", encoding="utf-8") as handle:
             stored = [
-                LocalizerOutcome(row["image"], row["status"], row["reason"])
+                LocalizerOutcome(csv_unsafe(row["image"]), row["status"], csv_unsafe(row["reason"]))
                 for row in csv.DictReader(handle)
             ]
         return read_box_file(out), _localizer_errors(stored)

@@ -211,3 +211,27 @@ def test_any_read_failure_is_that_image_s_unreadable_row(
             reasons = {r["image"]: r["reason"] for r in csv.DictReader(fh)}
         assert reasons[gone.relpath] == "cannot open file: No such file or directory"
         assert reasons[flaky.relpath] == "cannot read the file (OSError: Input/output error)"
+
+
+def test_a_formula_like_file_name_is_neutralised_in_the_box_file_and_read_back(
+    world: Path, tmp_path: Path
+) -> None:
+    """A folder named like a spreadsheet formula stays text in localizer_boxes.csv (an
+    apostrophe before it), and reading the file back gives the real path, so --resume and
+    --boxes still find the image."""
+    from auditor.localizer.archive import localize_archive
+
+    archive = tmp_path / "archive"
+    shutil.copytree(world / "archive", archive)
+    patient = sorted(p for p in archive.iterdir() if p.is_dir())[0]
+    hostile = "=SUM(1+1)*cmd"
+    patient.rename(archive / hostile)
+    out = tmp_path / "boxes.csv"
+    summary = localize_archive(archive, out, localizer=load_localizer())
+    mine = [box for box in summary.found if box.image.startswith(hostile + "/")]
+    assert mine, "the renamed study has lateral images the localizer boxes"
+    with out.open(newline="", encoding="utf-8") as handle:
+        raw = [row["image"] for row in csv.DictReader(handle)]
+    assert not any(image.startswith("=") for image in raw)
+    assert sum(image.startswith("'" + hostile) for image in raw) == len(mine)
+    assert read_box_file(out).rows == summary.found
