@@ -301,7 +301,10 @@ class StudyFinding:
     study_date: str
     description: str
     images: tuple[str, ...]
-    image_path: str  # absolute path of the image with the strongest finding
+    # the image with the strongest finding as a path relative to the run folder, POSIX separators
+    # (e.g. "../archive/p1/x.dcm"), for the reports' links; never a file:/// path of the scanning
+    # machine; "" when pseudonymised or when no relative path reaches the archive
+    image_path: str
     flag: StudyFlag
     read: ReadRow | None
     levels: tuple[LevelEvidence, ...]

@@ -1,16 +1,21 @@
 """The scan's Excel workbook, ``audit.xlsx``.
 
 Sheets: Summary (run parameters, model, operating point, device, counts, timings), Flagged queue
-(one row per flagged study in queue order, with an embedded heatmap thumbnail, empty ``Reviewer
-verdict`` (drop-down) and ``Comment`` columns for the QA team), Vertebrae (every box), Files (the
-triage accounting) and Errors (every rejected box row, reads row, image and crop). Every table has a
-frozen, styled header row, an auto filter, fitted widths; probabilities get a colour scale.
-All text goes through :func:`auditor.reports.cells.put`, so none of it can become a formula.
+(one row per flagged study in queue order; Rank, Status and the QA team's empty ``Reviewer
+verdict`` (drop-down) and ``Comment`` columns come first and stay in view, then an embedded heatmap
+thumbnail and the evidence), Vertebrae (every box), Files (the triage accounting) and Errors (every
+rejected box row, reads row, image and crop). Every table has a frozen, styled header row, an auto
+filter, fitted widths; probabilities get a colour scale. Every sheet prints landscape, one page
+wide, with its header row on each page. The queue's image link is relative to the run folder
+(:attr:`~auditor.records.StudyFinding.image_path`), never a ``file:///`` path of the scanning
+machine. All text goes through :func:`auditor.reports.cells.put`, so none of it can become a
+formula.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from openpyxl import Workbook
 from openpyxl.drawing.image import Image as XlImage
@@ -30,6 +35,8 @@ PROBABILITY_FORMAT = "0.000"
 QUEUE_HEADERS = (
     "Rank",
     "Status",
+    "Reviewer verdict",
+    "Comment",
     "Priority",
     "Heatmap",
     "Unreported positive levels",
@@ -44,9 +51,9 @@ QUEUE_HEADERS = (
     "Study description",
     "Study",
     "Image",
-    "Reviewer verdict",
-    "Comment",
 )
+#: The Flagged queue's columns that stay in view when it scrolls sideways: Rank to Comment.
+QUEUE_FROZEN_COLUMNS = QUEUE_HEADERS.index("Comment") + 1
 VERTEBRA_HEADERS = (
     "Study",
     "Image",
@@ -120,7 +127,19 @@ def write_excel(report: AuditReport, run_dir: Path, target: Path) -> None:
         ERROR_HEADERS,
         ((e.source, e.row, e.item, e.reason) for e in report.errors),
     )
+    for sheet in workbook.worksheets:
+        _print_setup(sheet)
     write_with(target, lambda tmp: workbook.save(tmp))
+
+
+def _print_setup(ws: Worksheet) -> None:
+    """Print the sheet landscape, one page wide and as many pages long as it takes, with the
+    header row repeated on every page."""
+    ws.page_setup.orientation = "landscape"
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
+    ws.print_title_rows = "1:1"
 
 
 def _summary_sheet(ws: Worksheet, report: AuditReport) -> None:
@@ -155,6 +174,8 @@ def _queue_row(rank: int, study: StudyFinding) -> tuple[object, ...]:
     return (
         rank,
         study.status.value,
+        None,
+        None,
         round(study.flag.priority, 4),
         "",
         ";".join(level.value for level in study.flag.unreported_levels),
@@ -169,8 +190,6 @@ def _queue_row(rank: int, study: StudyFinding) -> tuple[object, ...]:
         study.description,
         study.key,
         study.images[0] if study.images else "",
-        None,
-        None,
     )
 
 
@@ -187,8 +206,10 @@ def _queue_sheet(ws: Worksheet, report: AuditReport, run_dir: Path) -> None:
         for col, value in enumerate(_queue_row(rank, study), start=1):
             put(ws, row, col, value, PROBABILITY_FORMAT if headers[col - 1] == "Priority" else None)
         if study.image_path:
+            # relative to the workbook's folder (the run folder), percent-encoded as a URI
+            # reference, so "#" or "%" in a file name stays part of the path
             link = ws.cell(row=row, column=image_col)
-            link.hyperlink = Path(study.image_path).as_uri()
+            link.hyperlink = quote(study.image_path, safe="/")
             link.style = "Hyperlink"
         heatmap = _strongest_heatmap(study)
         if heatmap and (run_dir / heatmap).is_file():
@@ -197,6 +218,7 @@ def _queue_sheet(ws: Worksheet, report: AuditReport, run_dir: Path) -> None:
             ws.add_image(picture, f"{get_column_letter(heat_col)}{row}")
             ws.row_dimensions[row].height = THUMB_PX * 0.75 + 4  # points
     finish_table(ws, len(headers), 1, last)
+    ws.freeze_panes = ws.cell(row=2, column=QUEUE_FROZEN_COLUMNS + 1)
     ws.column_dimensions[get_column_letter(heat_col)].width = THUMB_PX / 7 + 2
     verdict_col = get_column_letter(headers.index("Reviewer verdict") + 1)
     comment_col = get_column_letter(headers.index("Comment") + 1)

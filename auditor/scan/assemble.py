@@ -10,6 +10,7 @@ model negative) have theirs drawn here, which decodes those images once more.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -198,7 +199,7 @@ def assemble_report(
                 images=tuple(shown(i) for i in (focus, *(i for i in images if i != focus))),
                 image_path=""
                 if anon.enabled or focus not in paths
-                else str(paths[focus].absolute()),
+                else _run_relative_link(paths[focus], inputs.run_dir),
                 flag=flag,
                 read=_shown_read(read, anon, [metas.get(i) for i in images]),
                 levels=levels,
@@ -235,6 +236,23 @@ def _focus_image(
     if not pool:
         return images[0]
     return max(pool, key=lambda lv: (lv.probability, lv.image)).image
+
+
+def _run_relative_link(image: Path, run_dir: Path) -> str:
+    """The path of ``image`` relative to the run folder, with POSIX separators, or "" when there
+    is none (another drive on Windows).
+
+    The reports in the run folder link the image this way, not with a ``file:///`` path of the
+    scanning machine, so the link still works when the run folder and the archive are moved or
+    shared together.
+    """
+    try:
+        # by name, not resolved: an archive file that is a symbolic link is linked where the archive
+        # holds it, which is what travels with the archive
+        relative = os.path.relpath(image, run_dir)
+    except ValueError:  # no relative path between two Windows drives
+        return ""
+    return Path(relative).as_posix()
 
 
 def _radiograph_thumbnail(

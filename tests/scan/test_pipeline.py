@@ -12,6 +12,7 @@ import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import openpyxl
@@ -132,13 +133,14 @@ def test_excel_structure(scanned: ScanResult) -> None:
     assert workbook.sheetnames == ["Summary", "Flagged queue", "Vertebrae", "Files", "Errors"]
     queue = workbook["Flagged queue"]
     headers = [cell.value for cell in queue[1]]
-    assert headers[-2:] == ["Reviewer verdict", "Comment"]
-    assert queue.freeze_panes == "A2"
+    assert headers[:4] == ["Rank", "Status", "Reviewer verdict", "Comment"]
+    assert queue.freeze_panes == "E2"  # the header row and Rank to Comment stay in view
     assert queue.auto_filter.ref is not None
     assert queue.max_row == 1 + N_STUDIES  # every study is flagged at threshold 0
     statuses = [queue.cell(row=r, column=2).value for r in range(2, queue.max_row + 1)]
     assert statuses[0] == StudyStatus.LIKELY_MISSED.value
-    priorities = [queue.cell(row=r, column=3).value for r in range(2, queue.max_row + 1)]
+    priority = headers.index("Priority") + 1
+    priorities = [queue.cell(row=r, column=priority).value for r in range(2, queue.max_row + 1)]
     assert priorities == sorted(priorities, reverse=True)
     assert len(queue._images) == N_STUDIES  # one embedded heatmap thumbnail per study
     validations = queue.data_validations.dataValidation
@@ -146,6 +148,19 @@ def test_excel_structure(scanned: ScanResult) -> None:
     assert validations[0].formula1 == ('"confirmed miss,not a fracture,already known,unsure"')
     verdict = get_column_letter(headers.index("Reviewer verdict") + 1)
     assert str(validations[0].sqref).startswith(f"{verdict}2:")
+    image = headers.index("Image") + 1
+    links = [queue.cell(row=r, column=image).hyperlink for r in range(2, queue.max_row + 1)]
+    assert all(link is not None for link in links)
+    for r, link in enumerate(links, start=2):
+        assert link is not None and not link.target.startswith("file:")
+        shown = queue.cell(row=r, column=image).value  # the archive-relative path
+        assert link.target.endswith("/" + shown)
+        assert (scanned.run_dir / unquote(link.target)).is_file()
+    for sheet in workbook.worksheets:
+        assert sheet.page_setup.orientation == "landscape"
+        assert sheet.sheet_properties.pageSetUpPr.fitToPage
+        assert sheet.page_setup.fitToWidth == 1 and sheet.page_setup.fitToHeight == 0
+        assert sheet.print_title_rows == "$1:$1"
     vertebrae = workbook["Vertebrae"]
     assert vertebrae.max_row == 1 + N_STUDIES * len(LEVELS)
     assert vertebrae.conditional_formatting  # colour scale on probability
