@@ -46,6 +46,8 @@ DEFAULT_BUNDLE_NAME = "tl-resnet18-synthetic"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASS_NAMES = ("no_fracture", "fracture")
+#: Values of :attr:`ModelCard.training_data`: what the weights were trained on ("" = not stated).
+TRAINING_DATA_KINDS = ("synthetic", "clinical", "")
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,16 @@ class ModelCard:
     created: str = ""
     feature_stride: int = 32
     """Downsampling of the last feature map (32 = torchvision's; 16 or 8 for finer heatmaps)."""
+    training_data: str = ""
+    """What the weights were trained on: "synthetic", "clinical", or "" (not stated). Reports
+    warn that a "synthetic" model is not validated on patients."""
 
     def __post_init__(self) -> None:
+        if self.training_data not in TRAINING_DATA_KINDS:
+            raise BundleError(
+                f"model card training_data {self.training_data!r}; expected 'synthetic', "
+                "'clinical' or '' (not stated)"
+            )
         if self.feature_stride not in FEATURE_STRIDES:
             raise BundleError(
                 f"model card feature_stride {self.feature_stride}; expected one of "
@@ -173,6 +183,8 @@ class ModelCard:
         data["mean"] = list(self.mean)
         data["std"] = list(self.std)
         data["class_names"] = list(self.class_names)
+        if not self.training_data:
+            del data["training_data"]  # optional: cards that do not state it stay as they were
         return data
 
     @classmethod

@@ -9,6 +9,11 @@ It stays openable for a big archive: images are embedded only for the first ``em
 of the flagged queue (later ones link to the JPEG files in ``thumbnails/`` beside the report), and
 the vertebra, file and error tables show at most ``table_limit`` rows each (the most suspicious
 vertebrae first), with a note pointing at ``audit.xlsx`` and ``findings.csv`` for the rest.
+
+The page opens on the flagged queue (the run summary follows it), fits a 1,024 px window (long
+UIDs and paths wrap inside fixed-layout tables), gives each case an anchor ``#case-<rank>`` and
+moves between cases with the j / k (or n / p) keys. A banner above the queue, when given, warns
+that the model is not validated on patients (see :func:`model_banner`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,28 @@ from auditor.records import AuditReport, StudyFinding, StudyStatus, VertebraFind
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 from auditor.resources import resource_dir
 from auditor.vocab import Level
+
+#: The banner for a model whose card says ``training_data: "synthetic"``.
+SYNTHETIC_MODEL_BANNER = (
+    "This model was trained on synthetic radiographs only and is not validated on patients: "
+    "treat every flag as a prompt for review, not a finding."
+)
+
+
+def model_banner(training_data: str) -> str:
+    """The warning banner for a model card's ``training_data`` ("" when none is needed).
+
+    Parameters
+    ----------
+    training_data
+        :attr:`~auditor.model.bundle.ModelCard.training_data`: "synthetic", "clinical" or "".
+
+    Returns
+    -------
+    str
+        :data:`SYNTHETIC_MODEL_BANNER` for "synthetic", otherwise "".
+    """
+    return SYNTHETIC_MODEL_BANNER if training_data == "synthetic" else ""
 
 
 @dataclass(frozen=True)
@@ -77,7 +104,7 @@ def _queue_row(rank: int, study: StudyFinding, run_dir: Path, embed: bool) -> di
         "priority": study.flag.priority,
         "max_probability": study.max_probability,
         "levels": " ".join(level.value for level in study.flag.positive_levels),
-        "unreported": ";".join(level.value for level in study.flag.unreported_levels),
+        "unreported": ", ".join(level.value for level in study.flag.unreported_levels),
         "level_probs": [
             {"level": lv.level.value, "probability": lv.probability, "positive": lv.positive}
             for lv in study.levels
@@ -129,8 +156,13 @@ def build_context(
     run_dir: Path,
     embed_limit: int = DEFAULT_EMBED_LIMIT,
     table_limit: int = DEFAULT_TABLE_LIMIT,
+    *,
+    banner: str = "",
 ) -> dict[str, Any]:
-    """Turn the report into the template's context (plain values; the template escapes them)."""
+    """Turn the report into the template's context (plain values; the template escapes them).
+
+    ``banner`` is shown, escaped, above the flagged queue when non-empty.
+    """
     queue = [
         _queue_row(rank, study, run_dir, embed=rank <= embed_limit)
         for rank, study in enumerate(report.studies, start=1)
@@ -154,6 +186,7 @@ def build_context(
         )
     return {
         "title": report.title,
+        "banner": banner,
         "subtitle": f"{len(report.studies)} flagged studies; {len(report.vertebrae)} vertebrae",
         "summary": list(report.summary),
         "status_counts": [
@@ -190,6 +223,8 @@ def write_html(
     target: Path,
     embed_limit: int = DEFAULT_EMBED_LIMIT,
     table_limit: int = DEFAULT_TABLE_LIMIT,
+    *,
+    banner: str = "",
 ) -> None:
     """Render ``audit.html.j2`` for ``report`` and write it atomically to ``target``.
 
@@ -205,7 +240,10 @@ def write_html(
         Number of flagged studies whose images are embedded.
     table_limit
         Most rows shown in each of the vertebra, file and error tables.
+    banner
+        Warning shown at the top of the page, e.g. ``model_banner(card.training_data)``; none
+        when empty.
     """
-    context = build_context(report, run_dir, embed_limit, table_limit)
+    context = build_context(report, run_dir, embed_limit, table_limit, banner=banner)
     html = template_environment().get_template("audit.html.j2").render(**context)
     write_text_atomic(target, html)

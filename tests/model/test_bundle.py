@@ -140,3 +140,21 @@ def test_feature_stride_round_trips_and_old_cards_default_to_32(tmp_path: Path) 
         ModelCard.from_json(data)
     with pytest.raises(ValueError, match="resnet18 only"):
         build_network("vgg16", feature_stride=16)
+
+
+def test_training_data_is_optional_validated_and_written_only_when_stated(tmp_path: Path) -> None:
+    path = create_untrained_bundle(tmp_path / "u", input_size=32)
+    data = json.loads((path / CARD_FILE).read_text())
+    assert "training_data" not in data  # a card that does not state it is written as before
+    card = ModelCard.from_json(data)
+    assert card.training_data == "" and "training_data" not in card.to_json()
+    for kind in ("synthetic", "clinical"):
+        stated = ModelCard.from_json({**data, "training_data": kind})
+        assert stated.training_data == kind and stated.to_json()["training_data"] == kind
+    for bad in ("patients", "Synthetic", 1, None):
+        with pytest.raises(BundleError, match="training_data"):
+            ModelCard.from_json({**data, "training_data": bad})
+
+
+def test_bundled_model_says_it_was_trained_on_synthetic_data() -> None:
+    assert load_bundle(None).card.training_data == "synthetic"
