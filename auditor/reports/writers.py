@@ -18,12 +18,14 @@ from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """What the writers need beyond the report: the run folder (thumbnails are relative to it)
-    and the HTML page's size limits."""
+    """What the writers need beyond the report: the run folder (thumbnails are relative to it),
+    the HTML page's size limits, and what the model's card says it was trained on (the page
+    carries a banner for a model trained on synthetic data only)."""
 
     run_dir: Path
     embed_limit: int = DEFAULT_EMBED_LIMIT
     table_limit: int = DEFAULT_TABLE_LIMIT
+    training_data: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,16 @@ def _excel(report: AuditReport, target: Path, options: ReportOptions) -> None:
 
 
 def _html(report: AuditReport, target: Path, options: ReportOptions) -> None:
-    from auditor.reports.html import write_html  # jinja2: only when a page is written
+    from auditor.reports.html import model_banner, write_html  # jinja2: only when one is written
 
-    write_html(report, options.run_dir, target, options.embed_limit, options.table_limit)
+    write_html(
+        report,
+        options.run_dir,
+        target,
+        options.embed_limit,
+        options.table_limit,
+        banner=model_banner(options.training_data),
+    )
 
 
 def _csv(report: AuditReport, target: Path, options: ReportOptions) -> None:

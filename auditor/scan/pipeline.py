@@ -311,9 +311,13 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     n_positive = sum(is_positive(v.probability, threshold) for v in vertebrae)
     summary = _summary(config, model, boxes, done, (len(vertebrae), n_positive), timings)
     report = assemble_report(inputs, outcomes, summary)
-    reports = write_reports(
-        report, ReportOptions(config.out, config.embed_limit, config.table_limit)
+    options = ReportOptions(
+        config.out,
+        config.embed_limit,
+        config.table_limit,
+        training_data=model.bundle.card.training_data,
     )
+    reports = write_reports(report, options)
     timings["reports_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     return ScanResult(

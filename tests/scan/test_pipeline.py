@@ -629,3 +629,23 @@ def test_layercam_pass_runs_only_for_vertebrae_that_get_a_thumbnail(
         _config(world, bundle, tmp_path / "none", threshold=1.0, heatmap_method="layercam")
     )
     assert none.timings["heatmaps_drawn"] == 0 and none.timings["heatmap_maps_s"] == 0.0
+
+
+def test_the_report_carries_a_banner_for_a_model_trained_on_synthetic_data(
+    world: ScanWorld, bundle: Path, scanned: ScanResult, tmp_path: Path
+) -> None:
+    """The card's training_data reaches the page: a banner for "synthetic", none when the card
+    does not say (the untrained test bundle)."""
+    import json
+    import shutil
+
+    assert 'id="banner"' not in scanned.reports["html"].read_text(encoding="utf-8")
+    synthetic = tmp_path / "synthetic-bundle"
+    shutil.copytree(bundle, synthetic)
+    card = json.loads((synthetic / "card.json").read_text(encoding="utf-8"))
+    card["training_data"] = "synthetic"
+    (synthetic / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    result = run_scan(_config(world, synthetic, tmp_path / "run", heatmaps=HeatmapMode.NONE))
+    html = result.reports["html"].read_text(encoding="utf-8")
+    assert 'id="banner"' in html and "not validated on patients" in html
+    assert html.index('id="banner"') < html.index('id="queue"')
