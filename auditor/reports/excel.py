@@ -14,10 +14,11 @@ formula.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 from openpyxl.drawing.image import Image as XlImage
 from openpyxl.formatting.rule import ColorScaleRule
 from openpyxl.utils import get_column_letter
@@ -85,7 +86,45 @@ FILE_HEADERS = (
 ERROR_HEADERS = ("Source", "Row", "Item", "Reason")
 
 
-def write_excel(report: AuditReport, run_dir: Path, target: Path) -> None:
+#: A reviewer's verdict and comment for one study, as the Flagged queue holds them.
+Verdicts = Mapping[str, tuple[str, str]]
+
+
+def read_verdicts(path: Path) -> dict[str, tuple[str, str]]:
+    """The verdicts and comments a reviewer entered in a workbook's Flagged queue, by study (the
+    *Study* column); columns are found by their headers, so an older layout reads too.
+
+    Returns ``{}`` for a workbook without a Flagged queue or without any verdict or comment.
+
+    Raises
+    ------
+    OSError, zipfile.BadZipFile, KeyError
+        When ``path`` cannot be read as a workbook (the caller decides what that means).
+    """
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:
+        if "Flagged queue" not in workbook.sheetnames:
+            return {}
+        rows = workbook["Flagged queue"].iter_rows(values_only=True)
+        header = [str(v) if v is not None else "" for v in next(rows, ())]
+        if not {"Study", "Reviewer verdict", "Comment"} <= set(header):
+            return {}
+        study, verdict, comment = (
+            header.index(name) for name in ("Study", "Reviewer verdict", "Comment")
+        )
+        found: dict[str, tuple[str, str]] = {}
+        for row in rows:
+            cells = [("" if v is None else str(v)) for v in row] + [""] * len(header)
+            if cells[study] and (cells[verdict] or cells[comment]):
+                found[cells[study]] = (cells[verdict], cells[comment])
+        return found
+    finally:
+        workbook.close()
+
+
+def write_excel(
+    report: AuditReport, run_dir: Path, target: Path, verdicts: Verdicts | None = None
+) -> None:
     """Write the workbook atomically.
 
     Parameters
@@ -96,13 +135,17 @@ def write_excel(report: AuditReport, run_dir: Path, target: Path) -> None:
         Run directory; thumbnail paths in ``report`` are relative to it.
     target
         Path of the ``.xlsx`` file.
+    verdicts
+        Verdicts and comments to carry into the Flagged queue, by study key (see
+        :func:`read_verdicts`); a study no longer in the queue keeps its verdict only in the
+        workbook it came from.
     """
     workbook = Workbook()
     summary = workbook.active
     assert summary is not None
     summary.title = "Summary"
     _summary_sheet(summary, report)
-    _queue_sheet(workbook.create_sheet("Flagged queue"), report, run_dir)
+    _queue_sheet(workbook.create_sheet("Flagged queue"), report, run_dir, verdicts or {})
     _vertebra_sheet(workbook.create_sheet("Vertebrae"), report)
     write_table(
         workbook.create_sheet("Files"),
@@ -169,13 +212,14 @@ def _probability_scale(ws: Worksheet, column: int, first_row: int, last_row: int
     )
 
 
-def _queue_row(rank: int, study: StudyFinding) -> tuple[object, ...]:
+def _queue_row(rank: int, study: StudyFinding, verdicts: Verdicts) -> tuple[object, ...]:
     probabilities = "; ".join(f"{lv.level.value} {lv.probability:.3f}" for lv in study.levels)
+    verdict, comment = verdicts.get(study.key, (None, None))
     return (
         rank,
         study.status.value,
-        None,
-        None,
+        verdict or None,
+        comment or None,
         round(study.flag.priority, 4),
         "",
         ";".join(level.value for level in study.flag.unreported_levels),
@@ -193,7 +237,7 @@ def _queue_row(rank: int, study: StudyFinding) -> tuple[object, ...]:
     )
 
 
-def _queue_sheet(ws: Worksheet, report: AuditReport, run_dir: Path) -> None:
+def _queue_sheet(ws: Worksheet, report: AuditReport, run_dir: Path, verdicts: Verdicts) -> None:
     headers = QUEUE_HEADERS
     for col, title in enumerate(headers, start=1):
         put(ws, 1, col, title)
@@ -203,7 +247,7 @@ def _queue_sheet(ws: Worksheet, report: AuditReport, run_dir: Path) -> None:
     for rank, study in enumerate(report.studies, start=1):
         row = rank + 1
         last = row
-        for col, value in enumerate(_queue_row(rank, study), start=1):
+        for col, value in enumerate(_queue_row(rank, study, verdicts), start=1):
             put(ws, row, col, value, PROBABILITY_FORMAT if headers[col - 1] == "Priority" else None)
         if study.image_path:
             # relative to the workbook's folder (the run folder), percent-encoded as a URI

@@ -8,12 +8,17 @@ change. Each writer writes its file atomically and formats only: every decision 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import os
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.records import AuditReport
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,13 +40,54 @@ class ReportWriter:
 
     kind: str
     filename: str
-    write: Callable[[AuditReport, Path, ReportOptions], None]
+    #: writes ``target``; returns any other file it left beside it, by kind (or None)
+    write: Callable[[AuditReport, Path, ReportOptions], Mapping[str, Path] | None]
 
 
-def _excel(report: AuditReport, target: Path, options: ReportOptions) -> None:
-    from auditor.reports.excel import write_excel  # openpyxl: only when a workbook is written
+def _excel(report: AuditReport, target: Path, options: ReportOptions) -> dict[str, Path]:
+    """Write the workbook. A workbook already there that holds reviewer verdicts or comments
+    (a ``--resume``, or a rescan into the run folder) is never overwritten: it is kept as
+    ``audit.reviewed-N.xlsx`` and its verdicts are carried into the new one, study by study."""
+    from auditor.reports.excel import read_verdicts, write_excel  # openpyxl: only here
 
-    write_excel(report, options.run_dir, target)
+    verdicts: dict[str, tuple[str, str]] = {}
+    kept: dict[str, Path] = {}
+    if target.is_file():
+        unreadable = False
+        try:
+            verdicts = read_verdicts(target)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+            # not a workbook we can read: keep it all the same, a person may have typed in it
+            logger.warning("%s cannot be read as a workbook (%s); it is kept", target.name, err)
+            unreadable = True
+        if verdicts or unreadable:
+            keep = _free_name(target.with_name(f"{target.stem}.reviewed-1{target.suffix}"))
+            os.replace(target, keep)
+            kept["xlsx (the reviewed workbook, kept)"] = keep
+    write_excel(report, options.run_dir, target, verdicts)
+    if verdicts:
+        queue = {study.key for study in report.studies}
+        carried = sum(key in queue for key in verdicts)
+        logger.warning(
+            "%s held reviewer verdicts or comments for %d studies: it is kept as %s, and the "
+            "new %s carries them over for the %d of them still in the flagged queue",
+            target.name,
+            len(verdicts),
+            next(iter(kept.values())).name,
+            target.name,
+            carried,
+        )
+    return kept
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or the first ``...-N`` sibling name not taken (N counting up from its own)."""
+    stem, _, number = path.stem.rpartition("-")
+    n = int(number)
+    while path.exists():
+        n += 1
+        path = path.with_name(f"{stem}-{n}{path.suffix}")
+    return path
 
 
 def _html(report: AuditReport, target: Path, options: ReportOptions) -> None:
@@ -78,6 +124,7 @@ def write_reports(
     paths: dict[str, Path] = {}
     for writer in writers:
         target = options.run_dir / writer.filename
-        writer.write(report, target, options)
+        others = writer.write(report, target, options)
         paths[writer.kind] = target
+        paths.update(others or {})
     return paths

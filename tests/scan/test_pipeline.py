@@ -649,3 +649,35 @@ def test_the_report_carries_a_banner_for_a_model_trained_on_synthetic_data(
     html = result.reports["html"].read_text(encoding="utf-8")
     assert 'id="banner"' in html and "not validated on patients" in html
     assert html.index('id="banner"') < html.index('id="queue"')
+
+
+def test_resume_keeps_a_reviewed_workbook_and_carries_its_verdicts_over(
+    world: ScanWorld, bundle: Path, tmp_path: Path
+) -> None:
+    """A reviewer's verdicts are never wiped by ``--resume``: the reviewed workbook is kept
+    beside the new one, and the new one holds the same verdicts for the same studies."""
+    out = tmp_path / "run"
+    first = run_scan(_config(world, bundle, out, heatmaps=HeatmapMode.NONE))
+    workbook = openpyxl.load_workbook(first.reports["xlsx"])
+    queue = workbook["Flagged queue"]
+    header = [c.value for c in queue[1]]
+    study_col, verdict_col, comment_col = (
+        header.index(name) + 1 for name in ("Study", "Reviewer verdict", "Comment")
+    )
+    study = queue.cell(row=2, column=study_col).value
+    queue.cell(row=2, column=verdict_col).value = "confirmed miss"
+    queue.cell(row=2, column=comment_col).value = "looks real; <b>T12</b> too"
+    workbook.save(first.reports["xlsx"])
+
+    again = run_scan(_config(world, bundle, out, heatmaps=HeatmapMode.NONE, resume=True))
+    kept = out / "audit.reviewed-1.xlsx"
+    assert again.reports["xlsx (the reviewed workbook, kept)"] == kept
+    reviewed = openpyxl.load_workbook(kept)["Flagged queue"]
+    assert reviewed.cell(row=2, column=verdict_col).value == "confirmed miss"
+    new = openpyxl.load_workbook(again.reports["xlsx"])["Flagged queue"]
+    rows = {r[study_col - 1]: r for r in new.iter_rows(min_row=2, values_only=True)}
+    assert rows[study][verdict_col - 1] == "confirmed miss"
+    assert rows[study][comment_col - 1] == "looks real; <b>T12</b> too"
+    # a workbook without verdicts is simply replaced, and a second resume keeps the next one apart
+    third = run_scan(_config(world, bundle, out, heatmaps=HeatmapMode.NONE, resume=True))
+    assert third.reports["xlsx (the reviewed workbook, kept)"] == out / "audit.reviewed-2.xlsx"
