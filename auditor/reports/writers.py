@@ -61,7 +61,7 @@ def _excel(report: AuditReport, target: Path, options: ReportOptions) -> dict[st
             logger.warning("%s cannot be read as a workbook (%s); it is kept", target.name, err)
             unreadable = True
         if verdicts or unreadable:
-            keep = _free_name(target.with_name(f"{target.stem}.reviewed-1{target.suffix}"))
+            keep = _reviewed_name(target)
             os.replace(target, keep)
             kept["xlsx (the reviewed workbook, kept)"] = keep
     write_excel(report, options.run_dir, target, verdicts)
@@ -80,13 +80,11 @@ def _excel(report: AuditReport, target: Path, options: ReportOptions) -> dict[st
     return kept
 
 
-def _free_name(path: Path) -> Path:
-    """``path``, or the first ``...-N`` sibling name not taken (N counting up from its own)."""
-    stem, _, number = path.stem.rpartition("-")
-    n = int(number)
-    while path.exists():
+def _reviewed_name(target: Path) -> Path:
+    """The first free ``<stem>.reviewed-N<suffix>`` beside ``target``, N counting from 1."""
+    n = 1
+    while (path := target.with_name(f"{target.stem}.reviewed-{n}{target.suffix}")).exists():
         n += 1
-        path = path.with_name(f"{stem}-{n}{path.suffix}")
     return path
 
 

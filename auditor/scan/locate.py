@@ -111,13 +111,15 @@ def _localize(
             f"{done.unreadable} unreadable; boxes in {out}",
         )
     )
-    kept = [box for box in done.found if not degenerate_reason(box.xyxy)]
-    rejected = tuple(
-        RowError(box.row, degenerate_reason(box.xyxy), box.image, box.level.value)
-        for box in done.found
-        if degenerate_reason(box.xyxy)
-    )
-    return BoxFile(out, tuple(kept), rejected), _localizer_errors(done.outcomes)
+    kept: list[VertebraBox] = []
+    rejected: list[RowError] = []
+    for box in done.found:
+        reason = degenerate_reason(box.xyxy)
+        if reason:
+            rejected.append(RowError(box.row, reason, box.image, box.level.value))
+        else:
+            kept.append(box)
+    return BoxFile(out, tuple(kept), tuple(rejected)), _localizer_errors(done.outcomes)
 
 
 def _localizer_errors(outcomes: Iterable[LocalizerOutcome]) -> tuple[RowError, ...]:
