@@ -330,6 +330,43 @@ class StudyFinding:
 
 
 @dataclass(frozen=True)
+class CaseImage:
+    """One classified image of a study, as the review workbench opens it.
+
+    ``ref`` names the image without saying its path: the keyed hash
+    (:meth:`~auditor.reports.pseudonym.Pseudonymiser.ref`) of its archive-relative path under the
+    run's salt, which the run journal resolves back to the file. ``image`` is the path as the
+    reports show it (pseudonymised on request).
+    """
+
+    image: str
+    ref: str
+    sop_instance_uid: str
+    vertebrae: tuple[VertebraFinding, ...]  # every box of the image, classified or not
+
+
+@dataclass(frozen=True)
+class StudyCase:
+    """One classified study, flagged or not, with its boxes: what a reviewer opens.
+
+    Identifiers are as the reports show them (pseudonymised on request). ``queue_rank`` is the
+    1-based place in the flagged queue, None for a study that is not flagged.
+    """
+
+    key: str
+    status: StudyStatus
+    priority: float
+    queue_rank: int | None
+    study_uid: str
+    accession_number: str
+    patient_id: str
+    study_date: str
+    description: str
+    read: ReadRow | None
+    images: tuple[CaseImage, ...]
+
+
+@dataclass(frozen=True)
 class FileRow:
     """One file of the archive: triage outcome and what the scan did with it."""
 
@@ -366,3 +403,4 @@ class AuditReport:
     vertebrae: tuple[VertebraFinding, ...]
     files: tuple[FileRow, ...]
     errors: tuple[ErrorRow, ...]
+    cases: tuple[StudyCase, ...] = ()  # every classified study: flagged in queue order, then by key

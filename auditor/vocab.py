@@ -156,3 +156,37 @@ class HeatmapMode(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class VertebraDecision(str, Enum):
+    """A reviewer's decision on one vertebra. Only ``fracture`` and ``no_fracture`` become labels;
+    ``unsure`` never does (an undecided vertebra is never a silent negative)."""
+
+    FRACTURE = "fracture"
+    NO_FRACTURE = "no_fracture"
+    UNSURE = "unsure"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def label(self) -> int | None:
+        """The training label (1 fracture, 0 no fracture), None for ``unsure``."""
+        return {"fracture": 1, "no_fracture": 0}.get(self.value)
+
+
+class StudyVerdict(str, Enum):
+    """A reviewer's verdict on one study: the workbench's choices and the workbook's drop-down."""
+
+    CONFIRMED_MISS = "confirmed miss"
+    NOT_A_FRACTURE = "not a fracture"
+    ALREADY_KNOWN = "already known"
+    UNSURE = "unsure"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Genant's semiquantitative grades of a vertebral fracture: 0 normal, 1 mild (20-25 % height
+#: loss), 2 moderate (25-40 %), 3 severe (over 40 %).
+GENANT_GRADES = (0, 1, 2, 3)

@@ -28,8 +28,9 @@ from openpyxl.worksheet.worksheet import Worksheet
 from auditor.files import write_with
 from auditor.records import AuditReport, StudyFinding
 from auditor.reports.cells import finish_table, put, write_table
+from auditor.vocab import StudyVerdict
 
-VERDICTS = ("confirmed miss", "not a fracture", "already known", "unsure")
+VERDICTS = tuple(verdict.value for verdict in StudyVerdict)
 THUMB_PX = 96
 PROBABILITY_FORMAT = "0.000"
 

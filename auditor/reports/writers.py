@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.records import AuditReport
+from auditor.reports.cases import CASES_NAME, write_cases
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 
 logger = logging.getLogger(__name__)
@@ -107,11 +108,16 @@ def _csv(report: AuditReport, target: Path, options: ReportOptions) -> None:
     write_findings_csv(report, target)
 
 
+def _cases(report: AuditReport, target: Path, options: ReportOptions) -> None:
+    write_cases(report, target, options.training_data)
+
+
 #: Every report ``tlaudit scan`` writes, in the order it writes and lists them.
 SCAN_REPORTS: tuple[ReportWriter, ...] = (
     ReportWriter("xlsx", "audit.xlsx", _excel),
     ReportWriter("html", "audit.html", _html),
     ReportWriter("csv", "findings.csv", _csv),
+    ReportWriter("cases", CASES_NAME, _cases),
 )
 
 

@@ -19,12 +19,14 @@ from auditor.errors import TlauditError
 from auditor.io.radiograph import read_radiograph
 from auditor.records import (
     AuditReport,
+    CaseImage,
     ErrorRow,
     FileRow,
     LevelEvidence,
     RadiographMeta,
     ReadRow,
     RowError,
+    StudyCase,
     StudyFinding,
     StudyStatus,
     SummaryValue,
@@ -126,6 +128,7 @@ def assemble_report(
     boxes_by_row = {(image, box.row): box for image, boxes in inputs.boxes.items() for box in boxes}
     vertebrae: list[VertebraFinding] = []
     findings: list[StudyFinding] = []
+    cases: dict[str, StudyCase] = {}
     status_counts = dict.fromkeys(StudyStatus, 0)
     matched_reads: set[int] = set()
     for key in sorted(studies):
@@ -150,10 +153,12 @@ def assemble_report(
         reported_levels = set(read.reported_levels) if read else set()
         covers_all = bool(read and read.fracture_reported and not read.reported_levels)
         shown_key = "image:" + shown(key[6:]) if key.startswith("image:") else anon(key)
+        case_images: list[CaseImage] = []
         for image in images:
+            image_vertebrae: list[VertebraFinding] = []
             for v in outcomes[image].vertebrae:
                 box = boxes_by_row.get((image, v.box_row))
-                vertebrae.append(
+                image_vertebrae.append(
                     VertebraFinding(
                         study=shown_key,
                         image=shown(image),
@@ -173,6 +178,30 @@ def assemble_report(
                         else (covers_all or v.level in reported_levels),
                     )
                 )
+            vertebrae += image_vertebrae
+            image_meta = metas.get(image)
+            case_images.append(
+                CaseImage(
+                    image=shown(image),
+                    ref=anon.ref(image),
+                    sop_instance_uid=anon(image_meta.sop_uid) if image_meta else "",
+                    vertebrae=tuple(image_vertebrae),
+                )
+            )
+        shown_read = _shown_read(read, anon, [metas.get(i) for i in images])
+        cases[shown_key] = StudyCase(
+            key=shown_key,
+            status=flag.status,
+            priority=flag.priority,
+            queue_rank=None,
+            study_uid=anon(meta.study_uid) if meta else "",
+            accession_number=anon(meta.accession_number) if meta else "",
+            patient_id=anon(meta.patient_id) if meta else "",
+            study_date=meta.study_date if meta else "",
+            description=(meta.study_description or meta.series_description) if meta else "",
+            read=shown_read,
+            images=tuple(case_images),
+        )
         if not flag.status.flagged:
             continue
         levels = tuple(
@@ -201,13 +230,15 @@ def assemble_report(
                 if anon.enabled or focus not in paths
                 else _run_relative_link(paths[focus], inputs.run_dir),
                 flag=flag,
-                read=_shown_read(read, anon, [metas.get(i) for i in images]),
+                read=shown_read,
                 levels=levels,
                 radiograph=_radiograph_thumbnail(inputs, focus, paths.get(focus), outcomes[focus]),
             )
         )
     findings.sort(key=lambda s: (-s.flag.priority, s.status.rank, -s.max_probability, s.key))
     vertebrae.sort(key=lambda v: (v.study, v.image, v.level.order, v.box_row))
+    queue = [replace(cases.pop(s.key), queue_rank=rank) for rank, s in enumerate(findings, 1)]
+    ordered_cases = (*queue, *(cases[key] for key in sorted(cases)))
 
     files = tuple(_file_row(f, outcomes, inputs.boxes, anon) for f in inputs.files)
     errors = _errors(inputs, outcomes, shown)
@@ -224,6 +255,7 @@ def assemble_report(
         vertebrae=tuple(vertebrae),
         files=files,
         errors=errors,
+        cases=ordered_cases,
     )
 
 
