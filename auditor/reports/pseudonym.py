@@ -56,7 +56,9 @@ class Pseudonymiser:
         """A keyed reference to ``value`` (32 hex digits of HMAC-SHA256 under the salt), made
         whether or not pseudonymisation is enabled: files in the run folder name an archive image
         by it, and only a holder of the salt (the run journal) can resolve it back."""
-        digest = hmac.new(self.salt.encode("utf-8"), b"ref:" + value.encode("utf-8"), hashlib.sha256)
+        digest = hmac.new(
+            self.salt.encode("utf-8"), b"ref:" + value.encode("utf-8"), hashlib.sha256
+        )
         return digest.hexdigest()[:32]
 
     def scrub(self, text: str, identifiers: Iterable[str], *, whole_words: bool = False) -> str:
