@@ -12,26 +12,31 @@ from pathlib import Path
 
 from auditor.scan.config import HeatmapMode, ScanConfig
 from auditor.scan.pipeline import run_scan
-from tests.helpers.scan_world import ScanWorld, make_scan_world
+from tests.helpers.scan_world import make_scan_world
+
+THRESHOLD = 0.9
 
 
-def scanned_run(root: Path, bundle: Path, n_studies: int = 6, threshold: float = 0.9) -> Path:
-    """Scan the tiny world under ``root`` with ``bundle`` (heatmaps for every vertebra) and
-    return the run folder ``root/run``."""
-    world: ScanWorld = make_scan_world(root / "world", n_studies=n_studies)
-    out = root / "run"
-    run_scan(
-        ScanConfig(
-            archive=world.archive,
-            out=out,
-            boxes=world.boxes,
-            reads=world.reads,
-            model=bundle,
-            threshold=threshold,
-            device="cpu",
-            batch_size=8,
-            workers=0,
-            heatmaps=HeatmapMode.ALL,
-        )
+def scan_config(world: Path, bundle: Path, out: Path, *, resume: bool = False) -> ScanConfig:
+    """The scan of the world under ``world`` (heatmaps for every vertebra) into ``out``."""
+    return ScanConfig(
+        archive=world / "archive",
+        out=out,
+        boxes=world / "boxes.csv",
+        reads=world / "reads.csv",
+        model=bundle,
+        threshold=THRESHOLD,
+        device="cpu",
+        batch_size=8,
+        workers=0,
+        heatmaps=HeatmapMode.ALL,
+        resume=resume,
     )
+
+
+def scanned_run(root: Path, bundle: Path, n_studies: int = 6) -> Path:
+    """Write the tiny world to ``root/world``, scan it and return the run folder ``root/run``."""
+    make_scan_world(root / "world", n_studies=n_studies)
+    out = root / "run"
+    run_scan(scan_config(root / "world", bundle, out))
     return out
