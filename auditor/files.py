@@ -11,12 +11,20 @@ must never become a formula when a QA reviewer opens a CSV file tlaudit wrote (O
 injection"): :func:`csv_safe` prefixes such text with an apostrophe, the usual neutralisation, and
 :func:`csv_unsafe` takes it off again where tlaudit reads its own file back (a box file).
 Workbooks get the same protection cell by cell in :mod:`auditor.reports.cells`.
+
+Text shown as it is stored. Unicode's bidirectional controls (right-to-left override and its
+kin) make a viewer draw text in another order than it is stored, so a file name or header value
+could read as something it is not ("Trojan Source"). The reports a person reads (HTML, workbook)
+show such text with the controls stripped (:func:`strip_bidi`): every visible character stays, so
+the value is still found by searching for it. CSV files keep them, so that a path read back still
+names its file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from enum import Enum
@@ -24,6 +32,16 @@ from pathlib import Path
 from typing import Any
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+#: Unicode bidirectional controls (UAX #9): the Arabic letter mark, the left-to-right and
+#: right-to-left marks, embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069).
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def strip_bidi(text: str) -> str:
+    """``text`` without bidirectional controls (:data:`BIDI_CONTROLS`), so that it shows in the
+    order it is stored."""
+    return BIDI_CONTROLS.sub("", text)
 
 
 def is_formula_like(text: str) -> bool:
@@ -34,20 +52,22 @@ def is_formula_like(text: str) -> bool:
 def csv_safe(value: Any) -> Any:
     """Neutralise text that a spreadsheet would read as a formula when it opens a CSV file.
 
-    Formula-like strings get a leading apostrophe; everything else is returned unchanged (numbers
-    stay numbers so other tools can read them).
+    Formula-like strings get a leading apostrophe; so does formula-like text that already starts
+    with apostrophes (``'=x``), so that :func:`csv_unsafe` gives back exactly what was written.
+    Everything else is returned unchanged (numbers stay numbers so other tools can read them).
     """
     if isinstance(value, Enum):
         value = value.value
-    if isinstance(value, str) and is_formula_like(value):
+    if isinstance(value, str) and is_formula_like(value.lstrip("'")):
         return "'" + value
     return value
 
 
 def csv_unsafe(text: str) -> str:
     """Undo :func:`csv_safe` on a value read back from a CSV file tlaudit wrote: an apostrophe
-    followed by formula-like text loses the apostrophe; anything else is returned unchanged."""
-    if text.startswith("'") and is_formula_like(text[1:]):
+    before formula-like text (after any further apostrophes) is taken off; anything else is
+    returned unchanged."""
+    if text.startswith("'") and is_formula_like(text.lstrip("'")):
         return text[1:]
     return text
 
@@ -76,6 +96,14 @@ def atomic_path(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def is_temporary_of(name: str, target: Path) -> bool:
+    """True when ``name`` is a temporary file :func:`atomic_path` makes beside ``target``
+    (so that a walk of the folder can leave it out)."""
+    target = Path(target)
+    pattern = re.escape(f".{target.stem}.") + "[0-9a-f]{16}" + re.escape(f".tmp{target.suffix}")
+    return re.fullmatch(pattern, name) is not None
 
 
 def write_text_atomic(target: Path, text: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from auditor.boxes import archive_key, read_box_file, resolve_boxes
 from auditor.errors import InputFileError
-from auditor.vocab import Level
+from auditor.vocab import BoxFormat, Level
 
 HEADER = "image,sop_instance_uid,level,x_min,y_min,x_max,y_max,label,ao_type,genant_grade\n"
 
@@ -180,3 +180,268 @@ def test_resolve_checks_rows_against_images(tmp_path: Path) -> None:
     assert "matches no candidate image" in reasons[6]
     assert "outside the 800 x 1000 image" in reasons[7]
     assert "given twice" in reasons[8]
+
+
+# -- the box files annotation tools write (auditor.box_formats) -----------------------------------
+
+BOX = (10.0, 20.0, 110.0, 100.0)  # the box every layout below states, as tlaudit's corners
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "image,level,x_min,y_min,x_max,y_max\na.dcm,L1,10,20,110,100\n",
+        "Image,Level,X Min,Y-Min,x max,Y_MAX\na.dcm,L1,10,20,110,100\n",  # spelt as people do
+        "\ufeffimage,level,x_min,y_min,x_max,y_max\na.dcm,L1,10,20,110,100\n",  # Excel's BOM
+        "image,level,xmin,ymin,xmax,ymax\na.dcm,L1,10,20,110,100\n",
+        "image,label,xtl,ytl,xbr,ybr\na.dcm,L1,10,20,110,100\n",  # CVAT: the label is the level
+        "file_name,vertebra,x1,y1,x2,y2\na.dcm,L1,10,20,110,100\n",
+        "image,level,x,y,w,h\na.dcm,L1,10,20,100,80\n",  # top-left corner and size, pixels
+        "image,level,x,y,width,height\na.dcm,L1,10,20,100,80\n",
+        # Label Studio: percent of the original size, its local-files URL, its label list
+        "image,rectanglelabels,x,y,width,height,original_width,original_height\n"
+        '/data/local-files/?d=a.dcm,"[""L1""]",1,2,10,8,1000,1000\n',
+        "image;level;x_min;y_min;x_max;y_max\na.dcm;L1;10,0;20;110,0;100\n",  # decimal commas
+        "image\tlevel\tx_min\ty_min\tx_max\ty_max\na.dcm\tL1\t10\t20\t110\t100\n",
+        "image|level|xtl|ytl|xbr|ybr\na.dcm|L1|10|20|110|100\n",
+    ],
+    ids=[
+        "tlaudit", "spelling", "bom", "xmin", "cvat", "x1y1", "xywh", "xy-width", "label-studio",
+        "semicolon", "tab", "pipe",
+    ],
+)  # fmt: skip
+def test_every_layout_gives_the_same_box(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "boxes.csv"
+    path.write_text(content, encoding="utf-8")
+    result = read_box_file(path)
+    assert result.errors == ()
+    (box,) = result.rows
+    assert (box.image, box.level) == ("a.dcm", Level.L1)
+    assert box.xyxy == pytest.approx(BOX)
+    assert result.notes, "the box file says how it was read"
+
+
+def test_box_format_reads_a_file_whose_columns_allow_two_layouts(tmp_path: Path) -> None:
+    path = tmp_path / "boxes.csv"
+    path.write_text(
+        "image,level,x_min,y_min,x_max,y_max,x,y,width,height\na.dcm,L1,10,20,110,100,1,2,10,8\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(InputFileError, match="--box-format corners, xywh or percent"):
+        read_box_file(path)
+    assert read_box_file(path, "corners").rows[0].xyxy == BOX
+    assert read_box_file(path, BoxFormat.XYWH).rows[0].xyxy == (1.0, 2.0, 11.0, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "box_format", "match"),
+    [
+        ("image,level,x_min,y_min,x_max,y_max\n", "boxes.csv", "auto", "has no rows"),
+        ("image,level,x_min,y_min,x_max,y_max\n\n\n", "boxes.csv", "auto", "has no rows"),
+        ("", "boxes.csv", "auto", "is empty"),
+        ("\n \n", "boxes.csv", "auto", "is empty"),
+        ('{"images": [], "annotations": []}', "boxes.json", "auto", "has no rows"),
+        ("image,level,x,y,w,h\na.dcm,L1,1,2,3,4\n", "boxes.csv", "percent", "original_width"),
+        ("image,level,x,y,w,h\na.dcm,L1,1,2,3,4\n", "boxes.csv", "corners", "x_min, y_min"),
+        ("image,level,x_min,y_min,x_max,y_max\n", "boxes.csv", "xywh", "x, y, w, h"),
+        ("image,level,top,left\na.dcm,L1,1,2\n", "boxes.csv", "auto", "Label Studio's x, y"),
+        ('{"annotations": []}', "boxes.json", "percent", "applies to CSV files"),
+        ("[" * 100_000 + "]" * 100_000, "boxes.json", "auto", "nested too deeply"),
+        ('{"annotations": ' + "[" * 100_000 + "]" * 100_000 + "}", "boxes.json", "auto",
+         "nested too deeply"),
+        ('[{"data": {"image": "a.png"}, "annotations": []}]', "boxes.json", "auto",
+         "Label Studio JSON export"),
+        ('{"images": 5, "annotations": []}', "boxes.json", "auto", "'images' is int"),
+        ('{"categories": {}, "annotations": []}', "boxes.json", "auto", "'categories' is dict"),
+        ("{\"annotations\": [" + "9" * 5000 + "]}", "boxes.json", "auto", "not valid JSON"),
+    ],
+    ids=[
+        "header-only", "header-blank-lines", "empty", "whitespace", "coco-no-annotations",
+        "percent-without-size", "corners-asked", "xywh-asked", "no-box-columns",
+        "coco-percent", "nested-list", "nested-annotations", "label-studio-json",
+        "coco-images-not-a-list", "coco-categories-not-a-list", "coco-5000-digits",
+    ],
+)  # fmt: skip
+def test_box_files_that_cannot_be_read_are_refused_cleanly(
+    tmp_path: Path, content: str, name: str, box_format: str, match: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputFileError, match=match):
+        read_box_file(path, box_format)
+
+
+def test_a_box_file_in_another_encoding_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "boxes.csv"
+    path.write_bytes(
+        "image;level;x_min;y_min;x_max;y_max\nWirbelsäule.dcm;L1;1;2;30;40\n".encode("cp1252")
+    )
+    with pytest.raises(InputFileError, match="not UTF-8 text; save it as CSV UTF-8"):
+        read_box_file(path)
+
+
+@pytest.mark.parametrize(
+    ("row", "match"),
+    [
+        ("a.dcm,L1,150,2,10,8,1000,1000", "x 150 is not a percentage"),
+        ("a.dcm,L1,1,2,-5,8,1000,1000", "width -5 is not a percentage"),
+        ("a.dcm,L1,1,2,10,8,0,1000", "original size 0 x 1000 is not an image size"),
+        ("a.dcm,L1,1,2,10,8,,1000", "original_width is not a number"),
+        ("a.dcm,L1,one,2,10,8,1000,1000", "x is not a number: 'one'"),
+        ("a.dcm,L1,1,2,10,inf,1000,1000", "height is not a finite number"),
+    ],
+)
+def test_percent_rows_that_cannot_be_converted_are_named_errors(
+    tmp_path: Path, row: str, match: str
+) -> None:
+    path = tmp_path / "boxes.csv"
+    path.write_text(
+        "image,level,x,y,width,height,original_width,original_height\n"
+        f"a.dcm,L2,1,2,10,8,1000,1000\n{row}\n",
+        encoding="utf-8",
+    )
+    result = read_box_file(path)
+    assert [box.level for box in result.rows] == [Level.L2]
+    (error,) = result.errors
+    assert error.row == 2 and error.image == "a.dcm" and match in error.reason
+
+
+def test_coco_with_the_level_as_an_attribute(tmp_path: Path) -> None:
+    """CVAT exports one category, ``vertebra``, and the level as an attribute of each box."""
+    coco = {
+        "images": [{"id": 1, "file_name": "p/a.png"}],
+        "categories": [{"id": 3, "name": "vertebra"}, {"id": 4, "name": "L5"}],
+        "annotations": [
+            {"image_id": 1, "category_id": 3, "bbox": [10, 20, 100, 80],
+             "attributes": {"Level": "L1", "Fracture": "yes", "occluded": False}},
+            {"image_id": 1, "category_id": 3, "bbox": [10, 120, 100, 80],
+             "attributes": {"vertebra": "l-2"}},
+            {"image_id": 1, "category_id": 4, "bbox": [10, 220, 100, 80],
+             "attributes": {"level": "L4"}},  # a category naming a level wins
+            {"image_id": 1, "category_id": 3, "bbox": [10, 320, 100, 80]},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps(coco), encoding="utf-8")
+    result = read_box_file(path)
+    assert [(b.level, b.xyxy[1]) for b in result.rows] == [
+        (Level.L1, 20.0),
+        (Level.L2, 120.0),
+        (Level.L5, 220.0),
+    ]
+    (error,) = result.errors
+    assert error.row == 4 and "unknown vertebral level 'vertebra'" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("annotation", "match"),
+    [
+        ({"image_id": [1], "category_id": 1, "bbox": [1, 2, 30, 40]}, "is not in 'images'"),
+        ({"image_id": {"a": 1}, "category_id": 1, "bbox": [1, 2, 30, 40]}, "is not in 'images'"),
+        ({"image_id": True, "category_id": 1, "bbox": [1, 2, 30, 40]}, "is not in 'images'"),
+        ({"image_id": 1, "category_id": [1], "bbox": [1, 2, 30, 40]}, "unknown vertebral level"),
+        ({"image_id": 1, "category_id": 1, "bbox": "1,2,30,40"}, "bbox must be"),
+        ({"image_id": 1, "category_id": 1, "bbox": [[1], 2, 30, 40]}, "bbox is not a number"),
+        ({"image_id": 1, "category_id": 1, "bbox": [True, 2, 30, 40]}, "bbox is not a number"),
+        ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 1e309]}, "not a finite number"),
+        ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40], "attributes": [1]},
+         "attributes must be an object"),
+        ("annotation", "not an object"),
+        (None, "not an object"),
+    ],
+)  # fmt: skip
+def test_hostile_coco_annotations_are_row_errors(
+    tmp_path: Path, annotation: object, match: str
+) -> None:
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png"}, {"id": [2]}, "not an image", {"id": None}],
+        "categories": [{"id": 1, "name": "L1"}, {"id": {}, "name": "L2"}],
+        "annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40]}, annotation],
+    }
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps(coco), encoding="utf-8")
+    result = read_box_file(path)
+    assert len(result.rows) == 1
+    (error,) = result.errors
+    assert error.row == 2 and match in error.reason
+
+
+def test_rows_whose_path_names_no_image_are_matched_by_uid_or_by_the_end_of_their_path(
+    tmp_path: Path,
+) -> None:
+    """A box file written relative to the archive's parent folder (``archive/...``), or with
+    absolute paths, still finds its images; so does a row whose UID names one."""
+    path = write_csv(
+        tmp_path,
+        "\n".join(
+            [
+                "archive/p/a.dcm,,L1,0,300,100,400,,,",  # relative to the parent folder
+                "/data/er/archive/p/a.dcm,,L2,0,400,100,500,,,",  # absolute
+                "C:\\exports\\archive\\p\\a.dcm,,L3,0,500,100,600,,,",  # Windows, absolute
+                "elsewhere/b.dcm,uid-b,L1,0,300,100,400,,,",  # the UID names an image
+                "../b.dcm,uid-b,L2,0,400,100,500,,,",  # outside, but the UID names an image
+                "archive/p/../../../etc/a.dcm,,L4,0,0,100,100,,,",  # climbs: never matched
+                "archive/p/zzz.dcm,,L4,0,0,100,100,,,",  # no tail is an image
+            ]
+        )
+        + "\n",
+    )
+    images = {"p/a.dcm": FakeImage("uid-a"), "q/b.dcm": FakeImage("uid-b")}
+    resolved = resolve_boxes(read_box_file(path).rows, images)
+    assert [b.level for b in resolved.by_image["p/a.dcm"]] == [Level.L1, Level.L2, Level.L3]
+    assert {b.image for b in resolved.by_image["p/a.dcm"]} == {"p/a.dcm"}
+    assert [b.level for b in resolved.by_image["q/b.dcm"]] == [Level.L1, Level.L2]
+    assert [(e.row, e.reason.split(" ")[0]) for e in resolved.errors] == [
+        (6, "image"),
+        (7, "image"),
+    ]
+    assert "points outside the archive" in resolved.errors[0].reason
+    assert "2 box rows matched their image by SOP Instance UID" in resolved.notes[0]
+    assert "3 box rows matched their image only without the leading folders" in resolved.notes[1]
+
+
+@pytest.mark.parametrize(
+    ("size", "boxes", "refused"),
+    [
+        ((2000, 2500), [(10, 20, 30, 28), (10, 30, 30, 38)], True),  # percent read as pixels
+        ((600, 500), [(10, 20, 30, 28), (10, 30, 30, 38)], True),
+        ((2000, 2500), [(10, 20, 30, 28), (10, 30, 300, 380)], False),  # one box beyond 100
+        ((2000, 2500), [(10, 20, 30, 28)], False),  # one box says too little
+        ((160, 96), [(10, 20, 30, 28), (10, 30, 30, 38)], False),  # a small image
+    ],
+)
+def test_boxes_that_cannot_be_pixels_are_refused(
+    tmp_path: Path, size: tuple[int, int], boxes: list[tuple[int, ...]], refused: bool
+) -> None:
+    levels = ("L1", "L2")
+    body = "".join(
+        f"a.dcm,,{lv},{','.join(map(str, b))},,,\n" for lv, b in zip(levels, boxes, strict=False)
+    )
+    resolved = resolve_boxes(
+        read_box_file(write_csv(tmp_path, body)).rows,
+        {"a.dcm": FakeImage("uid-a", rows=size[1], columns=size[0])},
+    )
+    if refused:
+        assert resolved.by_image == {}
+        assert len(resolved.errors) == len(boxes)
+        assert all("percent coordinates, not pixels" in e.reason for e in resolved.errors)
+    else:
+        assert resolved.n_boxes == len(boxes) and resolved.errors == ()
+
+
+def test_label_studio_percent_boxes_become_pixels_of_the_image(tmp_path: Path) -> None:
+    """The file that was read as pixels before (8 likely misses where the truth was 4): now
+    converted, so its boxes land where the vertebrae are and are not refused."""
+    path = tmp_path / "boxes.csv"
+    path.write_text(
+        "image,rectanglelabels,x,y,width,height,original_width,original_height\n"
+        "a.dcm,L1,40,30,20,8,2000,2500\na.dcm,L2,40,40,20,8,2000,2500\n",
+        encoding="utf-8",
+    )
+    box_file = read_box_file(path)
+    assert "Label Studio percent" in box_file.notes[0]
+    resolved = resolve_boxes(box_file.rows, {"a.dcm": FakeImage("u", rows=2500, columns=2000)})
+    assert [b.xyxy for b in resolved.by_image["a.dcm"]] == [
+        pytest.approx((800, 750, 1200, 950)),
+        pytest.approx((800, 1000, 1200, 1200)),
+    ]

@@ -13,9 +13,12 @@ Public API (what ``tlaudit inventory`` and ``tlaudit scan`` call)::
     # r.meta is the RadiographMeta of every file whose header was read (always for candidates)
 
 Each file's header is read once (DICOM with ``stop_before_pixels``); pixels are decoded only for
-candidates and only when ``verify_pixels=True``, never for skipped files. Bad files become rows
-with a reason; nothing here raises for a single file. ``summary.total`` always equals the number
-of rows, and the status and reason counts each add up to it.
+candidates and only when ``verify_pixels=True``, with one exception: a PNG, JPEG or TIFF whose
+header says colour (RGB or a palette, as most web and PACS exports of a grey radiograph are) is
+decoded at reduced size to see whether its channels agree, and then triaged as grey or skipped
+as colour, the row saying which (:func:`auditor.io.raster.grey_channel_spread`). Bad files
+become rows with a reason; nothing here raises for a single file. ``summary.total`` always equals
+the number of rows, and the status and reason counts each add up to it.
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import csv
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
 from auditor.archive.triage import Reason, TriageDecision, TriageRules, triage_header
 from auditor.archive.walk import WalkEntry, WalkIssue, walk_archive
-from auditor.errors import ReadError, UnsupportedImageError
+from auditor.errors import ReadError, TlauditError, UnsupportedImageError
 from auditor.files import atomic_path, csv_safe
 from auditor.io.radiograph import read_header, read_radiograph, sniff_format
+from auditor.io.raster import GREY_CHANNEL_TOLERANCE, colour_stored, grey_channel_spread
 from auditor.records import RadiographMeta
 from auditor.vocab import FileStatus
 
@@ -153,7 +157,12 @@ def _classify(entry: WalkEntry, rules: TriageRules, verify_pixels: bool) -> File
             Reason.CANNOT_OPEN if err.reason.startswith("cannot open") else Reason.UNREADABLE_HEADER
         )
         return row(FileStatus.UNREADABLE, reason, err.reason)
-    decision = triage_header(meta, entry.relpath, rules)
+    grey = _grey_check(meta)
+    if isinstance(grey, TriageDecision):
+        return _from_decision(entry, meta, grey)
+    decision = triage_header(meta if grey is None else grey[0], entry.relpath, rules)
+    if grey is not None:
+        decision = replace(decision, detail=f"{decision.detail}; {grey[1]}")
     if verify_pixels and decision.status is FileStatus.CANDIDATE:
         try:
             read_radiograph(entry.path)
@@ -164,8 +173,35 @@ def _classify(entry: WalkEntry, rules: TriageRules, verify_pixels: bool) -> File
     return _from_decision(entry, meta, decision)
 
 
+def _grey_check(meta: RadiographMeta) -> tuple[RadiographMeta, str] | TriageDecision | None:
+    """For an export whose header says colour: its header as grey and what was found, or the
+    decision that it is colour (or cannot be decoded); None for every other file."""
+    if not colour_stored(meta):
+        return None
+    stored = f"{meta.file_format.upper()} stored as {meta.photometric}"
+    try:
+        spread = grey_channel_spread(meta)
+    except UnsupportedImageError as err:
+        return TriageDecision(FileStatus.SKIPPED, Reason.COLOUR, f"{stored}: {err.reason}")
+    except ReadError as err:
+        return TriageDecision(FileStatus.UNREADABLE, Reason.UNDECODABLE, err.reason)
+    found = f"channels differ by {spread:.1f} grey levels on average"
+    if spread > GREY_CHANNEL_TOLERANCE:
+        return TriageDecision(
+            FileStatus.SKIPPED,
+            Reason.COLOUR,
+            f"{stored}, {found} (grey up to {GREY_CHANNEL_TOLERANCE:g})",
+        )
+    as_grey = replace(meta, samples_per_pixel=1, photometric="MONOCHROME2")
+    return as_grey, f"grey {stored} ({found})"
+
+
 def inventory(
-    root: Path | str, rules: TriageRules | None = None, *, verify_pixels: bool = False
+    root: Path | str,
+    rules: TriageRules | None = None,
+    *,
+    verify_pixels: bool = False,
+    skip: Iterable[Path] = (),
 ) -> Iterator[FileRecord]:
     """Walk ``root`` and yield one accounting row per entry, lazily, in sorted path order.
 
@@ -177,6 +213,9 @@ def inventory(
         Triage rules (default :class:`TriageRules()`: lateral TL-spine CR/DX/RG views).
     verify_pixels
         Also decode each candidate's pixels (slower; skipped files are never decoded).
+    skip
+        tlaudit's own output inside the archive (a run folder, the accounting file), left out
+        (see :func:`~auditor.archive.walk.walk_archive`).
 
     Yields
     ------
@@ -188,7 +227,7 @@ def inventory(
         When ``root`` is not a directory (raised on the first ``next()``).
     """
     rules = rules or TriageRules()
-    for entry in walk_archive(root):
+    for entry in walk_archive(root, skip):
         record = classify(entry, rules, verify_pixels=verify_pixels)
         logger.debug("%s: %s (%s)", record.relpath, record.status, record.reason)
         yield record
@@ -208,6 +247,26 @@ class InventorySummary:
     def readable(self) -> int:
         """Rows that were read (everything but unreadable)."""
         return self.total - self.by_status.get(FileStatus.UNREADABLE, 0)
+
+
+class NoCandidatesError(TlauditError):
+    """Triage kept no file of an archive: there is nothing to audit. ``summary`` holds the
+    counts by status and reason, which the message repeats in short."""
+
+    def __init__(self, archive: Path | str, summary: InventorySummary) -> None:
+        self.archive = Path(archive)
+        self.summary = summary
+        if summary.total == 0:
+            message = f"{self.archive} holds no files"
+        else:
+            counts = ", ".join(
+                f"{count} {reason}" for (_, reason), count in summary.by_reason.items()
+            )
+            message = (
+                f"no lateral thoracolumbar radiograph to audit in {self.archive}: "
+                f"{summary.total} files, {counts}"
+            )
+        super().__init__(message)
 
 
 class _Tally:
@@ -339,7 +398,8 @@ def take_inventory(
     """
 
     def rows() -> Iterator[FileRecord]:
-        for record in inventory(root, rules, verify_pixels=verify_pixels):
+        # the accounting file is no part of the archive, even when written inside it
+        for record in inventory(root, rules, verify_pixels=verify_pixels, skip=(Path(out_csv),)):
             if on_record is not None:
                 on_record(record)
             yield record

@@ -8,7 +8,10 @@ are never decoded here. The checks run in this order and the first that fails gi
 3. Modality (0008,0060) is one of ``TriageRules.modalities``: CR and DX (digital radiography)
    and RG (digitised film, which older ER archives hold). RF (fluoroscopy: cine loops, mostly
    procedures), OT/SC (secondary captures of anything), CT/MR/US/... are not radiographs of the
-   kind the classifier was trained on. PNG/JPEG/TIFF carry no modality and pass this check;
+   kind the classifier was trained on. When Modality is blank (public research sets strip it),
+   a SOP Class UID (0008,0016) of CR or Digital X-Ray Image Storage stands for CR or DX
+   (:data:`SOP_CLASS_MODALITIES`), and the row says so. PNG/JPEG/TIFF carry no modality and pass
+   this check;
 4. with ``include_all_radiographs``, every radiograph is a candidate;
 5. body region: Body Part Examined (0018,0015) names the thoracic/lumbar spine, or a keyword for
    it appears in Body Part Examined, Series Description (0008,103E), Protocol Name (0018,1030) or
@@ -31,10 +34,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 
 from auditor.errors import InputFileError
 from auditor.records import RadiographMeta
@@ -122,6 +126,17 @@ FRONTAL_KEYWORDS = (
 )  # fmt: skip
 
 DEFAULT_MODALITIES = frozenset({"CR", "DX", "RG"})
+
+#: The modality a SOP Class UID (PS3.4 B.5) implies, with the class's name, for files whose
+#: Modality is blank: Computed Radiography Image Storage and Digital X-Ray Image Storage (for
+#: presentation and for processing).
+SOP_CLASS_MODALITIES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "1.2.840.10008.5.1.4.1.1.1": ("CR", "Computed Radiography Image Storage"),
+        "1.2.840.10008.5.1.4.1.1.1.1": ("DX", "Digital X-Ray Image Storage - For Presentation"),
+        "1.2.840.10008.5.1.4.1.1.1.1.1": ("DX", "Digital X-Ray Image Storage - For Processing"),
+    }
+)
 
 _SUBSTRING_MIN = 6  # keywords this long also match inside compound words
 
@@ -375,13 +390,25 @@ def triage_header(meta: RadiographMeta, relpath: str, rules: TriageRules) -> Tri
             return _candidate(Reason.LISTED, "listed")
         return _skip(Reason.NOT_LISTED, "not listed")
     is_dicom = meta.file_format == "dicom"
-    if is_dicom and meta.modality not in rules.modalities:
+    modality, implied = meta.modality.strip(), ""
+    if is_dicom and not modality and meta.sop_class_uid in SOP_CLASS_MODALITIES:
+        modality, sop_class = SOP_CLASS_MODALITIES[meta.sop_class_uid]
+        implied = f"; modality blank, {modality} from the SOP Class ({sop_class})"
+    if is_dicom and modality not in rules.modalities:
         accepted = ", ".join(sorted(rules.modalities))
         return _skip(
-            Reason.NOT_RADIOGRAPH, f"modality {meta.modality or 'blank'!s} (accepted: {accepted})"
+            Reason.NOT_RADIOGRAPH, f"modality {modality or 'blank'!s} (accepted: {accepted})"
         )
+    decision = _triage_region_and_view(meta, relpath, rules, modality)
+    return replace(decision, detail=decision.detail + implied) if implied else decision
+
+
+def _triage_region_and_view(
+    meta: RadiographMeta, relpath: str, rules: TriageRules, modality: str
+) -> TriageDecision:
+    """Checks 4 to 6 of the module docstring, for a radiograph of an accepted modality."""
     if rules.include_all_radiographs:
-        return _candidate(Reason.ALL_RADIOGRAPHS, f"modality {meta.modality or meta.file_format}")
+        return _candidate(Reason.ALL_RADIOGRAPHS, f"modality {modality or meta.file_format}")
     texts = _texts(meta, relpath)
     region = _body_region(meta, texts, rules)
     if region is not None:

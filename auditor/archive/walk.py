@@ -11,6 +11,11 @@ accounting table has a row for it:
 - sockets, FIFOs and devices are reported and never opened (opening a FIFO would block);
 - a directory that cannot be listed becomes one entry with the operating system's reason.
 
+Paths the caller names in ``skip`` (tlaudit's own output: a scan's run folder or an accounting
+file inside the archive, with the temporary file it is being written to) are left out without a
+row: they are not part of the archive, and a scan and its resume must see the same files whether
+or not the run folder exists yet.
+
 Directories are listed one at a time with :func:`os.scandir` and their entries sorted by name,
 so the walk holds one directory listing per level in memory, never the whole archive. A set of
 visited directory identities (device, inode) guards against loops through bind mounts.
@@ -21,10 +26,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+
+from auditor.files import is_temporary_of
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +102,7 @@ def _link_entry(path: Path, relpath: str, real_root: Path, size: int) -> WalkEnt
     )
 
 
-def walk_archive(root: Path | str) -> Iterator[WalkEntry]:
+def walk_archive(root: Path | str, skip: Iterable[Path | str] = ()) -> Iterator[WalkEntry]:
     """Yield every entry under ``root`` that is not a plain directory, sorted, lazily.
 
     Parameters
@@ -103,6 +110,9 @@ def walk_archive(root: Path | str) -> Iterator[WalkEntry]:
     root
         The archive folder. When ``root`` is itself a symlink, the folder it points to is walked
         and paths are still reported under ``root``.
+    skip
+        Files or folders to leave out (with everything under them), wherever they are; those
+        outside the archive, or not there yet, change nothing.
 
     Yields
     ------
@@ -119,11 +129,24 @@ def walk_archive(root: Path | str) -> Iterator[WalkEntry]:
         raise NotADirectoryError(f"{root} is not a directory")
     real_root = root.resolve()
     visited: set[tuple[int, int]] = set()
-    yield from _walk_dir(root, "", real_root, visited)
+    skipped = frozenset(filter(None, (_inside(Path(path), real_root) for path in skip)))
+    yield from _walk_dir(root, "", real_root, visited, skipped)
+
+
+def _inside(path: Path, real_root: Path) -> str:
+    """``path`` relative to the archive, as the walk names it; "" when outside it or the root."""
+    resolved = path.resolve()
+    if resolved == real_root or not _is_within(resolved, real_root):
+        return ""
+    return resolved.relative_to(real_root).as_posix()
 
 
 def _walk_dir(
-    directory: Path, prefix: str, real_root: Path, visited: set[tuple[int, int]]
+    directory: Path,
+    prefix: str,
+    real_root: Path,
+    visited: set[tuple[int, int]],
+    skipped: frozenset[str] = frozenset(),
 ) -> Iterator[WalkEntry]:
     try:
         info = directory.stat()
@@ -141,9 +164,13 @@ def _walk_dir(
             directory, prefix or ".", 0, WalkIssue.UNLISTABLE_DIRECTORY, err.strerror or str(err)
         )
         return
+    own = [Path(s).name for s in skipped if s.rpartition("/")[0] == prefix]
     for name in names:
         path = directory / name
         relpath = f"{prefix}/{name}" if prefix else name
+        if relpath in skipped or any(is_temporary_of(name, Path(o)) for o in own):
+            logger.info("%s: tlaudit's own output, not walked", relpath)
+            continue
         try:
             info = path.lstat()
         except OSError as err:
@@ -153,7 +180,7 @@ def _walk_dir(
         if stat.S_ISLNK(mode):
             yield _link_entry(path, relpath, real_root, info.st_size)
         elif stat.S_ISDIR(mode):
-            yield from _walk_dir(path, relpath, real_root, visited)
+            yield from _walk_dir(path, relpath, real_root, visited, skipped)
         elif stat.S_ISREG(mode):
             yield WalkEntry(path, relpath, info.st_size)
         else:

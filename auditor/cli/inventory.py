@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from auditor.cli.triage_options import (
     AcceptBlankBodyPart,
@@ -21,18 +20,12 @@ from auditor.cli.triage_options import (
     LateralKeywords,
     Modalities,
     build_rules,
+    triage_table,
 )
 from auditor.errors import TlauditError
-from auditor.vocab import FileStatus
 
 if TYPE_CHECKING:
     from auditor.archive.inventory import FileRecord, InventorySummary
-
-_STATUS_STYLE = {
-    FileStatus.CANDIDATE: "green",
-    FileStatus.SKIPPED: "yellow",
-    FileStatus.UNREADABLE: "red",
-}
 
 
 def inventory_command(
@@ -106,21 +99,7 @@ def inventory_command(
 def _print_summary(
     console: Console, archive: Path, out: Path, summary: InventorySummary, elapsed: float
 ) -> None:
-    table = Table(title=f"Inventory of {escape(str(archive))}", title_justify="left")
-    table.add_column("status")
-    table.add_column("reason")
-    table.add_column("files", justify="right")
-    for status in FileStatus:
-        style = _STATUS_STYLE[status]
-        table.add_row(
-            f"[bold {style}]{status}[/]", "[bold]all[/]", f"[bold]{summary.by_status[status]}[/]"
-        )
-        for (row_status, reason), count in summary.by_reason.items():
-            if row_status is status:
-                table.add_row("", escape(str(reason)), str(count))
-    table.add_section()
-    table.add_row("[bold]total[/]", "", f"[bold]{summary.total}[/]")
-    console.print(table)
+    console.print(triage_table(f"Inventory of {archive}", summary))
     megabytes = summary.bytes_total / 1e6
     console.print(
         f"{summary.total} files ({megabytes:.1f} MB) in {elapsed:.2f} s; "

@@ -22,6 +22,7 @@ from auditor.cli.triage_options import (
     Modalities,
     build_rules,
 )
+from auditor.errors import UsageError
 
 ThreadsOption = Annotated[
     int,
@@ -51,8 +52,17 @@ def localize_command(
     ],
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", dir_okay=False, help="Box file (CSV) to write."),
+        typer.Option(
+            "--out", "-o", dir_okay=False, help="Box file to write (CSV: its name ends in .csv)."
+        ),
     ] = Path("boxes.csv"),
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an existing box file (perhaps corrected by hand) and its .images.csv.",
+        ),
+    ] = False,
     localizer: BundleOption = None,
     threads: ThreadsOption = 1,
     workers: Annotated[
@@ -74,6 +84,16 @@ def localize_command(
     Writes a box file in the format `scan --boxes` reads (review or correct it before a scan),
     and beside it <name>.images.csv with each image's outcome.
     """
+    if out.suffix.lower() != ".csv":
+        raise UsageError(f"--out {out}: the box file is CSV, so its name must end in .csv")
+    images = out.with_name(out.stem + ".images.csv")
+    existing = [path for path in (out, images) if path.exists()]
+    if existing and not overwrite:
+        raise UsageError(
+            f"{existing[0]} already exists (perhaps corrected by hand); pass --overwrite to "
+            "replace it, or choose another --out"
+        )
+
     import torch  # imported here so that other commands start without loading torch
 
     from auditor.localizer.archive import localize_archive

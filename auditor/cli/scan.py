@@ -26,8 +26,9 @@ from auditor.cli.triage_options import (
     LateralKeywords,
     Modalities,
     build_rules,
+    triage_table,
 )
-from auditor.vocab import DEFAULT_HEATMAP, Device, HeatmapMode, Precision
+from auditor.vocab import DEFAULT_HEATMAP, BoxFormat, Device, HeatmapMode, Precision
 
 
 def scan(
@@ -52,6 +53,15 @@ def scan(
             ),
         ),
     ] = None,
+    box_format: Annotated[
+        BoxFormat,
+        typer.Option(
+            help="How the CSV box file states its boxes: corners (x_min..y_max, CVAT's "
+            "xtl..ybr), xywh (top-left x, y, width, height) or percent (Label Studio: x, y, "
+            "width, height in % of original_width / original_height), all but percent in "
+            "pixels; auto decides from the columns.",
+        ),
+    ] = BoxFormat.AUTO,
     localizer: Annotated[
         Path | None,
         typer.Option(
@@ -139,6 +149,7 @@ def scan(
         archive=archive,
         out=out,
         boxes=boxes,
+        box_format=box_format,
         localizer=localizer,
         reads=reads,
         model=model,
@@ -186,9 +197,13 @@ def scan(
             bar.advance(task, event.advance)
 
     try:
+        from auditor.archive.inventory import NoCandidatesError
         from auditor.scan.pipeline import run_scan  # torch loads here, not at import
 
         result = run_scan(config, on_event)
+    except NoCandidatesError as err:  # the counts by reason, each with the option that takes it
+        console.print(triage_table(f"Nothing to audit in {archive}", err.summary))
+        raise
     finally:
         bar.stop()
 

@@ -1,5 +1,9 @@
 """Command-line options that widen or narrow triage, shared by ``inventory`` and ``scan``.
 
+Each skip reason that an option can overturn names that option in :data:`TAKEN_BY`, and
+:func:`triage_table` prints the counts by reason with it, so that a person reading "view not
+recorded" also reads ``--accept-blank-view``.
+
 Use the aliases as parameter annotations and pass the values to :func:`build_rules`::
 
     def command(..., include_all_radiographs: IncludeAllRadiographs = False,
@@ -13,15 +17,21 @@ Use the aliases as parameter annotations and pass the values to :func:`build_rul
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
-from auditor.archive.triage import DEFAULT_MODALITIES  # light: no pydicom, no numpy
+from auditor.archive.triage import DEFAULT_MODALITIES, Reason  # light: no pydicom, no numpy
 from auditor.errors import UsageError
+from auditor.vocab import FileStatus
 
 if TYPE_CHECKING:
+    from auditor.archive.inventory import InventorySummary
     from auditor.archive.triage import TriageRules
 
 _PANEL = "Triage (which files are lateral TL-spine candidates)"
@@ -95,6 +105,48 @@ FilesList = Annotated[
 ]
 
 _MODALITY_CODE = re.compile(r"^[A-Z0-9_ ]{1,16}$")  # DICOM CS value
+
+#: The option that takes a file triage skipped for a reason (reasons no option overturns, such
+#: as a colour image, are absent).
+TAKEN_BY: Mapping[Reason, str] = MappingProxyType(
+    {
+        Reason.NO_VIEW: "--accept-blank-view",
+        Reason.NO_BODY_PART: "--accept-blank-body-part (lateral views), --body-part-keyword WORD",
+        Reason.OTHER_BODY_PART: "--body-part-keyword WORD, --include-all-radiographs",
+        Reason.FRONTAL_VIEW: "--include-all-radiographs",
+        Reason.OTHER_VIEW: "--lateral-keyword WORD, --include-all-radiographs",
+        Reason.NOT_RADIOGRAPH: "--modality CODE (repeat it for each modality to accept)",
+        Reason.NOT_LISTED: "add it to the --files list",
+    }
+)
+
+_STATUS_STYLE = {
+    FileStatus.CANDIDATE: "green",
+    FileStatus.SKIPPED: "yellow",
+    FileStatus.UNREADABLE: "red",
+}
+
+
+def triage_table(title: str, summary: InventorySummary) -> Table:
+    """The counts of an inventory by status and reason, each skip reason with the option that
+    would take those files (:data:`TAKEN_BY`)."""
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("status")
+    table.add_column("reason")
+    table.add_column("files", justify="right")
+    table.add_column("taken by")
+    for status in FileStatus:
+        style = _STATUS_STYLE[status]
+        table.add_row(
+            f"[bold {style}]{status}[/]", "[bold]all[/]", f"[bold]{summary.by_status[status]}[/]"
+        )
+        for (row_status, reason), count in summary.by_reason.items():
+            if row_status is status:
+                hint = TAKEN_BY.get(reason, "") if status is FileStatus.SKIPPED else ""
+                table.add_row("", escape(str(reason)), str(count), escape(hint))
+    table.add_section()
+    table.add_row("[bold]total[/]", "", f"[bold]{summary.total}[/]")
+    return table
 
 
 def build_rules(

@@ -7,8 +7,10 @@ Pixel rules, since these files carry no VOI information:
 - 16-bit (and 32-bit integer) images are windowed like a DICOM without VOI: the 0.5th and 99.5th
   percentiles map to 0 and 1 (:data:`auditor.io.dicom.PERCENTILE_WINDOW`); floating-point TIFFs
   likewise.
-- Greyscale stored as RGB(A) is accepted when its channels agree (mean absolute difference of at
-  most 2 grey levels, which leaves room for JPEG chroma noise); true colour is rejected.
+- Greyscale stored as RGB(A) or as a palette is accepted when its channels agree (mean absolute
+  difference of at most 2 grey levels, which leaves room for JPEG chroma noise); true colour is
+  rejected. Triage asks the same question of a reduced decode (:func:`grey_channel_spread`),
+  since the header of such an export says only "RGB" or "P".
 - A TIFF with PhotometricInterpretation WhiteIsZero is inverted so that bone is bright; PNG and
   JPEG are taken as positive (bone bright).
 """
@@ -118,6 +120,67 @@ def _check_supported(meta: RadiographMeta) -> None:
         )
 
 
+#: Longest side of the reduced decode on which triage checks a colour export for grey.
+GREY_CHECK_SIDE = 512
+# PNG/JPEG modes (Pillow) and TIFF photometric names whose pixels may be grey in colour's clothing
+_MAYBE_GREY_MODES = frozenset({"RGB", "P", "PA"})
+
+
+def _channel_spread(rgb: npt.NDArray[Any]) -> float:
+    """Mean absolute difference between R and G, or G and B, whichever is larger."""
+    values = rgb[..., :3].astype(np.float64)
+    return max(
+        float(np.abs(values[..., 0] - values[..., 1]).mean()),
+        float(np.abs(values[..., 1] - values[..., 2]).mean()),
+    )
+
+
+def colour_stored(meta: RadiographMeta) -> bool:
+    """True for a PNG, JPEG or TIFF whose header says colour (RGB, RGBA or a palette) while its
+    pixels may be grey: what web and PACS exports of a radiograph often are. Only its pixels
+    tell (:func:`grey_channel_spread`)."""
+    if meta.file_format == "tiff":
+        return meta.photometric == "RGB" and meta.samples_per_pixel in (3, 4)
+    return meta.file_format in ("png", "jpeg") and meta.photometric in _MAYBE_GREY_MODES
+
+
+def grey_channel_spread(meta: RadiographMeta) -> float:
+    """How far a colour-stored export is from grey: :func:`_channel_spread` of a decode reduced
+    to at most :data:`GREY_CHECK_SIDE` pixels a side (JPEG decodes at that scale directly).
+
+    At most :data:`GREY_CHANNEL_TOLERANCE` means grey, as :func:`read_raster` decides it.
+
+    Raises
+    ------
+    UnsupportedImageError
+        For an image too large to decode.
+    ReadError
+        When the pixels cannot be decoded.
+    """
+    _check_supported(meta)
+    path = meta.path
+    try:
+        if meta.file_format == "tiff":
+            arr = np.asarray(tifffile.imread(path, key=0))
+            step = max(1, -(-max(arr.shape[:2]) // GREY_CHECK_SIDE))
+            rgb = arr[::step, ::step]
+        else:
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    img.draft("RGB", (GREY_CHECK_SIDE, GREY_CHECK_SIDE))
+                small = img.convert("RGB")
+                small.thumbnail((GREY_CHECK_SIDE, GREY_CHECK_SIDE))
+                rgb = np.asarray(small)
+    except Exception as err:  # decoders raise assorted errors on corrupt data
+        raise ReadError(
+            path,
+            f"{meta.file_format.upper()} pixels cannot be decoded: {type(err).__name__}: {err}",
+        ) from err
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ReadError(path, f"pixel array of shape {rgb.shape}; expected colour channels")
+    return _channel_spread(rgb)
+
+
 def _to_grey(path: Path, arr: npt.NDArray[Any], photometric: str) -> npt.NDArray[Any]:
     """Reduce an (H, W, C) array to (H, W) when it is grey stored as colour; reject colour."""
     if arr.ndim == 2:
@@ -126,10 +189,7 @@ def _to_grey(path: Path, arr: npt.NDArray[Any], photometric: str) -> npt.NDArray
         return arr[..., 0]  # grey + alpha
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
         rgb = arr[..., :3].astype(np.float64)
-        spread = max(
-            float(np.abs(rgb[..., 0] - rgb[..., 1]).mean()),
-            float(np.abs(rgb[..., 1] - rgb[..., 2]).mean()),
-        )
+        spread = _channel_spread(rgb)
         if spread <= GREY_CHANNEL_TOLERANCE:
             return np.rint(rgb.mean(axis=2)).astype(arr.dtype)
         raise UnsupportedImageError(

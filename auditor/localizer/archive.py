@@ -6,7 +6,9 @@ a scan would keep are localized. The box file has the columns ``scan --boxes`` r
 ``source`` (always ``localizer``), ``confidence`` (detection score), ``level_confidence`` and
 ``anchor`` for a person reviewing it. A second CSV beside it (``<stem>.images.csv``) lists every
 candidate with its outcome: how many boxes, partial bodies, the anchor, and the reason when
-nothing usable was found or the file could not be read. Nothing stops the batch.
+nothing usable was found or the file could not be read. Nothing stops the batch. A scan with
+``--pseudonymise`` has both files name each image as its reports do, without its identifiers
+(``shown`` of :func:`localize_archive`).
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ def localize_archive(
     records: Iterable[FileRecord] | None = None,
     workers: int = 0,
     device: torch.device | None = None,
+    shown: Callable[[FileRecord], str] | None = None,
 ) -> LocalizeSummary:
     """Localize every candidate radiograph of ``archive`` and write the box file ``out``.
 
@@ -163,6 +166,11 @@ def localize_archive(
         (0: decode in this process, one image after another).
     device
         Where the localizer's network runs when this call loads it (default: the CPU).
+    shown
+        How the two files name an image (default: its archive-relative path). When given (a
+        scan with ``--pseudonymise`` passes the reports' pseudonymised path), the files also
+        leave the SOP Instance UID, patient ID and Study Instance UID columns blank; the boxes
+        in ``found`` keep the real path and identifiers.
 
     Raises
     ------
@@ -177,7 +185,11 @@ def localize_archive(
     image_rows: list[dict[str, object]] = []
     outcomes: list[LocalizerOutcome] = []
     localized = nothing = unreadable = 0
-    walked = list(inventory(Path(archive), rules) if records is None else records)
+    out = Path(out)
+    image_file = out.with_name(out.stem + ".images.csv")
+    if records is None:  # the box files are this command's output, even inside the archive
+        records = inventory(Path(archive), rules, skip=(out, image_file))
+    walked = list(records)
     files = len(walked)
     chosen = [record for record in walked if record.status is FileStatus.CANDIDATE]
     candidates = len(chosen)
@@ -185,11 +197,10 @@ def localize_archive(
         decoded = decode_in_order([record.path for record in chosen], workers)
         for record, radiograph in zip(chosen, decoded, strict=True):
             meta = record.meta
+            name = record.relpath if shown is None else shown(record)
             if isinstance(radiograph, str):
                 unreadable += 1
-                image_rows.append(
-                    {"image": record.relpath, "status": "unreadable", "reason": radiograph}
-                )
+                image_rows.append({"image": name, "status": "unreadable", "reason": radiograph})
                 outcomes.append(LocalizerOutcome(record.relpath, "unreadable", radiograph))
                 continue
             result = loc.locate(radiograph.pixels, radiograph.meta.pixel_spacing_mm)
@@ -198,7 +209,7 @@ def localize_archive(
             nothing += not result.boxes
             image_rows.append(
                 {
-                    "image": record.relpath,
+                    "image": name,
                     "status": status,
                     "boxes": len(result.boxes),
                     "partial": len(result.partial),
@@ -226,10 +237,11 @@ def localize_archive(
                     confidence=box.confidence,
                 )
                 stated_boxes.append(stated)
+                identifiers = shown is None
                 rows.append(
                     {
-                        "image": stated.image,
-                        "sop_instance_uid": stated.sop_instance_uid,
+                        "image": name,
+                        "sop_instance_uid": stated.sop_instance_uid if identifiers else "",
                         "level": stated.level.value,
                         "x_min": stated.x_min,
                         "y_min": stated.y_min,
@@ -239,8 +251,8 @@ def localize_archive(
                         "confidence": stated.confidence,
                         "level_confidence": round(result.level_confidence, 4),
                         "anchor": result.anchor,
-                        "patient_id": stated.patient_id,
-                        "study_uid": stated.study_uid,
+                        "patient_id": stated.patient_id if identifiers else "",
+                        "study_uid": stated.study_uid if identifiers else "",
                     }
                 )
             box_rows.extend(rows)
@@ -249,8 +261,6 @@ def localize_archive(
                 on_located(record.relpath, radiograph, stated_boxes)
             if progress is not None:
                 progress(record.relpath)
-    out = Path(out)
-    image_file = out.with_name(out.stem + ".images.csv")
     _atomic_csv(out, BOX_COLUMNS, box_rows)
     _atomic_csv(image_file, IMAGE_COLUMNS, image_rows)
     logger.info("localized %d of %d candidates (%d boxes)", localized, candidates, len(box_rows))

@@ -33,6 +33,7 @@ import torch
 
 from auditor.boxes import read_box_file
 from auditor.errors import InputFileError, ReadError, TlauditError
+from auditor.files import atomic_path, csv_safe, write_text_atomic
 from auditor.io.radiograph import read_radiograph
 from auditor.localizer.bundle import record_figures
 from auditor.localizer.geometry import box_iou
@@ -305,18 +306,20 @@ def archive_items(
 
 
 def write_report(report: LocalizerReport, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``localizer_report.json`` (figures) and ``localizer_images.csv`` (per image)."""
+    """Write ``localizer_report.json`` (figures) and ``localizer_images.csv`` (per image), each
+    atomically; image names that a spreadsheet would read as a formula are neutralised
+    (:func:`auditor.files.csv_safe`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = out_dir / "localizer_report.json"
-    summary.write_text(json.dumps(report.figures(), indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(summary, json.dumps(report.figures(), indent=2) + "\n")
     per_image = out_dir / "localizer_images.csv"
-    with per_image.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(per_image) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         names = list(ImageOutcome.__dataclass_fields__)
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
         for outcome in report.outcomes:
-            writer.writerow(asdict(outcome))
+            writer.writerow({key: csv_safe(value) for key, value in asdict(outcome).items()})
     return summary, per_image
 
 

@@ -26,7 +26,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from auditor.files import is_formula_like
+from auditor.files import is_formula_like, strip_bidi
 
 EXCEL_MAX_CELL_CHARS = 32767
 
@@ -38,8 +38,10 @@ HEADER_ALIGNMENT = Alignment(vertical="center", wrap_text=True)
 def safe_cell(value: Any) -> Any:
     """Return ``value`` in a form that is safe and valid to store in a spreadsheet cell.
 
-    Strings lose the control characters the xlsx format cannot hold (replaced by U+FFFD) and are
-    cut to Excel's cell limit; enums and paths become their text; numbers, booleans and None pass
+    Strings lose the control characters the xlsx format cannot hold (replaced by U+FFFD) and the
+    bidirectional controls that would show them in another order than stored
+    (:func:`auditor.files.strip_bidi`), and are cut to Excel's cell limit; enums and paths become
+    their text; numbers, booleans and None pass
     through. The result is still stored as text by :func:`put`, which is what keeps a formula-like
     string inert.
 
@@ -59,7 +61,7 @@ def safe_cell(value: Any) -> Any:
         value = value.value
     if isinstance(value, PurePath):
         value = value.as_posix()
-    text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))
+    text = strip_bidi(ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value)))
     return text[:EXCEL_MAX_CELL_CHARS]
 
 

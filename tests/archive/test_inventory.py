@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from auditor.archive.inventory import (
@@ -167,3 +168,104 @@ def test_unexpected_errors_become_rows(tmp_path: Path, monkeypatch: pytest.Monke
     records = list(inventory(root))
     assert len(records) == 14
     assert any(r.reason is Reason.UNEXPECTED_ERROR and "a bug" in r.detail for r in records)
+
+
+def _spine(rows: int = 300, cols: int = 200) -> np.ndarray:
+    """A grey 'radiograph': a bright column with darker discs on a gradient."""
+    grey = np.tile(np.linspace(20, 90, cols, dtype=np.float64), (rows, 1))
+    grey[:, cols // 3 : cols // 2] = 200
+    grey[::30, cols // 3 : cols // 2] = 120
+    return grey.astype(np.uint8)
+
+
+def _write_export(path: Path, kind: str) -> Path:
+    grey = _spine()
+    rgb = np.stack([grey] * 3, axis=-1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "rgb-png":
+        Image.fromarray(rgb).save(path)
+    elif kind == "rgba-png":
+        Image.fromarray(np.dstack([rgb, np.full_like(grey, 255)])).save(path)
+    elif kind == "palette-png":
+        Image.fromarray(grey).convert("P").save(path)
+    elif kind == "rgb-jpeg":
+        Image.fromarray(rgb).save(path, quality=85)
+    elif kind == "rgb-tiff":
+        tifffile.imwrite(path, rgb, photometric="rgb")
+    elif kind == "colour-png":
+        colour = rgb.copy()
+        colour[..., 0] = 255 - grey  # a photograph, a coloured chart: channels disagree
+        Image.fromarray(colour).save(path)
+    elif kind == "colour-palette-png":
+        colour = rgb.copy()
+        colour[..., 2] = 0
+        Image.fromarray(colour).quantize(16).save(path)
+    elif kind == "colour-jpeg":
+        colour = rgb.copy()
+        colour[..., 1] //= 3
+        Image.fromarray(colour).save(path, quality=85)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "status", "reason", "detail"),
+    [
+        ("rgb-png", "x.png", FileStatus.CANDIDATE, Reason.LATERAL_TL, "grey PNG stored as RGB"),
+        ("rgba-png", "x.png", FileStatus.CANDIDATE, Reason.LATERAL_TL, "grey PNG stored as RGB"),
+        ("palette-png", "x.png", FileStatus.CANDIDATE, Reason.LATERAL_TL, "grey PNG stored as P"),
+        ("rgb-jpeg", "x.jpg", FileStatus.CANDIDATE, Reason.LATERAL_TL, "grey JPEG stored as RGB"),
+        ("rgb-tiff", "x.tif", FileStatus.CANDIDATE, Reason.LATERAL_TL, "grey TIFF stored as RGB"),
+        ("colour-png", "x.png", FileStatus.SKIPPED, Reason.COLOUR, "channels differ by"),
+        ("colour-palette-png", "x.png", FileStatus.SKIPPED, Reason.COLOUR, "stored as P"),
+        ("colour-jpeg", "x.jpg", FileStatus.SKIPPED, Reason.COLOUR, "grey up to 2"),
+    ],
+)
+def test_colour_stored_exports_are_decided_on_their_pixels(
+    tmp_path: Path, kind: str, name: str, status: FileStatus, reason: Reason, detail: str
+) -> None:
+    """Most web and PACS exports of a grey radiograph are RGB or palette files: the header says
+    colour, the pixels say grey. Triage looks at the pixels, and the row says what it found."""
+    root = tmp_path / "archive"
+    _write_export(root / "LWS" / f"case_seitlich_{name}", kind)
+    (record,) = inventory(root, TriageRules())
+    assert (record.status, record.reason) == (status, reason), record.detail
+    assert detail in record.detail
+    assert record.meta is not None and record.meta.photometric != "MONOCHROME2"  # as stored
+    listed = TriageRules(files=frozenset({record.relpath}))
+    (forced,) = inventory(root, listed, verify_pixels=True)
+    if status is FileStatus.CANDIDATE:  # what triage takes, the reader reads
+        assert forced.reason is Reason.LISTED and detail in forced.detail
+        assert read_radiograph(record.path).pixels.shape == _spine().shape
+    else:  # --files does not make a colour image grey
+        assert forced.reason is Reason.COLOUR
+
+
+def test_a_colour_stored_export_that_cannot_be_decoded_is_unreadable(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    path = _write_export(root / "LWS" / "cut_seitlich.png", "rgb-png")
+    path.write_bytes(path.read_bytes()[:200])  # the header is intact, the pixels are not
+    (record,) = inventory(root, TriageRules())
+    assert (record.status, record.reason) == (FileStatus.UNREADABLE, Reason.UNDECODABLE)
+    assert "PNG pixels cannot be decoded" in record.detail
+
+
+def test_triage_decodes_only_a_reduced_copy_of_a_colour_export(tmp_path: Path) -> None:
+    from auditor.io.raster import GREY_CHECK_SIDE
+
+    root = tmp_path / "archive"
+    big = np.stack([np.tile(np.arange(3000, dtype=np.uint16) % 256, (2400, 1))] * 3, -1)
+    path = root / "LWS" / "big_seitlich.jpg"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(big.astype(np.uint8)).save(path, quality=90)
+    seen: list[tuple[int, int]] = []
+    original = Image.Image.convert
+
+    def spy(self: Image.Image, *args: object, **kwargs: object) -> Image.Image:
+        seen.append(self.size)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Image.Image, "convert", spy)
+        (record,) = inventory(root, TriageRules())
+    assert record.status is FileStatus.CANDIDATE, record.detail
+    assert seen and max(max(size) for size in seen) <= 2 * GREY_CHECK_SIDE

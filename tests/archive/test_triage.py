@@ -204,3 +204,45 @@ def test_files_list_reads_paths_and_comments(tmp_path: Path):
     path = tmp_path / "list.txt"
     path.write_text("\ufeffa/x.dcm  # the lateral\n\n./b/y.dcm\n")
     assert load_file_list(path) == frozenset({"a/x.dcm", "b/y.dcm"})
+
+
+CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+DX_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+MAMMOGRAPHY = "1.2.840.10008.5.1.4.1.1.1.2"
+
+
+@pytest.mark.parametrize(
+    ("modality", "sop_class", "reason", "detail"),
+    [
+        ("", CR_STORAGE, Reason.LATERAL_TL, "modality blank, CR from the SOP Class"),
+        ("", DX_PRESENTATION, Reason.LATERAL_TL, "DX from the SOP Class (Digital X-Ray"),
+        ("", DX_PROCESSING, Reason.LATERAL_TL, "For Processing"),
+        ("", SECONDARY_CAPTURE, Reason.NOT_RADIOGRAPH, "modality blank"),
+        ("", MAMMOGRAPHY, Reason.NOT_RADIOGRAPH, "modality blank"),
+        ("", "", Reason.NOT_RADIOGRAPH, "modality blank"),
+        ("CT", DX_PRESENTATION, Reason.NOT_RADIOGRAPH, "modality CT"),  # a stated one wins
+    ],
+)
+def test_a_blank_modality_is_read_from_the_sop_class(
+    modality: str, sop_class: str, reason: Reason, detail: str
+) -> None:
+    """Public research sets strip Modality; the SOP Class still says CR or DX."""
+    decision = decide(
+        modality=modality, sop_class_uid=sop_class, body_part="LSPINE", view_position="LL"
+    )
+    assert decision.reason is reason, decision
+    assert detail in decision.detail
+
+
+def test_the_sop_class_stands_for_a_modality_the_rules_accept_only(tmp_path: Path) -> None:
+    path = make_dicom(tmp_path / "x.dcm", modality="DX", body_part="SPINE", view="LAT")
+    meta = replace(read_header(path), modality="")  # stripped, as public sets do
+    assert meta.sop_class_uid == DX_PRESENTATION
+    assert triage_header(meta, "x.dcm", TriageRules()).status is FileStatus.CANDIDATE
+    only_cr = TriageRules(modalities=frozenset({"CR"}))
+    skipped = triage_header(meta, "x.dcm", only_cr)
+    assert skipped.reason is Reason.NOT_RADIOGRAPH and "modality DX" in skipped.detail
+    everything = triage_header(meta, "x.dcm", TriageRules(include_all_radiographs=True))
+    assert everything.reason is Reason.ALL_RADIOGRAPHS and "from the SOP Class" in everything.detail

@@ -94,3 +94,33 @@ def test_root_must_be_a_directory(tmp_path: Path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="is not a directory"):
         list(walk_archive(tmp_path / "file"))
+
+
+@pytest.mark.parametrize(
+    ("skip", "left_out"),
+    [
+        (["b"], {"b/deep/3.dcm", "b/loop", "b/self", "b/up"}),  # a run folder inside the archive
+        (["b/deep/"], {"b/deep/3.dcm"}),
+        (["top.txt"], {"top.txt"}),  # an accounting file written into the archive
+        (["b/../a/1.dcm"], {"a/1.dcm"}),
+        (["escape_dir/run"], set()),  # through a link: resolved outside the archive
+        (["not-there-yet"], set()),  # a run folder the scan has not made yet
+        (["."], set()),  # the root itself is never skipped
+        (["../outside"], set()),
+    ],
+)
+def test_tlaudit_output_inside_the_archive_is_left_out(
+    tmp_path: Path, skip: list[str], left_out: set[str]
+) -> None:
+    root = _tree(tmp_path)
+    everything = {e.relpath for e in walk_archive(root)}
+    walked = {e.relpath for e in walk_archive(root, skip=[root / s for s in skip])}
+    assert everything - walked == left_out
+    assert walked <= everything
+
+
+def test_a_skipped_folder_is_matched_through_a_link_to_it(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (tmp_path / "run-link").symlink_to(root / "b", target_is_directory=True)
+    walked = {e.relpath for e in walk_archive(root, skip=[tmp_path / "run-link"])}
+    assert not any(path.startswith("b/") for path in walked)

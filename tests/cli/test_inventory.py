@@ -132,3 +132,25 @@ def test_version_and_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     assert "tlaudit" in capsys.readouterr().out
     assert _main(monkeypatch, "--help") == 0
     assert "inventory" in capsys.readouterr().out
+
+
+def test_the_summary_names_the_option_that_takes_each_skipped_reason(tmp_path: Path):
+    out = tmp_path / "acc.csv"
+    result = _run(str(_archive(tmp_path)), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[2].strip(): line for line in result.output.splitlines() if "│" in line}
+    assert "--accept-blank-view" in lines["view not recorded"]
+    assert "--modality CODE" in lines["not a radiograph modality"]
+    assert "--include-all-radiographs" in lines["frontal view"]
+    assert "│" in lines["not an image"] and "--" not in lines["not an image"]
+
+
+def test_an_accounting_file_inside_the_archive_is_not_walked(tmp_path: Path):
+    root = _archive(tmp_path)
+    out = root / "accounting.csv"
+    first = _run(str(root), "--out", str(out))
+    assert first.exit_code == 0, first.output
+    second = _run(str(root), "--out", str(out))
+    assert second.exit_code == 0, second.output
+    rows = _rows(out)
+    assert len(rows) == 6 and "accounting.csv" not in rows

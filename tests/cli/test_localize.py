@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -235,3 +236,71 @@ def test_a_formula_like_file_name_is_neutralised_in_the_box_file_and_read_back(
     assert not any(image.startswith("=") for image in raw)
     assert sum(image.startswith("'" + hostile) for image in raw) == len(mine)
     assert read_box_file(out).rows == summary.found
+
+
+@pytest.mark.parametrize(
+    ("name", "exists", "options", "match"),
+    [
+        ("boxes.json", False, [], "must end in .csv"),  # scan --boxes would read it as COCO
+        ("boxes.txt", False, [], "must end in .csv"),
+        ("boxes.csv", True, [], "already exists .* pass --overwrite"),
+        ("boxes.images.csv", True, [], "already exists"),  # only its outcome file is there
+    ],
+)
+def test_localize_refuses_an_out_it_would_spoil(
+    tmp_path: Path, name: str, exists: bool, options: list[str], match: str
+) -> None:
+    from auditor.errors import UsageError
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    out = tmp_path / name
+    if exists:
+        out.write_text("image,level,x_min,y_min,x_max,y_max\na.dcm,L1,1,2,30,40\n")
+    target = tmp_path / ("boxes.csv" if name.endswith(".images.csv") else name)
+    result = runner.invoke(app, ["localize", str(archive), "--out", str(target), *options])
+    assert isinstance(result.exception, UsageError), result.output
+    assert re.search(match, str(result.exception))
+    if exists:  # a box file corrected by hand is left as it was
+        assert out.read_text().endswith("a.dcm,L1,1,2,30,40\n")
+
+
+def test_localize_overwrites_when_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import auditor.localizer.archive as localizer_archive
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    out = tmp_path / "boxes.csv"
+    out.write_text("hand-corrected\n")
+    called: list[Path] = []
+
+    def fake(archive: Path, out: Path, *args: object, **kwargs: object):
+        called.append(out)
+        return localizer_archive.LocalizeSummary(out, out, 0, 0, 0, 0, 0, 0)
+
+    monkeypatch.setattr(localizer_archive, "localize_archive", fake)
+    result = runner.invoke(app, ["localize", str(archive), "--out", str(out), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert called == [out]
+
+
+def test_the_box_files_localize_writes_have_the_run_folder_s_permissions(
+    tmp_path: Path,
+) -> None:
+    """Written like every other file (the user's umask), not owner-only as a mkstemp file is."""
+    from auditor.localizer.archive import localize_archive
+    from auditor.localizer.infer import LocalizerResult
+    from tests.helpers.dicom_files import make_dicom
+
+    class NoBoxes:
+        def locate(self, pixels: object, spacing: object) -> LocalizerResult:
+            return LocalizerResult((), (), "none", 0.0, "nothing found")
+
+    archive = tmp_path / "archive"
+    make_dicom(archive / "p" / "lat.dcm")
+    out = tmp_path / "boxes.csv"
+    localize_archive(archive, out, localizer=NoBoxes())  # type: ignore[arg-type]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("x")
+    for written in (out, out.with_name("boxes.images.csv")):
+        assert written.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
