@@ -5,10 +5,13 @@ A bundle is a folder::
     <name>/
         card.json           # the ModelCard fields, a format marker and the weights' SHA-256
         weights.safetensors # the network's state dict (half precision by default)
+        guard.safetensors   # optional: the domain guard's mean and covariance (its SHA-256 and
+                            # threshold are in the card's "guard" entry; auditor.model.guard)
 
 Loading never executes code: weights are read with safetensors, the card with ``json``. A folder
-without our format marker, with a card that does not parse, or whose weights do not match the
-recorded hash is refused with :class:`~auditor.errors.BundleError`.
+without our format marker, with a card that does not parse, or whose weights (or guard file) do
+not match the recorded hash is refused with :class:`~auditor.errors.BundleError`. A card without
+a ``guard`` entry (a bundle made before the guard existed) loads with ``guard`` None.
 """
 
 from __future__ import annotations
@@ -31,7 +34,13 @@ from auditor.bundle_files import checked_sha256, read_card, read_weights, write_
 from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import BundleError, TlauditError
 from auditor.files import write_text_atomic
-from auditor.model.network import ARCHITECTURES, FEATURE_STRIDES, build_network
+from auditor.model.guard import GUARD_FILE, FeatureGuard, read_guard, write_guard
+from auditor.model.network import (
+    ARCHITECTURES,
+    FEATURE_STRIDES,
+    build_network,
+    penultimate_width,
+)
 from auditor.resources import resource_path
 
 logger = logging.getLogger(__name__)
@@ -89,8 +98,19 @@ class ModelCard:
     training_data: str = ""
     """What the weights were trained on: "synthetic", "clinical", or "" (not stated). Reports
     warn that a "synthetic" model is not validated on patients."""
+    guard: FeatureGuard | None = field(default=None, compare=False, repr=False)
+    """The domain guard (:mod:`auditor.model.guard`): what the training data look like in the
+    network's features, stored in ``guard.safetensors`` beside the weights and written with the
+    card (:func:`write_card`). None for a bundle without one: a scan then marks nothing out of
+    distribution and says so."""
+    validation: dict[str, Any] = field(default_factory=dict)
+    """Where the card's held-out figures come from (:data:`VALIDATION_FIELDS`): ``status``
+    "synthetic" (synthetic data only), "local" (a site's own labelled radiographs) or "none" (no
+    held-out set), the set's name and size, and a ``warning`` when its figures say the model is
+    not useful. Empty: not stated. Every scan and report shows :meth:`validation_status`."""
 
     def __post_init__(self) -> None:
+        _check_validation(self.validation)
         if self.training_data not in TRAINING_DATA_KINDS:
             raise BundleError(
                 f"model card training_data {self.training_data!r}; expected 'synthetic', "
@@ -149,6 +169,29 @@ class ModelCard:
         stride = 16 if self.architecture == "vgg16" else self.feature_stride
         return max(1, -(-self.input_size // stride))
 
+    def validation_status(self) -> str:
+        """The card's validation status in words, e.g. "synthetic only (not validated on
+        patients): held-out synthetic world, 947 vertebrae (113 fractures) of 150 patients"."""
+        v = self.validation
+        status = v.get("status")
+        if not status:
+            return "validation not stated"
+        if status == "none":
+            text = "not validated (no held-out set)"
+        else:
+            text = (
+                "synthetic only (not validated on patients)"
+                if status == "synthetic"
+                else "validated locally"
+            )
+            text += (
+                f": {v.get('set') or 'held-out set'}, {v['n_vertebrae']:,} vertebrae "
+                f"({v['n_fractures']:,} fractures) of {v['n_patients']:,} patients"
+            )
+        if v.get("warning"):
+            text += f"; WARNING: {v['warning']}"
+        return text
+
     def headline(self) -> str:
         """One line describing the model, printed when a bundle is loaded."""
         grid = self.heatmap_grid
@@ -175,16 +218,22 @@ class ModelCard:
             )
         else:
             parts.append("no operating points (untrained)")
+        if self.validation:
+            parts.append(self.validation_status())
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         """The card as a JSON-ready dict (without the format marker and hash)."""
-        data = _json_safe(dataclasses.asdict(self))
+        # the guard's arrays go to their own file; write_card adds its record
+        data = _json_safe(dataclasses.asdict(dataclasses.replace(self, guard=None)))
+        del data["guard"]
         data["mean"] = list(self.mean)
         data["std"] = list(self.std)
         data["class_names"] = list(self.class_names)
         if not self.training_data:
             del data["training_data"]  # optional: cards that do not state it stay as they were
+        if not self.validation:
+            del data["validation"]  # the same
         return data
 
     @classmethod
@@ -196,7 +245,7 @@ class ModelCard:
         BundleError
             On missing or malformed fields.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"guard"}  # see load_bundle
         try:
             fields = {k: v for k, v in data.items() if k in known}
             fields["operating_points"] = {
@@ -248,6 +297,46 @@ class ModelBundle:
                 f"{str(err).splitlines()[0]}"
             ) from err
         return net.eval()
+
+
+#: Values of ``validation["status"]`` (:attr:`ModelCard.validation`).
+VALIDATION_KINDS = ("synthetic", "local", "none")
+#: Keys of :attr:`ModelCard.validation`: required ones (with a status other than "none") first.
+VALIDATION_FIELDS = ("status", "n_vertebrae", "n_fractures", "n_patients", "set", "warning")
+
+
+def _check_validation(value: Any) -> None:
+    """Refuse a malformed :attr:`ModelCard.validation` (an empty one is "not stated")."""
+    if not isinstance(value, dict):
+        raise BundleError(f"model card validation must be an object, got {value!r}")
+    if not value:
+        return
+    unknown = sorted(set(value) - set(VALIDATION_FIELDS))
+    if unknown:
+        raise BundleError(
+            f"model card validation has unknown keys {unknown}; expected {VALIDATION_FIELDS}"
+        )
+    status = value.get("status")
+    if status not in VALIDATION_KINDS:
+        raise BundleError(
+            f"model card validation status {status!r}; expected one of {VALIDATION_KINDS}"
+        )
+    if status == "none":
+        return
+    for key in ("n_vertebrae", "n_fractures", "n_patients"):
+        count = value.get(key)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise BundleError(
+                f"model card validation {key} must be a count (an integer >= 0), got {count!r}"
+            )
+    if value["n_fractures"] > value["n_vertebrae"]:
+        raise BundleError(
+            f"model card validation counts {value['n_fractures']} fractures among "
+            f"{value['n_vertebrae']} vertebrae"
+        )
+    for key in ("set", "warning"):
+        if not isinstance(value.get(key, ""), str):
+            raise BundleError(f"model card validation {key} must be text, got {value[key]!r}")
 
 
 def _json_safe(value: Any) -> Any:
@@ -321,10 +410,13 @@ def save_bundle(
 
 def write_card(directory: Path, card: ModelCard, sha256: str) -> None:
     """Write (atomically) ``card.json`` for the weights file already in ``directory``, whose
-    SHA-256 is ``sha256``."""
+    SHA-256 is ``sha256``, and the card's domain guard, when it has one, as
+    ``guard.safetensors`` beside it."""
     data = {"format": FORMAT_MARKER, "format_version": FORMAT_VERSION, **card.to_json()}
     data["weights_file"] = WEIGHTS_FILE
     data["sha256"] = sha256
+    if card.guard is not None:
+        data["guard"] = write_guard(Path(directory), card.guard)
     write_text_atomic(
         Path(directory) / CARD_FILE, json.dumps(data, indent=2, allow_nan=False) + "\n"
     )
@@ -369,8 +461,33 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
         raise BundleError(f"{folder}: weights file {weights.name!r} missing from the bundle")
     actual = checked_sha256(weights, data.get("sha256"), card_path)
     card = ModelCard.from_json(data)
+    if "guard" in data:
+        guard = read_guard(folder, data["guard"], card_path, penultimate_width(card.architecture))
+        card = dataclasses.replace(card, guard=guard)
     state = read_weights(weights)
     return ModelBundle(card=card, path=folder, sha256=actual, state_dict=state)
+
+
+def attach_guard(directory: Path, guard: FeatureGuard | None) -> ModelBundle:
+    """Give the bundle in ``directory`` the domain guard ``guard`` (None removes it): the guard
+    file and the card are rewritten, the weights are untouched (same SHA-256).
+
+    Raises
+    ------
+    BundleError
+        When ``directory`` is not a loadable bundle, or the guard does not fit its network.
+    """
+    bundle = load_bundle(directory)
+    width = penultimate_width(bundle.card.architecture)
+    if guard is not None and guard.dimension != width:
+        raise BundleError(
+            f"{directory}: a guard of {guard.dimension} features does not fit a "
+            f"{bundle.card.architecture} ({width} features)"
+        )
+    write_card(bundle.path, dataclasses.replace(bundle.card, guard=guard), bundle.sha256)
+    if guard is None:
+        (bundle.path / GUARD_FILE).unlink(missing_ok=True)
+    return load_bundle(bundle.path)
 
 
 def create_untrained_bundle(

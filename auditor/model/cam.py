@@ -93,22 +93,33 @@ def resnet_logits_and_cam(
     with_cam: bool = True,
     class_index: int = FRACTURE_CLASS,
     positive_weights: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One forward pass giving logits (N, classes) and raw CAMs (N, h, w) for ``class_index``.
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One forward pass giving logits (N, classes), raw CAMs (N, h, w) for ``class_index`` and
+    the pooled penultimate features (N, C) the fully connected head reads (what the domain guard
+    measures, :mod:`auditor.model.guard`).
 
     With ``positive_weights`` only the channels whose fully connected weight is positive count,
     each by its weight: the ``layercam4`` map (the layer4 LayerCAM). The map is unnormalised, in
     feature-map resolution, float32; pass it to :func:`normalise_maps`.
     """
     feats = resnet_features(net, x)
-    logits = net.fc(torch.flatten(net.avgpool(feats), 1))
+    pooled = torch.flatten(net.avgpool(feats), 1)
+    logits = net.fc(pooled)
     if not with_cam:
-        return logits, None
+        return logits, None, pooled
     weight = net.fc.weight[class_index].float()
     if positive_weights:
         weight = torch.relu(weight)
     cam = torch.einsum("nchw,c->nhw", feats.float(), weight)
-    return logits, cam
+    return logits, cam, pooled
+
+
+def vgg_logits_and_pooled(net: models.VGG, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VGG16's forward pass (as ``net(x)``) giving logits and the global average of its last
+    feature map (conv5_3 after pooling), (N, 512): the features the domain guard measures."""
+    maps = net.features(x)
+    logits = net.classifier(torch.flatten(net.avgpool(maps), 1))
+    return logits, maps.mean(dim=(2, 3))
 
 
 def resnet_layercam(

@@ -3,7 +3,9 @@
 :class:`Classifier` wraps a loaded bundle for one device. It runs channels-last, under
 ``torch.inference_mode`` (ResNet18) with mixed precision where the hardware has it: bf16 autocast
 on CPUs with native bf16 (AVX-512 BF16 / AMX), bf16 or fp16 on CUDA. CAMs come from the same
-forward pass and stay on the device until the batch is done.
+forward pass and stay on the device until the batch is done, and so does each crop's domain-guard
+distance (:mod:`auditor.model.guard`): the pooled features the head reads, whitened by one matrix
+product, in float32 whatever the precision.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from auditor.model.cam import (
     normalise_maps,
     resnet_logits_and_cam,
     vgg_logits_and_gradcam,
+    vgg_logits_and_pooled,
 )
+from auditor.model.guard import FeatureGuard
 from auditor.vocab import DEFAULT_HEATMAP, Device, HeatmapMethod, Precision
 
 logger = logging.getLogger(__name__)
@@ -130,7 +134,8 @@ def preprocess_crops(crops: npt.NDArray[np.float32], card: ModelCard) -> torch.T
 
 @dataclass(frozen=True)
 class Prediction:
-    """Output of one batch: P(fracture) per crop and, when asked, heatmaps in [0, 1].
+    """Output of one batch: P(fracture) per crop, when asked heatmaps in [0, 1], and when the
+    bundle has a domain guard each crop's distance to the training data (None without one).
 
     Crops below the ``cam_min_prob`` given to :meth:`Classifier.predict` have all-zero maps.
     """
@@ -138,6 +143,7 @@ class Prediction:
     probs: npt.NDArray[np.float32]
     cams: npt.NDArray[np.float32] | None
     heatmap_s: float = 0.0  # seconds of the separate heatmap pass (layercam, Grad-CAM)
+    distances: npt.NDArray[np.float32] | None = None
 
 
 class Classifier:
@@ -185,6 +191,8 @@ class Classifier:
             net = net.to(memory_format=torch.channels_last)
         self.net = net.eval()
         self.heatmap = "grad-cam" if isinstance(net, models.VGG) else method.value
+        self.guard = bundle.card.guard
+        self._guard_tensors = None if self.guard is None else self.guard.on_device(device)
 
     def describe(self) -> str:
         """Human-readable device and precision, e.g. ``cpu, fp32, channels-last``."""
@@ -223,9 +231,10 @@ class Classifier:
             x = x.contiguous(memory_format=torch.channels_last)
         size = int(batch.shape[-1])
         maps: torch.Tensor | None = None
+        distances: torch.Tensor | None = None
         with torch.inference_mode(), self._autocast():
             if isinstance(self.net, models.ResNet):
-                logits, raw = resnet_logits_and_cam(
+                logits, raw, pooled = resnet_logits_and_cam(
                     self.net,
                     x,
                     with_cam=cam and self._spec.forward,
@@ -234,9 +243,14 @@ class Classifier:
                 if raw is not None:
                     maps = normalise_maps(raw, size)
             else:
-                logits = self.net(x)
+                logits, pooled = vgg_logits_and_pooled(self.net, x)
+            if self._guard_tensors is not None:
+                distances = FeatureGuard.device_distances(pooled, *self._guard_tensors)
         probs = torch.softmax(logits.float(), dim=1)[:, 1]
         out_probs = probs.cpu().numpy().astype(np.float32, copy=False)
+        out_distances = (
+            None if distances is None else distances.cpu().numpy().astype(np.float32, copy=False)
+        )
         heatmap_s = 0.0
         if cam and maps is None:
             # compared in float64 on the host, as callers compare float(prob) >= threshold
@@ -252,7 +266,24 @@ class Classifier:
         out_maps = (
             maps.float().cpu().numpy().astype(np.float32, copy=False) if maps is not None else None
         )
-        return Prediction(probs=out_probs, cams=out_maps, heatmap_s=heatmap_s)
+        return Prediction(
+            probs=out_probs, cams=out_maps, heatmap_s=heatmap_s, distances=out_distances
+        )
+
+    def features(self, batch: torch.Tensor) -> npt.NDArray[np.float32]:
+        """The pooled penultimate features (N, C) of a preprocessed batch, float32: what the
+        domain guard measures, for fitting one (:func:`auditor.model.guard.fit_guard`)."""
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected a (N, 3, S, S) batch, got {tuple(batch.shape)}")
+        x = batch.to(self.device, dtype=torch.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            if isinstance(self.net, models.ResNet):
+                _, _, pooled = resnet_logits_and_cam(self.net, x, with_cam=False)
+            else:
+                _, pooled = vgg_logits_and_pooled(self.net, x)
+        return pooled.float().cpu().numpy().astype(np.float32, copy=False)
 
     def _gradient_maps(self, x: torch.Tensor, size: int) -> torch.Tensor:
         """LayerCAM (ResNet) or Grad-CAM (VGG16) maps of the crops ``x``, (N, size, size) in

@@ -31,6 +31,25 @@ ARCHITECTURES: tuple[str, ...] = ("resnet18", "vgg16")
 FEATURE_STRIDES: tuple[int, ...] = (32, 16, 8)
 
 NUM_CLASSES = 2
+#: Channels of the last feature map, whose global average is the feature vector the domain guard
+#: measures (:mod:`auditor.model.guard`): ResNet18's penultimate layer, VGG16's pooled conv5_3.
+_PENULTIMATE_WIDTH = {"resnet18": 512, "vgg16": 512}
+
+
+def penultimate_width(architecture: str) -> int:
+    """Length of the pooled feature vector of ``architecture`` (see :data:`_PENULTIMATE_WIDTH`).
+
+    Raises
+    ------
+    ValueError
+        For an unknown architecture.
+    """
+    try:
+        return _PENULTIMATE_WIDTH[architecture]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}"
+        ) from None
 
 
 def build_network(

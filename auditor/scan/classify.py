@@ -2,10 +2,11 @@
 
 Worker processes decode and crop the next batches while the main process runs the model on the
 current one (two batches ahead per worker, :class:`auditor.parallel.LocalProcesses`). On CUDA the
-batches arrive in pinned memory and are copied without blocking. Class activation maps come from
-the same forward pass; an overlay thumbnail is drawn only for the vertebrae that need one
-(positive, or all on request). Each batch is committed to the journal in one transaction before the
-next is taken, so a killed scan loses at most the batch in flight.
+batches arrive in pinned memory and are copied without blocking. Class activation maps and each
+crop's domain-guard distance come from the same forward pass; an overlay thumbnail is drawn only
+for the vertebrae that need one (positive, or all on request). Each batch is committed to the
+journal in one transaction before the next is taken, so a killed scan loses at most the batch in
+flight.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def _outcomes(
                 )
                 save_jpeg(overlay, run_dir / heatmap)
                 drawn += 1
-            rows.append(VertebraOutcome(box.row, box.level, p, heatmap, ""))
+            distance = None if prediction.distances is None else float(prediction.distances[index])
+            rows.append(VertebraOutcome(box.row, box.level, p, heatmap, "", distance))
         offset += len(item.boxes)
         ordered = tuple(sorted(rows + failures, key=lambda v: v.box_row))
         if item.preview is not None and any(is_positive(v.probability, threshold) for v in ordered):

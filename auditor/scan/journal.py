@@ -7,9 +7,13 @@ everything else that changes a result), and classifies only the images the journ
 Reports are always built from the journal, so a resumed run and an uninterrupted one write the same
 findings.
 
-Tables: ``meta`` (key/value: fingerprint, pseudonym salt), ``images`` (one row per finished image:
-status and reason), ``vertebrae`` (one row per box of a finished image: probability, heatmap file,
-or the reason it could not be classified).
+Tables: ``meta`` (key/value: schema version, fingerprint, pseudonym salt), ``images`` (one row per
+finished image: status and reason), ``vertebrae`` (one row per box of a finished image: probability,
+domain-guard distance, heatmap file, or the reason it could not be classified).
+
+Schema 2 added the ``distance`` column (the crop's distance to the model's training data,
+:mod:`auditor.model.guard`; NULL when the bundle has no guard). A journal of another schema is not
+resumed: ``--resume`` says so and asks for a new ``--out`` directory.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from auditor.vocab import Level
 logger = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.sqlite"
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,6 +47,7 @@ CREATE TABLE IF NOT EXISTS vertebrae (
     box_row INTEGER NOT NULL,
     level TEXT NOT NULL,
     probability REAL,
+    distance REAL,
     heatmap TEXT NOT NULL,
     error TEXT NOT NULL,
     PRIMARY KEY (image, box_row)
@@ -52,13 +57,15 @@ CREATE TABLE IF NOT EXISTS vertebrae (
 
 @dataclass(frozen=True)
 class VertebraOutcome:
-    """The classification of one box: a probability, or the reason there is none."""
+    """The classification of one box: a probability, or the reason there is none, and the
+    crop's domain-guard distance (None without a guard or without a crop)."""
 
     box_row: int
     level: Level
     probability: float | None
     heatmap: str = ""  # run-relative path of the overlay thumbnail, "" when none was drawn
     error: str = ""
+    distance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,24 @@ def run_in_use(run_dir: Path) -> UsageError:
     )
 
 
+def stored_meta(run_dir: Path, key: str) -> str | None:
+    """A ``meta`` value of the journal in ``run_dir``, read before the run is opened (a resumed
+    scan needs its pseudonym salt before the journal's fingerprint is known); None when there is
+    no journal, no such value, or the file is not a journal (opening the run then says so)."""
+    path = Path(run_dir) / JOURNAL_NAME
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(path)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else str(row[0])
+
+
 class RunJournal:
     """Open (or create) the journal of a run directory.
 
@@ -96,7 +121,7 @@ class RunJournal:
     ------
     UsageError
         When a finished or partial run is in the way without ``resume``, or ``resume`` is asked
-        for a journal whose fingerprint differs.
+        for a journal whose fingerprint differs or that an older tlaudit wrote (another schema).
     TlauditError
         When the journal file is not an SQLite database of ours.
     """
@@ -114,6 +139,15 @@ class RunJournal:
             raise TlauditError(f"{self.path} is not a tlaudit run journal: {err}") from err
         wanted = json.dumps(dict(fingerprint), sort_keys=True)
         stored = self.get_meta("fingerprint")
+        schema = self.get_meta("schema")
+        if existed and schema not in (None, _SCHEMA_VERSION):
+            self.close()
+            raise UsageError(
+                f"cannot resume the scan in {self.path.parent}: its journal has schema {schema} "
+                f"(written by an older tlaudit) and this tlaudit writes schema {_SCHEMA_VERSION}, "
+                "which records each crop's domain-guard distance; scan again into a new --out "
+                "directory"
+            )
         if existed and stored is not None:
             if not resume:
                 self.close()
@@ -170,13 +204,14 @@ class RunJournal:
                     (outcome.image, outcome.status, outcome.reason),
                 )
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO vertebrae VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO vertebrae VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             outcome.image,
                             v.box_row,
                             v.level.value,
                             v.probability,
+                            v.distance,
                             v.heatmap,
                             v.error,
                         )
@@ -187,8 +222,8 @@ class RunJournal:
     def outcomes(self) -> dict[str, ImageOutcome]:
         """Every committed image outcome, keyed by image, vertebrae in box-row order."""
         vertebrae: dict[str, list[VertebraOutcome]] = {}
-        for image, box_row, level, probability, heatmap, error in self._db.execute(
-            "SELECT image, box_row, level, probability, heatmap, error FROM vertebrae "
+        for image, box_row, level, probability, distance, heatmap, error in self._db.execute(
+            "SELECT image, box_row, level, probability, distance, heatmap, error FROM vertebrae "
             "ORDER BY image, box_row"
         ):
             vertebrae.setdefault(image, []).append(
@@ -198,6 +233,7 @@ class RunJournal:
                     None if probability is None else float(probability),
                     heatmap,
                     error,
+                    None if distance is None else float(distance),
                 )
             )
         return {

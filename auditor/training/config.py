@@ -1,6 +1,8 @@
-"""Every choice of a ``tlaudit train`` run (:class:`TrainConfig`), checked when it is built.
+"""Every choice of a ``tlaudit train`` run (:class:`TrainConfig`), checked when it is built, and
+the named recipes (:data:`PRESETS`) that ``--preset`` fills it from.
 
-The defaults are the source study's recipe; the pipeline that reads them is
+The defaults are the source study's recipe, but for the starting weights (``auto``, which works
+offline: :func:`auditor.training.pretrained.resolve_pretrained`); the pipeline that reads them is
 :func:`auditor.training.train.train_bundle`.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import UsageError
@@ -19,6 +22,57 @@ MONITORS = ("balanced_accuracy", "accuracy", "auc", "loss")
 #: How class imbalance is handled: inverse-frequency loss weights, a class-balanced sample of the
 #: majority class drawn afresh every epoch (cheaper epochs), or nothing.
 CLASS_BALANCING = ("balanced", "sampler", "none")
+#: What a run's training data are, for the card (:attr:`auditor.model.bundle.ModelCard.
+#: training_data`): "synthetic", "clinical", or "" (not stated).
+TRAINING_DATA = ("synthetic", "clinical", "")
+
+#: Named recipes for ``tlaudit train --preset``, as :class:`TrainConfig` fields; an option given
+#: on the command line overrides its preset's value (:func:`apply_preset`).
+PRESETS: dict[str, dict[str, Any]] = {
+    # The source study's recipe and its cross-validated search: TrainConfig's own defaults.
+    # Days on a CPU at 512 px; the run prints its estimate before it starts.
+    "paper": {},
+    # A fixed recipe that finishes a 150-study set in well under 30 minutes on 2 CPU cores
+    # (measured in docs/models.md): the bundled model's input (128 px, per-crop contrast
+    # stretch) at stride 16 (8 x 8 heatmaps), the last two blocks and the head retrained from
+    # the default start, one learning rate and batch size (no cross-validation), a short fit
+    # that keeps the epoch with the best validation AUC and stops when it stalls, and a time
+    # limit as a backstop.
+    "quick": {
+        "input_size": 128,
+        "feature_stride": 16,
+        "crop_normalisation": "percentile",
+        "trainable": "last2",
+        "box_jitter": 0.1,
+        "jitter_copies": 1,
+        "epochs": 12,
+        "lr_grid": (0.0003,),
+        "batch_grid": (32,),
+        "cv_folds": 0,
+        "test_fraction": 0.2,
+        "val_fraction": 0.15,
+        "plateau_patience": 2,
+        "early_stop": 4,
+        "max_minutes": 20.0,
+        "monitor": "auc",
+    },
+}
+
+
+def apply_preset(values: dict[str, Any], preset: str | None, given: set[str]) -> dict[str, Any]:
+    """``values`` (TrainConfig fields) with ``preset``'s recipe laid over every field not in
+    ``given`` (the options set on the command line, which win).
+
+    Raises
+    ------
+    UsageError
+        For an unknown preset.
+    """
+    if preset is None:
+        return dict(values)
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    return {**values, **{k: v for k, v in PRESETS[preset].items() if k not in given}}
 
 
 @dataclass(frozen=True)
@@ -26,7 +80,7 @@ class TrainConfig:
     """Every choice of a training run; the defaults are the source study's recipe."""
 
     architecture: str = "resnet18"
-    pretrained: str = "imagenet"
+    pretrained: str = "auto"
     allow_download: bool = False
     trainable: str = "last2"
     input_size: int = 512
@@ -57,8 +111,18 @@ class TrainConfig:
     threads: int | None = None
     name: str = ""
     source: str = ""
+    training_data: str = ""
+    warmup_batches: int = 3
+    """Training batches timed before the run for its duration estimate (the first is not
+    counted: it pays for start-up); 0 skips the estimate."""
 
     def __post_init__(self) -> None:
+        if self.training_data not in TRAINING_DATA:
+            raise UsageError(
+                f"--training-data must be 'synthetic' or 'clinical', got {self.training_data!r}"
+            )
+        if self.warmup_batches < 0:
+            raise UsageError(f"warm-up batches must be >= 0, got {self.warmup_batches}")
         if self.architecture not in ARCHITECTURES:
             raise UsageError(
                 f"unknown architecture {self.architecture!r}; expected {', '.join(ARCHITECTURES)}"

@@ -1,9 +1,11 @@
 """``tlaudit evaluate``: run a bundle on a labelled set and measure what the source study measured.
 
 data (labelled crops, decoded once) -> predictions and heatmaps (the same :class:`Classifier`
-``scan`` uses) -> :class:`Evaluation` (metrics with patient-level bootstrap CIs, every operating
-point, per-level and per-AO-type sensitivity, heatmap localisation) -> reports
-(:mod:`auditor.training.report`).
+``scan`` uses) -> :class:`Evaluation` (metrics with exact and DeLong intervals by patient and
+their minimum-count marks (:mod:`auditor.training.intervals`), every operating point with its
+study-level figures and QA workload (:mod:`auditor.training.studies`), the reliability diagram and
+expected calibration error (:mod:`auditor.training.reliability`), per-level and per-AO-type
+sensitivity, heatmap localisation) -> reports (:mod:`auditor.training.report`).
 
 Heatmap localisation: for each true-positive crop with a ground-truth fracture zone, the zone
 polygon is mapped into crop pixel coordinates and the crop counts as localised when the pixel
@@ -35,7 +37,9 @@ from auditor.model.bundle import ModelBundle, OperatingPoint, load_bundle
 from auditor.model.infer import Classifier, select_device
 from auditor.records import is_positive, positives
 from auditor.training.data import CropSet, load_crop_set, zone_mask
-from auditor.training.metrics import BinaryMetrics, Confusion, binary_metrics, sensitivity_by
+from auditor.training.metrics import BinaryMetrics, binary_metrics, sensitivity_by
+from auditor.training.reliability import Reliability, reliability
+from auditor.training.studies import StudyLevel, study_level
 from auditor.vocab import DEFAULT_HEATMAP, Level
 
 logger = logging.getLogger(__name__)
@@ -60,6 +64,7 @@ class EvaluateConfig:
     heatmap_method: str = DEFAULT_HEATMAP
     batch_size: int = 64
     n_bootstrap: int = 2000
+    """Patient-bootstrap resamples for the expected calibration error's interval."""
     seed: int = 0
 
 
@@ -105,7 +110,10 @@ class Evaluation:
     cam_peak_in_zone: tuple[bool | None, ...]
     operating_point: OperatingPoint
     headline: BinaryMetrics
-    at_points: dict[str, Confusion]
+    at_points: dict[str, BinaryMetrics]
+    studies: dict[str, StudyLevel]
+    """Study-level figures and QA workload at every operating point of the card."""
+    reliability: Reliability
     by_level: dict[str, dict[str, float | int]]
     by_ao_type: dict[str, dict[str, float | int]]
     by_genant_grade: dict[str, dict[str, float | int]]
@@ -157,15 +165,25 @@ class Evaluation:
             "data": self.data.summary(),
             "operating_point": {"name": op.name, "threshold": op.threshold},
             "metrics": self.headline.as_dict(),
+            "study_level": self.studies[op.name].as_dict() if op.name in self.studies else None,
+            "reliability": self.reliability.as_dict(),
             "operating_points": {
                 name: {
                     "threshold": card.operating_points[name].threshold,
-                    "accuracy": c.accuracy,
-                    "sensitivity": c.sensitivity,
-                    "specificity": c.specificity,
-                    "confusion": {"tn": c.tn, "fp": c.fp, "fn": c.fn, "tp": c.tp},
+                    "accuracy": m.confusion.accuracy,
+                    "sensitivity": m.confusion.sensitivity,
+                    "specificity": m.confusion.specificity,
+                    "ppv": m.confusion.ppv,
+                    "npv": m.confusion.npv,
+                    "confusion": m.as_dict()["confusion"],
+                    "intervals": {
+                        key: value
+                        for key, value in m.as_dict().items()
+                        if key in ("accuracy", "sensitivity", "specificity", "ppv", "npv")
+                    },
+                    "study_level": self.studies[name].as_dict(),
                 }
-                for name, c in self.at_points.items()
+                for name, m in self.at_points.items()
             },
             "sensitivity_by_level": self.by_level,
             "sensitivity_by_ao_type": self.by_ao_type,
@@ -274,18 +292,22 @@ def evaluate_bundle(
         if on_progress:
             on_progress("classify", hi, n)
     predicted = positives(probs, op.threshold)
-    headline = binary_metrics(
-        labels,
-        probs,
-        op.threshold,
-        groups=data.groups,
-        n_bootstrap=config.n_bootstrap,
-        seed=config.seed,
-    )
+    headline = binary_metrics(labels, probs, op.threshold, groups=data.groups)
     at_points = {
-        name: Confusion.from_predictions(labels, positives(probs, p.threshold))
+        name: binary_metrics(labels, probs, p.threshold, groups=data.groups)
         for name, p in card.operating_points.items()
     }
+    # a study is its UID, or its image where the annotations give none
+    study_keys = [r.study_uid or r.image for r in data.records]
+    studies = {
+        name: study_level(
+            labels, positives(probs, p.threshold), study_keys, data.groups, p.threshold
+        )
+        for name, p in card.operating_points.items()
+    }
+    calibration = reliability(
+        labels, probs, data.groups, n_bootstrap=config.n_bootstrap, seed=config.seed
+    )
     levels = [r.level for r in data.records]
     ao = [r.ao_type or "unknown" for r in data.records]
     grades = [
@@ -316,6 +338,8 @@ def evaluate_bundle(
         operating_point=op,
         headline=headline,
         at_points=at_points,
+        studies=studies,
+        reliability=calibration,
         by_level=_cranial_to_caudal(sensitivity_by(labels, predicted, levels)),
         by_ao_type=sensitivity_by(labels, predicted, ao),
         by_genant_grade=sensitivity_by(labels, predicted, grades),

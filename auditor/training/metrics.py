@@ -1,4 +1,4 @@
-"""Classification metrics, bootstrap confidence intervals and operating points.
+"""Classification metrics with confidence intervals, and operating points.
 
 Conventions: label 1 = fracture (positive), score = P(fracture), a crop is called positive when its
 score is >= the threshold. Sensitivity = TP / (TP + FN), specificity = TN / (TN + FP).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from auditor.model.bundle import OperatingPoint
 from auditor.records import positives
+from auditor.training.intervals import MIN_COUNT, Estimate, auc_interval, proportion
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -92,28 +93,22 @@ def roc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[FloatArray, Float
 
 
 @dataclass(frozen=True)
-class Estimate:
-    """A point estimate with a 95 % bootstrap confidence interval."""
-
-    value: float
-    low: float
-    high: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {"value": self.value, "ci_low": self.low, "ci_high": self.high}
-
-
-@dataclass(frozen=True)
 class BinaryMetrics:
-    """Accuracy, sensitivity, specificity and AUC with CIs, at one threshold."""
+    """Accuracy, sensitivity, specificity, PPV, NPV and AUC with 95 % CIs, at one threshold.
+
+    The intervals and the minimum-count marks are :mod:`auditor.training.intervals`'s: exact
+    (Clopper-Pearson) for the proportions and DeLong's for the AUC, both by patient when groups
+    are given.
+    """
 
     threshold: float
     confusion: Confusion
     accuracy: Estimate
     sensitivity: Estimate
     specificity: Estimate
+    ppv: Estimate
+    npv: Estimate
     auc: Estimate
-    n_bootstrap: int
 
     def as_dict(self) -> dict[str, object]:
         c = self.confusion
@@ -124,8 +119,9 @@ class BinaryMetrics:
             "accuracy": self.accuracy.as_dict(),
             "sensitivity": self.sensitivity.as_dict(),
             "specificity": self.specificity.as_dict(),
+            "ppv": self.ppv.as_dict(),
+            "npv": self.npv.as_dict(),
             "auc": self.auc.as_dict(),
-            "n_bootstrap": self.n_bootstrap,
         }
 
 
@@ -134,59 +130,34 @@ def binary_metrics(
     scores: npt.ArrayLike,
     threshold: float,
     groups: Sequence[str] | npt.NDArray[np.str_] | None = None,
-    n_bootstrap: int = 2000,
-    seed: int = 0,
 ) -> BinaryMetrics:
-    """Metrics at ``threshold`` with percentile bootstrap 95 % CIs.
+    """Metrics at ``threshold`` with 95 % CIs, by patient when ``groups`` are given.
 
-    When ``groups`` (patients) are given the bootstrap resamples whole patients (cluster
-    bootstrap), because vertebrae of one radiograph are not independent.
+    Each proportion's interval is :func:`~auditor.training.intervals.proportion`'s over its own
+    denominator (sensitivity over the fractures, PPV over the positive calls, ...), so each is
+    marked "too few to estimate" by its own count; accuracy is marked, like the AUC, when either
+    class has fewer than :data:`~auditor.training.intervals.MIN_COUNT` cases.
     """
-    y = np.asarray(labels).astype(np.int64)
+    y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
-    conf = Confusion.from_predictions(y, positives(s, threshold))
-    point = (conf.accuracy, conf.sensitivity, conf.specificity, auc(y, s))
-    samples = _bootstrap(y, s, threshold, groups, n_bootstrap, seed)
-    ests = []
-    for j, value in enumerate(point):
-        col = samples[:, j] if len(samples) else np.zeros(0)
-        col = col[np.isfinite(col)]
-        if len(col):
-            lo, hi = np.percentile(col, [2.5, 97.5])
-            ests.append(Estimate(float(value), float(lo), float(hi)))
-        else:
-            ests.append(Estimate(float(value), float("nan"), float("nan")))
-    return BinaryMetrics(threshold, conf, ests[0], ests[1], ests[2], ests[3], n_bootstrap)
+    p = positives(s, threshold)
+    g = None if groups is None else np.asarray(groups)
 
+    def share(mask: npt.NDArray[np.bool_], success: npt.NDArray[np.bool_]) -> Estimate:
+        return proportion(success[mask], None if g is None else g[mask])
 
-def _bootstrap(
-    y: npt.NDArray[np.int64],
-    s: FloatArray,
-    threshold: float,
-    groups: Sequence[str] | npt.NDArray[np.str_] | None,
-    n_bootstrap: int,
-    seed: int,
-) -> FloatArray:
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        members = [np.array([i]) for i in range(len(y))]
-    else:
-        g = np.asarray(groups)
-        _, inverse = np.unique(g, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-        members = np.split(order, bounds)
-    out = np.full((n_bootstrap, 4), np.nan)
-    pred = positives(s, threshold)
-    for b in range(n_bootstrap):
-        pick = rng.integers(0, len(members), len(members))
-        idx = np.concatenate([members[i] for i in pick])
-        yb, pb = y[idx], pred[idx]
-        c = Confusion.from_predictions(yb, pb)
-        out[b, :3] = (c.accuracy, c.sensitivity, c.specificity)
-        if 0 < yb.sum() < len(yb):
-            out[b, 3] = roc_auc_score(yb, s[idx])
-    return out
+    few_cases = min(int(y.sum()), int((~y).sum())) < MIN_COUNT
+    accuracy = share(np.ones(len(y), bool), p == y)
+    return BinaryMetrics(
+        threshold=threshold,
+        confusion=Confusion.from_predictions(y, p),
+        accuracy=replace(accuracy, too_few=accuracy.too_few or few_cases),
+        sensitivity=share(y, p),
+        specificity=share(~y, ~p),
+        ppv=share(p, y),
+        npv=share(~p, ~y),
+        auc=auc_interval(y, s, g),
+    )
 
 
 def choose_operating_points(

@@ -1,8 +1,16 @@
-"""Pretrained (ImageNet) weights for transfer learning, from torchvision's cache or a user file.
+"""Starting weights for transfer learning: ImageNet's, the bundled classifier's, or a user file.
 
 Nothing here reaches a network unless the caller allows it explicitly: a hospital workstation is
-often offline, and tests never download. When the weights are missing the error names the file to
-place and the folder to place it in.
+often offline, and tests never download. When ImageNet weights are asked for and missing, the
+error names the file to place and the folder to place it in.
+
+The default, ``auto``, works offline: torchvision's ImageNet weights when its cache holds them
+(the source study's start), otherwise the bundled classifier's weights, which ship with tlaudit.
+Those were trained on tlaudit's synthetic radiographs for this very task, so their early layers
+already respond to vertebral outlines and endplates; a short CPU fit from them learns far more
+than one from random weights, which is what ``none`` gives (measured in docs/models.md). Their
+one catch: figures on *synthetic* worlds flatter a model started from them, since the start has
+seen the same renderer. The card records which start a run used.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from safetensors.torch import load_file
 from torchvision import models
 
 from auditor.checksums import file_sha256
-from auditor.errors import UsageError
+from auditor.errors import BundleError, UsageError
+from auditor.model.bundle import DEFAULT_BUNDLE_NAME, load_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +65,11 @@ def resolve_pretrained(
     Parameters
     ----------
     spec
-        ``"imagenet"`` (torchvision's weights: its cache, or a download when allowed), ``"none"``
-        (train from scratch) or a path to a ``.pth``/``.pt``/``.safetensors`` state dict.
+        ``"auto"`` (ImageNet from torchvision's cache when there, otherwise ``"bundled"``; for
+        VGG16, which has no bundled weights, ``"none"``), ``"imagenet"`` (torchvision's weights:
+        its cache, or a download when allowed), ``"bundled"`` (the bundled ResNet18 classifier's
+        weights), ``"none"`` (train from scratch) or a path to a ``.pth``/``.pt``/
+        ``.safetensors`` state dict.
     architecture
         ``"resnet18"`` or ``"vgg16"``.
     allow_download
@@ -74,6 +86,32 @@ def resolve_pretrained(
     """
     if spec == "none":
         return None, "none (trained from scratch)"
+    if spec == "auto":
+        _, cached = imagenet_weights_location(architecture)
+        if cached.is_file():
+            state, desc = resolve_pretrained("imagenet", architecture)
+            return state, f"auto: {desc}"
+        if architecture != "resnet18":
+            return None, (
+                f"auto: none (trained from scratch; no ImageNet weights for {architecture} in "
+                "torchvision's cache and no bundled weights for it)"
+            )
+        state, desc = resolve_pretrained("bundled", architecture)
+        return state, f"auto: {desc} (no ImageNet weights in torchvision's cache)"
+    if spec == "bundled":
+        if architecture != "resnet18":
+            raise UsageError(
+                f"--pretrained bundled: the bundled classifier is a resnet18, not {architecture}"
+            )
+        try:
+            bundle = load_bundle(None)
+        except BundleError as err:
+            raise UsageError(f"--pretrained bundled: {err}") from err
+        state = {k: v.float() if v.is_floating_point() else v for k, v in bundle.state_dict.items()}
+        return state, (
+            f"bundled {DEFAULT_BUNDLE_NAME} weights (SHA-256 {bundle.sha256}; trained on "
+            "synthetic radiographs)"
+        )
     if spec == "imagenet":
         url, cached = imagenet_weights_location(architecture)
         if cached.is_file():
@@ -96,7 +134,8 @@ def resolve_pretrained(
     path = Path(spec).expanduser()
     if not path.is_file():
         raise UsageError(
-            f"--pretrained {spec!r}: expected 'imagenet', 'none' or an existing weights file"
+            f"--pretrained {spec!r}: expected 'auto', 'imagenet', 'bundled', 'none' or an "
+            "existing weights file"
         )
     # The name alone says little (every bundle's file is weights.safetensors): the hash says which.
     return _load_state_file(path), f"file {path.name} (SHA-256 {file_sha256(path)})"

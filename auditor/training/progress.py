@@ -38,6 +38,11 @@ class TrainListener(Protocol):
 
     def stage(self, text: str) -> None: ...
 
+    def plan(self, total_batches: int) -> None:
+        """The training batches of the whole run (every fit to its last epoch), told once before
+        the first fit, so that an overall progress bar can show the run's ETA."""
+        ...
+
     def start_fit(self, title: str, epochs: int, batches_per_epoch: int) -> None: ...
 
     def batch_done(self) -> None: ...
@@ -51,6 +56,9 @@ class SilentListener:
     """A listener that ignores everything."""
 
     def stage(self, text: str) -> None:
+        pass
+
+    def plan(self, total_batches: int) -> None:
         pass
 
     def start_fit(self, title: str, epochs: int, batches_per_epoch: int) -> None:

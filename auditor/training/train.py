@@ -4,16 +4,19 @@ Pipeline (:func:`train_bundle`, its options in :class:`~auditor.training.config.
 
 1. cut every labelled vertebra once (:func:`auditor.training.data.load_crop_set`);
 2. hold out a patient-grouped test split (``test_fraction``; 0 when a separate held-out set is
-   used);
+   used), and estimate the run's duration from a few timed batches
+   (:mod:`auditor.training.estimate`);
 3. choose learning rate and batch size by patient-grouped k-fold cross-validation on the training
    part (skipped when the grid has a single combination;
    :func:`auditor.training.loop.cross_validate`);
 4. final fit with the chosen values on the training part, less a patient-grouped validation split
    that picks the best epoch, drives ReduceLROnPlateau and sets the operating points
    (:func:`auditor.training.loop.fit`, epoch by epoch with :mod:`auditor.training.engine`);
-5. score validation and test crops with the half-precision weights that are saved, and write the
-   bundle with its card, the run log, the per-epoch history and the cross-validation table
-   (:mod:`auditor.training.writer`).
+5. score validation and test crops with the half-precision weights that are saved, measure the
+   test split with intervals (:func:`auditor.training.metrics.binary_metrics`), record the card's
+   validation status with a warning when the test AUC's interval includes 0.5 or its value is
+   under :data:`USEFUL_AUC`, and write the bundle with its card, the run log, the per-epoch
+   history and the cross-validation table (:mod:`auditor.training.writer`).
 
 The study's own recipe differs in two places, both recorded in the card: its split ignored patients,
 and its final fit used the whole training set for a fixed 200 epochs.
@@ -26,8 +29,9 @@ study's heatmaps were unsupervised, so a model trained with it no longer measure
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +49,23 @@ from auditor.training.config import TrainConfig
 from auditor.training.cv import check_disjoint, grouped_split
 from auditor.training.data import CropSet, load_crop_set
 from auditor.training.engine import class_weights, predict_scores, training_precision
+from auditor.training.estimate import DurationEstimate, estimate_duration, plan_fits
+from auditor.training.intervals import Estimate
 from auditor.training.loop import cross_validate, fit
-from auditor.training.metrics import Confusion, auc, choose_operating_points
+from auditor.training.metrics import (
+    BinaryMetrics,
+    Confusion,
+    auc,
+    binary_metrics,
+    choose_operating_points,
+)
 from auditor.training.pretrained import resolve_pretrained
 from auditor.training.progress import EpochRow, RunLog, SilentListener, TrainListener
 from auditor.training.writer import as_stored, build_card, run_recipe, write_bundle
+
+#: Below this test-split AUC a trained model is warned about (so is one whose AUC interval
+#: includes 0.5).
+USEFUL_AUC = 0.7
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,15 @@ class TrainResult:
     cv_table: list[dict[str, Any]]
     history: list[EpochRow]
     seconds: float
+    estimate: DurationEstimate | None = None
+    """The duration estimated before the run (None when the warm-up was skipped)."""
+    test: dict[str, BinaryMetrics] | None = None
+    """The test split's figures with intervals at each operating point (None without one)."""
+
+    @property
+    def warning(self) -> str:
+        """The card's warning about the held-out figures ("" when there is none)."""
+        return str(self.card.validation.get("warning", ""))
 
 
 @dataclass(frozen=True)
@@ -110,19 +135,10 @@ def _train_bundle(
 ) -> TrainResult:
     log = RunLog(listener or SilentListener())
     t_start = time.perf_counter()
-    device = select_device(config.device)
-    torch.manual_seed(config.seed)
-    pretrained, pretrained_desc = resolve_pretrained(
-        config.pretrained, config.architecture, config.allow_download
+    config, device, pretrained, pretrained_desc, data, split = _prepare(
+        archive, annotations, config, log
     )
-    log.stage(
-        f"device {device} ({training_precision(device)}), {config.architecture}, "
-        f"{config.input_size}px, pretrained: {pretrained_desc}, "
-        "trainable: "
-        + ("all layers" if config.effective_trainable == "all" else "last two blocks + head")
-    )
-    data = _load_data(archive, annotations, config, log)
-    split = _split(data, config, log)
+    estimate = _estimate(data, split, config, pretrained, device, log)
     cv_table, lr, batch = _choose_hyperparameters(
         data, split.development, config, pretrained, device, log
     )
@@ -149,7 +165,10 @@ def _train_bundle(
     net = build_network(config.architecture, feature_stride=config.feature_stride)
     net.load_state_dict(as_stored(result.state))
     net = net.to(device).to(memory_format=torch.channels_last)
-    points, metrics = _score(net, data, split.validation, split.test, config, device, log)
+    points, metrics, test = _score(net, data, split.validation, split.test, config, device, log)
+    validation = _validation_status(data, split.test, config, test)
+    if validation.get("warning"):
+        log.stage(f"WARNING: {validation['warning']}")
     if cv_table:
         metrics["cross_validation"] = [r for r in cv_table if r["fold"] == "mean"]
 
@@ -163,11 +182,85 @@ def _train_bundle(
     }
     name = config.name or Path(out).name
     card = build_card(config, name, training, recipe, metrics, points)
+    card = replace(card, training_data=config.training_data, validation=validation)
     out = Path(out)
     write_bundle(out, card, net, cv_table, data.skipped, log, total_seconds)
     return TrainResult(
-        bundle_dir=out, card=card, cv_table=cv_table, history=log.history, seconds=total_seconds
+        bundle_dir=out,
+        card=card,
+        cv_table=cv_table,
+        history=log.history,
+        seconds=total_seconds,
+        estimate=estimate,
+        test=test,
     )
+
+
+def estimate_training(
+    archive: Path,
+    annotations: Path,
+    config: TrainConfig,
+    listener: TrainListener | None = None,
+) -> DurationEstimate:
+    """Cut the crops, split them and time the warm-up as :func:`train_bundle` would, without
+    training (``tlaudit train --estimate-only``).
+
+    Raises
+    ------
+    InputFileError, UsageError
+        As :func:`train_bundle`.
+    """
+    log = RunLog(listener or SilentListener())
+    config = replace(config, warmup_batches=max(config.warmup_batches, 1))
+    config, device, pretrained, _, data, split = _prepare(archive, annotations, config, log)
+    estimate = _estimate(data, split, config, pretrained, device, log)
+    assert estimate is not None
+    return estimate
+
+
+def _prepare(
+    archive: Path, annotations: Path, config: TrainConfig, log: RunLog
+) -> tuple[TrainConfig, torch.device, dict[str, torch.Tensor] | None, str, CropSet, Splits]:
+    """Device, starting weights, crops and splits (steps 1 and 2 of the module docstring).
+
+    Where ``auto`` found no starting weights (VGG16 without ImageNet's in the cache), every layer
+    trains, as with ``none``; the returned config says so.
+    """
+    device = select_device(config.device)
+    torch.manual_seed(config.seed)
+    pretrained, pretrained_desc = resolve_pretrained(
+        config.pretrained, config.architecture, config.allow_download
+    )
+    if pretrained is None and config.trainable != "all":
+        config = replace(config, trainable="all")
+    log.stage(
+        f"device {device} ({training_precision(device)}), {config.architecture}, "
+        f"{config.input_size}px, pretrained: {pretrained_desc}, "
+        "trainable: "
+        + ("all layers" if config.effective_trainable == "all" else "last two blocks + head")
+    )
+    data = _load_data(archive, annotations, config, log)
+    split = _split(data, config, log)
+    return config, device, pretrained, pretrained_desc, data, split
+
+
+def _estimate(
+    data: CropSet,
+    split: Splits,
+    config: TrainConfig,
+    pretrained: dict[str, torch.Tensor] | None,
+    device: torch.device,
+    log: RunLog,
+) -> DurationEstimate | None:
+    """Time the warm-up, log the estimate and tell the listener the run's size."""
+    plans = plan_fits(data, split.development, split.fit, split.validation, config)
+    if not config.warmup_batches:
+        log.listener.plan(sum(p.epochs * p.batches_per_epoch for p in plans))
+        return None
+    estimate = estimate_duration(data, plans, split.fit, config, pretrained, device)
+    log.stage(estimate.text())
+    log.listener.plan(estimate.total_batches)
+    return estimate
 
 
 def _load_data(archive: Path, annotations: Path, config: TrainConfig, log: RunLog) -> CropSet:
@@ -280,11 +373,13 @@ def _score(
     config: TrainConfig,
     device: torch.device,
     log: RunLog,
-) -> tuple[dict[str, OperatingPoint], dict[str, Any]]:
+) -> tuple[dict[str, OperatingPoint], dict[str, Any], dict[str, BinaryMetrics] | None]:
     """Operating points chosen on the validation crops, and the figures at them.
 
     Without a validation split holding both classes the only point is ``balanced`` at 0.5.
-    Returns the points and the ``validation`` and ``test`` metrics (each when its split exists).
+    Returns the points, the ``validation`` and ``test`` metrics (each when its split exists; the
+    test's with 95 % intervals by patient under ``intervals``) and the test split's figures with
+    intervals at each point (None without a test split).
     """
     labels = data.labels
     metrics: dict[str, Any] = {}
@@ -298,17 +393,74 @@ def _score(
         nan = float("nan")
         points = {"balanced": OperatingPoint("balanced", 0.5, nan, nan)}
         log.stage("no validation split with both classes: operating point fixed at 0.5")
+    test: dict[str, BinaryMetrics] | None = None
     if len(test_idx):
         test_scores = predict_scores(
             net, data.crops[test_idx], device, crop_normalisation=config.crop_normalisation
         )
         metrics["test"] = _metrics_at(labels[test_idx], test_scores, points)
-        t = metrics["test"]
+        groups = data.groups[test_idx]
+        test = {
+            name: binary_metrics(labels[test_idx], test_scores, op.threshold, groups)
+            for name, op in points.items()
+        }
+        metrics["test"]["intervals"] = {name: m.as_dict() for name, m in test.items()}
+        b = test["balanced"]
         log.stage(
-            f"test split ({len(test_idx)} crops): AUC {t['auc']:.3f}, balanced point "
-            f"sens {t['balanced']['sensitivity']:.3f} spec {t['balanced']['specificity']:.3f}"
+            f"test split ({len(test_idx)} crops): AUC {b.auc.decimal()}, balanced point "
+            f"sens {b.sensitivity.percent()} spec {b.specificity.percent()}"
         )
-    return points, metrics
+    return points, metrics, test
+
+
+def _validation_status(
+    data: CropSet,
+    test_idx: npt.NDArray[np.int64],
+    config: TrainConfig,
+    test: dict[str, BinaryMetrics] | None,
+) -> dict[str, Any]:
+    """The card's ``validation``: the test split's kind and size, and a warning when its AUC's
+    interval includes 0.5 or its value is under :data:`USEFUL_AUC`."""
+    if test is None or not len(test_idx):
+        return {
+            "status": "none",
+            "warning": "no held-out test split: nothing says how this model does on unseen "
+            "patients; measure it with tlaudit evaluate on a separate labelled set",
+        }
+    labels = data.labels[test_idx]
+    out: dict[str, Any] = {
+        "status": "synthetic" if config.training_data == "synthetic" else "local",
+        "set": "held-out test split of the training data",
+        "n_vertebrae": len(test_idx),
+        "n_fractures": int(labels.sum()),
+        "n_patients": len(set(data.groups[test_idx].tolist())),
+    }
+    warning = useless_model_warning(test["balanced"].auc)
+    if warning:
+        out["warning"] = warning
+    return out
+
+
+def useless_model_warning(auc_estimate: Estimate) -> str:
+    """Why a held-out AUC says the model may be useless ("" when it does not).
+
+    Warned: an AUC that could not be measured, an interval that includes 0.5 (no better than
+    chance, as far as the set can tell) and a value under :data:`USEFUL_AUC`.
+    """
+    a = auc_estimate
+    if not math.isfinite(a.value):
+        return "the test split lacks a class, so its AUC is unknown; do not use this model"
+    reasons = []
+    if a.low <= 0.5 <= a.high:
+        reasons.append("its 95% interval includes 0.5 (chance)")
+    if a.value < USEFUL_AUC:
+        reasons.append(f"it is under {USEFUL_AUC}")
+    if not reasons:
+        return ""
+    return (
+        f"test-split AUC {a.decimal()}: {' and '.join(reasons)}; this model may be no better "
+        "than chance: do not use it for QA (train on more data, or longer)"
+    )
 
 
 def _metrics_at(

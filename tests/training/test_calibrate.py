@@ -43,7 +43,10 @@ def test_calibrate_rechooses_points_and_keeps_the_weights(
     before = load_bundle(bundle)
     card_bytes = (bundle / "card.json").read_bytes()
     out = tmp_path / "calibrated"
-    result = calibrate_bundle(bundle, archive, annotations, out, device="cpu", precision="fp32")
+    # 32 vertebrae are far below the minimum counts: forced, and the card says so
+    result = calibrate_bundle(
+        bundle, archive, annotations, out, device="cpu", precision="fp32", force=True
+    )
 
     assert _sha(out / "weights.safetensors") == _sha(bundle / "weights.safetensors")
     after = load_bundle(out)
@@ -55,6 +58,12 @@ def test_calibrate_rechooses_points_and_keeps_the_weights(
     calib = after.card.metrics["calibration"]
     assert calib["annotations_sha256"] == _sha(annotations)
     assert calib["n_crops"] == 32 and calib["n_groups"] == 4
+    assert calib["forced"] is True and result.forced
+    for name, check in result.checks.items():
+        interval = calib["threshold_intervals"][name]
+        assert interval["ci_low"] <= check.threshold <= interval["ci_high"]
+        assert check.sensitivity.total == int(result.labels.sum())
+        assert check.sensitivity.too_few == (check.sensitivity.total < 10)
     assert calib["previous_operating_points"]["balanced"]["threshold"] == pytest.approx(
         before.card.operating_points["balanced"].threshold
     )
@@ -76,7 +85,7 @@ def test_calibrate_in_place_replaces_only_the_card(
     for name in ("weights.safetensors", "card.json"):
         (copy / name).write_bytes((bundle / name).read_bytes())
     weights_before = _sha(copy / "weights.safetensors")
-    calibrate_bundle(copy, archive, annotations, copy, device="cpu", precision="fp32")
+    calibrate_bundle(copy, archive, annotations, copy, device="cpu", precision="fp32", force=True)
     assert _sha(copy / "weights.safetensors") == weights_before
     assert "calibration" in json.loads((copy / "card.json").read_text())["metrics"]
 
@@ -91,7 +100,7 @@ def test_calibrate_needs_both_classes(world: tuple[Path, Path, Path], tmp_path: 
         writer.writeheader()
         writer.writerows(rows)
     with pytest.raises(UsageError, match="fractured and unfractured"):
-        calibrate_bundle(bundle, archive, only_negatives, tmp_path / "x", device="cpu")
+        calibrate_bundle(bundle, archive, only_negatives, tmp_path / "x", device="cpu", force=True)
     assert not (tmp_path / "x" / "card.json").exists()
 
 
@@ -112,12 +121,46 @@ def test_calibrate_command(world: tuple[Path, Path, Path], tmp_path: Path) -> No
             "cpu",
             "--target",
             "0.9",
+            "--force",
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "below the minimum (--force)" in " ".join(result.output.split())
     assert "balanced" in result.output and "new threshold" in result.output
     card = load_bundle(out).card
     assert card.metrics["calibration"]["target"] == 0.9
     points = card.operating_points
     assert points["sensitive"].sensitivity >= 0.9 and points["specific"].specificity >= 0.9
     assert np.isfinite(points["balanced"].threshold)
+
+
+def test_calibrate_refuses_a_small_set_without_force(
+    world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    archive, annotations, bundle = world
+    out = tmp_path / "refused"
+    args = ["calibrate", str(bundle), str(archive), "--annotations", str(annotations)]
+    result = runner.invoke(cli_app.app, [*args, "--out", str(out), "--device", "cpu"])
+    # a UsageError, which the console script's main turns into exit code 2
+    assert isinstance(result.exception, UsageError), result.output
+    n_fractures = sum(
+        row["label"] == "fracture" for row in csv.DictReader(annotations.open(newline=""))
+    )
+    message = str(result.exception)
+    assert f"{n_fractures} fractured and {32 - n_fractures} intact" in message
+    assert "--force" in message
+    assert not (out / "card.json").exists()  # nothing written
+    with pytest.raises(UsageError, match=r"at least 30 and 100"):
+        calibrate_bundle(bundle, archive, annotations, tmp_path / "lib", device="cpu")
+
+
+def test_a_threshold_moved_beyond_its_interval_is_warned_about() -> None:
+    from auditor.training.calibrate import PointCheck
+    from auditor.training.intervals import proportion
+
+    est = proportion([True] * 40)
+    check = PointCheck("balanced", 0.98, 0.9, 0.99, est, est, previous=0.321)
+    assert check.moved_beyond_interval
+    inside = PointCheck("balanced", 0.35, 0.3, 0.4, est, est, previous=0.321)
+    assert not inside.moved_beyond_interval
+    assert not PointCheck("balanced", 0.35, 0.3, 0.4, est, est, previous=None).moved_beyond_interval

@@ -104,11 +104,12 @@ def test_evaluate_command_writes_plots_and_reports(
         "predictions.csv",
         "roc.png",
         "confusion.png",
+        "reliability.png",
         "evaluation.xlsx",
         "evaluation.html",
     ):
         assert (out / name).is_file(), name
-    for png in ("roc.png", "confusion.png"):
+    for png in ("roc.png", "confusion.png", "reliability.png"):
         with Image.open(out / png) as img:
             assert img.format == "PNG" and img.size[0] > 100
 
@@ -120,6 +121,19 @@ def test_evaluate_command_writes_plots_and_reports(
     acc = summary["metrics"]["accuracy"]
     assert acc["value"] == pytest.approx((conf["tp"] + conf["tn"]) / 24)
     assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    # every proportion carries its counts, its method and its minimum-count mark
+    metrics = summary["metrics"]
+    assert metrics["ppv"]["total"] == conf["tp"] + conf["fp"]
+    assert metrics["npv"]["total"] == conf["tn"] + conf["fn"]
+    assert metrics["sensitivity"]["too_few"] == (n_pos < 10)
+    assert metrics["auc"]["method"].startswith("DeLong")
+    studies = summary["study_level"]
+    assert studies["n_studies"] == 6 and studies["sensitivity"]["total"] == studies["n_fractured"]
+    assert 0 <= studies["flags_per_1000_studies"]["value"] <= 1000
+    ece = summary["reliability"]["ece"]
+    assert 0 <= ece["value"] <= 1 and sum(b["n"] for b in summary["reliability"]["bins"]) == 24
+    point = summary["operating_points"]["balanced"]
+    assert point["intervals"]["sensitivity"]["count"] == conf["tp"]
     assert set(summary["operating_points"]) == {"balanced"}
     # levels run cranial to caudal (T11 before L1), not alphabetically
     by_level = list(summary["sensitivity_by_level"])
@@ -132,9 +146,18 @@ def test_evaluate_command_writes_plots_and_reports(
     assert summary["annotations_sha256"] == hashlib.sha256(annotations.read_bytes()).hexdigest()
 
     wb = load_workbook(out / "evaluation.xlsx")
-    assert {"Summary", "Operating points", "Sensitivity by group", "Vertebrae"} <= set(
-        wb.sheetnames
-    )
+    assert {
+        "Summary",
+        "Operating points",
+        "Studies and workload",
+        "Reliability",
+        "Sensitivity by group",
+        "Vertebrae",
+    } <= set(wb.sheetnames)
+    op_rows = list(wb["Operating points"].iter_rows(min_row=2, values_only=True))
+    assert {row[2] for row in op_rows} == {"accuracy", "sensitivity", "specificity", "PPV", "NPV"}
+    workload = [row[2] for row in wb["Studies and workload"].iter_rows(min_row=2, values_only=True)]
+    assert "flags per 1,000 studies" in workload
     groups = [row[:4] for row in wb["Sensitivity by group"].iter_rows(min_row=2, values_only=True)]
     assert ("Genant grade", "2", conf["tp"], n_pos) in groups
     vert = wb["Vertebrae"]
@@ -142,7 +165,7 @@ def test_evaluate_command_writes_plots_and_reports(
 
     parser = _Tables()
     parser.feed((out / "evaluation.html").read_text())
-    assert {"headline", "points", "by-level", "by-ao", "by-grade"} <= set(parser.tables)
+    assert {"headline", "points", "studies", "by-level", "by-ao", "by-grade"} <= set(parser.tables)
     assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
     assert "Accuracy" in " ".join(parser.text)
 
@@ -220,3 +243,48 @@ def test_localisation_scores_every_true_positive_with_the_chosen_heatmap(
     assert 0.0 <= ev.localisation.energy <= 1.0 and 0.0 < ev.localisation.zone_share < 1.0
     assert ev.as_dict()["localisation"]["energy_in_zone"] == ev.localisation.energy
     assert method in ev.device
+
+
+def test_three_of_three_fractures_print_the_exact_interval_and_the_mark(
+    world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Issue 21: a set with 3 fractures, all found, printed "100.0 % (100.0 %-100.0 %)"."""
+    import csv
+    import dataclasses
+    import math
+
+    from auditor.model.bundle import OperatingPoint, load_bundle, write_card
+
+    archive, annotations, bundle = world
+    loaded = load_bundle(bundle)
+    everything = tmp_path / "everything"  # threshold 0: every vertebra is called a fracture
+    everything.mkdir()
+    (everything / "weights.safetensors").write_bytes((bundle / "weights.safetensors").read_bytes())
+    card = dataclasses.replace(
+        loaded.card,
+        operating_points={"balanced": OperatingPoint("balanced", 0.0, math.nan, math.nan)},
+    )
+    write_card(everything, card, loaded.sha256)
+    with annotations.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    fractures = [r for r in rows if r["label"] == "fracture"][:3]
+    three = tmp_path / "three.csv"
+    with three.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(fractures + [r for r in rows if r["label"] != "fracture"])
+    out = tmp_path / "report"
+    args = ["evaluate", str(everything), str(archive), "--annotations", str(three)]
+    result = runner.invoke(
+        cli_app.app, [*args, "--out", str(out), "--bootstrap", "20", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "100.0% (100.0-100.0%)" not in text and "100.0% (100.0%-100.0%)" not in text
+    assert "(29.2-100.0%)" in text and "3/3" in text  # the table may wrap a cell's text
+    assert "too few to estimate" in text
+    sens = json.loads((out / "evaluation.json").read_text())["metrics"]["sensitivity"]
+    assert (sens["count"], sens["total"], sens["too_few"]) == (3, 3, True)
+    assert sens["ci_low"] == pytest.approx(0.025 ** (1 / 3))
+    html = (out / "evaluation.html").read_text()
+    assert "100.0% (29.2-100.0%), 3/3, too few to estimate" in html

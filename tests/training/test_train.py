@@ -170,7 +170,7 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
         TrainConfig(architecture="alexnet")
     with pytest.raises(UsageError, match="cv-folds"):
         TrainConfig(cv_folds=1)
-    with pytest.raises(UsageError, match="expected 'imagenet', 'none'"):
+    with pytest.raises(UsageError, match="expected 'auto', 'imagenet', 'bundled', 'none'"):
         resolve_pretrained(str(tmp_path / "missing.pth"), "resnet18")
     archive, annotations = make_world(tmp_path / "world", n_studies=4)
     result = runner.invoke(
