@@ -5,11 +5,14 @@ with its highest probability):
 
 * A vertebra is **positive** when its fracture probability is at or above the operating point's
   threshold (:func:`auditor.records.is_positive`, the one place that rule is written).
-* The read's **reported levels** are the levels it names as fractured. A read that says
-  "fracture: yes" without naming levels is taken to cover every level (the model's positives are
-  then concordant, never "missed"), because nothing shows that the reader overlooked one.
+* The read's **reported levels** are the levels it names as fractured: in its structured columns,
+  or in its text as an affirmed, old or uncertain mention (:class:`~auditor.vocab.Mention`); a
+  level the text negates, or does not mention, is not reported. A read that says "fracture: yes"
+  without naming any level is taken to cover every level (the model's positives are then
+  concordant, never "missed"), because nothing shows that the reader overlooked one
+  (:attr:`~auditor.records.ReadRow.covers_every_level`).
 * **likely missed**: the model is positive at one or more levels the read did not report as
-  fractured (the read said no fracture, or named other levels).
+  fractured (the read said no fracture, negated that level, or named other levels).
 * **concordant positive**: the model is positive only at levels the read reported.
 * **read positive, model negative**: the read reported a fracture and the model is positive
   nowhere. Listed for completeness (the model may simply be wrong); not a miss.
@@ -62,10 +65,7 @@ def flag_study(
         priority = max(level_probabilities[level] for level in positive)
         return StudyFlag(StudyStatus.NO_READ, priority, positive, positive)
 
-    if read.fracture_reported and not read.reported_levels:
-        unreported: tuple[Level, ...] = ()
-    else:
-        unreported = tuple(level for level in positive if level not in read.reported_levels)
+    unreported = tuple(level for level in positive if not read.reports(level))
     if unreported:
         priority = max(level_probabilities[level] for level in unreported)
         return StudyFlag(StudyStatus.LIKELY_MISSED, priority, positive, unreported)

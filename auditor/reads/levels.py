@@ -1,0 +1,162 @@
+"""The vertebral levels a report text names, as radiologists write them.
+
+``L1``, ``L 1``, ``LWK 1``, ``BWK-12``, ``Th12``, ``D12`` (dorsal = thoracic), ``1. LWK``,
+``Lendenwirbelkörper 1``, ``the fourth lumbar vertebra``, ``erster Lendenwirbel``,
+``première vertèbre lombaire``; ranges (``T12-L2``, ``T11 through L1``, ``BWK 11 bis LWK 1``,
+``L1-3``) expand to every level between; lists (``T12/L1``, ``LWK 1 und 2``, ``L1, 2 and 3``)
+name each. The prefixes, region words, ordinals and connecting words come from the report rules
+(:mod:`auditor.reads.rules`); levels outside T1..L5 and S1 (cervical, S2..S5) are not kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from auditor.reads.rules import ReportRules
+from auditor.vocab import SPINE_LEVELS
+
+#: The highest number of each region's levels (S counts only S1).
+_REGION_MAX = {"T": 12, "L": 5, "S": 1}
+#: No unit may follow a level's number ("L 5 mm" names no level).
+_NOT_A_UNIT = r"(?!\w|[.,]\d|\s?(?:%|mm|cm|°))"
+
+
+def term_pattern(term: str) -> str:
+    """A regular expression for one word-list term of the rules: ``*`` at a word's start or end
+    stands for any letters, a space for any white space."""
+    parts = []
+    for word in term.split():
+        core = word.strip("*") or word
+        lead = r"\w*" if word.startswith("*") and len(word) > 1 else ""
+        trail = r"\w*" if word.endswith("*") and len(word) > 1 else ""
+        parts.append(lead + re.escape(core) + trail)
+    return r"\s+".join(parts)
+
+
+def alternatives(terms: tuple[str, ...] | list[str]) -> str:
+    """A group matching any of ``terms``, longest first (a group that never matches for none)."""
+    ordered = sorted(set(terms), key=lambda term: (-len(term), term))
+    return "(?:" + ("|".join(term_pattern(term) for term in ordered) or r"(?!x)x") + ")"
+
+
+def alternation(terms: tuple[str, ...] | list[str]) -> str:
+    """:func:`alternatives`, each term bounded by non-word characters where it starts or ends
+    with a word character (so ``-`` and ``/`` join ``L1-3`` and ``L1/2``)."""
+    ordered = sorted(set(terms), key=lambda term: (-len(term), term))
+    bounded = [
+        ("(?<!\\w)" if term[0].isalnum() or term[0] in "*_" else "")
+        + term_pattern(term)
+        + ("(?!\\w)" if term[-1].isalnum() or term[-1] in "*_" else "")
+        for term in ordered
+    ]
+    return "(?:" + ("|".join(bounded) or r"(?!x)x") + ")"
+
+
+@dataclass(frozen=True)
+class LevelSpan:
+    """Levels named at ``text[start:end]``, cranial to caudal."""
+
+    start: int
+    end: int
+    levels: tuple[str, ...]
+
+
+class LevelFinder:
+    """Finds the levels a (folded, see :func:`~auditor.reads.rules.fold`) text names."""
+
+    def __init__(self, rules: ReportRules) -> None:
+        self._region_of: dict[str, str] = {}
+        for region, prefixes in rules.prefixes.items():
+            for prefix in prefixes:
+                self._region_of[prefix.lower()] = region
+        self._nouns = [
+            (re.compile(term_pattern(noun), re.I), r) for noun, r in rules.region_nouns.items()
+        ]
+        self._regions = {word.lower(): region for word, region in rules.regions.items()}
+        self._ordinals = [
+            (re.compile(term_pattern(word), re.I), n) for word, n in rules.ordinals.items()
+        ]
+        prefix = alternatives(tuple(self._region_of))
+        noun = alternation(tuple(rules.region_nouns))
+        regions = alternation(tuple(rules.regions))
+        ordinal = alternation(tuple(rules.ordinals))
+        vertebra = alternation(rules.words["vertebra"])
+        atoms = [
+            rf"(?P<dot>\d{{1,2}})\.\s?(?P<dot_noun>{noun})",
+            rf"(?P<ord>{ordinal})\s+(?:{vertebra}\s+)?(?P<ord_region>{regions})(?:\s+{vertebra})?",
+            rf"(?P<ord2>{ordinal})\s+(?P<ord_noun>{noun})",
+            rf"(?<![\w.])(?P<prefix>{prefix})[ \-]?(?P<num>\d{{1,2}}){_NOT_A_UNIT}",
+            rf"(?P<noun>{noun})[ \-]?(?P<noun_num>\d{{1,2}}){_NOT_A_UNIT}",
+        ]
+        self._atom = re.compile("|".join(f"(?:{atom})" for atom in atoms), re.I)
+        range_words = alternation(rules.words["range_words"])
+        list_words = alternation(rules.words["list_words"])
+        self._continuation = re.compile(
+            rf"\s*(?:(?P<range>{range_words})|(?P<list>,|{list_words}))\s*"
+            rf"(?P<n>\d{{1,2}}){_NOT_A_UNIT}",
+            re.I,
+        )
+        self._range_between = re.compile(rf"\s*(?:{range_words})\s*", re.I)
+
+    def search(self, text: str) -> bool:
+        """True when ``text`` may name a level (a quick test before the full parse)."""
+        return self._atom.search(text) is not None
+
+    def find(self, text: str) -> list[LevelSpan]:
+        """Every level span of ``text`` in order; a range between two atoms is one span."""
+        atoms: list[LevelSpan] = []
+        position = 0
+        while (match := self._atom.search(text, position)) is not None:
+            position = match.end()
+            region, number = self._read_atom(match)
+            if region is None or not 1 <= number <= _REGION_MAX[region]:
+                continue
+            levels = [f"{region}{number}"]
+            end = match.end()
+            while (more := self._continuation.match(text, end)) is not None:
+                n = int(more.group("n"))
+                if not 1 <= n <= _REGION_MAX[region]:
+                    break
+                if more.group("range") is not None:
+                    levels += [f"{region}{k}" for k in range(number + 1, n + 1)]
+                else:
+                    levels.append(f"{region}{n}")
+                number, end = n, more.end()
+            atoms.append(LevelSpan(match.start(), end, _ordered(levels)))
+            position = end
+        return self._join_ranges(text, atoms)
+
+    def _read_atom(self, match: re.Match[str]) -> tuple[str | None, int]:
+        groups = match.groupdict()
+        if groups["prefix"] is not None:
+            return self._region_of.get(groups["prefix"].lower()), int(groups["num"])
+        if groups["noun"] is not None:
+            return self._noun_region(groups["noun"]), int(groups["noun_num"])
+        if groups["dot"] is not None:
+            return self._noun_region(groups["dot_noun"]), int(groups["dot"])
+        if groups["ord"] is not None:
+            return self._regions.get(groups["ord_region"].lower()), self._ordinal(groups["ord"])
+        return self._noun_region(groups["ord_noun"]), self._ordinal(groups["ord2"])
+
+    def _noun_region(self, word: str) -> str | None:
+        return next((region for pattern, region in self._nouns if pattern.fullmatch(word)), None)
+
+    def _ordinal(self, word: str) -> int:
+        return next((n for pattern, n in self._ordinals if pattern.fullmatch(word)), 0)
+
+    def _join_ranges(self, text: str, atoms: list[LevelSpan]) -> list[LevelSpan]:
+        joined: list[LevelSpan] = []
+        for atom in atoms:
+            if joined and self._range_between.fullmatch(text, joined[-1].end, atom.start):
+                first, last = joined[-1].levels[-1], atom.levels[0]
+                low, high = sorted((SPINE_LEVELS.index(first), SPINE_LEVELS.index(last)))
+                levels = (*joined[-1].levels, *SPINE_LEVELS[low : high + 1], *atom.levels)
+                joined[-1] = LevelSpan(joined[-1].start, atom.end, _ordered(levels))
+            else:
+                joined.append(atom)
+        return joined
+
+
+def _ordered(levels: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(set(levels), key=SPINE_LEVELS.index))

@@ -1,0 +1,404 @@
+"""What a report's text says about a fracture at each level: affirmed, old, uncertain or negated.
+
+:meth:`ReportParser.parse` reads one report in five steps:
+
+1. **Sections and sentences.** Headings (``Findings:``, ``Befund:``, ``Conclusion :``) are taken
+   out; the text after a heading of the rules' ``skip_sections`` (``Indication:``,
+   ``Fragestellung:``) is not read up to the next heading or the end of its line, so a clinical
+   question such as "fracture?" is never taken for a finding. Sentences end at ``.``, ``!`` or
+   ``?`` (not after an abbreviation of the rules, nor in German ``1. LWK``), at a blank line,
+   and at a line break before a capital, a digit or a bullet.
+2. **Only sentences that matter.** A sentence that names no level, no fracture word and no
+   height is skipped without running the NLP; this is what makes the parser fast.
+3. **Targets.** In each remaining sentence: the levels (:mod:`auditor.reads.levels`) and the
+   findings: fracture words (``FRACTURE``), treated fractures (``TREATED``, read as old),
+   injury words (``INJURY``, counted only when negated) and "normal" words (``NORMAL``, "L2
+   intact", read as negated). The sentence is cut into segments at commas, semicolons, the
+   rules' termination words (but, jedoch, mais) and at "and" between two findings
+   ("old fracture of T12 and new fracture of L1"); a segment with neither a level nor a finding
+   joins the next.
+4. **Context.** negspacy's NegEx (:class:`negspacy.negation.Negex`), run four times on a blank
+   spaCy pipeline with the rules' negation, uncertainty, history and acuity phrases, marks each
+   finding negated, uncertain, old or acute within its segment. A finding's mention is then
+   ``negated`` if negated, else ``old`` if old and not acute (a treated fracture is old), else
+   ``uncertain`` if uncertain, else ``affirmed``.
+5. **Levels.** Each level takes the nearest finding of its segment. A segment of levels only
+   ("..., L1 or L2") takes the finding of the segment before it (or, first in its sentence, of
+   the one after it). A finding that no level of its sentence took is a study-wide mention
+   (level ``*``): "No fracture."; a "normal" word counts study-wide only beside a height word
+   ("vertebral body heights are maintained"). A level mentioned in several sentences keeps the
+   most specific mention: old, then uncertain, then affirmed, then negated.
+
+Levels outside the scan's T10..S1 (T1..T9) are kept. The parser never logs report text.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from auditor.reads.levels import LevelFinder, alternation, term_pattern
+from auditor.reads.rules import ReportRules, fold, load_rules
+from auditor.records import LevelMention
+from auditor.vocab import SPINE_LEVELS, STUDY_WIDE, Mention
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.tokens import Doc, Span
+
+#: Finding labels, strongest first (the first wins where two overlap).
+FINDING_LABELS = ("FRACTURE", "TREATED", "NORMAL", "INJURY")
+#: Which mention wins where one level is mentioned in several sentences: the most specific.
+_SPECIFICITY = {Mention.OLD: 0, Mention.UNCERTAIN: 1, Mention.AFFIRMED: 2, Mention.NEGATED: 3}
+_WORD_LABEL = {"fracture": "FRACTURE", "treated": "TREATED", "normal": "NORMAL", "injury": "INJURY"}
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_EXTENSIONS = {kind: f"tlaudit_{kind}" for kind in ("negated", "uncertain", "old", "acute")}
+
+
+@dataclass(frozen=True)
+class _Finding:
+    start: int  # token indices in the sentence's doc
+    end: int
+    label: str
+    mention: Mention | None  # None: a finding that says nothing here (an un-negated injury word)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    start: int
+    end: int
+    levels: tuple[tuple[int, int, tuple[str, ...]], ...]  # token start, end, levels
+    findings: tuple[_Finding, ...]
+    pure: bool  # levels, connecting words and punctuation only
+    height: bool  # holds a height word
+
+
+class ReportParser:
+    """Parses report texts with one set of :class:`~auditor.reads.rules.ReportRules`.
+
+    Building the spaCy pipeline takes about a second; it is built on the first parse and then
+    reused, so parse many reports with one parser.
+    """
+
+    def __init__(self, rules: ReportRules | None = None) -> None:
+        self.rules = rules if rules is not None else load_rules()
+        rules = self.rules
+        self.levels = LevelFinder(rules)
+        self._findings = [
+            (_WORD_LABEL[key], re.compile(alternation(rules.words[key]), re.I))
+            for key in ("fracture", "treated", "normal", "injury")
+        ]
+        self._height = re.compile(alternation(rules.words["height"]), re.I)
+        self._exclusions = re.compile(alternation(rules.words["normal_exclusions"]), re.I)
+        trigger = (*rules.words["fracture"], *rules.words["treated"], *rules.words["injury"])
+        self._trigger = re.compile(alternation((*trigger, *rules.words["height"])), re.I)
+        self._termination = re.compile(alternation(rules.termination), re.I)
+        self._list_words = re.compile(alternation(rules.words["list_words"]), re.I)
+        filler = (*rules.words["filler"], *rules.words["list_words"], *rules.words["range_words"])
+        self._filler = frozenset(token.lower() for term in filler for token in _TOKEN.findall(term))
+        headings = alternation((*rules.sections, *rules.skip_sections))
+        self._heading = re.compile(
+            rf"(?P<colon>{headings})\s*:|^[ \t]*(?P<line>{headings})[ \t]*$", re.I | re.M
+        )
+        self._skip = re.compile(alternation(rules.skip_sections), re.I)
+        abbreviations = "|".join(
+            re.escape(a).replace(r"\ ", r"\s?").replace(r"\.", r"\.\s?").removesuffix(r"\s?")
+            for a in sorted(rules.abbreviations, key=len, reverse=True)
+        )
+        self._abbreviation = re.compile(rf"(?<![\w.])(?:{abbreviations})\Z", re.I)
+        nouns = alternation((*rules.region_nouns, *rules.prefixes["T"], *rules.prefixes["L"]))
+        self._ordinal_dot = re.compile(r"(?<![\w.])\d{1,2}\.\Z")
+        self._ordinal_noun = re.compile(rf"\s*{nouns}", re.I)
+        self._end = re.compile(r"[.!?]+(?=\s|\Z)|\n[ \t]*\n|\n(?=[ \t]*(?:[A-Z0-9\-*\u2022]))")
+        self._nlp: Language | None = None
+
+    # -- public -----------------------------------------------------------------------------
+
+    def parse(self, text: str) -> tuple[LevelMention, ...]:
+        """The mentions of one report text: at most one per level (``*`` for study-wide), in
+        level order (study-wide first)."""
+        return next(self.parse_many([text]))
+
+    def parse_many(self, texts: Iterable[str]) -> Iterator[tuple[LevelMention, ...]]:
+        """:meth:`parse` for each text, in order."""
+        for text in texts:
+            folded = fold(text)
+            found: list[LevelMention] = []
+            for start, end in self.sentences(folded):
+                sentence = folded[start:end]
+                if not (self.levels.search(sentence) or self._trigger.search(sentence)):
+                    continue
+                original = " ".join(text[start:end].split())
+                found += self._sentence_mentions(sentence, original)
+            yield _merged(found)
+
+    def sentences(self, folded: str) -> list[tuple[int, int]]:
+        """The (start, end) offsets of the sentences to read in a folded text: headings taken
+        out, skipped sections left out, each sentence stripped of surrounding white space."""
+        pieces: list[tuple[int, int]] = []
+        position = 0
+        headings = list(self._heading.finditer(folded))
+        for k, heading in enumerate(headings):
+            pieces.append((position, heading.start()))
+            position = heading.end()
+            word = heading.group("colon") or heading.group("line") or ""
+            if self._skip.fullmatch(word):
+                line_end = folded.find("\n", position)
+                stops = [len(folded) if line_end < 0 else line_end]
+                if k + 1 < len(headings):
+                    stops.append(headings[k + 1].start())
+                position = max(position, min(stops))
+        pieces.append((position, len(folded)))
+        found: list[tuple[int, int]] = []
+        for start, end in pieces:
+            found += self._split(folded, start, end)
+        return found
+
+    # -- sentences --------------------------------------------------------------------------
+
+    def _split(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+        begin = start
+        for match in self._end.finditer(text, start, end):
+            if match.group().startswith((".", "!", "?")) and self._no_end(text, match, end):
+                continue
+            found.append((begin, match.end()))
+            begin = match.end()
+        found.append((begin, end))
+        stripped = []
+        for a, b in found:
+            while a < b and text[a].isspace():
+                a += 1
+            while b > a and text[b - 1].isspace():
+                b -= 1
+            if b > a:
+                stripped.append((a, b))
+        return stripped
+
+    def _no_end(self, text: str, match: re.Match[str], end: int) -> bool:
+        """True where a period ends no sentence: after an abbreviation, or a German ordinal."""
+        stop = match.start() + 1
+        if self._abbreviation.search(text, max(0, stop - 16), stop):
+            return True
+        return bool(
+            self._ordinal_dot.search(text, max(0, stop - 4), stop)
+            and self._ordinal_noun.match(text, stop, end)
+        )
+
+    # -- one sentence -----------------------------------------------------------------------
+
+    def _sentence_mentions(self, sentence: str, original: str) -> list[LevelMention]:
+        doc, starts = self._doc(sentence)
+        segments = self._segments(doc, sentence, starts)
+        for pipe in self._pipeline().pipeline:
+            doc = pipe[1](doc)
+        judged = [self._judged(doc, segment, sentence, starts) for segment in segments]
+        return [LevelMention(level, mention, original) for level, mention in _bind(judged)]
+
+    def _doc(self, sentence: str) -> tuple[Doc, list[int]]:
+        from spacy.tokens import Doc
+
+        tokens = list(_TOKEN.finditer(sentence))
+        words = [t.group() for t in tokens]
+        spaces = [
+            k + 1 < len(tokens) and tokens[k + 1].start() > t.end() for k, t in enumerate(tokens)
+        ]
+        return Doc(self._pipeline().vocab, words=words, spaces=spaces), [t.start() for t in tokens]
+
+    def _segments(self, doc: Doc, sentence: str, starts: list[int]) -> list[tuple[int, int]]:
+        """Cut the sentence into segments, set them as the doc's sentences and its findings as
+        its entities; returns the segments' token ranges."""
+        from spacy.tokens import Span
+
+        def token(char: int) -> int:
+            return bisect.bisect_left(starts, char)
+
+        level_spans = self.levels.find(sentence)
+        taken = [(s.start, s.end) for s in level_spans]
+        findings: list[tuple[int, int, str]] = []
+        for label, pattern in self._findings:
+            for m in pattern.finditer(sentence):
+                if all(m.end() <= a or m.start() >= b for a, b in taken):
+                    findings.append((m.start(), m.end(), label))
+                    taken.append((m.start(), m.end()))
+        findings.sort()
+        doc.ents = [Span(doc, token(a), token(b), label=label) for a, b, label in findings]
+        self._level_spans = [(token(s.start), token(s.end), s.levels) for s in level_spans]
+
+        cuts = {0, len(doc)}
+        cuts.update(k + 1 for k, t in enumerate(doc) if t.text in {",", ";"})
+        cuts.update(token(m.start()) for m in self._termination.finditer(sentence))
+        ranges = _ranges(sorted(cuts))
+        ent_starts = [e.start for e in doc.ents]
+        split: list[tuple[int, int]] = []
+        for a, b in ranges:
+            for m in self._list_words.finditer(sentence, starts[a] if a < len(starts) else 0):
+                at = token(m.start())
+                if not a < at < b:
+                    continue
+                if _has(ent_starts, a, at) and _has(ent_starts, at, b):
+                    split.append((a, at))
+                    a = at
+            split.append((a, b))
+        targets = sorted([e.start for e in doc.ents] + [s for s, _, _ in self._level_spans])
+        merged: list[tuple[int, int]] = []
+        carry: int | None = None
+        for a, b in split:
+            start = a if carry is None else carry
+            if _has(targets, a, b):
+                merged.append((start, b))
+                carry = None
+            else:
+                carry = start
+        if carry is not None:
+            if merged:
+                merged[-1] = (merged[-1][0], len(doc))
+            else:
+                merged.append((carry, len(doc)))
+        segment_starts = {a for a, _ in merged}
+        for k, t in enumerate(doc):
+            t.is_sent_start = k in segment_starts
+        return merged
+
+    def _judged(
+        self, doc: Doc, segment: tuple[int, int], sentence: str, starts: list[int]
+    ) -> _Segment:
+        a, b = segment
+        char_a = starts[a] if a < len(starts) else len(sentence)
+        char_b = starts[b] if b < len(starts) else len(sentence)
+        text = sentence[char_a:char_b]
+        excluded = self._exclusions.search(text) is not None
+        findings = tuple(
+            _Finding(e.start, e.end, e.label_, _mention(e, excluded))
+            for e in doc.ents
+            if a <= e.start < b
+        )
+        levels = tuple(span for span in self._level_spans if a <= span[0] < b)
+        in_level = {k for s, e, _ in levels for k in range(s, e)}
+        pure = bool(levels) and all(
+            k in in_level or not doc[k].text.isalpha() or doc[k].lower_ in self._filler
+            for k in range(a, b)
+        )
+        return _Segment(a, b, levels, findings, pure, self._height.search(text) is not None)
+
+    def _pipeline(self) -> Language:
+        if self._nlp is None:
+            self._nlp = build_pipeline(self.rules)
+        return self._nlp
+
+
+def build_pipeline(rules: ReportRules) -> Language:
+    """A blank spaCy pipeline with four negspacy NegEx components, one per cue kind of the rules
+    (negated, uncertain, old, acute); each marks entities with ``span._.tlaudit_<kind>``."""
+    import spacy
+    from negspacy.negation import Negex  # noqa: F401  (registers the "negex" factory)
+
+    nlp = spacy.blank("xx")
+    for kind, extension in _EXTENSIONS.items():
+        cues = rules.cues[kind]
+        nlp.add_pipe(
+            "negex",
+            name=extension,
+            config={
+                "neg_termset": {
+                    "pseudo_negations": list(cues.pseudo),
+                    "preceding_negations": list(cues.preceding),
+                    "following_negations": list(cues.following),
+                    "termination": list(rules.termination),
+                },
+                "extension_name": extension,
+            },
+        )
+    return nlp
+
+
+def _mention(ent: Span, excluded: bool) -> Mention | None:
+    negated, uncertain, old, acute = (getattr(ent._, name) for name in _EXTENSIONS.values())
+    label = ent.label_
+    if label == "NORMAL":
+        return None if negated or uncertain or excluded else Mention.NEGATED
+    if label == "INJURY":
+        return Mention.NEGATED if negated else None
+    if negated:
+        return Mention.NEGATED
+    if label == "TREATED" or (old and not acute):
+        return Mention.OLD
+    return Mention.UNCERTAIN if uncertain else Mention.AFFIRMED
+
+
+def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
+    """Each level of the sentence with the mention of the finding it takes; study-wide
+    mentions for findings no level took."""
+    kinds: list[Mention | None] = [None] * len(segments)
+    first: list[Mention | None] = [None] * len(segments)
+    out: list[tuple[str, Mention]] = []
+    used: set[tuple[int, int]] = set()
+    for k, segment in enumerate(segments):
+        usable = [f for f in segment.findings if f.mention is not None]
+        if not usable:
+            continue
+        kinds[k], first[k] = usable[-1].mention, usable[0].mention
+        for start, end, levels in segment.levels:
+            finding = min(usable, key=lambda f: (_distance(start, end, f), f.start > start))
+            used.add((finding.start, finding.end))
+            out += [(level, finding.mention) for level in levels if finding.mention]
+    # a segment of levels only takes the finding of the segment before it, else the one after
+    for k, segment in enumerate(segments):
+        if kinds[k] is not None or not segment.pure:
+            continue
+        before = next((kinds[j] for j in range(k - 1, -1, -1) if kinds[j] is not None), None)
+        after = next((first[j] for j in range(k + 1, len(segments)) if first[j] is not None), None)
+        mention = before or after
+        if mention is None:
+            continue
+        kinds[k] = first[k] = mention
+        out += [(level, mention) for _, _, levels in segment.levels for level in levels]
+        for j in range(len(segments)):  # the findings it took are bound too
+            for f in segments[j].findings:
+                if f.mention is mention:
+                    used.add((f.start, f.end))
+    if not any(level != STUDY_WIDE for level, _ in out):
+        for segment in segments:
+            for f in segment.findings:
+                if f.mention is None or (f.start, f.end) in used:
+                    continue
+                if f.label == "NORMAL" and not segment.height:
+                    continue
+                out.append((STUDY_WIDE, f.mention))
+    return out
+
+
+def _distance(start: int, end: int, finding: _Finding) -> int:
+    return finding.start - end if finding.start >= end else start - finding.end
+
+
+def _has(sorted_starts: list[int], a: int, b: int) -> bool:
+    k = bisect.bisect_left(sorted_starts, a)
+    return k < len(sorted_starts) and sorted_starts[k] < b
+
+
+def _ranges(cuts: list[int]) -> list[tuple[int, int]]:
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def _merged(found: Iterable[LevelMention]) -> tuple[LevelMention, ...]:
+    best: dict[str, LevelMention] = {}
+    for mention in found:
+        kept = best.get(mention.level)
+        if kept is None or _SPECIFICITY[mention.mention] < _SPECIFICITY[kept.mention]:
+            best[mention.level] = mention
+    order = {level: k for k, level in enumerate((STUDY_WIDE, *SPINE_LEVELS))}
+    return tuple(sorted(best.values(), key=lambda m: order[m.level]))
+
+
+def parse_report(text: str, parser: ReportParser | None = None) -> tuple[LevelMention, ...]:
+    """Parse one report with ``parser`` (a new one with the shipped rules when None)."""
+    return (parser or ReportParser()).parse(text)
+
+
+def _unused(*_: Any) -> None:  # pragma: no cover - keeps term_pattern importable for callers
+    term_pattern("")
