@@ -40,6 +40,11 @@ class UsageError(TlauditError):
     """The command line asked for something that cannot be done (exit code 2)."""
 
 
+class ReviewError(UsageError):
+    """A review decision that cannot be recorded: an unknown field, a value out of its range, a
+    reviewer name or a key that is malformed (see :mod:`auditor.review.store`)."""
+
+
 #: What reading one image inside a batch may raise: our own errors, and the storage's or a
 #: decoder's (a file gone or unreadable, a plugin failing on bad data, an image too large). Each
 #: stops that image only; the batch records it with its reason and goes on.

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from auditor.cli.labels import AnnotationsOption, annotations_file
 from auditor.cli.model_options import (
     HeatmapMethodOption,
     OperatingPointOption,
@@ -39,10 +40,7 @@ def evaluate(
     archive: Annotated[
         Path, typer.Argument(exists=True, file_okay=False, help="Archive folder with the images.")
     ],
-    annotations: Annotated[
-        Path,
-        typer.Option(exists=True, dir_okay=False, help="Box file with a label per vertebra."),
-    ],
+    annotations: AnnotationsOption,
     out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Report folder.")],
     ground_truth: Annotated[
         Path | None,
@@ -62,7 +60,10 @@ def evaluate(
     precision: PrecisionOption = Precision.AUTO,
     heatmap_method: HeatmapMethodOption = DEFAULT_HEATMAP,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per inference batch.")] = 64,
-    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the CIs.")] = 2000,
+    bootstrap: Annotated[
+        int,
+        typer.Option(min=0, help="Patient-bootstrap resamples for the calibration error's CI."),
+    ] = 2000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     task: Annotated[
         Task, typer.Option(help="Evaluate a fracture classifier or a vertebra localizer bundle.")
@@ -73,6 +74,8 @@ def evaluate(
     With --task localizer: detection recall and precision at IoU 0.5, mean IoU, level accuracy
     (overall and where the sacrum is in view), recall on fractured bodies, and speed.
     """
+    console = Console()
+    annotations = annotations_file(annotations, archive, out, console)
     if task is Task.LOCALIZER:
         from auditor.cli.localize import evaluate_localizer_command
 
@@ -80,6 +83,7 @@ def evaluate(
         return
     # torch loads here, not at import, so that `tlaudit --help` and other commands stay quick
     from auditor.training.evaluate import EvaluateConfig, evaluate_bundle
+    from auditor.training.intervals import MIN_COUNT, TOO_FEW
     from auditor.training.metrics import format_pct
     from auditor.training.report import write_evaluation_reports
 
@@ -92,7 +96,6 @@ def evaluate(
         n_bootstrap=bootstrap,
         seed=seed,
     )
-    console = Console()
     with stage_progress(console) as on_progress:
         ev = evaluate_bundle(bundle, archive, annotations, config, ground_truth, on_progress)
         paths = write_evaluation_reports(ev, out)
@@ -103,46 +106,86 @@ def evaluate(
     )
     table.add_column("metric")
     table.add_column("this model (95% CI)", justify="right")
+    table.add_column("cases", justify="right")
     table.add_column(f"source study ({ev.bundle.card.architecture})", justify="right")
+    table.add_column("note")
     h = ev.headline
     for label, est in (
         ("accuracy", h.accuracy),
         ("sensitivity", h.sensitivity),
         ("specificity", h.specificity),
+        ("PPV", h.ppv),
+        ("NPV", h.npv),
     ):
         ref = next((r[2] for r in ev.study_comparison() if r[0] == label), None)
         table.add_row(
             label,
-            f"{format_pct(est.value)} ({format_pct(est.low)}-{format_pct(est.high)})",
+            est.percent(counts=False, mark=False),
+            f"{est.count}/{est.total}",
             format_pct(ref, 0) if ref is not None else "",
+            TOO_FEW if est.too_few else "",
         )
     ref_auc = next((r[2] for r in ev.study_comparison() if r[0] == "AUC"), None)
+    c = h.confusion
     table.add_row(
         "AUC",
-        f"{h.auc.value:.3f} ({h.auc.low:.3f}-{h.auc.high:.3f})",
+        h.auc.decimal(mark=False),
+        f"{c.tp + c.fn}+/{c.tn + c.fp}-",
         f"{ref_auc:.2f}" if ref_auc is not None else "",
+        TOO_FEW if h.auc.too_few else "",
+    )
+    ece = ev.reliability.ece
+    table.add_row(
+        "calibration error", ece.decimal(mark=False), "", "", TOO_FEW if ece.too_few else ""
     )
     if ev.localisation is not None:
         loc = ev.localisation
         table.add_row(
             f"heatmap localisation ({ev.heatmap_method})",
-            f"{format_pct(loc.score)} ({loc.hits}/{loc.total})",
+            format_pct(loc.score),
+            f"{loc.hits}/{loc.total}",
             "81% (surgeon-judged)",
+            "",
         )
         table.add_row(
             "heatmap mass in zone",
             f"{format_pct(loc.energy)} (zone {format_pct(loc.zone_share)} of crop)",
             "",
+            "",
+            "",
         )
-    c = h.confusion
     table.caption = f"TN {c.tn}  FP {c.fp}  FN {c.fn}  TP {c.tp}; {ev.device}; {ev.seconds:.1f}s"
     console.print(table)
-    for point, conf in ev.at_points.items():
-        console.print(
-            f"  {point:<10} sens {format_pct(conf.sensitivity)}"
-            f"  spec {format_pct(conf.specificity)}  acc {format_pct(conf.accuracy)}",
-            highlight=False,
+    console.print(
+        "  95% CIs: exact (Clopper-Pearson) by patient for proportions, DeLong by patient for "
+        f"the AUC; a figure on fewer than {MIN_COUNT} cases is marked '{TOO_FEW}'",
+        highlight=False,
+    )
+    points = Table(title="Operating points (vertebrae; studies; QA workload)")
+    for column in (
+        "point",
+        "sensitivity",
+        "specificity",
+        "study sensitivity",
+        "flags/1,000 studies",
+        "confirmed/100 flags",
+    ):
+        points.add_column(column, justify="left" if column == "point" else "right")
+    for point, m in ev.at_points.items():
+        st = ev.studies[point]
+        points.add_row(
+            point,
+            *(
+                est.percent(counts=False, mark=False) + (" *" if est.too_few else "")
+                for est in (m.sensitivity, m.specificity, st.sensitivity)
+            ),
+            *(
+                est.decimal(digits, mark=False) + (" *" if est.too_few else "")
+                for est, digits in ((st.flags_per_1000, 0), (st.confirmed_per_100_flags, 1))
+            ),
         )
+    points.caption = f"* {TOO_FEW} (fewer than {MIN_COUNT} cases)"
+    console.print(points)
     if ev.data.skipped:
         console.print(
             f"[yellow]{len(ev.data.skipped)} annotation rows skipped[/] (see the reports)"

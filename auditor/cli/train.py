@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -20,9 +21,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from auditor.cli.labels import AnnotationsOption, annotations_file
 from auditor.vocab import Device
 
 if TYPE_CHECKING:
+    from auditor.training.metrics import BinaryMetrics
     from auditor.training.progress import EpochRow
 
 
@@ -74,29 +77,56 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+class PresetChoice(str, Enum):
+    QUICK = "quick"
+    PAPER = "paper"
+
+
+class TrainingDataChoice(str, Enum):
+    SYNTHETIC = "synthetic"
+    CLINICAL = "clinical"
+
+
 class _RichListener:
-    """Progress bar per fit and one printed line per epoch."""
+    """An overall bar over the whole run (its ETA), a bar per fit naming its fold and epoch, and
+    one printed line per epoch."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress: Progress | None = None
+        self.overall: TaskID | None = None
         self.task: TaskID | None = None
+        self.total = 0
+        self.done_before_fit = 0
+        self.fit_batches = 0
+        self.title = ""
+        self.epochs = 0
 
     def stage(self, text: str) -> None:
         self.console.print(f"[bold]>[/] {escape(text)}")
 
+    def plan(self, total_batches: int) -> None:
+        self.total = total_batches
+
     def start_fit(self, title: str, epochs: int, batches_per_epoch: int) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.progress.start()
+            if self.total:
+                self.overall = self.progress.add_task("whole run (batches)", total=self.total)
+        self.title, self.epochs = escape(title), epochs
+        self.fit_batches = epochs * max(batches_per_epoch, 1)
+        self.task = self.progress.add_task(
+            f"{self.title}: epoch 1/{epochs}", total=self.fit_batches
         )
-        self.progress.start()
-        self.task = self.progress.add_task(escape(title), total=epochs * max(batches_per_epoch, 1))
         self.console.print(
             f"  [dim]{'fit':<22} {'epoch':>5} {'lr':>9} {'train loss':>10} {'val loss':>9} "
             f"{'val acc':>8} {'val bal':>8} {'val AUC':>8} {'s':>6}[/]"
@@ -105,6 +135,8 @@ class _RichListener:
     def batch_done(self) -> None:
         if self.progress is not None and self.task is not None:
             self.progress.advance(self.task)
+            if self.overall is not None:
+                self.progress.advance(self.overall)
 
     def epoch_done(self, row: EpochRow) -> None:
         mark = " [green]*[/]" if row.best else ""
@@ -114,38 +146,65 @@ class _RichListener:
             f"{row.val_auc:>8.4f} {row.seconds:>6.1f}{mark}",
             highlight=False,
         )
+        if self.progress is not None and self.task is not None and row.epoch < self.epochs:
+            self.progress.update(
+                self.task, description=f"{self.title}: epoch {row.epoch + 1}/{self.epochs}"
+            )
 
     def end_fit(self) -> None:
+        if self.progress is None:
+            return
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        # a fit that stopped early (early stop, time limit) skips the rest of its batches
+        self.done_before_fit += self.fit_batches
+        if self.overall is not None:
+            self.progress.update(self.overall, completed=self.done_before_fit)
+        self.task = None
+
+    def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
-        self.progress, self.task = None, None
+        self.progress, self.task, self.overall = None, None, None
 
 
 def train(
+    ctx: typer.Context,
     archive: Annotated[
         Path, typer.Argument(exists=True, file_okay=False, help="Archive folder with the images.")
     ],
-    annotations: Annotated[
-        Path,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            help="Box file (CSV or COCO JSON) with a label per vertebra.",
-        ),
-    ],
+    annotations: AnnotationsOption,
     out: Annotated[
         Path, typer.Option("--out", "-o", file_okay=False, help="Bundle folder to write.")
     ],
     architecture: Annotated[
         ArchitectureChoice, typer.Option(help="Network (the study compared both).")
     ] = ArchitectureChoice.RESNET18,
+    preset: Annotated[
+        PresetChoice | None,
+        typer.Option(
+            help="A named recipe: 'quick' (a short fixed recipe for a CPU) or 'paper' (the "
+            "source study's recipe and cross-validated search, these options' defaults). "
+            "Options given on the command line override the preset's values. "
+            "Without it: these options' defaults.",
+        ),
+    ] = None,
+    estimate_only: Annotated[
+        bool,
+        typer.Option(
+            "--estimate-only",
+            help="Cut the crops, time a few batches, print the estimated duration and stop.",
+        ),
+    ] = False,
     pretrained: Annotated[
         str,
         typer.Option(
-            help="Starting weights: 'imagenet' (torchvision cache), 'none' (from scratch; all "
-            "layers train) or a path to a state dict."
+            help="Starting weights: 'auto' (ImageNet from torchvision's cache when there, "
+            "otherwise the bundled classifier's; works offline), 'imagenet', 'bundled', 'none' "
+            "(from scratch; all layers train) or a path to a state dict. The card records "
+            "which start was used."
         ),
-    ] = "imagenet",
+    ] = "auto",
     download_weights: Annotated[
         bool,
         typer.Option(
@@ -289,14 +348,26 @@ def train(
         str, typer.Option(help="Model name in the card (default: the folder name).")
     ] = "",
     source: Annotated[str, typer.Option(help="Training-data description for the card.")] = "",
+    training_data: Annotated[
+        TrainingDataChoice | None,
+        typer.Option(
+            help="What the annotated images are, for the card: 'synthetic' (tlaudit synth) or "
+            "'clinical'. A synthetic run's held-out figures say 'synthetic only'.",
+        ),
+    ] = None,
 ) -> None:
-    """Train a fracture / no-fracture classifier with the study's recipe, grouped by patient."""
-    # torch loads here, not at import, so that `tlaudit --help` and other commands stay quick
-    from auditor.training.config import TrainConfig
-    from auditor.training.data import AugmentConfig
-    from auditor.training.train import train_bundle
+    """Train a fracture / no-fracture classifier with the study's recipe, grouped by patient.
 
-    config = TrainConfig(
+    It prints an estimate of its duration from a few timed batches before it starts, and the
+    held-out test split's figures with 95% intervals at the end, with a warning when they say the
+    model may be no better than chance.
+    """
+    # torch loads here, not at import, so that `tlaudit --help` and other commands stay quick
+    from auditor.training.config import TrainConfig, apply_preset
+    from auditor.training.data import AugmentConfig
+    from auditor.training.train import estimate_training, train_bundle
+
+    values = dict(
         architecture=architecture.value,
         pretrained=pretrained,
         allow_download=download_weights,
@@ -328,9 +399,26 @@ def train(
         threads=threads,
         name=name,
         source=source,
+        training_data=training_data.value if training_data else "",
     )
+    given = {
+        key
+        for key in ctx.params
+        if ctx.get_parameter_source(key) not in (None, ParameterSource.DEFAULT)
+    }
+    config = TrainConfig(**apply_preset(values, preset.value if preset else None, given))
     console = Console()
-    result = train_bundle(archive, annotations, out, config, _RichListener(console))
+    annotations = annotations_file(annotations, archive, out, console)
+    if preset is not None:
+        console.print(f"[bold]>[/] preset {preset.value} (options given here override it)")
+    listener = _RichListener(console)
+    try:
+        if estimate_only:
+            estimate_training(archive, annotations, config, listener)
+            return
+        result = train_bundle(archive, annotations, out, config, listener)
+    finally:
+        listener.close()
     card = result.card
     table = Table(title="Operating points (validation split)")
     for col in ("point", "threshold", "sensitivity", "specificity"):
@@ -340,5 +428,36 @@ def train(
             op.name, f"{op.threshold:.4f}", f"{op.sensitivity:.3f}", f"{op.specificity:.3f}"
         )
     console.print(table)
+    if result.test is not None:
+        console.print(_test_table(result.test, card.validation))
     console.print(f"[bold green]bundle written:[/] {escape(str(result.bundle_dir))}")
     console.print(escape(card.headline()), highlight=False)
+    if result.warning:
+        console.print(f"[bold red]WARNING:[/] {escape(result.warning)}", highlight=False)
+
+
+def _test_table(test: dict[str, BinaryMetrics], validation: dict[str, Any]) -> Table:
+    """The held-out test split's figures with their intervals, at each operating point."""
+    from auditor.training.intervals import MIN_COUNT, TOO_FEW
+
+    auc = next(iter(test.values())).auc
+    table = Table(
+        title=f"Held-out test split: {validation['n_vertebrae']} vertebrae "
+        f"({validation['n_fractures']} fractures) of {validation['n_patients']} patients; "
+        f"AUC {auc.decimal(mark=False)}{' *' if auc.too_few else ''}"
+    )
+    for col in ("point", "sensitivity", "specificity", "PPV", "NPV"):
+        table.add_column(col, justify="right" if col != "point" else "left")
+    for name, m in test.items():
+        table.add_row(
+            name,
+            *(
+                est.percent(counts=False, mark=False) + (" *" if est.too_few else "")
+                for est in (m.sensitivity, m.specificity, m.ppv, m.npv)
+            ),
+        )
+    table.caption = (
+        f"95% CIs: exact by patient (proportions), DeLong (AUC); * {TOO_FEW} (fewer than "
+        f"{MIN_COUNT} cases)"
+    )
+    return table

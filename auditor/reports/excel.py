@@ -3,9 +3,11 @@
 Sheets: Summary (run parameters, model, operating point, device, counts, timings), Flagged queue
 (one row per flagged study in queue order; Rank, Status and the QA team's empty ``Reviewer
 verdict`` (drop-down) and ``Comment`` columns come first and stay in view, then an embedded heatmap
-thumbnail and the evidence), Vertebrae (every box), Files (the triage accounting) and Errors (every
-rejected box row, reads row, image and crop). Every table has a frozen, styled header row, an auto
-filter, fitted widths; probabilities get a colour scale. Every sheet prints landscape, one page
+thumbnail and the evidence), Vertebrae (every box, with the QA team's empty ``Reviewer decision``
+drop-down first; its Study, Image and Box row name the box again for ``tlaudit import-verdicts``),
+Files (the triage accounting) and Errors (every rejected box row, reads row, image and crop).
+Every table has a frozen, styled header row, an auto filter, fitted widths; probabilities get a
+colour scale. Every sheet prints landscape, one page
 wide, with its header row on each page. The queue's image link is relative to the run folder
 (:attr:`~auditor.records.StudyFinding.image_path`), never a ``file:///`` path of the scanning
 machine. All text goes through :func:`auditor.reports.cells.put`, so none of it can become a
@@ -15,6 +17,7 @@ formula.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,12 +28,13 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
-from auditor.files import write_with
+from auditor.files import is_formula_like, write_with
 from auditor.records import AuditReport, StudyFinding
 from auditor.reports.cells import finish_table, put, write_table
-from auditor.vocab import StudyVerdict
+from auditor.vocab import StudyVerdict, VertebraDecision
 
 VERDICTS = tuple(verdict.value for verdict in StudyVerdict)
+DECISIONS = tuple(decision.value for decision in VertebraDecision)
 THUMB_PX = 96
 PROBABILITY_FORMAT = "0.000"
 
@@ -57,6 +61,7 @@ QUEUE_HEADERS = (
 #: The Flagged queue's columns that stay in view when it scrolls sideways: Rank to Comment.
 QUEUE_FROZEN_COLUMNS = QUEUE_HEADERS.index("Comment") + 1
 VERTEBRA_HEADERS = (
+    "Reviewer decision",
     "Study",
     "Image",
     "Level",
@@ -123,8 +128,62 @@ def read_verdicts(path: Path) -> dict[str, tuple[str, str]]:
         workbook.close()
 
 
+@dataclass(frozen=True)
+class DecisionRow:
+    """A reviewer's decision on one vertebra, as a Vertebrae sheet row holds it: the sheet row,
+    the box it names (Study, Image, Box row; as text, unchecked) and the decision text."""
+
+    row: int
+    study: str
+    image: str
+    box_row: str
+    decision: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(study, image, box row): the box the row names."""
+        return (self.study, self.image, self.box_row)
+
+
+def read_decisions(path: Path) -> tuple[DecisionRow, ...]:
+    """The per-vertebra decisions a reviewer entered in a workbook's Vertebrae sheet (the rows
+    whose *Reviewer decision* is not empty); columns are found by their headers.
+
+    Returns ``()`` for a workbook without that sheet or column.
+
+    Raises
+    ------
+    OSError, zipfile.BadZipFile, KeyError
+        When ``path`` cannot be read as a workbook (the caller decides what that means).
+    """
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:
+        if "Vertebrae" not in workbook.sheetnames:
+            return ()
+        rows = workbook["Vertebrae"].iter_rows(values_only=True)
+        header = [str(v) if v is not None else "" for v in next(rows, ())]
+        names = ("Reviewer decision", "Study", "Image", "Box row")
+        if not set(names) <= set(header):
+            return ()
+        decision, study, image, box_row = (header.index(name) for name in names)
+        found: list[DecisionRow] = []
+        for number, row in enumerate(rows, start=2):
+            cells = [("" if v is None else str(v).strip()) for v in row] + [""] * len(header)
+            if cells[decision]:
+                found.append(
+                    DecisionRow(number, cells[study], cells[image], cells[box_row], cells[decision])
+                )
+        return tuple(found)
+    finally:
+        workbook.close()
+
+
 def write_excel(
-    report: AuditReport, run_dir: Path, target: Path, verdicts: Verdicts | None = None
+    report: AuditReport,
+    run_dir: Path,
+    target: Path,
+    verdicts: Verdicts | None = None,
+    decisions: Mapping[tuple[str, str, str], str] | None = None,
 ) -> None:
     """Write the workbook atomically.
 
@@ -140,6 +199,8 @@ def write_excel(
         Verdicts and comments to carry into the Flagged queue, by study key (see
         :func:`read_verdicts`); a study no longer in the queue keeps its verdict only in the
         workbook it came from.
+    decisions
+        Vertebra decisions to carry into the Vertebrae sheet, by :attr:`DecisionRow.key`.
     """
     workbook = Workbook()
     summary = workbook.active
@@ -147,7 +208,7 @@ def write_excel(
     summary.title = "Summary"
     _summary_sheet(summary, report)
     _queue_sheet(workbook.create_sheet("Flagged queue"), report, run_dir, verdicts or {})
-    _vertebra_sheet(workbook.create_sheet("Vertebrae"), report)
+    _vertebra_sheet(workbook.create_sheet("Vertebrae"), report, decisions or {})
     write_table(
         workbook.create_sheet("Files"),
         FILE_HEADERS,
@@ -255,7 +316,8 @@ def _queue_sheet(ws: Worksheet, report: AuditReport, run_dir: Path, verdicts: Ve
             # reference, so "#" or "%" in a file name stays part of the path
             link = ws.cell(row=row, column=image_col)
             link.hyperlink = quote(study.image_path, safe="/")
-            link.style = "Hyperlink"
+            link.style = "Hyperlink"  # a named style resets the cell's quote prefix: set it again
+            link.quotePrefix = isinstance(link.value, str) and is_formula_like(link.value)
         heatmap = _strongest_heatmap(study)
         if heatmap and (run_dir / heatmap).is_file():
             picture = XlImage(str(run_dir / heatmap))
@@ -291,12 +353,15 @@ def _strongest_heatmap(study: StudyFinding) -> str:
     return max(candidates, key=lambda lv: lv.probability).heatmap
 
 
-def _vertebra_sheet(ws: Worksheet, report: AuditReport) -> None:
+def _vertebra_sheet(
+    ws: Worksheet, report: AuditReport, decisions: Mapping[tuple[str, str, str], str]
+) -> None:
     last = write_table(
         ws,
         VERTEBRA_HEADERS,
         (
             (
+                decisions.get((v.study, v.image, str(v.box_row))) or None,
                 v.study,
                 v.image,
                 v.level.value,
@@ -315,3 +380,16 @@ def _vertebra_sheet(ws: Worksheet, report: AuditReport) -> None:
         number_formats={"Probability": PROBABILITY_FORMAT},
     )
     _probability_scale(ws, VERTEBRA_HEADERS.index("Probability") + 1, 2, last)
+    ws.freeze_panes = ws.cell(row=2, column=VERTEBRA_HEADERS.index("Reviewer decision") + 2)
+    decision_col = get_column_letter(VERTEBRA_HEADERS.index("Reviewer decision") + 1)
+    ws.column_dimensions[decision_col].width = 18
+    validation = DataValidation(
+        type="list",
+        formula1='"' + ",".join(DECISIONS) + '"',
+        allow_blank=True,
+        showErrorMessage=True,
+        errorTitle="Reviewer decision",
+        error="Choose one of: " + ", ".join(DECISIONS),
+    )
+    ws.add_data_validation(validation)
+    validation.add(f"{decision_col}2:{decision_col}{max(last, 2)}")

@@ -32,6 +32,8 @@ class ReportOptions:
     embed_limit: int = DEFAULT_EMBED_LIMIT
     table_limit: int = DEFAULT_TABLE_LIMIT
     training_data: str = ""
+    validation: str = ""
+    """The model card's validation status in words, shown in the HTML report's header."""
 
 
 @dataclass(frozen=True)
@@ -46,26 +48,38 @@ class ReportWriter:
 
 
 def _excel(report: AuditReport, target: Path, options: ReportOptions) -> dict[str, Path]:
-    """Write the workbook. A workbook already there that holds reviewer verdicts or comments
-    (a ``--resume``, or a rescan into the run folder) is never overwritten: it is kept as
-    ``audit.reviewed-N.xlsx`` and its verdicts are carried into the new one, study by study."""
-    from auditor.reports.excel import read_verdicts, write_excel  # openpyxl: only here
+    """Write the workbook. A workbook already there that holds reviewer verdicts, comments or
+    vertebra decisions (a ``--resume``, or a rescan into the run folder) is never overwritten: it
+    is kept as ``audit.reviewed-N.xlsx`` and its verdicts and decisions are carried into the new
+    one, study by study and box by box."""
+    from auditor.reports.excel import read_decisions, read_verdicts, write_excel  # openpyxl
 
     verdicts: dict[str, tuple[str, str]] = {}
+    decisions: dict[tuple[str, str, str], str] = {}
     kept: dict[str, Path] = {}
     if target.is_file():
         unreadable = False
         try:
             verdicts = read_verdicts(target)
+            decisions = {row.key: row.decision for row in read_decisions(target)}
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
             # not a workbook we can read: keep it all the same, a person may have typed in it
             logger.warning("%s cannot be read as a workbook (%s); it is kept", target.name, err)
             unreadable = True
-        if verdicts or unreadable:
+        if verdicts or decisions or unreadable:
             keep = _reviewed_name(target)
             os.replace(target, keep)
             kept["xlsx (the reviewed workbook, kept)"] = keep
-    write_excel(report, options.run_dir, target, verdicts)
+    write_excel(report, options.run_dir, target, verdicts, decisions)
+    if decisions:
+        logger.warning(
+            "%s held %d vertebra decisions: it is kept as %s, and the new %s carries them over "
+            "for the boxes still in the run",
+            target.name,
+            len(decisions),
+            next(iter(kept.values())).name,
+            target.name,
+        )
     if verdicts:
         queue = {study.key for study in report.studies}
         carried = sum(key in queue for key in verdicts)
@@ -99,6 +113,7 @@ def _html(report: AuditReport, target: Path, options: ReportOptions) -> None:
         options.embed_limit,
         options.table_limit,
         banner=model_banner(options.training_data),
+        validation=options.validation,
     )
 
 

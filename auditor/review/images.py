@@ -1,0 +1,115 @@
+"""The pictures the workbench serves: a radiograph as an 8-bit PNG, and a vertebra's heatmap.
+
+No request names a file. A radiograph is asked for by its image reference, which the run journal
+resolves inside the archive (:meth:`~auditor.review.run.ReviewRun.image_path`); a heatmap by
+(study, image reference, box id), looked up in ``cases.json`` and checked to lie inside the run
+folder's ``thumbnails/``. Encoding a full-resolution PNG costs tens of milliseconds on a large
+film, so the last few are kept in a small cache (the next case is prefetched while the reviewer
+reads the current one).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from auditor.errors import UsageError
+from auditor.io.radiograph import read_radiograph
+from auditor.review.run import ReviewRun
+from auditor.review.store import box_id
+
+#: Folder of the run that heatmap thumbnails must lie in.
+THUMBNAIL_DIR = "thumbnails"
+#: How many encoded radiographs the cache keeps (one PNG of a 3000 x 2500 film is a few MB).
+CACHE_SIZE = 24
+
+
+def radiograph_png(path: Path) -> bytes:
+    """Read a radiograph through the one reading entry point and encode it as an 8-bit PNG at
+    full resolution (display orientation, bone bright).
+
+    Raises
+    ------
+    ReadError
+        When the file cannot be read as a radiograph.
+    """
+    pixels = read_radiograph(path).pixels
+    grey = np.clip(np.round(pixels * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    # compress_level 1: a third of the default's time for a few per cent more bytes on loopback
+    Image.fromarray(grey, mode="L").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+class ImageCache:
+    """Encoded radiographs of one run by image reference, the last :data:`CACHE_SIZE` kept.
+
+    Safe to share between the server's worker threads.
+    """
+
+    def __init__(self, run: ReviewRun, size: int = CACHE_SIZE) -> None:
+        self._run = run
+        self._size = size
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def png(self, ref: str) -> bytes:
+        """The PNG of the image ``ref`` names.
+
+        Raises
+        ------
+        KeyError
+            When the run has no image with this reference.
+        UsageError
+            When the recorded path leads outside the archive.
+        ReadError
+            When the file cannot be read.
+        """
+        with self._lock:
+            if ref in self._items:
+                self._items.move_to_end(ref)
+                return self._items[ref]
+        data = radiograph_png(self._run.image_path(ref))
+        with self._lock:
+            self._items[ref] = data
+            self._items.move_to_end(ref)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return data
+
+
+def heatmap_path(run: ReviewRun, study: str, ref: str, box: str) -> Path:
+    """The heatmap thumbnail of one scanned box, checked to lie inside the run's thumbnails.
+
+    Parameters
+    ----------
+    run
+        The opened run.
+    study, ref, box
+        Study key, image reference and box id (``box-<row>``) as the case JSON names them.
+
+    Raises
+    ------
+    KeyError
+        When the run has no such box, or the box has no heatmap.
+    UsageError
+        When the recorded path leads outside ``thumbnails/`` (a tampered ``cases.json``).
+    """
+    case, image = run.image(ref)
+    if case.key != study:
+        raise KeyError(ref)
+    finding = next((v for v in image.vertebrae if box_id(v.box_row) == box), None)
+    if finding is None or not finding.heatmap:
+        raise KeyError(box)
+    root = (Path(run.run_dir) / THUMBNAIL_DIR).resolve()
+    path = (Path(run.run_dir) / finding.heatmap).resolve()
+    if not path.is_relative_to(root):
+        raise UsageError(f"heatmap {finding.heatmap!r} leads outside {root}")
+    if not path.is_file():
+        raise KeyError(box)
+    return path
