@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from auditor.vocab import Level
+from auditor.vocab import STUDY_WIDE, Level, Mention
 
 RowT = TypeVar("RowT")
 
@@ -90,6 +90,13 @@ def is_positive(probability: float | None, threshold: float) -> bool:
     return probability is not None and float(probability) >= threshold
 
 
+def is_out_of_distribution(distance: float | None, threshold: float | None) -> bool:
+    """The one rule that marks a crop out of distribution: its domain-guard distance
+    (:mod:`auditor.model.guard`) lies above the guard's threshold. Without a distance or a
+    threshold (no guard) nothing is marked."""
+    return distance is not None and threshold is not None and float(distance) > threshold
+
+
 def positives(probabilities: npt.ArrayLike, threshold: float) -> npt.NDArray[np.bool_]:
     """:func:`is_positive` for an array of probabilities (float64 comparison, as for one)."""
     import numpy as np
@@ -145,6 +152,10 @@ class LocalizerOutcome:
     image: str  # archive-relative path
     status: str  # "localized", "nothing_found" or "unreadable"
     reason: str  # why nothing usable was found or the file could not be read; "" when localized
+    # the localizer's domain-guard distance of the image and whether it lies beyond the guard's
+    # threshold (None / False without a guard or without a decoded image)
+    distance: float | None = None
+    out_of_distribution: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,19 +191,39 @@ class RowError:
 @dataclass(frozen=True)
 class InputTable(Generic[RowT]):
     """An input table a person gave us (box file, reads file): the rows that passed the row
-    checks and one :class:`RowError` for each row that did not. Every table reader returns one."""
+    checks and one :class:`RowError` for each row that did not. Every table reader returns one.
+    ``notes`` are lines for the person who gave it: how the file was read."""
 
     path: Path
     rows: tuple[RowT, ...]
     errors: tuple[RowError, ...]
+    notes: tuple[str, ...] = ()
 
 
 # -- reads and flags ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class LevelMention:
+    """What a report's text says about one level: ``level`` is T1..L5 or S1
+    (:data:`~auditor.vocab.SPINE_LEVELS`), or ``*`` for a study-wide statement; ``sentence`` is
+    the sentence it came from, as written (untrusted text, escaped by the writers)."""
+
+    level: str
+    mention: Mention
+    sentence: str
+
+
+@dataclass(frozen=True)
 class ReadRow:
-    """One study's original read. ``row`` is the 1-based data row in the reads file."""
+    """One study's original read. ``row`` is the 1-based data row in the reads file.
+
+    ``fracture_reported`` and ``reported_levels`` are what the audit compares with: the
+    structured columns and the report text together (a level either one reports is reported).
+    ``mentions`` is what the text says per level (:mod:`auditor.reads.text`), ``impression`` the
+    text itself, and ``disagreement`` says where text and structured columns differ ("" when they
+    agree or only one of them is given).
+    """
 
     row: int
     accession_number: str
@@ -201,11 +232,29 @@ class ReadRow:
     fracture_reported: bool
     reported_levels: tuple[Level, ...]
     impression: str
+    mentions: tuple[LevelMention, ...] = ()
+    disagreement: str = ""
 
     @property
     def key(self) -> str:
         """The first non-empty key of the row, for messages."""
         return self.study_uid or self.accession_number or self.image
+
+    @property
+    def covers_every_level(self) -> bool:
+        """A fracture is reported without naming any level (not even one outside T10..S1): the
+        read then covers every level, because nothing shows that the reader overlooked one."""
+        named = any(m.level != STUDY_WIDE and m.mention.reported for m in self.mentions)
+        return self.fracture_reported and not self.reported_levels and not named
+
+    def reports(self, level: Level) -> bool:
+        """True when the read reports a fracture at ``level`` (affirmed, old or uncertain in
+        the text, or named by the structured columns), or covers every level."""
+        return self.covers_every_level or level in self.reported_levels
+
+    def mention_of(self, level: str) -> LevelMention | None:
+        """The text's mention of ``level`` (a level name or ``*``), or None."""
+        return next((m for m in self.mentions if m.level == level), None)
 
 
 class StudyStatus(str, Enum):
@@ -275,6 +324,8 @@ class VertebraFinding:
     error: str  # why there is no probability, "" when there is one
     study_status: StudyStatus
     reported: bool | None  # did the read name this level as fractured (None: no read)
+    distance: float | None = None  # the crop's domain-guard distance (None: no guard, no crop)
+    out_of_distribution: bool = False  # is_out_of_distribution(distance, the guard's threshold)
 
 
 @dataclass(frozen=True)
@@ -309,10 +360,22 @@ class StudyFinding:
     read: ReadRow | None
     levels: tuple[LevelEvidence, ...]
     radiograph: str  # run-relative path of the radiograph thumbnail with boxes, "" when none
+    out_of_distribution: int = 0  # the study's classified vertebrae marked out of distribution
 
     @property
     def status(self) -> StudyStatus:
         return self.flag.status
+
+    @property
+    def status_text(self) -> str:
+        """The status as the reports show it, saying when vertebrae of the study are out of
+        distribution (their calls mean little)."""
+        if not self.out_of_distribution:
+            return self.status.value
+        n = self.out_of_distribution
+        return (
+            f"{self.status.value}; {n} {'vertebra' if n == 1 else 'vertebrae'} out of distribution"
+        )
 
     @property
     def max_probability(self) -> float:
@@ -392,6 +455,85 @@ class ErrorRow:
 
 
 @dataclass(frozen=True)
+class DomainCheck:
+    """What the domain guards said about a whole scan: the classifier's about its crops, the
+    localizer's about its images (:mod:`auditor.model.guard`).
+
+    ``guarded`` is False when the classifier bundle has no guard (then nothing is marked and the
+    reports say so). ``archive_share`` is the share above which the archive is out of the models'
+    domain.
+    """
+
+    guarded: bool
+    threshold: float | None
+    archive_share: float
+    crops: int  # classified crops with a distance
+    crops_out: int
+    images: int = 0  # images the localizer's guard measured (0 with a box file)
+    images_out: int = 0
+    method: str = ""  # how the classifier's guard measures, for the summary
+
+    @property
+    def crop_share(self) -> float:
+        return self.crops_out / self.crops if self.crops else 0.0
+
+    @property
+    def image_share(self) -> float:
+        return self.images_out / self.images if self.images else 0.0
+
+    @property
+    def out_of_domain(self) -> bool:
+        """More than ``archive_share`` of the crops, or of the localizer's images, are out of
+        distribution: the flags are not meaningful for this archive."""
+        return self.crop_share > self.archive_share or self.image_share > self.archive_share
+
+    def banner(self) -> str:
+        """The warning every report and the terminal show at the top ("" when none is due)."""
+        if not self.out_of_domain:
+            return ""
+        parts = []
+        if self.crops_out:
+            parts.append(f"{self.crops_out} of {self.crops} vertebra crops ({self.crop_share:.0%})")
+        if self.images_out:
+            parts.append(f"{self.images_out} of {self.images} images ({self.image_share:.0%})")
+        return (
+            f"Out of distribution: {' and '.join(parts)} are unlike anything the models were "
+            f"trained on (more than {self.archive_share:.0%}). The flags are not meaningful for "
+            "these images. Review the studies by hand (tlaudit review), export the reviewed boxes "
+            "and labels (tlaudit export-annotations), train a model on them (tlaudit train) and "
+            "validate it (tlaudit evaluate) before acting on any flag."
+        )
+
+    def summary(self) -> list[tuple[str, str]]:
+        """Rows for the reports' summary table."""
+        if not self.guarded:
+            return [
+                (
+                    "Domain guard",
+                    "off: the model bundle records no domain guard (it was made before tlaudit "
+                    "had one), so no crop is checked against the training data; a bundle "
+                    "tlaudit train writes now has one",
+                )
+            ]
+        rows = [
+            ("Domain guard", self.method),
+            (
+                "Vertebrae out of distribution",
+                f"{self.crops_out} of {self.crops} ({self.crop_share:.1%}); the archive is out "
+                f"of the model's domain above {self.archive_share:.0%}",
+            ),
+        ]
+        if self.images:
+            rows.append(
+                (
+                    "Images out of the localizer's distribution",
+                    f"{self.images_out} of {self.images} ({self.image_share:.1%})",
+                )
+            )
+        return rows
+
+
+@dataclass(frozen=True)
 class AuditReport:
     """Everything the scan reports show."""
 
@@ -404,3 +546,4 @@ class AuditReport:
     files: tuple[FileRow, ...]
     errors: tuple[ErrorRow, ...]
     cases: tuple[StudyCase, ...] = ()  # every classified study: flagged in queue order, then by key
+    domain: DomainCheck | None = None  # what the domain guards said (None: not checked)

@@ -52,6 +52,39 @@ class Level(str, Enum):
 
 LEVEL_ORDER: tuple[Level, ...] = tuple(Level)
 
+#: Every level a report may name, cranial to caudal: T1..T12, L1..L5 and S1. The scan classifies
+#: only :class:`Level` (T10..S1); the report parser keeps the others in its output.
+SPINE_LEVELS: tuple[str, ...] = (
+    *(f"T{n}" for n in range(1, 13)),
+    *(f"L{n}" for n in range(1, 6)),
+    "S1",
+)
+
+#: The level name of a study-wide statement in parsed reads ("no fracture").
+STUDY_WIDE = "*"
+
+
+class Mention(str, Enum):
+    """What a report says about a fracture at one level (or study-wide).
+
+    ``affirmed``: a fracture (acute or unspecified); ``old``: old, chronic, healed or known;
+    ``uncertain``: possible, questionable, cannot be excluded; ``negated``: no fracture there
+    (also "L2 intact", "heights maintained"). The first three are *reported* for the audit.
+    """
+
+    AFFIRMED = "affirmed"
+    OLD = "old"
+    UNCERTAIN = "uncertain"
+    NEGATED = "negated"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def reported(self) -> bool:
+        """True when the reader saw a fracture there (affirmed, old or uncertain)."""
+        return self is not Mention.NEGATED
+
 
 #: DICOM Photometric Interpretation values of a greyscale image (PS3.3 C.7.6.3.1.2); anything
 #: else (RGB, YBR_*, PALETTE COLOR) is a colour image.
@@ -153,6 +186,20 @@ class HeatmapMode(str, Enum):
     POSITIVE = "positive"
     ALL = "all"
     NONE = "none"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class BoxFormat(str, Enum):
+    """How a CSV box file states its boxes (``--box-format``); the column names each one reads
+    are in :mod:`auditor.box_formats`. ``auto`` decides from the columns and refuses where that
+    would be a guess."""
+
+    AUTO = "auto"
+    CORNERS = "corners"  # x_min, y_min, x_max, y_max in pixels (CVAT's xtl, ytl, xbr, ybr...)
+    XYWH = "xywh"  # the top-left corner x, y, then width and height, in pixels
+    PERCENT = "percent"  # Label Studio: x, y, width, height in % of original_width / _height
 
     def __str__(self) -> str:
         return self.value

@@ -19,8 +19,14 @@ from auditor.cli.bench import bench
 from auditor.cli.calibrate import calibrate
 from auditor.cli.evaluate import evaluate
 from auditor.cli.inventory import inventory_command
+from auditor.cli.labels import (
+    export_annotations_command,
+    import_verdicts_command,
+    review_stats_command,
+)
 from auditor.cli.localize import evaluate_localizer_command, localize_command
 from auditor.cli.localizer_train import train_localizer_command
+from auditor.cli.review import review_command
 from auditor.cli.scan import scan
 from auditor.cli.synth import synth
 from auditor.cli.train import train
@@ -76,6 +82,10 @@ app.command("synth")(synth)
 app.command("localize")(localize_command)
 app.command("train-localizer")(train_localizer_command)
 app.command("evaluate-localizer")(evaluate_localizer_command)
+app.command("review")(review_command)
+app.command("export-annotations")(export_annotations_command)
+app.command("import-verdicts")(import_verdicts_command)
+app.command("review-stats")(review_stats_command)
 
 
 def main() -> None:

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
-from auditor.files import write_text_atomic
+from auditor.files import strip_bidi, write_text_atomic
 from auditor.records import AuditReport, StudyFinding, StudyStatus, VertebraFinding
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 from auditor.resources import resource_dir
@@ -60,8 +61,19 @@ class _StatusLabel:
     css: str
 
 
+def _shown(value: Any) -> Any:
+    """Every value a template prints, as it is stored: no bidirectional control can reorder it
+    on screen (:func:`auditor.files.strip_bidi`); markup a writer built stays markup."""
+    if isinstance(value, Markup):
+        return Markup(strip_bidi(str(value)))
+    if isinstance(value, str):
+        return strip_bidi(value)
+    return value
+
+
 def template_environment(templates: Path | None = None) -> Environment:
-    """A Jinja environment over the shipped templates, with autoescape always on."""
+    """A Jinja environment over the shipped templates, with autoescape always on and every
+    printed value stripped of bidirectional controls."""
     folder = templates if templates is not None else resource_dir("templates")
     return Environment(
         loader=FileSystemLoader(str(folder)),
@@ -69,6 +81,7 @@ def template_environment(templates: Path | None = None) -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_shown,
     )
 
 
@@ -158,10 +171,12 @@ def build_context(
     table_limit: int = DEFAULT_TABLE_LIMIT,
     *,
     banner: str = "",
+    validation: str = "",
 ) -> dict[str, Any]:
     """Turn the report into the template's context (plain values; the template escapes them).
 
-    ``banner`` is shown, escaped, above the flagged queue when non-empty.
+    ``banner`` is shown, escaped, above the flagged queue when non-empty; ``validation`` (the
+    model's validation status) ends the header's subtitle.
     """
     queue = [
         _queue_row(rank, study, run_dir, embed=rank <= embed_limit)
@@ -187,7 +202,8 @@ def build_context(
     return {
         "title": report.title,
         "banner": banner,
-        "subtitle": f"{len(report.studies)} flagged studies; {len(report.vertebrae)} vertebrae",
+        "subtitle": f"{len(report.studies)} flagged studies; {len(report.vertebrae)} vertebrae"
+        + (f"; model {validation}" if validation else ""),
         "summary": list(report.summary),
         "status_counts": [
             (_StatusLabel(status.value, _css(status)), count)
@@ -225,6 +241,7 @@ def write_html(
     table_limit: int = DEFAULT_TABLE_LIMIT,
     *,
     banner: str = "",
+    validation: str = "",
 ) -> None:
     """Render ``audit.html.j2`` for ``report`` and write it atomically to ``target``.
 
@@ -243,7 +260,12 @@ def write_html(
     banner
         Warning shown at the top of the page, e.g. ``model_banner(card.training_data)``; none
         when empty.
+    validation
+        The model card's validation status (:meth:`~auditor.model.bundle.ModelCard.
+        validation_status`), shown in the page's header; none when empty.
     """
-    context = build_context(report, run_dir, embed_limit, table_limit, banner=banner)
+    context = build_context(
+        report, run_dir, embed_limit, table_limit, banner=banner, validation=validation
+    )
     html = template_environment().get_template("audit.html.j2").render(**context)
     write_text_atomic(target, html)

@@ -10,7 +10,9 @@ accession number), and so does the free text of a read's impression ("discussed 
 :meth:`Pseudonymiser.scrub` replaces every occurrence of a study's known identifiers in a text by
 their pseudonyms, whatever their case. In free text only whole words are replaced, so a name part
 such as "Ann" leaves "annual" alone. That is a best effort: an identifier spelled differently
-(another separator, a misspelt name, a name the headers do not carry) is not found.
+(another separator, a misspelt name, a name the headers do not carry) is not found. A file without
+a header that names its patient (PNG, JPEG, TIFF, an unreadable file) gives no identifiers to look
+for, so :meth:`Pseudonymiser.path` replaces every folder name of its path instead.
 """
 
 from __future__ import annotations
@@ -60,6 +62,22 @@ class Pseudonymiser:
             self.salt.encode("utf-8"), b"ref:" + value.encode("utf-8"), hashlib.sha256
         )
         return digest.hexdigest()[:32]
+
+    def path(self, relpath: str, identifiers: Iterable[str] = (), *, header: bool = True) -> str:
+        """An archive-relative path as the reports show it.
+
+        With a header (``header``: a DICOM file whose identifiers are ``identifiers``) those
+        identifiers are replaced wherever they occur (:meth:`scrub`). Without one, nothing says
+        which part of the path names the patient, so each folder name is replaced by its pseudonym
+        and the file name loses any folder name it repeats (``12345/12345_lat.png`` becomes
+        ``anon-.../anon-..._lat.png``). Disabled, the path is returned unchanged.
+        """
+        if not self.enabled:
+            return relpath
+        if header:
+            return self.scrub(relpath, identifiers)
+        *folders, name = relpath.split("/")
+        return "/".join([*(self(folder) for folder in folders), self.scrub(name, folders)])
 
     def scrub(self, text: str, identifiers: Iterable[str], *, whole_words: bool = False) -> str:
         """Replace each identifier (and each part of a ``^``-separated person name) found in

@@ -20,6 +20,7 @@ from auditor.io.radiograph import read_radiograph
 from auditor.records import (
     AuditReport,
     CaseImage,
+    DomainCheck,
     ErrorRow,
     FileRow,
     LevelEvidence,
@@ -32,6 +33,7 @@ from auditor.records import (
     SummaryValue,
     VertebraBox,
     VertebraFinding,
+    is_out_of_distribution,
     is_positive,
 )
 from auditor.reports.pseudonym import Pseudonymiser
@@ -74,6 +76,7 @@ class ScanInputs:
     read_errors: tuple[RowError, ...]
     threshold: float
     pseudonymise: Pseudonymiser
+    guard_threshold: float | None = None  # the domain guard's distance threshold (None: no guard)
 
 
 def _study_key(image: str, meta: RadiographMeta | None, boxes: Sequence[VertebraBox]) -> str:
@@ -90,6 +93,7 @@ def assemble_report(
     outcomes: Mapping[str, ImageOutcome],
     summary: Sequence[tuple[str, SummaryValue]],
     title: str = "tlaudit scan: missed thoracolumbar fracture audit",
+    domain: DomainCheck | None = None,
 ) -> AuditReport:
     """Build the report of a run from its inputs and its journal's outcomes.
 
@@ -103,6 +107,8 @@ def assemble_report(
         Run parameters, counts and timings for the Summary sheet, in display order.
     title
         Report title.
+    domain
+        What the domain guards said about the whole run, carried to the writers (their banner).
 
     Returns
     -------
@@ -113,7 +119,7 @@ def assemble_report(
 
     def shown(image: str) -> str:
         """The image path as reports show it (identifiers in it pseudonymised on request)."""
-        return anon.scrub(image, _identifiers(metas.get(image)))
+        return shown_path(anon, image, metas.get(image))
 
     metas = {f.relative: f.meta for f in inputs.files}
     paths = {f.relative: f.path for f in inputs.files}
@@ -150,8 +156,6 @@ def assemble_report(
                     best[v.level] = (v.probability, image, v.heatmap)
         flag = flag_study({lv: p for lv, (p, _, _) in best.items()}, inputs.threshold, read)
         status_counts[flag.status] += 1
-        reported_levels = set(read.reported_levels) if read else set()
-        covers_all = bool(read and read.fracture_reported and not read.reported_levels)
         shown_key = "image:" + shown(key[6:]) if key.startswith("image:") else anon(key)
         case_images: list[CaseImage] = []
         for image in images:
@@ -173,9 +177,11 @@ def assemble_report(
                         heatmap=v.heatmap,
                         error=v.error,
                         study_status=flag.status,
-                        reported=None
-                        if read is None
-                        else (covers_all or v.level in reported_levels),
+                        reported=None if read is None else read.reports(v.level),
+                        distance=v.distance,
+                        out_of_distribution=is_out_of_distribution(
+                            v.distance, inputs.guard_threshold
+                        ),
                     )
                 )
             vertebrae += image_vertebrae
@@ -209,7 +215,7 @@ def assemble_report(
                 level=level,
                 probability=p,
                 positive=is_positive(p, inputs.threshold),
-                reported=covers_all or level in reported_levels,
+                reported=read is not None and read.reports(level),
                 heatmap=heatmap,
                 image=image,
             )
@@ -233,6 +239,9 @@ def assemble_report(
                 read=shown_read,
                 levels=levels,
                 radiograph=_radiograph_thumbnail(inputs, focus, paths.get(focus), outcomes[focus]),
+                out_of_distribution=sum(
+                    v.out_of_distribution for image in case_images for v in image.vertebrae
+                ),
             )
         )
     findings.sort(key=lambda s: (-s.flag.priority, s.status.rank, -s.max_probability, s.key))
@@ -240,7 +249,9 @@ def assemble_report(
     queue = [replace(cases.pop(s.key), queue_rank=rank) for rank, s in enumerate(findings, 1)]
     ordered_cases = (*queue, *(cases[key] for key in sorted(cases)))
 
-    files = tuple(_file_row(f, outcomes, inputs.boxes, anon) for f in inputs.files)
+    files = tuple(
+        _file_row(f, outcomes, inputs.boxes, anon, inputs.guard_threshold) for f in inputs.files
+    )
     errors = _errors(inputs, outcomes, shown)
     n_reads = len(inputs.reads) if inputs.reads is not None else 0
     extra: list[tuple[str, SummaryValue]] = []
@@ -256,6 +267,7 @@ def assemble_report(
         files=files,
         errors=errors,
         cases=ordered_cases,
+        domain=domain,
     )
 
 
@@ -331,11 +343,20 @@ def _identifiers(meta: RadiographMeta | None) -> tuple[str, ...]:
     return (meta.patient_id, meta.patient_name, meta.accession_number, meta.study_uid)
 
 
+def shown_path(anon: Pseudonymiser, relpath: str, meta: RadiographMeta | None) -> str:
+    """An archive path as every file of the run folder shows it: pseudonymised on request, by
+    the identifiers of its DICOM header, or folder by folder for a file without one
+    (:meth:`~auditor.reports.pseudonym.Pseudonymiser.path`)."""
+    header = meta is not None and meta.file_format == "dicom"
+    return anon.path(relpath, _identifiers(meta), header=header)
+
+
 def _file_row(
     entry: FileEntry,
     outcomes: Mapping[str, ImageOutcome],
     boxes: Mapping[str, tuple[VertebraBox, ...]],
     anon: Pseudonymiser,
+    guard_threshold: float | None = None,
 ) -> FileRow:
     meta = entry.meta
     if entry.status != "candidate":
@@ -352,8 +373,13 @@ def _file_row(
             scan = outcome.reason
         else:
             scan = f"classified {done} vertebrae" + (f", {failed} failed" if failed else "")
+            out = sum(
+                is_out_of_distribution(v.distance, guard_threshold) for v in outcome.vertebrae
+            )
+            if out:
+                scan += f"; {out} of {done} out of distribution"
     return FileRow(
-        path=anon.scrub(entry.relative, _identifiers(meta)),
+        path=shown_path(anon, entry.relative, meta),
         size=entry.size,
         status=entry.status,
         reason=entry.reason,

@@ -11,9 +11,16 @@ from typing import TypeVar
 
 from auditor.archive.triage import TriageRules
 from auditor.errors import UsageError
-from auditor.records import StudyStatus
+from auditor.records import DomainCheck, StudyStatus
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
-from auditor.vocab import DEFAULT_HEATMAP, Device, HeatmapMethod, HeatmapMode, Precision
+from auditor.vocab import (
+    DEFAULT_HEATMAP,
+    BoxFormat,
+    Device,
+    HeatmapMethod,
+    HeatmapMode,
+    Precision,
+)
 
 _Choice = TypeVar("_Choice", bound=Enum)
 
@@ -36,18 +43,19 @@ class ScanConfig:
     ``operating_point`` and ``threshold`` exclude each other; with neither, the model card's
     default operating point is used. Without ``boxes`` the vertebra localizer (``localizer``, or
     the bundled one when None) finds them. ``workers`` None picks a count for this machine.
-    ``device``, ``precision`` and ``heatmap_method`` may be given as their enums' values (any
-    case) and are coerced to the enums.
+    ``device``, ``precision``, ``heatmap_method`` and ``box_format`` (how the box file states
+    its boxes) may be given as their enums' values (any case) and are coerced to the enums.
 
     Raises
     ------
     UsageError
-        For an unknown device, precision or heatmap method.
+        For an unknown device, precision, heatmap method or box format.
     """
 
     archive: Path
     out: Path
     boxes: Path | None = None
+    box_format: BoxFormat | str = BoxFormat.AUTO
     reads: Path | None = None
     model: Path | None = None
     localizer: Path | None = None
@@ -67,6 +75,8 @@ class ScanConfig:
     embed_limit: int = DEFAULT_EMBED_LIMIT
     table_limit: int = DEFAULT_TABLE_LIMIT
     precut: bool = True  # without boxes: cut crops from the localizer's decode (RUN_DIR/precut)
+    # refuse a model without a domain guard; the command exits 1 when the archive is out of domain
+    strict_domain: bool = False
 
     def __post_init__(self) -> None:
         # Coerce at the boundary: callers may pass plain strings and str paths.
@@ -76,6 +86,7 @@ class ScanConfig:
         object.__setattr__(
             self, "heatmap_method", _coerce(HeatmapMethod, self.heatmap_method, "heatmap method")
         )
+        object.__setattr__(self, "box_format", _coerce(BoxFormat, self.box_format, "box format"))
         object.__setattr__(self, "archive", Path(self.archive))
         object.__setattr__(self, "out", Path(self.out))
         for name in ("boxes", "reads", "model", "localizer"):
@@ -112,6 +123,7 @@ class ScanResult:
     status_counts: dict[StudyStatus, int]
     n_errors: int
     timings: dict[str, float]
+    domain: DomainCheck | None = None
 
 
 Progress = Callable[[ScanEvent], None]

@@ -5,27 +5,37 @@ Boxes come from the user's box file, or, without one, from the bundled vertebra 
 ``RUN_DIR/localizer_boxes.csv`` as a by-product for review (and for ``--resume``). Either way they
 are validated row by row and matched to the candidate images (:mod:`auditor.boxes`); a candidate
 on which the localizer finds nothing usable is an error row with the reason.
+
+A scan with nothing to audit stops here, before any model runs: an archive in which triage kept
+no file (:class:`~auditor.archive.inventory.NoCandidatesError`, with the counts by reason), a
+box file none of whose rows names a candidate image (:class:`~auditor.errors.InputFileError`,
+with the rows' reasons counted).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
-from auditor.archive.inventory import FileRecord, inventory
+from auditor.archive.inventory import FileRecord, NoCandidatesError, inventory, summarise
 from auditor.boxes import BoxFile, ResolvedBoxes, degenerate_reason, read_box_file, resolve_boxes
+from auditor.errors import InputFileError
 from auditor.files import csv_unsafe
 from auditor.model.bundle import ModelCard
 from auditor.records import LocalizerOutcome, Radiograph, RadiographMeta, RowError, VertebraBox
-from auditor.scan.assemble import FileEntry
+from auditor.reports.pseudonym import Pseudonymiser
+from auditor.scan.assemble import FileEntry, shown_path
 from auditor.scan.config import Progress, ScanConfig, ScanEvent, default_decode_workers
 from auditor.scan.dataset import precut_path, write_precut
 from auditor.scan.reads import ReadsFile, read_reads_file
+from auditor.vocab import FileStatus
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +54,8 @@ class FoundBoxes:
     resolved: ResolvedBoxes
     localizer_errors: tuple[RowError, ...]
     reads_file: ReadsFile | None
+    # each candidate's localizer outcome (empty with a box file)
+    localizer_outcomes: tuple[LocalizerOutcome, ...] = ()
 
 
 def _file_entry(record: FileRecord) -> FileEntry:
@@ -64,9 +76,14 @@ def _localize(
     records: list[FileRecord],
     device: torch.device,
     emit: Progress,
-) -> tuple[BoxFile, tuple[RowError, ...]]:
-    """Find vertebra boxes with the localizer; return them (as a box file states them) and one
-    error per image on which nothing usable was found (or that could not be read).
+    anon: Pseudonymiser,
+) -> tuple[BoxFile, tuple[LocalizerOutcome, ...]]:
+    """Find vertebra boxes with the localizer; return them (as a box file states them) and every
+    candidate's outcome (:func:`_localizer_errors` makes the images on which nothing usable was
+    found, or that could not be read, error rows).
+
+    With ``--pseudonymise`` the two files name each image as the reports do, without its
+    identifiers (``anon``); a resumed scan maps those names back to the candidates.
 
     The boxes are handed on in memory. The box file is written into RUN_DIR as a by-product, so a
     person can review or correct it (and pass it back with ``--boxes``), and so that a resumed
@@ -85,13 +102,24 @@ def _localize(
 
     out = config.out / LOCALIZER_BOXES
     outcomes = out.with_name(out.stem + ".images.csv")
+    real = {
+        shown_path(anon, r.relpath, r.meta): r.relpath
+        for r in records
+        if r.status is FileStatus.CANDIDATE
+    }
     if config.resume and out.is_file() and outcomes.is_file():
         with outcomes.open(newline="", encoding="utf-8") as handle:
             stored = [
                 LocalizerOutcome(csv_unsafe(row["image"]), row["status"], csv_unsafe(row["reason"]))
                 for row in csv.DictReader(handle)
             ]
-        return read_box_file(out), _localizer_errors(stored)
+        box_file = read_box_file(out, allow_empty=True)
+        if all(o.image in real for o in stored) and all(b.image in real for b in box_file.rows):
+            # the files name images as the reports do; the scan goes on with the archive's paths
+            stored = [replace(o, image=real[o.image]) for o in stored]
+            rows = tuple(replace(b, image=real[b.image]) for b in box_file.rows)
+            return replace(box_file, rows=rows), tuple(stored)
+        logger.warning("%s names images this archive does not hold: localizing again", out)
     emit(ScanEvent("info", "No box file given: finding vertebrae with the localizer"))
     done = localize_archive(
         config.archive,
@@ -102,6 +130,7 @@ def _localize(
         records=records,
         workers=default_decode_workers() if config.workers is None else config.workers,
         device=device,
+        shown=(lambda r: shown_path(anon, r.relpath, r.meta)) if anon.enabled else None,
     )
     emit(
         ScanEvent(
@@ -119,7 +148,7 @@ def _localize(
             rejected.append(RowError(box.row, reason, box.image, box.level.value))
         else:
             kept.append(box)
-    return BoxFile(out, tuple(kept), tuple(rejected)), _localizer_errors(done.outcomes)
+    return BoxFile(out, tuple(kept), tuple(rejected)), tuple(done.outcomes)
 
 
 def _localizer_errors(outcomes: Iterable[LocalizerOutcome]) -> tuple[RowError, ...]:
@@ -137,22 +166,40 @@ def find_boxes(
     device: torch.device,
     timings: dict[str, float],
     emit: Progress,
+    anon: Pseudonymiser,
 ) -> FoundBoxes:
     """Stages 1 and 2: triage every file, then boxes from the box file or the localizer, matched
     to the candidate images, and the reads file; ``timings`` gains ``inventory_s`` (and
     ``localizer_s``)."""
     t0 = time.perf_counter()
-    records = list(inventory(config.archive, config.triage, verify_pixels=config.verify_pixels))
+    # the run folder may lie inside the archive: its files are the scan's, not the archive's
+    records = list(
+        inventory(
+            config.archive, config.triage, verify_pixels=config.verify_pixels, skip=(config.out,)
+        )
+    )
     files = tuple(_file_entry(record) for record in records)
     candidates = {f.relative: f.meta for f in files if f.status == "candidate" and f.meta}
-    localizer_errors: tuple[RowError, ...] = ()
+    if not candidates:
+        raise NoCandidatesError(config.archive, summarise(records))
+    localizer_outcomes: tuple[LocalizerOutcome, ...] = ()
     if config.boxes is None:
         t_loc = time.perf_counter()
-        box_file, localizer_errors = _localize(config, card, records, device, emit)
+        box_file, localizer_outcomes = _localize(config, card, records, device, emit, anon)
         timings["localizer_s"] = time.perf_counter() - t_loc
     else:
-        box_file = read_box_file(config.boxes)
+        box_file = read_box_file(config.boxes, config.box_format)
+        for note in box_file.notes:
+            emit(ScanEvent("info", f"Box file read as {note}"))
     resolved = resolve_boxes(box_file.rows, candidates)
+    for note in resolved.notes:
+        emit(ScanEvent("info", f"warning: {note}"))
+    if config.boxes is not None and not resolved.by_image:
+        raise InputFileError(
+            f"box file {config.boxes}: none of its rows gives a usable box on one of the "
+            f"{len(candidates)} candidate images of {config.archive}; "
+            + reason_counts([*box_file.errors, *resolved.errors])
+        )
     reads_file = read_reads_file(config.reads) if config.reads else None
     timings["inventory_s"] = time.perf_counter() - t0 - timings.get("localizer_s", 0.0)
     emit(
@@ -164,12 +211,28 @@ def find_boxes(
             + (f", {len(reads_file.errors)} reads rows rejected" if reads_file else ""),
         )
     )
-    if box_file.rows and not resolved.by_image:
-        emit(
-            ScanEvent(
-                "info",
-                f"warning: none of the {len(box_file.rows)} box rows matched a candidate image; "
-                "box paths must be relative to ARCHIVE (see the Errors table for each row)",
-            )
-        )
-    return FoundBoxes(records, files, candidates, box_file, resolved, localizer_errors, reads_file)
+    return FoundBoxes(
+        records,
+        files,
+        candidates,
+        box_file,
+        resolved,
+        _localizer_errors(localizer_outcomes),
+        reads_file,
+        localizer_outcomes,
+    )
+
+
+def reason_counts(errors: Sequence[RowError], shown: int = 4) -> str:
+    """Rejected rows counted by kind of reason (quoted values and numbers left out), most
+    frequent first, each kind with its first row as the example."""
+    kinds: Counter[str] = Counter()
+    example: dict[str, RowError] = {}
+    for error in errors:
+        kind = re.sub(r"'[^']*'|\d+(?:\.\d+)?", "_", error.reason)
+        kinds[kind] += 1
+        example.setdefault(kind, error)
+    parts = [f"{count} rows like {example[kind]}" for kind, count in kinds.most_common(shown)]
+    if len(kinds) > shown:
+        parts.append(f"{sum(kinds.values()) - sum(c for _, c in kinds.most_common(shown))} more")
+    return "; ".join(parts) or "no rows"

@@ -36,10 +36,13 @@ from auditor.archive.triage import TriageRules
 from auditor.checksums import file_sha256
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, load_bundle
+from auditor.model.guard import DEFAULT_ARCHIVE_SHARE
 from auditor.model.infer import Classifier, select_device
 from auditor.parallel import LocalProcesses
 from auditor.records import (
+    DomainCheck,
     SummaryValue,
+    is_out_of_distribution,
     is_positive,
 )
 from auditor.reports.pseudonym import Pseudonymiser, new_salt
@@ -55,7 +58,7 @@ from auditor.scan.config import (
     default_workers,
 )
 from auditor.scan.dataset import PRECUT_DIR, ImageJob, pack_batches, precut_path
-from auditor.scan.journal import JOURNAL_NAME, ImageOutcome, RunJournal, run_in_use
+from auditor.scan.journal import JOURNAL_NAME, ImageOutcome, RunJournal, run_in_use, stored_meta
 from auditor.scan.locate import FoundBoxes, find_boxes
 
 __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
@@ -86,6 +89,8 @@ def _validate(config: ScanConfig) -> None:
         raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
     if config.workers is not None and config.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {config.workers}")
+    if config.out.resolve() == config.archive.resolve():
+        raise UsageError("--out is the archive folder itself; choose a run folder of its own")
     if not config.resume and (config.out / JOURNAL_NAME).exists():
         # the journal refuses this too, but only after the localizer would have run
         raise run_in_use(config.out)
@@ -132,7 +137,41 @@ def _load_model(config: ScanConfig, emit: Progress) -> _Model:
         threshold, op_name = float(point.threshold), point.name
     emit(ScanEvent("info", f"Model: {bundle.card.headline()}"))
     emit(ScanEvent("info", f"Running on {classifier.describe()}; positive at P >= {threshold:.3f}"))
+    guard = bundle.card.guard
+    if guard is None:
+        if config.strict_domain:
+            raise UsageError(
+                f"--strict-domain: the model bundle {bundle.path} records no domain guard, so "
+                "whether the images are like its training data cannot be checked"
+            )
+        emit(ScanEvent("info", "Domain guard: off (the model bundle records none)"))
+    else:
+        emit(ScanEvent("info", f"Domain guard: {guard.describe()}"))
     return _Model(bundle, classifier, threshold, op_name)
+
+
+def _domain(model: _Model, outcomes: dict[str, ImageOutcome], boxes: FoundBoxes) -> DomainCheck:
+    """What the domain guards said about the whole run: the classifier's per crop, the
+    localizer's per image (when it ran)."""
+    guard = model.bundle.card.guard
+    threshold = guard.threshold if guard is not None else None
+    distances = [
+        v.distance
+        for o in outcomes.values()
+        for v in o.vertebrae
+        if v.probability is not None and v.distance is not None
+    ]
+    measured = [o for o in boxes.localizer_outcomes if o.distance is not None]
+    return DomainCheck(
+        guarded=guard is not None,
+        threshold=threshold,
+        archive_share=guard.archive_share if guard is not None else DEFAULT_ARCHIVE_SHARE,
+        crops=len(distances),
+        crops_out=sum(is_out_of_distribution(d, threshold) for d in distances),
+        images=len(measured),
+        images_out=sum(o.out_of_distribution for o in measured),
+        method=guard.describe() if guard is not None else "",
+    )
 
 
 def _classify(
@@ -141,15 +180,19 @@ def _classify(
     boxes: FoundBoxes,
     timings: dict[str, float],
     emit: Progress,
+    salt: str,
 ) -> _Classified:
     """Stages 3 and 4: crops and classification of every image the journal does not hold yet,
-    each batch committed to the journal; returns every image's outcome."""
+    each batch committed to the journal (with the run's pseudonym ``salt``, unless the user gave
+    it); returns every image's outcome."""
     classifier = model.classifier
     fingerprint = {
         "archive": str(config.archive.resolve()),
         "boxes_sha256": file_sha256(boxes.box_file.path),
+        "box_format": str(config.box_format),
         "model_sha256": model.bundle.sha256,
         "threshold": model.threshold,
+        "guard_sha256": guard.sha256 if (guard := model.bundle.card.guard) is not None else None,
         "heatmaps": config.heatmaps.value,
         "heatmap_method": classifier.heatmap,
         "batch_size": config.batch_size,
@@ -165,9 +208,7 @@ def _classify(
     ]
     workers = default_workers() if config.workers is None else config.workers
     with RunJournal(config.out, fingerprint, config.resume) as journal:
-        salt = config.pseudonym_salt or journal.get_meta("salt")
-        if salt is None:
-            salt = new_salt()
+        if config.pseudonym_salt is None and journal.get_meta("salt") is None:
             journal.set_meta("salt", salt)
         finished = journal.finished_images()
         batches = [
@@ -199,6 +240,7 @@ def _summary(
     done: _Classified,
     counts: tuple[int, int],
     timings: dict[str, float],
+    domain: DomainCheck,
 ) -> list[tuple[str, SummaryValue]]:
     """The run's parameters and counts, as the reports' summary tables show them."""
     card, classifier, threshold = model.bundle.card, model.classifier, model.threshold
@@ -220,7 +262,9 @@ def _summary(
             f"{card.heatmap_grid} x {card.heatmap_grid} heatmap grid",
         ),
         ("Model SHA-256", model.bundle.sha256),
+        ("Model validation", card.validation_status()),
         ("Operating point", f"{model.point_name} (P >= {threshold:.4f})"),
+        *domain.summary(),
         ("Device", classifier.describe()),
         ("Batch size", config.batch_size),
         ("Loader workers", done.workers),
@@ -272,7 +316,10 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         For contradictory or impossible options, no box file, a run directory that already holds
         another run (without ``resume``) or a resume whose inputs differ.
     InputFileError
-        When the box or reads file cannot be read as a whole.
+        When the box or reads file cannot be read as a whole, or no row of the box file gives a
+        usable box on a candidate image.
+    NoCandidatesError
+        When triage keeps no file of the archive (its ``summary`` has the counts by reason).
     BundleError
         When the model bundle is missing or not ours.
     """
@@ -281,8 +328,15 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     started = time.perf_counter()
     timings: dict[str, float] = {}
     model = _load_model(config, emit)
-    boxes = find_boxes(config, model.bundle.card, model.classifier.device, timings, emit)
-    done = _classify(config, model, boxes, timings, emit)
+    # the salt is known before the localizer stage, whose files name images as the reports do
+    salt = (
+        config.pseudonym_salt
+        or (stored_meta(config.out, "salt") if config.resume else None)
+        or new_salt()
+    )
+    anon = Pseudonymiser(salt, enabled=config.pseudonymise)
+    boxes = find_boxes(config, model.bundle.card, model.classifier.device, timings, emit, anon)
+    done = _classify(config, model, boxes, timings, emit, salt)
     stats = done.stats
     timings.update(
         classified_this_session=float(stats.vertebrae),
@@ -306,16 +360,19 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         read_errors=boxes.reads_file.errors if boxes.reads_file else (),
         threshold=threshold,
         pseudonymise=Pseudonymiser(done.salt, enabled=config.pseudonymise),
+        guard_threshold=model.bundle.card.guard.threshold if model.bundle.card.guard else None,
     )
     vertebrae = [v for o in outcomes.values() for v in o.vertebrae if v.probability is not None]
     n_positive = sum(is_positive(v.probability, threshold) for v in vertebrae)
-    summary = _summary(config, model, boxes, done, (len(vertebrae), n_positive), timings)
-    report = assemble_report(inputs, outcomes, summary)
+    domain = _domain(model, outcomes, boxes)
+    summary = _summary(config, model, boxes, done, (len(vertebrae), n_positive), timings, domain)
+    report = assemble_report(inputs, outcomes, summary, domain=domain)
     options = ReportOptions(
         config.out,
         config.embed_limit,
         config.table_limit,
         training_data=model.bundle.card.training_data,
+        validation=model.bundle.card.validation_status(),
     )
     reports = write_reports(report, options)
     timings["reports_s"] = time.perf_counter() - t0
@@ -335,4 +392,5 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         status_counts=dict(report.status_counts),
         n_errors=len(report.errors),
         timings=timings,
+        domain=domain,
     )

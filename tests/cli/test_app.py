@@ -20,7 +20,15 @@ from auditor.vocab import Device, HeatmapMethod, OperatingPointName, Precision
 
 runner = CliRunner()
 #: Modules ``import auditor.cli.app`` must not load: each costs ``tlaudit --help`` time.
-HEAVY_MODULES = ("torch", "torchvision", "pydicom.pixels", "openpyxl", "jinja2")
+HEAVY_MODULES = (
+    "torch",
+    "torchvision",
+    "pydicom.pixels",
+    "openpyxl",
+    "jinja2",
+    "starlette",
+    "uvicorn",
+)
 
 
 def test_version() -> None:
