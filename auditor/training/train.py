@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from auditor.errors import UsageError
-from auditor.model.bundle import ModelCard, OperatingPoint
+from auditor.model.bundle import ModelBundle, ModelCard, OperatingPoint
+from auditor.model.guard import FeatureGuard
 from auditor.model.infer import select_device
 from auditor.model.network import build_network
 from auditor.records import positives
@@ -50,6 +51,7 @@ from auditor.training.cv import check_disjoint, grouped_split
 from auditor.training.data import CropSet, load_crop_set
 from auditor.training.engine import class_weights, predict_scores, training_precision
 from auditor.training.estimate import DurationEstimate, estimate_duration, plan_fits
+from auditor.training.guard import guard_from_crops
 from auditor.training.intervals import Estimate
 from auditor.training.loop import cross_validate, fit
 from auditor.training.metrics import (
@@ -183,6 +185,7 @@ def _train_bundle(
     name = config.name or Path(out).name
     card = build_card(config, name, training, recipe, metrics, points)
     card = replace(card, training_data=config.training_data, validation=validation)
+    card = replace(card, guard=_fit_guard(card, net, data, split, config, device, log))
     out = Path(out)
     write_bundle(out, card, net, cv_table, data.skipped, log, total_seconds)
     return TrainResult(
@@ -194,6 +197,46 @@ def _train_bundle(
         estimate=estimate,
         test=test,
     )
+
+
+def _fit_guard(
+    card: ModelCard,
+    net: nn.Module,
+    data: CropSet,
+    split: Splits,
+    config: TrainConfig,
+    device: torch.device,
+    log: RunLog,
+) -> FeatureGuard | None:
+    """The bundle's domain guard (:mod:`auditor.model.guard`): fitted on the training crops, its
+    threshold set on the validation and test crops, whose patients the weights never saw (None,
+    with a warning, when there are none)."""
+    heldout = np.concatenate([split.validation, split.test])
+    if len(split.fit) < 2 or not len(heldout):
+        log.stage(
+            "WARNING: no held-out crops to set the domain guard's threshold on: the bundle has "
+            "no guard (fit one with tlaudit guard)"
+        )
+        return None
+    t_guard = time.perf_counter()
+    # the network already holds the weights as stored (float16 values)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    stored = ModelBundle(card=card, path=Path(), sha256="", state_dict=state)
+    guard = guard_from_crops(
+        stored,
+        data.crops,
+        data.labels,
+        split.fit,
+        heldout,
+        device,
+        seed=config.seed,
+        source="training crops (fit) and validation + test crops (threshold)",
+    )
+    log.stage(
+        f"domain guard: {guard.describe()}; fitted on {guard.fitted_on['n_fit']} crops in "
+        f"{time.perf_counter() - t_guard:.0f} s"
+    )
+    return guard
 
 
 def estimate_training(

@@ -1,0 +1,188 @@
+"""Fitting a classifier's domain guard (:mod:`auditor.model.guard`) from labelled crops.
+
+Two callers: ``tlaudit train`` fits the guard of the bundle it writes on its own splits (the
+training crops describe the distribution, the validation and test crops set the threshold), and
+``tlaudit guard`` fits one onto an existing bundle from a labelled archive, split by patient
+into a fit part and a held-out part (:func:`fit_guard_on_archive`).
+
+The features are computed by :class:`auditor.model.infer.Classifier` in float32, with the card's
+preprocessing: the same forward pass a scan runs, so a scan's distances are the guard's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from auditor.errors import UsageError
+from auditor.model.bundle import ModelBundle, attach_guard, load_bundle
+from auditor.model.guard import (
+    DEFAULT_ARCHIVE_SHARE,
+    DEFAULT_MAX_CROPS,
+    DEFAULT_QUANTILE,
+    GUARD_FILE,
+    FeatureGuard,
+    fit_guard,
+)
+from auditor.model.infer import Classifier, select_device
+from auditor.training.cv import grouped_split
+from auditor.training.data import load_crop_set
+
+logger = logging.getLogger(__name__)
+
+#: Share of the patients held out to set the threshold when a guard is fitted on an archive.
+DEFAULT_HELDOUT_FRACTION = 0.5
+
+
+def crop_features(
+    bundle: ModelBundle,
+    crops: npt.NDArray[np.float32],
+    device: torch.device,
+    batch_size: int = 64,
+) -> npt.NDArray[np.float32]:
+    """Pooled penultimate features (N, D) of greyscale ``crops`` (N, S, S) in [0, 1] under
+    ``bundle``'s network, in float32 with the card's preprocessing (what a scan measures)."""
+    classifier = Classifier(bundle, device, precision="fp32")
+    out = [
+        classifier.features(classifier.preprocess(crops[i : i + batch_size]))
+        for i in range(0, len(crops), batch_size)
+    ]
+    width = out[0].shape[1] if out else 0
+    return np.concatenate(out) if out else np.zeros((0, width), np.float32)
+
+
+def subsample(index: npt.NDArray[np.int64], most: int, seed: int) -> npt.NDArray[np.int64]:
+    """At most ``most`` of ``index``, drawn without replacement from ``seed``, in order."""
+    if len(index) <= most:
+        return index
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(index, size=most, replace=False))
+
+
+def guard_from_crops(
+    bundle: ModelBundle,
+    crops: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    fit_idx: npt.NDArray[np.int64],
+    heldout_idx: npt.NDArray[np.int64],
+    device: torch.device,
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+    archive_share: float = DEFAULT_ARCHIVE_SHARE,
+    max_crops: int = DEFAULT_MAX_CROPS,
+    seed: int = 0,
+    source: str = "",
+) -> FeatureGuard:
+    """Fit ``bundle``'s guard: one centre per class on the ``fit_idx`` crops (Lee et al.), the
+    threshold at ``quantile`` of the distances of the ``heldout_idx`` crops (disjoint patients).
+    Each side is subsampled to ``max_crops``.
+
+    Raises
+    ------
+    UsageError
+        When a side is too small (fewer than 2 fit or 1 held-out crop).
+    """
+    fit_idx = subsample(np.asarray(fit_idx, np.int64), max_crops, seed)
+    heldout_idx = subsample(np.asarray(heldout_idx, np.int64), max_crops, seed + 1)
+    if len(fit_idx) < 2 or len(heldout_idx) < 1:
+        raise UsageError(
+            f"a domain guard needs at least 2 fit crops and 1 held-out crop; got "
+            f"{len(fit_idx)} and {len(heldout_idx)}"
+        )
+    features = crop_features(bundle, crops[np.concatenate([fit_idx, heldout_idx])], device)
+    fit_features, heldout_features = features[: len(fit_idx)], features[len(fit_idx) :]
+    fit_labels = labels[fit_idx]
+    # one centre per class only where each class has crops enough to place its mean
+    per_class = len(np.unique(fit_labels)) > 1 and np.bincount(fit_labels).min() >= 2
+    return fit_guard(
+        fit_features,
+        heldout_features,
+        fit_labels if per_class else None,
+        quantile=quantile,
+        archive_share=archive_share,
+        source=source,
+    )
+
+
+@dataclass(frozen=True)
+class GuardFit:
+    """What :func:`fit_guard_on_archive` did."""
+
+    bundle: ModelBundle
+    n_fit: int
+    n_heldout: int
+    n_patients: int
+
+
+def fit_guard_on_archive(
+    bundle_dir: Path,
+    archive: Path,
+    annotations: Path,
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+    archive_share: float = DEFAULT_ARCHIVE_SHARE,
+    heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
+    max_crops: int = DEFAULT_MAX_CROPS,
+    seed: int = 0,
+    force: bool = False,
+    device: str = "auto",
+    workers: int = 0,
+    source: str = "",
+) -> GuardFit:
+    """Fit a domain guard for the bundle in ``bundle_dir`` on the labelled vertebrae of
+    ``annotations`` in ``archive`` and store it in the bundle (``guard.safetensors`` and the
+    card's ``guard`` record; the weights are untouched).
+
+    The patients are split (grouped, stratified by class) into a fit part and a held-out part of
+    about ``heldout_fraction``; see :func:`guard_from_crops`.
+
+    Raises
+    ------
+    UsageError
+        When the bundle already has a guard and ``force`` is False, or the set is too small to
+        split by patient.
+    BundleError, InputFileError
+        When the bundle cannot be loaded or the annotations give no usable crop.
+    """
+    bundle = load_bundle(bundle_dir)
+    if bundle.card.guard is not None and not force:
+        raise UsageError(
+            f"{bundle.path} already has a domain guard ({GUARD_FILE}); pass --force to replace it"
+        )
+    data = load_crop_set(
+        archive,
+        annotations,
+        bundle.card.input_size,
+        bundle.card.crop_margin,
+        workers=workers,
+    )
+    labels, groups = data.labels, data.groups
+    try:
+        fit_idx, heldout_idx = grouped_split(labels, groups, heldout_fraction, seed)
+    except ValueError as err:
+        raise UsageError(f"cannot split {annotations} by patient for the guard: {err}") from err
+    guard = guard_from_crops(
+        bundle,
+        data.crops,
+        labels,
+        fit_idx,
+        heldout_idx,
+        select_device(device),
+        quantile=quantile,
+        archive_share=archive_share,
+        max_crops=max_crops,
+        seed=seed,
+        source=source or f"{Path(annotations).name} on {Path(archive).name}",
+    )
+    updated = attach_guard(bundle.path, guard)
+    return GuardFit(
+        bundle=updated,
+        n_fit=int(guard.fitted_on["n_fit"]),
+        n_heldout=int(guard.fitted_on["n_heldout"]),
+        n_patients=len(set(groups.tolist())),
+    )

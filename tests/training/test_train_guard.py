@@ -1,0 +1,64 @@
+"""``tlaudit train`` fits the domain guard of the bundle it writes (issue 21)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from auditor.model.bundle import load_bundle
+from auditor.model.guard import GUARD_FILE
+from auditor.model.infer import Classifier
+from auditor.training.config import TrainConfig
+from auditor.training.data import load_crop_set
+from auditor.training.train import train_bundle
+from tests.helpers.train_world import make_world
+
+
+def _tiny(**changes: object) -> TrainConfig:
+    """One epoch on 32 px crops, no CV, no test split (as tests/training/test_train.py)."""
+    base: dict[str, object] = {
+        "pretrained": "none",
+        "input_size": 32,
+        "epochs": 1,
+        "lr_grid": (0.001,),
+        "batch_grid": (8,),
+        "cv_folds": 0,
+        "test_fraction": 0.0,
+        "val_fraction": 0.3,
+        "threads": 1,
+        "warmup_batches": 0,
+    }
+    return TrainConfig(**(base | changes))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_train_writes_a_guard_that_loads_and_scores_every_crop(tmp_path: Path) -> None:
+    archive, annotations = make_world(tmp_path / "world", n_studies=16)
+    result = train_bundle(archive, annotations, tmp_path / "bundle", _tiny())
+
+    assert (tmp_path / "bundle" / GUARD_FILE).is_file()
+    bundle = load_bundle(tmp_path / "bundle")
+    guard = bundle.card.guard
+    assert guard is not None
+    assert result.card.guard is not None
+    assert guard.threshold == pytest.approx(result.card.guard.threshold)
+    # fitted on the training split, its threshold on the validation split: together every crop
+    n_crops = result.card.training["n_crops"]
+    assert guard.fitted_on["n_fit"] == result.card.training["n_train"]
+    assert guard.fitted_on["n_heldout"] == result.card.training["n_validation"]
+    assert guard.fitted_on["n_fit"] + guard.fitted_on["n_heldout"] == n_crops
+    assert guard.centres.shape == (2, 512)  # one centre per class (Lee et al.)
+    assert guard.quantiles["0.99"] == pytest.approx(guard.threshold)
+
+    # the scan's forward pass gives each crop a distance; the threshold is the held-out 0.99
+    # quantile and 70 % of the crops are the fit crops themselves, so most crops lie inside
+    data = load_crop_set(archive, annotations, 32, bundle.card.crop_margin)
+    classifier = Classifier(bundle, torch.device("cpu"), precision="fp32")
+    prediction = classifier.predict(classifier.preprocess(data.crops), cam=False)
+    assert prediction.distances is not None
+    assert prediction.distances.shape == (len(data.crops),)
+    assert np.isfinite(prediction.distances).all()
+    assert guard.is_out(prediction.distances).mean() < 0.5
