@@ -234,6 +234,8 @@ class ReadRow:
     impression: str
     mentions: tuple[LevelMention, ...] = ()
     disagreement: str = ""
+    patient_id: str = ""  # as the reads file gives them, shown with the read; not matched on
+    study_date: str = ""
 
     @property
     def key(self) -> str:

@@ -64,8 +64,8 @@ def test_duplicate_key_keeps_first_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        ("accession_number,impression\n", "fracture_reported"),
-        ("fracture_reported,impression\n", "at least one of"),
+        ("accession_number,comment\n", "no report text and no fracture_reported"),
+        ("fracture_reported,impression\n", "no column to match a study by"),
     ],
 )
 def test_missing_columns_raise(tmp_path: Path, header: str, message: str) -> None:
