@@ -390,8 +390,17 @@ class StudyFinding:
             return "no read"
         if not self.read.fracture_reported:
             return "no fracture reported"
-        levels = ";".join(level.value for level in self.read.reported_levels)
-        return f"fracture reported ({levels or 'levels not named'})"
+        levels = ";".join(self._level_said(level.value) for level in self.read.reported_levels)
+        said = f"fracture reported ({levels or 'levels not named'})"
+        return f"{said}; {self.read.disagreement}" if self.read.disagreement else said
+
+    def _level_said(self, level: str) -> str:
+        """``L1``, with the report text's mention kind and sentence where the text names it
+        (``T12 old: "Old wedge fracture of T12."``)."""
+        mention = self.read.mention_of(level) if self.read else None
+        if mention is None:
+            return level
+        return f'{level} {mention.mention.value}: "{mention.sentence}"'
 
 
 @dataclass(frozen=True)
@@ -536,6 +545,55 @@ class DomainCheck:
 
 
 @dataclass(frozen=True)
+class ReadsCheck:
+    """How well the reads file served a scan: its rows, those rejected (with the most common
+    reasons), and how many reads matched a scanned study.
+
+    A warning is due when more than ``max_rejected_share`` of the rows were rejected, or when
+    studies were scanned and no read matched any of them: the flags then compare the model with
+    reads that are mostly missing.
+    """
+
+    rows: int  # data rows of the file: reads plus rejected rows
+    rejected: int
+    matched: int  # reads that matched a scanned study
+    studies: int  # studies scanned
+    reasons: tuple[tuple[str, int], ...] = ()  # the most common rejection reasons, most first
+    max_rejected_share: float = 0.10
+
+    @property
+    def rejected_share(self) -> float:
+        return self.rejected / self.rows if self.rows else 0.0
+
+    @property
+    def warning_due(self) -> bool:
+        return self.rejected_share > self.max_rejected_share or (
+            self.studies > 0 and self.matched == 0
+        )
+
+    def banner(self) -> str:
+        """The warning every report and the terminal show at the top ("" when none is due)."""
+        if not self.warning_due:
+            return ""
+        parts = []
+        if self.rejected_share > self.max_rejected_share:
+            parts.append(
+                f"{self.rejected} of {self.rows} rows of the reads file were rejected "
+                f"({self.rejected_share:.0%}, more than {self.max_rejected_share:.0%})"
+            )
+        if self.studies > 0 and self.matched == 0:
+            parts.append(f"no read matches any of the {self.studies} scanned studies")
+        reasons = "; ".join(f"{reason} ({n} rows)" for reason, n in self.reasons[:3])
+        return (
+            f"Reads file: {' and '.join(parts)}. Studies without a read cannot be judged "
+            "missed. "
+            + (f"Most common reasons: {reasons}. " if reasons else "")
+            + "Check the column mapping with tlaudit parse-reads (--reads-column role=COLUMN "
+            "names a column) and the Errors list."
+        )
+
+
+@dataclass(frozen=True)
 class AuditReport:
     """Everything the scan reports show."""
 
@@ -549,3 +607,4 @@ class AuditReport:
     errors: tuple[ErrorRow, ...]
     cases: tuple[StudyCase, ...] = ()  # every classified study: flagged in queue order, then by key
     domain: DomainCheck | None = None  # what the domain guards said (None: not checked)
+    reads_check: ReadsCheck | None = None  # how the reads file served the scan (None: no file)

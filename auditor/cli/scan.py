@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,7 @@ from auditor.cli.triage_options import (
     build_rules,
     triage_table,
 )
+from auditor.errors import InputFileError
 from auditor.vocab import DEFAULT_HEATMAP, BoxFormat, Device, HeatmapMode, Precision
 
 
@@ -76,6 +78,39 @@ def scan(
             exists=True, dir_okay=False, help="Original reads (CSV) to compare the model with."
         ),
     ] = None,
+    reads_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ROLE=COLUMN: the reads file's column for a role (accession_number, study_uid, "
+            "key, image, patient_id, study_date, text, fracture_reported, reported_levels) where "
+            "its name is not recognised; repeatable (two text columns are read as one report).",
+        ),
+    ] = None,
+    reads_columns: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A file of ROLE=COLUMN lines (or a JSON object) naming the reads file's columns.",
+        ),
+    ] = None,
+    reads_rules: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Report rules (JSON, the shape of auditor/reads/report_rules.json) extending "
+            "the shipped words and phrases; repeatable.",
+        ),
+    ] = None,
+    strict_reads: Annotated[
+        bool,
+        typer.Option(
+            "--strict-reads",
+            help="Exit 1 (after writing the reports) when the reads warning is due: more than "
+            "10 % of its rows rejected, or no read matches a scanned study.",
+        ),
+    ] = False,
     model: Annotated[
         Path | None,
         typer.Option(exists=True, help="Model bundle folder (default: the bundled classifier)."),
@@ -152,6 +187,9 @@ def scan(
         box_format=box_format,
         localizer=localizer,
         reads=reads,
+        reads_columns=reads_mapping(reads_column or (), reads_columns),
+        reads_rules=tuple(reads_rules or ()),
+        strict_reads=strict_reads,
         model=model,
         operating_point=point_name(operating_point),
         threshold=threshold,
@@ -221,3 +259,24 @@ def scan(
     )
     for kind, path in result.reports.items():
         console.print(f"  {kind}: {escape(str(path))}", highlight=False)
+    if result.reads is not None and (warning := result.reads.banner()):
+        console.print(f"[bold red]{escape(warning)}[/]", highlight=False)
+        if config.strict_reads:
+            raise InputFileError(f"--strict-reads: {warning}")
+
+
+def reads_mapping(
+    items: Sequence[str], mapping_file: Path | None
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``--reads-column`` items over a ``--reads-columns`` file, as the scan config holds them.
+
+    Raises
+    ------
+    UsageError
+        For an item that is not ROLE=COLUMN or names an unknown role.
+    """
+    from auditor.reads.columns import parse_mapping, read_mapping_file
+
+    mapping = read_mapping_file(mapping_file) if mapping_file else {}
+    mapping.update(parse_mapping(items))
+    return tuple((role, tuple(columns)) for role, columns in mapping.items())

@@ -24,6 +24,7 @@ from urllib.parse import quote
 from openpyxl import Workbook, load_workbook
 from openpyxl.drawing.image import Image as XlImage
 from openpyxl.formatting.rule import ColorScaleRule
+from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
@@ -250,7 +251,15 @@ def _print_setup(ws: Worksheet) -> None:
 def _summary_sheet(ws: Worksheet, report: AuditReport) -> None:
     rows: list[tuple[str, object]] = list(report.summary)
     rows += [(f"Studies: {status.value}", count) for status, count in report.status_counts]
-    write_table(ws, ("Item", "Value"), rows)
+    # warnings lead the first sheet, in red, where no one opening the workbook can miss them
+    warnings = [("WARNING", report.reads_check.banner())] if report.reads_check else []
+    warnings = [(item, text) for item, text in warnings if text]
+    write_table(ws, ("Item", "Value"), [*warnings, *rows])
+    for row in range(2, 2 + len(warnings)):
+        for cell in (ws.cell(row=row, column=1), ws.cell(row=row, column=2)):
+            cell.font = Font(bold=True, color="B71C1C")
+            cell.fill = PatternFill("solid", fgColor="FFEBEE")
+            cell.alignment = Alignment(wrap_text=True, vertical="top")
     ws.column_dimensions["B"].width = 70
 
 

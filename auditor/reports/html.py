@@ -202,6 +202,7 @@ def build_context(
     return {
         "title": report.title,
         "banner": banner,
+        "reads_banner": report.reads_check.banner() if report.reads_check else "",
         "subtitle": f"{len(report.studies)} flagged studies; {len(report.vertebrae)} vertebrae"
         + (f"; model {validation}" if validation else ""),
         "summary": list(report.summary),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from auditor.errors import TlauditError
 from auditor.io.radiograph import read_radiograph
+from auditor.reads.quality import check_reads
 from auditor.records import (
     AuditReport,
     CaseImage,
@@ -255,8 +256,10 @@ def assemble_report(
     errors = _errors(inputs, outcomes, shown)
     n_reads = len(inputs.reads) if inputs.reads is not None else 0
     extra: list[tuple[str, SummaryValue]] = []
+    reads_check = None
     if inputs.reads is not None:
         extra.append(("Reads matching no scanned study", n_reads - len(matched_reads)))
+        reads_check = check_reads(n_reads, inputs.read_errors, len(matched_reads), len(studies))
     return AuditReport(
         title=title,
         summary=(*summary, *extra),
@@ -268,6 +271,7 @@ def assemble_report(
         errors=errors,
         cases=ordered_cases,
         domain=domain,
+        reads_check=reads_check,
     )
 
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from auditor.archive.triage import TriageRules
 from auditor.errors import UsageError
-from auditor.records import DomainCheck, StudyStatus
+from auditor.records import DomainCheck, ReadsCheck, StudyStatus
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 from auditor.vocab import (
     DEFAULT_HEATMAP,
@@ -77,6 +77,11 @@ class ScanConfig:
     precut: bool = True  # without boxes: cut crops from the localizer's decode (RUN_DIR/precut)
     # refuse a model without a domain guard; the command exits 1 when the archive is out of domain
     strict_domain: bool = False
+    # the reads file: (role, export column names) the user gave (auditor.reads.columns), report
+    # rule files extending the shipped ones, and whether a reads warning makes the command fail
+    reads_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    reads_rules: tuple[Path, ...] = ()
+    strict_reads: bool = False
 
     def __post_init__(self) -> None:
         # Coerce at the boundary: callers may pass plain strings and str paths.
@@ -124,6 +129,7 @@ class ScanResult:
     n_errors: int
     timings: dict[str, float]
     domain: DomainCheck | None = None
+    reads: ReadsCheck | None = None  # how the reads file served the scan (None: no reads file)
 
 
 Progress = Callable[[ScanEvent], None]

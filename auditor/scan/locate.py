@@ -200,7 +200,13 @@ def find_boxes(
             f"{len(candidates)} candidate images of {config.archive}; "
             + reason_counts([*box_file.errors, *resolved.errors])
         )
-    reads_file = read_reads_file(config.reads) if config.reads else None
+    reads_file = (
+        read_reads_file(config.reads, dict(config.reads_columns), config.reads_rules)
+        if config.reads
+        else None
+    )
+    for note in reads_file.notes if reads_file else ():
+        emit(ScanEvent("info", f"Reads file {note}"))
     timings["inventory_s"] = time.perf_counter() - t0 - timings.get("localizer_s", 0.0)
     emit(
         ScanEvent(

@@ -393,4 +393,5 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
         n_errors=len(report.errors),
         timings=timings,
         domain=domain,
+        reads=report.reads_check,
     )
