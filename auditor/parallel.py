@@ -10,16 +10,26 @@ stage changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 
 class Work(Protocol[T]):  # type: ignore[misc]
     """Items ``0 .. n - 1`` of some per-item work, computed by ``work[i]`` (picklable: a torch
-    map-style :class:`~torch.utils.data.Dataset` is one)."""
+    map-style :class:`~torch.utils.data.Dataset` is one). Work may also offer
+    ``lost(i, reason) -> T``: the result standing for item ``i`` when the worker process computing
+    it died (an error row for each of its images), so that one image that exhausts memory does
+    not end the batch."""
 
     def __getitem__(self, index: int) -> T: ...
 
@@ -38,11 +48,33 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-def _one_thread(_worker_id: int) -> None:
+def _worker_init(parent: int, _worker_id: int) -> None:
+    """Set up a worker process: it dies with its parent, and runs one torch thread."""
+    _die_with_parent(parent)
     # Workers decode and crop; one torch thread each keeps them from competing with the model.
     import torch
 
     torch.set_num_threads(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when ``parent`` dies (Linux ``prctl(PR_SET_PDEATHSIG,
+    SIGKILL)``). Without it, a scan killed with SIGKILL leaves its decoder workers running, each
+    holding a decoded radiograph, until they next look for work. Elsewhere a no-op: torch's own
+    watchdog then ends the workers at their next check."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # not permitted here (a seccomp sandbox): torch's watchdog remains
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+#: ``PR_SET_PDEATHSIG`` of ``<linux/prctl.h>``.
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -64,17 +96,55 @@ class LocalProcesses:
                 item = work[i]
                 yield item.pin_memory() if self.pin_memory else item  # type: ignore[attr-defined]
             return
+        start = 0
+        while start < size:
+            try:
+                for item in self._loader(work, range(start, size), self.workers):
+                    yield item
+                    start += 1
+                return
+            except RuntimeError as err:
+                if not _worker_died(err):
+                    raise
+                reason = str(err)
+            # A worker died (the kernel's OOM killer, a signal) while item `start` was in flight.
+            # Alone in a fresh worker it either comes back or was what killed it: then it is lost.
+            logger.warning("a worker process died (%s); trying item %d again alone", reason, start)
+            try:
+                item = next(iter(self._loader(work, [start], 1)))
+            except RuntimeError as err:
+                if not _worker_died(err):
+                    raise
+                lost = getattr(work, "lost", None)
+                if lost is None:
+                    raise WorkerLostError(f"a worker process died twice on item {start}") from err
+                item = lost(start, "the worker process decoding it died (out of memory?)")
+            yield item
+            start += 1
+
+    def _loader(self, work: Work[T], indices: Sequence[int], workers: int) -> Iterable[T]:
         from torch.utils.data import DataLoader  # torch only where processes are started
 
-        yield from DataLoader(
+        return DataLoader(
             work,  # type: ignore[arg-type]
             batch_size=None,
+            sampler=indices,
             collate_fn=_as_is,
-            num_workers=min(self.workers, size),
+            num_workers=min(workers, len(indices)),
             prefetch_factor=self.prefetch,
             pin_memory=self.pin_memory,
-            worker_init_fn=_one_thread,
+            worker_init_fn=functools.partial(_worker_init, os.getpid()),
         )
+
+
+class WorkerLostError(RuntimeError):
+    """A worker process died on an item whose work offers no ``lost(index, reason)`` result."""
+
+
+def _worker_died(err: RuntimeError) -> bool:
+    """Is this torch's DataLoader saying one of its worker processes died?"""
+    text = str(err)
+    return "DataLoader worker" in text and ("exited unexpectedly" in text or "killed" in text)
 
 
 def map_in_order(work: Work[T], size: int, workers: int, prefetch: int = 2) -> Iterator[T]:

@@ -7,6 +7,7 @@ validate arguments, build a config, and call one library function; library code 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from typing import Annotated
 
@@ -27,7 +28,6 @@ from auditor.cli.labels import (
 )
 from auditor.cli.localize import evaluate_localizer_command, localize_command
 from auditor.cli.localizer_train import train_localizer_command
-from auditor.cli.parse_reads import parse_reads_command
 from auditor.cli.review import review_command
 from auditor.cli.scan import scan
 from auditor.cli.synth import synth
@@ -89,7 +89,6 @@ app.command("review")(review_command)
 app.command("export-annotations")(export_annotations_command)
 app.command("import-verdicts")(import_verdicts_command)
 app.command("review-stats")(review_stats_command)
-app.command("parse-reads")(parse_reads_command)
 
 
 def main() -> None:
@@ -106,3 +105,20 @@ def main() -> None:
     except TlauditError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(1)
+    except (OSError, sqlite3.Error) as err:
+        # a file-system failure mid-run (disk full, a folder made read-only): what was committed
+        # (the scan's journal, the review database) is kept, and --resume goes on from there
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {escape(describe_os_error(err))}", highlight=False
+        )
+        sys.exit(1)
+
+
+def describe_os_error(err: OSError | sqlite3.Error) -> str:
+    """A file-system failure in one line: what failed, on which file, and that work is kept."""
+    if isinstance(err, OSError):
+        where = f" ({err.filename})" if err.filename else ""
+        what = f"{err.strerror or err}{where}"
+    else:
+        what = f"database: {err}"
+    return f"{what}; what was already written is kept (scan --resume goes on from there)"

@@ -44,6 +44,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from auditor.errors import ReadError, UnsupportedImageError
+from auditor.io.limits import too_large
 from auditor.records import Radiograph, RadiographMeta
 from auditor.vocab import GREYSCALE_PHOTOMETRIC
 
@@ -319,8 +320,8 @@ def check_supported(meta: RadiographMeta) -> None:
     Raises
     ------
     UnsupportedImageError
-        For objects without pixel data, colour images and multi-frame images; the message
-        says what was found.
+        For objects without pixel data, colour images, multi-frame images and images larger
+        than the pixel limit (:mod:`auditor.io.limits`); the message says what was found.
     ReadError
         When the pixel data element is visibly truncated or malformed.
     """
@@ -333,6 +334,8 @@ def check_supported(meta: RadiographMeta) -> None:
         raise UnsupportedImageError(
             meta.path, f"multi-frame image ({meta.frames} frames); expected a single frame"
         )
+    if reason := too_large(meta.columns, meta.rows, meta.frames):
+        raise UnsupportedImageError(meta.path, reason)
     if meta.samples_per_pixel != 1 or meta.photometric not in GREYSCALE_PHOTOMETRIC:
         raise UnsupportedImageError(
             meta.path,

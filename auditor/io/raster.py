@@ -27,15 +27,13 @@ from PIL import Image
 
 from auditor.errors import ReadError, UnsupportedImageError
 from auditor.io.dicom import PERCENTILE_WINDOW
+from auditor.io.limits import too_large
 from auditor.records import Radiograph, RadiographMeta
 
 GREY_CHANNEL_TOLERANCE = 2.0
 """Largest mean absolute difference (grey levels) between R, G and B for a grey RGB image."""
 
 _PIL_GREY_MODES = {"1": 1, "L": 8, "LA": 8, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
-
-# Guard against decompression bombs while allowing large detector images (43 x 43 cm at 0.1 mm).
-_MAX_PIXELS = 20000 * 20000
 
 
 def _pil_meta(path: Path, file_format: str, img: Image.Image) -> RadiographMeta:
@@ -114,10 +112,8 @@ def _check_supported(meta: RadiographMeta) -> None:
             meta.path,
             f"multi-page {meta.file_format.upper()} ({meta.frames} pages); expected one image",
         )
-    if meta.rows * meta.columns > _MAX_PIXELS:
-        raise UnsupportedImageError(
-            meta.path, f"image of {meta.columns} x {meta.rows} pixels is implausibly large"
-        )
+    if reason := too_large(meta.columns, meta.rows):
+        raise UnsupportedImageError(meta.path, reason)
 
 
 #: Longest side of the reduced decode on which triage checks a colour export for grey.

@@ -99,6 +99,10 @@ class _Decoder(Dataset[Radiograph | str]):
         except READ_FAILURES as err:  # a file that vanished or a decoder failure: this image only
             return read_failure_reason(err)
 
+    def lost(self, index: int, reason: str) -> str:
+        """The image whose decoding worker died (out of memory): a reason, like a failure."""
+        return reason
+
 
 def decode_in_order(paths: Sequence[Path], workers: int) -> Iterator[Radiograph | str]:
     """Decode ``paths`` in order; with ``workers`` > 0, in that many worker processes, a couple

@@ -112,6 +112,19 @@ class VertebraCropDataset(Dataset[ImageCrops]):
     def __len__(self) -> int:
         return len(self.jobs)
 
+    def failed(self, index: int, message: str) -> ImageCrops:
+        """Image ``index`` as an error: no crops, each box an error with ``message``."""
+        job = self.jobs[index]
+        failed = _empty(job, self.card.input_size, self.thumb_size, message)
+        return ImageCrops(
+            job.image,
+            failed.crops,
+            failed.thumbs,
+            (),
+            tuple((b, message) for b in job.boxes),
+            message,
+        )
+
     def __getitem__(self, index: int) -> ImageCrops:
         job = self.jobs[index]
         size = self.card.input_size
@@ -123,16 +136,7 @@ class VertebraCropDataset(Dataset[ImageCrops]):
         except READ_FAILURES as err:
             logger.info("cannot decode %s: %s", job.image, err)
             reason = err.reason if hasattr(err, "reason") else str(err)
-            message = f"cannot decode the image: {reason}"
-            failed = _empty(job, size, self.thumb_size, message)
-            return ImageCrops(
-                job.image,
-                failed.crops,
-                failed.thumbs,
-                (),
-                tuple((b, message) for b in job.boxes),
-                message,
-            )
+            return self.failed(index, f"cannot decode the image: {reason}")
         crops: list[np.ndarray] = []
         cut: list[VertebraBox] = []
         box_errors: list[tuple[VertebraBox, str]] = []
@@ -292,6 +296,10 @@ class CropBatches(Dataset[CropBatch]):
 
     def __getitem__(self, index: int) -> CropBatch:
         return collate([self.images[i] for i in self.batches[index]])
+
+    def lost(self, index: int, reason: str) -> CropBatch:
+        """Batch ``index`` when the worker cutting it died: every image an error row."""
+        return collate([self.images.failed(i, reason) for i in self.batches[index]])
 
 
 def pack_batches(jobs: Sequence[ImageJob], batch_size: int) -> list[list[int]]:

@@ -155,10 +155,7 @@ class RunJournal:
             if stored != wanted:
                 changed = _changed_keys(json.loads(stored), json.loads(wanted))
                 self.close()
-                raise UsageError(
-                    f"cannot resume the scan in {self.path.parent}: its inputs differ from this "
-                    f"command's ({', '.join(changed)}); use a new --out directory"
-                )
+                raise _inputs_differ(self.path.parent, changed)
         else:
             with self._db:
                 self._db.execute(
@@ -242,6 +239,37 @@ class RunJournal:
                 "SELECT image, status, reason FROM images ORDER BY image"
             )
         }
+
+
+def check_resumable(run_dir: Path, fingerprint: Mapping[str, Any], unknown: Iterable[str]) -> None:
+    """Refuse, before any work, a ``--resume`` whose inputs differ from the journal's: the
+    ``fingerprint`` keys known before the localizer runs are compared, the ``unknown`` ones
+    (the localizer's own box file) are not. A run folder without a journal passes.
+
+    Raises
+    ------
+    UsageError
+        As :class:`RunJournal` would, naming the inputs that differ.
+    """
+    stored = stored_meta(run_dir, "fingerprint")
+    if stored is None:
+        return
+    try:
+        old = json.loads(stored)
+    except ValueError:
+        return  # not a fingerprint of ours: opening the journal says so
+    skip = set(unknown)
+    old = {k: v for k, v in old.items() if k not in skip} if isinstance(old, dict) else {}
+    new = {k: v for k, v in fingerprint.items() if k not in skip}
+    if old != new:
+        raise _inputs_differ(Path(run_dir), _changed_keys(old, new))
+
+
+def _inputs_differ(run_dir: Path, changed: list[str]) -> UsageError:
+    return UsageError(
+        f"cannot resume the scan in {run_dir}: its inputs differ from this command's "
+        f"({', '.join(changed)}); use a new --out directory"
+    )
 
 
 def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -30,6 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from auditor import __version__
 from auditor.archive.triage import TriageRules
@@ -58,8 +59,16 @@ from auditor.scan.config import (
     default_workers,
 )
 from auditor.scan.dataset import PRECUT_DIR, ImageJob, pack_batches, precut_path
-from auditor.scan.journal import JOURNAL_NAME, ImageOutcome, RunJournal, run_in_use, stored_meta
+from auditor.scan.journal import (
+    JOURNAL_NAME,
+    ImageOutcome,
+    RunJournal,
+    check_resumable,
+    run_in_use,
+    stored_meta,
+)
 from auditor.scan.locate import FoundBoxes, find_boxes
+from auditor.scan.runfolder import claim_run_folder
 
 __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
 
@@ -174,21 +183,13 @@ def _domain(model: _Model, outcomes: dict[str, ImageOutcome], boxes: FoundBoxes)
     )
 
 
-def _classify(
-    config: ScanConfig,
-    model: _Model,
-    boxes: FoundBoxes,
-    timings: dict[str, float],
-    emit: Progress,
-    salt: str,
-) -> _Classified:
-    """Stages 3 and 4: crops and classification of every image the journal does not hold yet,
-    each batch committed to the journal (with the run's pseudonym ``salt``, unless the user gave
-    it); returns every image's outcome."""
+def _fingerprint(config: ScanConfig, model: _Model, boxes_sha256: str | None) -> dict[str, Any]:
+    """Everything that changes a scan's results: a ``--resume`` must match it (the journal
+    stores it). ``boxes_sha256`` is None before the localizer has written its box file."""
     classifier = model.classifier
-    fingerprint = {
+    return {
         "archive": str(config.archive.resolve()),
-        "boxes_sha256": file_sha256(boxes.box_file.path),
+        "boxes_sha256": boxes_sha256,
         "box_format": str(config.box_format),
         "model_sha256": model.bundle.sha256,
         "threshold": model.threshold,
@@ -201,6 +202,21 @@ def _classify(
         "triage": _rules_fingerprint(config.triage),
         "tlaudit": __version__,
     }
+
+
+def _classify(
+    config: ScanConfig,
+    model: _Model,
+    boxes: FoundBoxes,
+    timings: dict[str, float],
+    emit: Progress,
+    salt: str,
+) -> _Classified:
+    """Stages 3 and 4: crops and classification of every image the journal does not hold yet,
+    each batch committed to the journal (with the run's pseudonym ``salt``, unless the user gave
+    it); returns every image's outcome."""
+    classifier = model.classifier
+    fingerprint = _fingerprint(config, model, file_sha256(boxes.box_file.path))
     paths = {f.relative: f.path for f in boxes.files}
     jobs = [
         ImageJob(image, paths[image], image_boxes, _stored_crops(config, image))
@@ -325,9 +341,20 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     """
     emit = progress or (lambda event: None)
     _validate(config)
+    with claim_run_folder(config.out):
+        return _run(config, emit)
+
+
+def _run(config: ScanConfig, emit: Progress) -> ScanResult:
+    """:func:`run_scan` in a run folder it holds."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
     model = _load_model(config, emit)
+    if config.resume:
+        # refused before the localizer runs: its box file is the one input not known yet
+        user_boxes = file_sha256(config.boxes) if config.boxes and config.boxes.is_file() else None
+        unknown = () if config.boxes is not None else ("boxes_sha256",)
+        check_resumable(config.out, _fingerprint(config, model, user_boxes), unknown)
     # the salt is known before the localizer stage, whose files name images as the reports do
     salt = (
         config.pseudonym_salt
