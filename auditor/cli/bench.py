@@ -82,9 +82,30 @@ def bench(
     json_out: Annotated[
         Path | None, typer.Option("--json", dir_okay=False, help="Also write the results here.")
     ] = None,
+    review: Annotated[
+        Path | None,
+        typer.Option(
+            "--review",
+            exists=True,
+            file_okay=False,
+            help="Instead: time the review workbench on this scan's run folder, key press to "
+            "next case drawn in headless Chromium (needs Playwright and Chromium).",
+        ),
+    ] = None,
+    presses: Annotated[int, typer.Option(min=1, help="Key presses timed with --review.")] = 40,
+    dwell_ms: Annotated[
+        int,
+        typer.Option(
+            min=0, help="With --review: pause after each case drawn before the next press (ms)."
+        ),
+    ] = 0,
 ) -> None:
-    """Measure model-only and end-to-end scan throughput (vertebrae per second) and their ratio."""
+    """Measure model-only and end-to-end scan throughput (vertebrae per second) and their ratio;
+    with --review, the review workbench's key press to next case drawn instead."""
     console = Console()
+    if review is not None:
+        _bench_review(console, review, presses, dwell_ms, json_out)
+        return
     from auditor.bench import BenchConfig, run_bench  # torch loads here, not at import
 
     result = run_bench(
@@ -190,3 +211,14 @@ def bench(
             precut_speedup=result.precut_speedup,
         )
         json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _bench_review(
+    console: Console, run_dir: Path, presses: int, dwell_ms: int, json_out: Path | None
+) -> None:
+    from auditor.review.latency import measure_latency
+
+    result = measure_latency(run_dir, presses, dwell_ms)
+    console.print(escape(result.summary()), highlight=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")

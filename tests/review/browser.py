@@ -16,9 +16,6 @@ When Chromium or Playwright is missing the fixtures skip with the install comman
 from __future__ import annotations
 
 import os
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,33 +23,24 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
+from auditor.review.latency import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    INSTALL_HINT,
+    VIEWPORT,
+    chromium_executable,
+    key_to_drawn_ms,
+    serve_in_thread,
+)
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-#: Where Debian's ``chromium`` package puts the browser.
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-)
-INSTALL_HINT = (
-    "install the browser with `apt-get install chromium` and the test extras with "
-    "`pip install -e '.[test]'`"
-)
+__all__ = ["chromium", "key_to_drawn_ms", "page", "serve_workbench"]
+
 #: The session token of workbenches these helpers serve.
 TOKEN = "browser-test-token-0123456789abcdef"
-VIEWPORT = {"width": 1024, "height": 768}
 REQUIRE_ENV = "TLAUDIT_REQUIRE_BROWSER"
-
-
-def chromium_executable() -> str | None:
-    """The Chromium binary to drive: Debian's, else one on PATH, else None."""
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    return shutil.which("chromium")
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -106,52 +94,7 @@ def page(chromium: Browser) -> Iterator[Page]:
 def serve_workbench(
     run_dir: Path, reviewer: str = "alice", token: str = TOKEN, **options: Any
 ) -> Iterator[str]:
-    """Serve the workbench for ``run_dir`` on a free loopback port in a background thread.
-
-    Yields the URL to open (token included); the server stops when the block ends.
-    ``options`` go to :func:`auditor.review.app.create_app` (``sample_unflagged``, ``seed``).
-    """
-    import uvicorn
-
-    from auditor.review.app import create_app
-    from auditor.review.serve import bind, workbench_url
-
-    app = create_app(run_dir, reviewer, token, **options)
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the workbench did not start")
-            time.sleep(0.02)
-        yield workbench_url("127.0.0.1", int(sock.getsockname()[1]), token)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
-#: JavaScript: press a key, resolve with the milliseconds until ``body[data-case-ready]``
-#: changes and the next frame is painted.
-KEY_TO_DRAWN_JS = """(key) => new Promise((resolve) => {
-  const before = document.body.dataset.caseReady;
-  const start = performance.now();
-  const watch = new MutationObserver(() => {
-    if (document.body.dataset.caseReady !== before) {
-      watch.disconnect();
-      requestAnimationFrame(() => resolve(performance.now() - start));
-    }
-  });
-  watch.observe(document.body, {attributes: true, attributeFilter: ["data-case-ready"]});
-  document.dispatchEvent(new KeyboardEvent("keydown", {key, bubbles: true}));
-})"""
-
-
-def key_to_drawn_ms(tab: Page, key: str = "j") -> float:
-    """Milliseconds from a key press on the case page to the next case drawn (image included)."""
-    return float(tab.evaluate(KEY_TO_DRAWN_JS, key))
+    """Serve the workbench for ``run_dir`` on a free loopback port in a background thread
+    (:func:`auditor.review.latency.serve_in_thread`); yields the URL to open, token included."""
+    with serve_in_thread(run_dir, reviewer, token, **options) as url:
+        yield url
