@@ -34,6 +34,8 @@ def read_card(card_path: Path, what: str) -> dict[str, Any]:
         data = json.loads(Path(card_path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BundleError(f"{card_path}: cannot read the {what} card: {err}") from err
+    except RecursionError as err:  # JSON nested thousands deep: no card of ours
+        raise BundleError(f"{card_path}: the {what} card is nested too deeply to be one") from err
     if not isinstance(data, dict):
         raise BundleError(f"{card_path}: the {what} card must be a JSON object")
     return data

@@ -57,6 +57,25 @@ class LocalizerCard:
     )
     tlaudit_version: str = __version__
 
+    def __post_init__(self) -> None:
+        # Bounds that keep a crafted card from costing gigabytes or giving silent nonsense
+        # (a width of 4,096 reached 9 GB; a NaN score threshold found no box and said nothing).
+        for key, low, high in (("working_size", 64, 1024), ("width", 4, 64)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise BundleError(f"localizer card {key} {value!r}; expected {low} to {high}")
+        for key in ("score_threshold", "sacrum_threshold", "sacrum_peak_threshold"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+                raise BundleError(f"localizer card {key} {value!r}; expected a number in (0, 1)")
+        if tuple(self.levels) != tuple(level.value for level in Level):
+            raise BundleError(f"localizer card levels {list(self.levels)}; expected T10..S1")
+        if tuple(self.heat_channels) != HEAT_CHANNELS:
+            raise BundleError(
+                f"localizer card heat_channels {list(self.heat_channels)}; expected "
+                f"{list(HEAT_CHANNELS)}"
+            )
+
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["format"] = FORMAT_MARKER

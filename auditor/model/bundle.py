@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,6 +56,11 @@ DEFAULT_BUNDLE_NAME = "tl-resnet18-synthetic"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLASS_NAMES = ("no_fracture", "fracture")
+#: Bounds of a card's crop size in pixels: below, the network has no feature map left; above,
+#: one crop would take gigabytes (a crafted card said 60,000).
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 1024
+#: Largest crop margin a card may state (a share of the box on each side).
+MAX_CROP_MARGIN = 1.0
 #: Values of :attr:`ModelCard.training_data`: what the weights were trained on ("" = not stated).
 TRAINING_DATA_KINDS = ("synthetic", "clinical", "")
 
@@ -131,10 +137,31 @@ class ModelCard:
                 f"model card crop_normalisation {self.crop_normalisation!r}; expected one of "
                 f"{', '.join(CROP_NORMALISATIONS)}"
             )
-        if self.input_size < 16:
-            raise BundleError(f"model card input_size {self.input_size} is too small (< 16)")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise BundleError("model card needs three means and three positive standard deviations")
+        if not MIN_INPUT_SIZE <= self.input_size <= MAX_INPUT_SIZE:
+            raise BundleError(
+                f"model card input_size {self.input_size}; expected {MIN_INPUT_SIZE} to "
+                f"{MAX_INPUT_SIZE} pixels"
+            )
+        if not (math.isfinite(self.crop_margin) and 0.0 <= self.crop_margin <= MAX_CROP_MARGIN):
+            raise BundleError(
+                f"model card crop_margin {self.crop_margin}; expected 0 to {MAX_CROP_MARGIN}"
+            )
+        if (
+            len(self.mean) != 3
+            or len(self.std) != 3
+            or not all(math.isfinite(v) for v in (*self.mean, *self.std))
+            or min(self.std) <= 0
+        ):
+            raise BundleError(
+                f"model card mean {self.mean} and std {self.std}; expected three finite means and "
+                "three finite positive standard deviations"
+            )
+        for key, point in self.operating_points.items():
+            if not (math.isfinite(point.threshold) and 0.0 <= point.threshold <= 1.0):
+                raise BundleError(
+                    f"model card operating point {key!r} has threshold {point.threshold}; "
+                    "expected a probability from 0 to 1"
+                )
         if tuple(self.class_names) != CLASS_NAMES:
             raise BundleError(
                 f"model card class_names {self.class_names!r}; expected {CLASS_NAMES!r}"
@@ -451,7 +478,12 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
         raise BundleError(
             f"{card_path}: not a tlaudit model bundle (format marker {FORMAT_MARKER!r} missing)"
         )
-    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+    version = data.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise BundleError(
+            f"{card_path}: bundle format_version {version!r}; expected a whole number"
+        )
+    if version > FORMAT_VERSION:
         raise BundleError(
             f"{card_path}: bundle format version {data.get('format_version')} is newer than this "
             f"tlaudit understands ({FORMAT_VERSION}); upgrade tlaudit"

@@ -11,6 +11,7 @@ flight.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ from auditor.reports.thumbnails import (
 from auditor.scan.config import HeatmapMode, Progress, ScanEvent
 from auditor.scan.dataset import CropBatch, CropBatches, ImageJob
 from auditor.scan.journal import ImageOutcome, RunJournal, VertebraOutcome
+
+#: The error row of a vertebra whose probability came out NaN or infinite.
+NON_FINITE = (
+    "the model gave a non-finite probability (NaN or infinite): the bundle's weights or card "
+    "are damaged, or the crop is; check the bundle with tlaudit evaluate"
+)
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,9 @@ def _outcomes(
             index = offset + k
             assert prediction is not None  # an image with crops implies a non-empty batch
             p = float(prediction.probs[index])
+            if not math.isfinite(p):  # a damaged bundle or input: an error row, never a blank
+                rows.append(VertebraOutcome(box.row, box.level, None, "", NON_FINITE))
+                continue
             heatmap = ""
             wanted = heatmaps is HeatmapMode.ALL or (
                 heatmaps is HeatmapMode.POSITIVE and is_positive(p, threshold)

@@ -3,6 +3,7 @@ file-system failures are one-line errors, workers die with their parent, huge im
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from auditor.errors import UnsupportedImageError, UsageError
 from auditor.io.dicom import read_dicom
 from auditor.io.limits import MAX_PIXELS_ENV, too_large
+from auditor.model.bundle import create_untrained_bundle
 from auditor.scan import locate
 from auditor.scan.config import ScanConfig
 from auditor.scan.pipeline import run_scan
@@ -229,3 +231,26 @@ def test_a_worker_killed_on_one_item_makes_that_item_an_error_and_the_rest_go_on
     got = list(map_in_order(_Deadly(), 5, workers=2))
     assert got[:2] == ["item 0", "item 1"] and got[3:] == ["item 3", "item 4"]
     assert got[2].startswith("lost 2: the worker process decoding it died")
+
+
+def test_a_non_finite_probability_is_an_error_row_never_a_blank(
+    world: ScanWorld, tmp_path: Path
+) -> None:
+    import torch
+
+    from auditor.model.bundle import load_bundle, save_bundle
+    from auditor.model.network import build_network
+    from auditor.scan.classify import NON_FINITE
+
+    untrained = create_untrained_bundle(tmp_path / "untrained", input_size=32)
+    card = load_bundle(untrained).card
+    net = build_network(card.architecture, feature_stride=card.feature_stride)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.fill_(float("nan"))
+    nan_bundle = save_bundle(tmp_path / "nan", card, net)
+    result = run_scan(_config(world, nan_bundle, tmp_path / "run"))
+    assert result.n_vertebrae == 0  # not one blank probability counted as classified
+    with (result.run_dir / "findings.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(row["probability"] == "" and row["error"] == NON_FINITE for row in rows)
