@@ -56,6 +56,9 @@ FINDING_LABELS = ("FRACTURE", "TREATED", "NORMAL", "INJURY")
 _SPECIFICITY = {Mention.OLD: 0, Mention.UNCERTAIN: 1, Mention.AFFIRMED: 2, Mention.NEGATED: 3}
 _WORD_LABEL = {"fracture": "FRACTURE", "treated": "TREATED", "normal": "NORMAL", "injury": "INJURY"}
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+#: Sentences a parser remembers with their mentions (reports repeat sentences such as "No acute
+#: fracture."); the memory is emptied when full.
+SENTENCE_MEMORY = 20_000
 _EXTENSIONS = {kind: f"tlaudit_{kind}" for kind in ("negated", "uncertain", "old", "acute")}
 
 
@@ -81,10 +84,11 @@ class ReportParser:
     """Parses report texts with one set of :class:`~auditor.reads.rules.ReportRules`.
 
     Building the spaCy pipeline takes about a second; it is built on the first parse and then
-    reused, so parse many reports with one parser.
+    reused, so parse many reports with one parser. The parser remembers the mentions of up to
+    ``memory`` distinct sentences, so a sentence that recurs is read once (0: none).
     """
 
-    def __init__(self, rules: ReportRules | None = None) -> None:
+    def __init__(self, rules: ReportRules | None = None, memory: int = SENTENCE_MEMORY) -> None:
         self.rules = rules if rules is not None else load_rules()
         rules = self.rules
         self.levels = LevelFinder(rules)
@@ -112,9 +116,13 @@ class ReportParser:
         self._abbreviation = re.compile(rf"(?<![\w.])(?:{abbreviations})\Z", re.I)
         nouns = alternation((*rules.region_nouns, *rules.prefixes["T"], *rules.prefixes["L"]))
         self._ordinal_dot = re.compile(r"(?<![\w.])\d{1,2}\.\Z")
+        self._level_dot = re.compile(rf"{nouns}[ \-]?\d{{1,2}}\.\Z", re.I)
         self._ordinal_noun = re.compile(rf"\s*{nouns}", re.I)
         self._end = re.compile(r"[.!?]+(?=\s|\Z)|\n[ \t]*\n|\n(?=[ \t]*(?:[A-Z0-9\-*\u2022]))")
         self._nlp: Language | None = None
+        self._cue_starts: dict[str, frozenset[str]] = {}
+        self._seen: dict[str, tuple[tuple[str, Mention], ...]] = {}
+        self._memory = memory
 
     # -- public -----------------------------------------------------------------------------
 
@@ -129,11 +137,10 @@ class ReportParser:
             folded = fold(text)
             found: list[LevelMention] = []
             for start, end in self.sentences(folded):
-                sentence = folded[start:end]
-                if not (self.levels.search(sentence) or self._trigger.search(sentence)):
-                    continue
-                original = " ".join(text[start:end].split())
-                found += self._sentence_mentions(sentence, original)
+                said = self._sentence_mentions(folded[start:end])
+                if said:
+                    original = " ".join(text[start:end].split())
+                    found += [LevelMention(level, mention, original) for level, mention in said]
             yield _merged(found)
 
     def sentences(self, folded: str) -> list[tuple[int, int]]:
@@ -187,17 +194,36 @@ class ReportParser:
         return bool(
             self._ordinal_dot.search(text, max(0, stop - 4), stop)
             and self._ordinal_noun.match(text, stop, end)
+            # "Fraktur LWK 3. LWK 5 intakt": the number closes a level, and the sentence
+            and not self._level_dot.search(text, max(0, stop - 24), stop)
         )
 
     # -- one sentence -----------------------------------------------------------------------
 
-    def _sentence_mentions(self, sentence: str, original: str) -> list[LevelMention]:
+    def _sentence_mentions(self, sentence: str) -> tuple[tuple[str, Mention], ...]:
+        """The (level, mention) pairs of one folded sentence; none, without running the NLP,
+        for a sentence that names no level, no fracture word and no height."""
+        # Reports repeat their sentences ("No acute fracture."): each is read once per parser.
+        found = self._seen.get(sentence)
+        if found is None:
+            relevant = self.levels.search(sentence) or self._trigger.search(sentence)
+            found = self._read_sentence(sentence) if relevant else ()
+            if len(self._seen) >= self._memory:
+                self._seen.clear()
+            if self._memory:
+                self._seen[sentence] = found
+        return found
+
+    def _read_sentence(self, sentence: str) -> tuple[tuple[str, Mention], ...]:
         doc, starts = self._doc(sentence)
         segments = self._segments(doc, sentence, starts)
-        for pipe in self._pipeline().pipeline:
-            doc = pipe[1](doc)
+        words = {token.lower_ for token in doc}
+        for name, pipe in self._pipeline().pipeline:
+            # a cue kind none of whose phrases can start in this sentence marks nothing
+            if self._cue_starts[name] & words:
+                doc = pipe(doc)
         judged = [self._judged(doc, segment, sentence, starts) for segment in segments]
-        return [LevelMention(level, mention, original) for level, mention in _bind(judged)]
+        return tuple(_bind(judged))
 
     def _doc(self, sentence: str) -> tuple[Doc, list[int]]:
         from spacy.tokens import Doc
@@ -288,6 +314,15 @@ class ReportParser:
     def _pipeline(self) -> Language:
         if self._nlp is None:
             self._nlp = build_pipeline(self.rules)
+            self._cue_starts = {
+                extension: frozenset(
+                    doc[0].lower_
+                    for phrase in (*cues.preceding, *cues.following, *cues.pseudo)
+                    if len(doc := self._nlp.make_doc(phrase))
+                )
+                for kind, extension in _EXTENSIONS.items()
+                for cues in (self.rules.cues[kind],)
+            }
         return self._nlp
 
 
