@@ -22,6 +22,7 @@ from auditor.localizer.decode import Detection, decode
 from auditor.localizer.geometry import Letterbox, normalise
 from auditor.localizer.levels import assign_levels
 from auditor.localizer.network import LocalizerNet
+from auditor.localizer.plausible import DEFAULT_RULES, NOT_TL, RunRules, check_run
 from auditor.localizer.targets import BODY, PARTIAL, SACRUM
 from auditor.records import VertebraBox
 from auditor.vocab import Level
@@ -62,7 +63,12 @@ class LocalizerResult:
 
 
 class Localizer:
-    """A loaded localizer network with its card; call :meth:`locate` per radiograph."""
+    """A loaded localizer network with its card; call :meth:`locate` per radiograph.
+
+    ``rules`` (:mod:`auditor.localizer.plausible`) decide whether the named boxes of an image are
+    a thoracolumbar spine at all; an image that fails them gets no box and the reason
+    "no thoracolumbar vertebrae found: ...". None turns the check off.
+    """
 
     def __init__(
         self,
@@ -70,11 +76,13 @@ class Localizer:
         card: LocalizerCard,
         path: Path | None = None,
         device: torch.device | None = None,
+        rules: RunRules | None = DEFAULT_RULES,
     ) -> None:
         self.device = device or torch.device("cpu")
         self.net = net.eval().to(self.device)
         self.card = card
         self.path = path
+        self.rules = rules
 
     @torch.inference_mode()
     def locate(
@@ -149,7 +157,7 @@ class Localizer:
             if d.channel == PARTIAL
         )
         if not bodies:
-            reason = "no whole vertebral body found"
+            reason = f"{NOT_TL}: no whole vertebral body"
             if partial:
                 reason += f" ({len(partial)} cut by the image edge)"
             return LocalizerResult((), partial, "none", 0.0, reason)
@@ -163,7 +171,7 @@ class Localizer:
             named.append((Level.S1, sacrum))
         if not named:
             return LocalizerResult(
-                (), partial, "none", 0.0, "bodies found, but none could be named T10..L5"
+                (), partial, "none", 0.0, f"{NOT_TL}: bodies found, but none named T10..L5"
             )
         image_boxes = lb.boxes_to_image(np.array([d.box for _, d in named]))
         boxes = tuple(
@@ -181,6 +189,10 @@ class Localizer:
             )
             for i, ((level, det), b) in enumerate(zip(named, image_boxes, strict=True))
         )
+        if self.rules is not None:
+            check = check_run(boxes, self.rules)
+            if not check.plausible:
+                return LocalizerResult((), partial, "none", 0.0, f"{NOT_TL}: {check.failure}")
         return LocalizerResult(boxes, partial, assignment.anchor, assignment.confidence)
 
 
