@@ -19,7 +19,7 @@ from auditor import __version__
 from auditor.cli.bench import bench
 from auditor.cli.calibrate import calibrate
 from auditor.cli.evaluate import evaluate
-from auditor.cli.guard import guard_command
+from auditor.cli.guard import guard_command, guard_rates_command
 from auditor.cli.inventory import inventory_command
 from auditor.cli.labels import (
     export_annotations_command,
@@ -81,6 +81,7 @@ app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("calibrate")(calibrate)
 app.command("guard")(guard_command)
+app.command("guard-rates")(guard_rates_command)
 app.command("synth")(synth)
 app.command("localize")(localize_command)
 app.command("train-localizer")(train_localizer_command)

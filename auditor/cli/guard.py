@@ -96,3 +96,131 @@ def guard_command(
         f"  {escape(guard.describe())}",
         highlight=False,
     )
+
+
+def guard_rates_command(
+    bundle: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="Model bundle folder.")
+    ],
+    heldout: Annotated[
+        list[Path],
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="A tlaudit synth folder (archive/ and ground_truth.csv) the guard never saw; "
+            "repeat for several. The first also gives the inverted and noisy crops.",
+        ),
+    ],
+    spacing: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="A tlaudit synth folder at another pixel spacing (--max-side) than the "
+            "training data's; foreign.",
+        ),
+    ] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Folder of radiographs without a TL spine: a grid of forced boxes on each.",
+        ),
+    ] = None,
+    detections: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="COCO detection file of real vertebrae (lateral views, images/ beside it).",
+        ),
+    ] = None,
+    max_crops: Annotated[int, typer.Option(min=1, help="Most crops per synthetic set.")] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of the subsampling and the noise.")] = 0,
+    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.AUTO,
+    cost: Annotated[
+        bool, typer.Option(help="Also time the guard against the classifying forward pass.")
+    ] = True,
+    out: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="Write the figures as JSON here.")
+    ] = None,
+) -> None:
+    """Measure a bundle's domain guard: the share of crops it marks out of distribution on
+    held-out synthetic worlds (should be low) and on foreign sets (should be high), and its cost.
+    """
+    import json
+
+    from auditor.model.bundle import load_bundle
+    from auditor.model.infer import select_device
+    from auditor.training import guard_rates as gr
+
+    console = Console()
+    loaded = load_bundle(bundle)
+    size, margin = loaded.card.input_size, loaded.card.crop_margin
+    sets: list[gr.CropSet] = []
+    for i, world in enumerate(heldout):
+        crops = gr.world_crops(world, size, margin, max_crops, seed + i)
+        sets.append(gr.CropSet(f"held-out {world.name}", crops, False, str(world)))
+    first = sets[0].crops
+    sets.append(gr.CropSet("inverted", gr.inverted(first), True, f"{heldout[0].name}, inverted"))
+    sets.append(
+        gr.CropSet(
+            "heavy noise",
+            gr.noisy(first, seed=seed),
+            True,
+            f"{heldout[0].name} + Gaussian noise sd {gr.HEAVY_NOISE}",
+        )
+    )
+    for i, world in enumerate(spacing or []):
+        crops = gr.world_crops(world, size, margin, max_crops, seed + 100 + i)
+        sets.append(gr.CropSet(f"spacing {world.name}", crops, True, str(world)))
+    if corpus is not None:
+        files = [p for p in corpus.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        crops, skipped = gr.grid_crops(files, size, margin)
+        for reason in skipped:
+            console.print(f"  corpus: skipped {escape(reason)}", highlight=False)
+        sets.append(
+            gr.CropSet(
+                f"corpus {corpus.name}",
+                crops,
+                True,
+                f"{len(files) - len(skipped)} readable radiographs of {corpus}, 4 x 4 forced boxes",
+            )
+        )
+    for path in detections or []:
+        sets.append(
+            gr.CropSet(
+                f"real vertebrae {path.parent.name}",
+                gr.coco_crops(path, size, margin),
+                True,
+                f"lateral-view boxes of {path}",
+            )
+        )
+    dev = select_device(device.value)
+    rates = gr.measure_guard(loaded, sets, dev)
+    for r in rates:
+        kind = "foreign" if r.foreign else "held-out"
+        console.print(
+            f"{escape(r.name):<32} {kind:<8} {r.flagged:>5} of {r.n:>5} flagged "
+            f"({r.share:6.1%}); median distance {r.median_distance:.1f}",
+            highlight=False,
+        )
+    result: dict[str, object] = {
+        "bundle": str(loaded.path),
+        "guard_sha256": loaded.card.guard.sha256 if loaded.card.guard else "",
+        "threshold": loaded.card.guard.threshold if loaded.card.guard else None,
+        "seed": seed,
+        "rates": [r.as_dict() for r in rates],
+    }
+    if cost:
+        measured = gr.guard_cost(loaded, first[:64], dev)
+        console.print(
+            f"guard cost: {measured.distance_s * 1e6:.1f} us per crop against "
+            f"{measured.forward_s * 1e3:.1f} ms for the forward pass without heatmaps "
+            f"({measured.share:.3%})",
+            highlight=False,
+        )
+        result["cost"] = measured.as_dict()
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")

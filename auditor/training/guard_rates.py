@@ -1,0 +1,271 @@
+"""Measuring a domain guard: the share of crops it marks out of distribution on sets it must
+accept (held-out worlds like the training data) and on sets it must reject (foreign images).
+
+``tlaudit guard-rates`` runs :func:`measure_guard`; ``docs/models.md`` holds the figures and the
+commands that produced them. The crop sets:
+
+- :func:`world_crops`: the labelled vertebrae of a ``tlaudit synth`` output folder (its
+  ``archive/`` and ``ground_truth.csv``);
+- :func:`inverted` and :func:`noisy`: those crops with the grey scale turned over (a MONOCHROME1
+  image read as MONOCHROME2) or with heavy Gaussian noise;
+- :func:`grid_crops`: square boxes on a grid over radiographs that hold no thoracolumbar spine
+  (the real DICOM corpus: chest, hip, tibia, dental), as a forced box file would give;
+- :func:`coco_crops`: the boxes of a COCO detection file, e.g. the vertebrae of lateral DRRs
+  rendered from real CTs.
+
+The guard's cost is measured by :func:`guard_cost`: the distance computation alone against the
+classifying forward pass it rides on, on the same batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from auditor.crops import crop_vertebra
+from auditor.errors import TlauditError, UsageError
+from auditor.io.radiograph import read_radiograph
+from auditor.model.bundle import ModelBundle
+from auditor.model.guard import FeatureGuard
+from auditor.model.infer import Classifier
+from auditor.training.data import load_crop_set
+from auditor.training.guard import crop_features, subsample
+
+logger = logging.getLogger(__name__)
+
+#: The file of a ``tlaudit synth`` folder that labels its vertebrae.
+WORLD_ANNOTATIONS = "ground_truth.csv"
+#: Standard deviation of :func:`noisy`'s noise, on the [0, 1] grey scale.
+HEAVY_NOISE = 0.25
+
+
+@dataclass(frozen=True)
+class CropSet:
+    """A named set of greyscale crops (N, S, S) in [0, 1] and whether the guard should flag it."""
+
+    name: str
+    crops: npt.NDArray[np.float32]
+    foreign: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class GuardRate:
+    """How many crops of a set the guard marked out of distribution."""
+
+    name: str
+    foreign: bool
+    n: int
+    flagged: int
+    median_distance: float
+    description: str
+
+    @property
+    def share(self) -> float:
+        return self.flagged / self.n if self.n else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "set": self.name,
+            "foreign": self.foreign,
+            "n": self.n,
+            "flagged": self.flagged,
+            "share": self.share,
+            "median_distance": self.median_distance,
+            "description": self.description,
+        }
+
+
+def world_crops(
+    world: Path, size: int, margin: float, max_crops: int, seed: int = 0, workers: int = 0
+) -> npt.NDArray[np.float32]:
+    """The crops of every labelled vertebra of a ``tlaudit synth`` folder (at most ``max_crops``,
+    drawn from ``seed``)."""
+    data = load_crop_set(
+        Path(world) / "archive", Path(world) / WORLD_ANNOTATIONS, size, margin, workers=workers
+    )
+    index = subsample(np.arange(len(data.crops), dtype=np.int64), max_crops, seed)
+    return data.crops[index]
+
+
+def inverted(crops: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The crops with the grey scale turned over (bone dark), as an unhandled MONOCHROME1."""
+    return (1.0 - np.asarray(crops, dtype=np.float32)).astype(np.float32)
+
+
+def noisy(
+    crops: npt.NDArray[np.float32], sigma: float = HEAVY_NOISE, seed: int = 0
+) -> npt.NDArray[np.float32]:
+    """The crops with Gaussian noise of standard deviation ``sigma`` added, clipped to [0, 1]."""
+    rng = np.random.default_rng(seed)
+    out = np.asarray(crops, dtype=np.float32) + rng.normal(0.0, sigma, np.shape(crops))
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def grid_crops(
+    paths: Iterable[Path],
+    size: int,
+    margin: float,
+    per_side: int = 4,
+    box_share: float = 0.2,
+) -> tuple[npt.NDArray[np.float32], list[str]]:
+    """Crops of square boxes on a ``per_side`` x ``per_side`` grid over each readable radiograph,
+    each box ``box_share`` of the image's shorter side: a forced box file on images without a
+    thoracolumbar spine. Files that cannot be read as one greyscale image are skipped and named.
+
+    Returns the crops and the skipped files with the reason.
+    """
+    crops: list[npt.NDArray[np.float32]] = []
+    skipped: list[str] = []
+    for path in sorted(Path(p) for p in paths):
+        try:
+            pixels = read_radiograph(path).pixels
+        except TlauditError as err:
+            skipped.append(f"{path.name}: {err}")
+            continue
+        rows, cols = pixels.shape
+        side = box_share * min(rows, cols)
+        for cy in np.linspace(side / 2, rows - side / 2, per_side):
+            for cx in np.linspace(side / 2, cols - side / 2, per_side):
+                box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+                crops.append(crop_vertebra(pixels, box, margin, size))
+    out = np.stack(crops) if crops else np.zeros((0, size, size), np.float32)
+    return out.astype(np.float32), skipped
+
+
+def coco_crops(
+    detections: Path,
+    size: int,
+    margin: float,
+    images: Path | None = None,
+    view_key: str = "APorLA",
+    views: Sequence[str] = ("LA",),
+) -> npt.NDArray[np.float32]:
+    """Crops of every box of a COCO detection file whose image is of one of ``views`` (the
+    image's ``view_key`` field; images without it all count) and exists under ``images``
+    (default: the ``images`` folder beside the file)."""
+    detections = Path(detections)
+    folder = Path(images) if images is not None else detections.parent / "images"
+    data = json.loads(detections.read_text())
+    wanted = {
+        int(im["id"]): folder / str(im["file_name"])
+        for im in data["images"]
+        if str(im.get(view_key, views[0])) in views and (folder / str(im["file_name"])).is_file()
+    }
+    crops: list[npt.NDArray[np.float32]] = []
+    for image_id, path in sorted(wanted.items()):
+        pixels = read_radiograph(path).pixels
+        for ann in data["annotations"]:
+            if int(ann["image_id"]) != image_id:
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            crops.append(crop_vertebra(pixels, (x, y, x + w, y + h), margin, size))
+    out = np.stack(crops) if crops else np.zeros((0, size, size), np.float32)
+    return out.astype(np.float32)
+
+
+def rate(
+    bundle: ModelBundle, crop_set: CropSet, device: torch.device, guard: FeatureGuard
+) -> GuardRate:
+    """The share of ``crop_set`` that ``guard`` marks out of distribution."""
+    if not len(crop_set.crops):
+        raise UsageError(f"crop set {crop_set.name!r} is empty")
+    distances = guard.distances(crop_features(bundle, crop_set.crops, device))
+    return GuardRate(
+        name=crop_set.name,
+        foreign=crop_set.foreign,
+        n=len(distances),
+        flagged=int(guard.is_out(distances).sum()),
+        median_distance=float(np.median(distances)),
+        description=crop_set.description,
+    )
+
+
+def measure_guard(
+    bundle: ModelBundle, sets: Sequence[CropSet], device: torch.device
+) -> list[GuardRate]:
+    """The guard's rate on each of ``sets`` (see :func:`rate`).
+
+    Raises
+    ------
+    UsageError
+        When the bundle has no guard or a set is empty.
+    """
+    guard = bundle.card.guard
+    if guard is None:
+        raise UsageError(f"{bundle.path} has no domain guard; fit one with tlaudit guard")
+    return [rate(bundle, s, device, guard) for s in sets]
+
+
+@dataclass(frozen=True)
+class GuardCost:
+    """Seconds per crop of the classifying forward pass and of the guard's distances alone."""
+
+    forward_s: float
+    distance_s: float
+    batch: int
+    repeats: int
+
+    @property
+    def share(self) -> float:
+        return self.distance_s / self.forward_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "forward_s_per_crop": self.forward_s,
+            "distance_s_per_crop": self.distance_s,
+            "share_of_forward": self.share,
+            "batch": self.batch,
+            "repeats": self.repeats,
+        }
+
+
+def guard_cost(
+    bundle: ModelBundle,
+    crops: npt.NDArray[np.float32],
+    device: torch.device,
+    repeats: int = 5,
+    precision: str = "auto",
+) -> GuardCost:
+    """Time, on the same batch ``crops``, the scan's classifying forward pass without heatmaps
+    and the guard's distance computation on its pooled features; the best of ``repeats`` each
+    (the least disturbed by other work on the machine).
+
+    Raises
+    ------
+    UsageError
+        When the bundle has no guard.
+    """
+    guard = bundle.card.guard
+    if guard is None:
+        raise UsageError(f"{bundle.path} has no domain guard; fit one with tlaudit guard")
+    classifier = Classifier(bundle, device, precision=precision)
+    batch = classifier.preprocess(crops)
+    classifier.predict(batch, cam=False)  # warm-up
+    forward = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        classifier.predict(batch, cam=False)
+        forward.append(time.perf_counter() - start)
+    pooled = torch.from_numpy(classifier.features(batch)).to(device)
+    tensors = guard.on_device(device)
+    distance = []
+    with torch.inference_mode():
+        FeatureGuard.device_distances(pooled, *tensors)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            FeatureGuard.device_distances(pooled, *tensors).cpu()
+            distance.append(time.perf_counter() - start)
+    n = len(crops)
+    return GuardCost(
+        forward_s=min(forward) / n, distance_s=min(distance) / n, batch=n, repeats=repeats
+    )
