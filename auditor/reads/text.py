@@ -317,7 +317,7 @@ class ReportParser:
             self._cue_starts = {
                 extension: frozenset(
                     doc[0].lower_
-                    for phrase in (*cues.preceding, *cues.following, *cues.pseudo)
+                    for phrase in cue_tokens((*cues.preceding, *cues.following, *cues.pseudo))
                     if len(doc := self._nlp.make_doc(phrase))
                 )
                 for kind, extension in _EXTENSIONS.items()
@@ -340,15 +340,21 @@ def build_pipeline(rules: ReportRules) -> Language:
             name=extension,
             config={
                 "neg_termset": {
-                    "pseudo_negations": list(cues.pseudo),
-                    "preceding_negations": list(cues.preceding),
-                    "following_negations": list(cues.following),
-                    "termination": list(rules.termination),
+                    "pseudo_negations": cue_tokens(cues.pseudo),
+                    "preceding_negations": cue_tokens(cues.preceding),
+                    "following_negations": cue_tokens(cues.following),
+                    "termination": cue_tokens(rules.termination),
                 },
                 "extension_name": extension,
             },
         )
     return nlp
+
+
+def cue_tokens(phrases: Iterable[str]) -> list[str]:
+    """Cue phrases split into the parser's tokens and joined by spaces (``z.n.`` becomes
+    ``z . n .``), so that each matches a report however spaCy would have split it."""
+    return sorted({" ".join(_TOKEN.findall(phrase)) for phrase in phrases} - {""})
 
 
 def _mention(ent: Span, excluded: bool) -> Mention | None:

@@ -223,6 +223,10 @@ class SynthReport:
     language: str
     truth: tuple[tuple[str, str], ...]
 
+    def truth_of(self, level: str) -> str:
+        """The true mention of ``level`` (``none`` when the report does not name it)."""
+        return dict(self.truth).get(level, "none")
+
 
 def level_text(level: str, language: str, rng: np.random.Generator) -> str:
     """``level`` (``T12``, ``L1``, ``S1``) as a radiologist of ``language`` might write it."""
