@@ -99,10 +99,26 @@ def bench(
             min=0, help="With --review: pause after each case drawn before the next press (ms)."
         ),
     ] = 0,
+    reads: Annotated[
+        int | None,
+        typer.Option(
+            "--reads",
+            min=1,
+            help="Instead: time the report parser on this many synthetic reports (of world "
+            "--seed) on one core, with and without its sentence memory.",
+        ),
+    ] = None,
 ) -> None:
     """Measure model-only and end-to-end scan throughput (vertebrae per second) and their ratio;
-    with --review, the review workbench's key press to next case drawn instead."""
+    with --review, the review workbench's key press to next case drawn instead; with --reads,
+    the report parser's reports per second."""
     console = Console()
+    if reads is not None:
+        from auditor.reads.speed import measure_parse_speed
+
+        for speed in measure_parse_speed(reads, seed):
+            console.print(speed.line(), highlight=False)
+        return
     if review is not None:
         _bench_review(console, review, presses, dwell_ms, json_out)
         return

@@ -182,11 +182,14 @@ class FeatureGuard:
     ) -> torch.Tensor:
         """Distances of (N, D) ``features`` to the nearest of ``centres`` under ``whitener`` (both
         from :meth:`on_device`), computed in float32 on the features' device: (N,)."""
-        f = features.float()
-        # (N, K, D) residuals, whitened: |W (f - c)| is the Mahalanobis distance
-        residual = f[:, None, :] - centres[None, :, :]
-        white = torch.einsum("nkd,ed->nke", residual, whitener)
-        return white.square().sum(dim=2).min(dim=1).values.sqrt()
+        # In float32 even inside the scan's bf16/fp16 autocast: the distances of a bf16 einsum
+        # are off by about 1 % and come back as a dtype numpy cannot take.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            f = features.float()
+            # (N, K, D) residuals, whitened: |W (f - c)| is the Mahalanobis distance
+            residual = f[:, None, :] - centres.float()[None, :, :]
+            white = torch.einsum("nkd,ed->nke", residual, whitener.float())
+            return white.square().sum(dim=2).min(dim=1).values.sqrt()
 
     def is_out(self, distances: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Which ``distances`` lie beyond the threshold."""
