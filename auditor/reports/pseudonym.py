@@ -63,6 +63,12 @@ class Pseudonymiser:
         )
         return digest.hexdigest()[:32]
 
+    def key(self, relpath: str) -> str:
+        """How the run's journal and thumbnails name archive image ``relpath``: the image's
+        :meth:`ref` when pseudonymising (so that no file of the run folder holds a path, which
+        may name the patient), else the path itself."""
+        return self.ref(relpath) if self.enabled else relpath
+
     def path(self, relpath: str, identifiers: Iterable[str] = (), *, header: bool = True) -> str:
         """An archive-relative path as the reports show it.
 

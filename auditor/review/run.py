@@ -9,6 +9,7 @@ image by its reference and never take a path from a request or a user's file.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from auditor.errors import InputFileError, UsageError
 from auditor.records import CaseImage, StudyCase
 from auditor.reports.cases import CASES_NAME, read_cases
 from auditor.reports.pseudonym import Pseudonymiser
-from auditor.scan.journal import JOURNAL_NAME
+from auditor.scan.journal import IMAGE_KEYS, JOURNAL_NAME
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,12 @@ def load_run(run_dir: Path) -> ReviewRun:
     except (KeyError, TypeError, ValueError) as err:
         raise InputFileError(f"{journal} does not record the archive and salt: {err!r}") from err
     refs = Pseudonymiser(salt)
-    sources = {refs.ref(image): image for image in images}
+    if meta.get(IMAGE_KEYS) == "ref":
+        # a pseudonymised run's journal names images by reference only: find them in the archive
+        wanted = {image.ref for study in cases.studies for image in study.images}
+        sources = _find_refs(archive, refs, wanted)
+    else:
+        sources = {refs.ref(image): image for image in images}
     return ReviewRun(
         run_dir=run_dir,
         archive=archive,
@@ -124,3 +130,19 @@ def load_run(run_dir: Path) -> ReviewRun:
         studies=cases.studies,
         sources=sources,
     )
+
+
+def _find_refs(archive: Path, refs: Pseudonymiser, wanted: set[str]) -> dict[str, str]:
+    """The archive-relative paths (POSIX) of the images whose references are ``wanted``, found
+    by walking the archive (names only; no file is opened). Links are not followed."""
+    found: dict[str, str] = {}
+    for folder, dirs, files in os.walk(archive):
+        dirs.sort()
+        for name in sorted(files):
+            relative = Path(folder, name).relative_to(archive).as_posix()
+            ref = refs.ref(relative)
+            if ref in wanted:
+                found[ref] = relative
+                if len(found) == len(wanted):
+                    return found
+    return found

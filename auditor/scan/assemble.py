@@ -307,7 +307,7 @@ def _radiograph_thumbnail(
     inputs: ScanInputs, image: str, path: Path | None, outcome: ImageOutcome
 ) -> str:
     """Draw (once) the radiograph with its boxes; return its run-relative path or ""."""
-    relative = f"{RADIOGRAPH_DIR}/{thumbnail_name(image)}"
+    relative = f"{RADIOGRAPH_DIR}/{thumbnail_name(inputs.pseudonymise.key(image))}"
     target = inputs.run_dir / relative
     if target.is_file():
         return relative

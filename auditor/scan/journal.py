@@ -33,6 +33,9 @@ from auditor.vocab import Level
 logger = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.sqlite"
+#: The ``meta`` key saying how the journal names images: "path" (archive-relative paths) or
+#: "ref" (keyed references, with ``--pseudonymise``: the journal then holds no path).
+IMAGE_KEYS = "image_keys"
 _SCHEMA_VERSION = "2"
 
 _SCHEMA = """

@@ -60,6 +60,7 @@ from auditor.scan.config import (
 )
 from auditor.scan.dataset import PRECUT_DIR, ImageJob, pack_batches, precut_path
 from auditor.scan.journal import (
+    IMAGE_KEYS,
     JOURNAL_NAME,
     ImageOutcome,
     RunJournal,
@@ -200,6 +201,7 @@ def _fingerprint(config: ScanConfig, model: _Model, boxes_sha256: str | None) ->
         "device": classifier.device.type,
         "precision": classifier.precision,
         "triage": _rules_fingerprint(config.triage),
+        "pseudonymise": config.pseudonymise,
         "tlaudit": __version__,
     }
 
@@ -218,14 +220,19 @@ def _classify(
     classifier = model.classifier
     fingerprint = _fingerprint(config, model, file_sha256(boxes.box_file.path))
     paths = {f.relative: f.path for f in boxes.files}
+    # the journal and the thumbnails name each image by its key: a keyed reference, not its
+    # path, when pseudonymising (Pseudonymiser.key)
+    anon = Pseudonymiser(salt, enabled=config.pseudonymise)
+    relpath = {anon.key(image): image for image in boxes.resolved.by_image}
     jobs = [
-        ImageJob(image, paths[image], image_boxes, _stored_crops(config, image))
+        ImageJob(anon.key(image), paths[image], image_boxes, _stored_crops(config, image))
         for image, image_boxes in boxes.resolved.by_image.items()
     ]
     workers = default_workers() if config.workers is None else config.workers
     with RunJournal(config.out, fingerprint, config.resume) as journal:
         if config.pseudonym_salt is None and journal.get_meta("salt") is None:
             journal.set_meta("salt", salt)
+        journal.set_meta(IMAGE_KEYS, "ref" if config.pseudonymise else "path")
         finished = journal.finished_images()
         batches = [
             [i for i in batch if jobs[i].image not in finished]
@@ -242,7 +249,10 @@ def _classify(
             jobs, batches, classifier, config.heatmaps, model.threshold, executor, journal, emit
         )
         timings["classification_s"] = time.perf_counter() - t0
-        outcomes = journal.outcomes()
+        outcomes = {
+            relpath.get(key, key): dataclasses.replace(outcome, image=relpath.get(key, key))
+            for key, outcome in journal.outcomes().items()
+        }
     # Every image is in the journal now; the crops cut during localization are spent.
     shutil.rmtree(config.out / PRECUT_DIR, ignore_errors=True)
     precut = sum(job.precut is not None for job in jobs)
