@@ -44,6 +44,15 @@ def parse_reads_command(
             exists=True, dir_okay=False, help="Report rules extending the shipped ones; repeatable."
         ),
     ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Also score the parse against this truth (a synthetic world's reads_truth.csv, "
+            "or your own: study_uid or accession_number, level, mention): F1 and every miss.",
+        ),
+    ] = None,
 ) -> None:
     """Parse READS as a scan would and write one row per study and level the text mentions."""
     from auditor.reads.parsed import parse_reads_file
@@ -62,3 +71,15 @@ def parse_reads_command(
         console.print(f"  rejected {escape(str(error))}", highlight=False)
     if len(parsed.errors) > _ERRORS_SHOWN:
         console.print(f"  ... and {len(parsed.errors) - _ERRORS_SHOWN} more", highlight=False)
+    if truth is not None:
+        from auditor.reads.evaluate import score_against_truth
+
+        score = score_against_truth(parsed.rows, truth)
+        for line in score.lines():
+            console.print(line, highlight=False)
+        for miss in score.misses:
+            console.print(
+                f"  miss {escape(miss.key)} {miss.level}: expected {miss.expected}, "
+                f"found {miss.found}",
+                highlight=False,
+            )

@@ -15,10 +15,14 @@ parser's label is what :meth:`~auditor.reads.text.ReportParser.parse` gives it, 
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from auditor.errors import InputFileError
 from auditor.reads.text import ReportParser
+from auditor.records import ReadRow
 from auditor.vocab import SPINE_LEVELS, STUDY_WIDE, Mention
 
 NONE = "none"
@@ -85,14 +89,21 @@ def score_reports(
         The parser (a new one with the shipped rules when None).
     """
     parser = parser or ReportParser()
+    return score_labels(
+        (key, truth, {m.level: m.mention.value for m in parser.parse(text)})
+        for key, text, truth in cases
+    )
+
+
+def score_labels(cases: Iterable[tuple[str, Mapping[str, str], Mapping[str, str]]]) -> ReadsScore:
+    """Score ``(key, truth, found)`` label maps (level -> mention kind) as the module says."""
     kinds = [m.value for m in Mention]
     counts = {kind: [0, 0, 0] for kind in kinds}  # tp, fp, fn
     by_level = {level: [0, 0, 0] for level in _UNITS}
     misses: list[Miss] = []
     reports = pairs = correct = 0
-    for key, text, truth in cases:
+    for key, truth, found in cases:
         reports += 1
-        found = {m.level: m.mention.value for m in parser.parse(text)}
         for level in _UNITS:
             expected, got = truth.get(level, NONE), found.get(level, NONE)
             if expected == NONE and got == NONE:
@@ -103,14 +114,9 @@ def score_reports(
             else:
                 misses.append(Miss(key, level, expected, got))
             for kind in kinds:
-                tp, fp, fn = (
-                    expected == kind == got,
-                    got == kind != expected,
-                    expected == kind != got,
-                )
-                counts[kind][0] += tp
-                counts[kind][1] += fp
-                counts[kind][2] += fn
+                counts[kind][0] += expected == kind == got
+                counts[kind][1] += got == kind != expected
+                counts[kind][2] += expected == kind != got
             affirmed = by_level[level]
             affirmed[0] += expected == got == Mention.AFFIRMED.value
             affirmed[1] += got == Mention.AFFIRMED.value != expected
@@ -125,3 +131,34 @@ def score_reports(
         kind_f1={kind: _f1(*c) for kind, c in counts.items()},
         misses=tuple(misses),
     )
+
+
+def score_against_truth(reads: Iterable[ReadRow], truth_file: Path) -> ReadsScore:
+    """Score the parsed reads of a reads file against a truth file such as the synthetic
+    world's ``reads_truth.csv`` (columns ``study_uid`` and/or ``accession_number``, ``level``,
+    ``mention``; one row per level a report names). The reads' own parse is scored; a read
+    whose key the truth file does not name says nothing.
+
+    Raises
+    ------
+    InputFileError
+        When the truth file is missing or lacks the columns.
+    """
+    path = Path(truth_file)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as err:
+        raise InputFileError(f"truth file {path} cannot be read: {err}") from err
+    if rows and not {"level", "mention"} <= set(rows[0]):
+        raise InputFileError(f"truth file {path}: expected level and mention columns")
+    truth: dict[str, dict[str, str]] = {}
+    for row in rows:
+        key = row.get("study_uid") or row.get("accession_number") or ""
+        truth.setdefault(key, {})[row["level"]] = row["mention"]
+    cases = []
+    for read in reads:
+        expected = truth.get(read.study_uid) or truth.get(read.accession_number) or {}
+        found = {m.level: m.mention.value for m in read.mentions}
+        cases.append((read.key, expected, found))
+    return score_labels(cases)

@@ -6,7 +6,11 @@ Layout of ``OUT``::
     boxes.csv, boxes.json            a box per visible vertebral body, no labels (what a scan gets)
     ground_truth.csv, ground_truth.json   the same boxes with label, AO type, Genant grade, ratios,
                                      fracture zone, partial flag, variants
-    reads.csv                        the original read per lateral study (some studies have none)
+    reads.csv                        the original read per lateral study (some studies have none):
+                                     structured columns and a free-text report in one of five
+                                     languages
+    reads_truth.csv                  what each report says per level (affirmed, old, uncertain,
+                                     negated; * study-wide)
     studies.csv                      per lateral study: fractured, reported, planted-miss levels
     manifest.csv                     every file in the archive with its kind and expected triage
     contact_sheet.png                with --preview
@@ -50,6 +54,7 @@ OUTPUT_FILES = (
     "ground_truth.csv",
     "ground_truth.json",
     "reads.csv",
+    "reads_truth.csv",
     "studies.csv",
     "manifest.csv",
     "contact_sheet.png",

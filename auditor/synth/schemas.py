@@ -1,8 +1,9 @@
 """The tables of a synthetic archive: their columns, and the rows a study or a file gives them.
 
 ``boxes`` (what a scan gets: no labels), ``ground_truth`` (the same boxes with label, AO type,
-Genant grade, height ratios, fracture zone, partial flag, variants), ``reads``, ``studies`` and
-``manifest`` are CSV tables with the columns below; the boxes are also kept as COCO annotations,
+Genant grade, height ratios, fracture zone, partial flag, variants), ``reads`` (with a free-text
+report), ``read_truth`` (what each report says per level), ``studies`` and ``manifest`` are CSV
+tables with the columns below; the boxes are also kept as COCO annotations,
 plain and with the truth as attributes. Values are strings as written; numbers keep two decimals
 (coordinates) or four (ratios), lists join with ``;``.
 """
@@ -55,7 +56,11 @@ READ_COLUMNS = (
     "fracture_reported",
     "reported_levels",
     "impression",
+    "report",
 )
+#: What each report of reads.csv says per level (auditor.synth.reports): one row per level it
+#: names, ``*`` for a study-wide statement.
+READ_TRUTH_COLUMNS = ("study_uid", "accession_number", "language", "level", "mention")
 STUDY_COLUMNS = (
     "study_uid",
     "accession_number",
@@ -94,6 +99,7 @@ class Tables:
     boxes: list[dict[str, str]] = field(default_factory=list)
     truth: list[dict[str, str]] = field(default_factory=list)
     reads: list[dict[str, str]] = field(default_factory=list)
+    read_truth: list[dict[str, str]] = field(default_factory=list)
     studies: list[dict[str, str]] = field(default_factory=list)
     manifest: list[dict[str, str]] = field(default_factory=list)
     coco_images: list[dict[str, object]] = field(default_factory=list)
@@ -104,6 +110,7 @@ class Tables:
         self.boxes.extend(other.boxes)
         self.truth.extend(other.truth)
         self.reads.extend(other.reads)
+        self.read_truth.extend(other.read_truth)
         self.studies.extend(other.studies)
         self.manifest.extend(other.manifest)
         self.coco_images.extend(other.coco_images)
@@ -186,7 +193,18 @@ def study_tables(study: SynthStudy, rel: str) -> Tables:
                 "fracture_reported": "yes" if r.fracture_reported else "no",
                 "reported_levels": ";".join(r.reported_levels),
                 "impression": r.impression,
+                "report": r.report,
             }
+        )
+        tables.read_truth.extend(
+            {
+                "study_uid": h.study_uid,
+                "accession_number": h.accession_number,
+                "language": r.report_language,
+                "level": level,
+                "mention": mention,
+            }
+            for level, mention in r.report_truth
         )
     tables.studies.append(
         {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,7 @@ from auditor.synth.fractures import FractureSpec
 from auditor.synth.geometry import clip_polygon, polygon_area
 from auditor.synth.imaging import form_image
 from auditor.synth.render import exposed_rect, render_maps
+from auditor.synth.reports import write_report
 from auditor.synth.scene import Scene, VertebraPlan, sample_scene
 from auditor.synth.shape import genant_grade, height_loss
 
@@ -57,6 +58,11 @@ class ReadPlan:
     impression: str
     planted_miss_levels: tuple[str, ...]
     overcalled_levels: tuple[str, ...]
+    # the free-text report in one of five languages (auditor.synth.reports), its language and
+    # the truth of what it says per level: (level or "*", mention kind) pairs
+    report: str = ""
+    report_language: str = ""
+    report_truth: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,17 @@ def generate_study(seed: int, index: int = 0, config: SynthConfig | None = None)
     formed = form_image(scene, maps, stream_rng(seed, index, 3), [t.box for t in truths])
     header = _header(seed, index, scene, stream_rng(seed, index, 4), config)
     read = _read(truths, scene, stream_rng(seed, index, 5), config)
+    if read.present:
+        # the report text draws from a stream of its own: adding it changed no other draw
+        report = write_report(
+            tuple(t.level for t in truths),
+            read.reported_levels,
+            read.overcalled_levels,
+            stream_rng(seed, index, 7),
+        )
+        read = replace(
+            read, report=report.text, report_language=report.language, report_truth=report.truth
+        )
     return SynthStudy(
         seed, index, formed.stored, formed.display, formed.window, truths, header, read, scene
     )

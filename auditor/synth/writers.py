@@ -18,6 +18,7 @@ from auditor.synth.schemas import (
     BOX_COLUMNS,
     MANIFEST_COLUMNS,
     READ_COLUMNS,
+    READ_TRUTH_COLUMNS,
     STUDY_COLUMNS,
     TRUTH_COLUMNS,
     Tables,
@@ -36,10 +37,11 @@ def write_instance(instance: Instance, root: Path) -> int:
 
 
 def write_tables(out: Path, tables: Tables) -> None:
-    """Write the five CSV tables (the manifest sorted by file) and the two COCO files in ``out``."""
+    """Write the six CSV tables (the manifest sorted by file) and the two COCO files in ``out``."""
     write_csv(out / "boxes.csv", BOX_COLUMNS, tables.boxes)
     write_csv(out / "ground_truth.csv", TRUTH_COLUMNS, tables.truth)
     write_csv(out / "reads.csv", READ_COLUMNS, tables.reads)
+    write_csv(out / "reads_truth.csv", READ_TRUTH_COLUMNS, tables.read_truth)
     write_csv(out / "studies.csv", STUDY_COLUMNS, tables.studies)
     write_csv(
         out / "manifest.csv", MANIFEST_COLUMNS, sorted(tables.manifest, key=lambda r: r["file"])
