@@ -13,7 +13,10 @@ Modules, from the bytes of a file to what a report says per level:
 * :mod:`auditor.reads.text`: per level, whether the report affirms, negates, doubts or dates a
   fracture there (negation, uncertainty and history through negspacy on a blank spaCy pipeline);
 * :mod:`auditor.reads.file`: the reads file as :class:`~auditor.records.ReadRow` rows and named
-  row errors, and :mod:`auditor.reads.quality`: when a reads file deserves a warning.
+  row errors, and :mod:`auditor.reads.quality`: when a reads file deserves a warning;
+* :mod:`auditor.reads.parsed`: ``tlaudit parse-reads`` and its ``parsed.csv``;
+  :mod:`auditor.reads.evaluate`: F1 and accuracy against a truth;
+  :mod:`auditor.reads.speed`: ``tlaudit bench --reads``.
 
 Nothing here imports spaCy at module import: the parser loads it when it first parses.
 """

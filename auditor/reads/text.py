@@ -39,9 +39,9 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from auditor.reads.levels import LevelFinder, alternation, term_pattern
+from auditor.reads.levels import LevelFinder, alternation
 from auditor.reads.rules import ReportRules, fold, load_rules
 from auditor.records import LevelMention
 from auditor.vocab import SPINE_LEVELS, STUDY_WIDE, Mention
@@ -439,7 +439,3 @@ def _merged(found: Iterable[LevelMention]) -> tuple[LevelMention, ...]:
 def parse_report(text: str, parser: ReportParser | None = None) -> tuple[LevelMention, ...]:
     """Parse one report with ``parser`` (a new one with the shipped rules when None)."""
     return (parser or ReportParser()).parse(text)
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover - keeps term_pattern importable for callers
-    term_pattern("")
