@@ -254,3 +254,24 @@ def test_a_non_finite_probability_is_an_error_row_never_a_blank(
     with (result.run_dir / "findings.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and all(row["probability"] == "" and row["error"] == NON_FINITE for row in rows)
+
+
+def test_a_scan_of_an_archive_with_nothing_to_audit_exits_1_with_the_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import auditor.cli.app as app_module
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "notes.txt").write_text("not an image")
+    make_dicom(archive / "chest.dcm", body_part="CHEST", view="PA")
+    out = tmp_path / "run"
+    monkeypatch.setattr(
+        sys, "argv", ["tlaudit", "scan", str(archive), "--out", str(out), "--device", "cpu"]
+    )
+    with pytest.raises(SystemExit) as info:
+        app_module.main()
+    assert info.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"no lateral thoracolumbar radiograph to audit in {archive}: 2 files" in err
+    assert not (out / "audit.html").exists()  # no empty reports
