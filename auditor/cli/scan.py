@@ -32,12 +32,15 @@ from auditor.cli.triage_options import (
 from auditor.errors import InputFileError
 from auditor.vocab import DEFAULT_HEATMAP, BoxFormat, Device, HeatmapMode, Precision
 
+_PACS = "PACS (ARCHIVE given as dicomweb+https://...)"
+
 
 def scan(
     archive: Annotated[
-        Path,
+        str,
         typer.Argument(
-            exists=True, file_okay=False, dir_okay=True, help="Archive folder to audit."
+            help="Archive folder to audit, or a PACS as dicomweb+https://HOST[:PORT]/PATH "
+            "(docs/pacs.md).",
         ),
     ],
     out: Annotated[
@@ -176,12 +179,58 @@ def scan(
     body_part_keyword: BodyPartKeywords = None,
     lateral_keyword: LateralKeywords = None,
     files: FilesList = None,
+    # -- a PACS as the archive (auditor.pacs; docs/pacs.md) --
+    study_date: Annotated[
+        str | None,
+        typer.Option(
+            help="PACS: studies dated FROM-TO (YYYYMMDD-YYYYMMDD; either end may be open).",
+            rich_help_panel=_PACS,
+        ),
+    ] = None,
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help='PACS: JSON file {"token": ...} or {"user": ..., "password": ...}; without it '
+            "TLAUDIT_DICOMWEB_TOKEN, or TLAUDIT_DICOMWEB_USER and TLAUDIT_DICOMWEB_PASSWORD.",
+            rich_help_panel=_PACS,
+        ),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="PACS: certificate authorities (PEM) to verify its TLS certificate with.",
+            rich_help_panel=_PACS,
+        ),
+    ] = None,
+    cache_cap_mb: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="PACS: most MB of retrieved images kept in RUN_DIR/cache.",
+            rich_help_panel=_PACS,
+        ),
+    ] = 20_000,
+    keep_cache: Annotated[
+        bool,
+        typer.Option(
+            "--keep-cache",
+            help="PACS: keep RUN_DIR/cache after the scan (tlaudit review shows its images).",
+            rich_help_panel=_PACS,
+        ),
+    ] = False,
 ) -> None:
     """Classify every vertebra of the lateral TL-spine views in ARCHIVE and flag likely misses."""
     from auditor.scan.config import ScanConfig, ScanEvent
 
+    pacs = archive.lower().startswith("dicomweb+")
+    if not pacs and not Path(archive).is_dir():
+        raise typer.BadParameter(f"{archive!r} is no folder", param_hint="'ARCHIVE'")
     config = ScanConfig(
-        archive=archive,
+        archive=out if pacs else Path(archive),  # a PACS scan audits RUN_DIR/cache
         out=out,
         boxes=boxes,
         box_format=box_format,
@@ -238,7 +287,13 @@ def scan(
         from auditor.archive.inventory import NoCandidatesError
         from auditor.scan.pipeline import run_scan  # torch loads here, not at import
 
-        result = run_scan(config, on_event)
+        if pacs:
+            from auditor.pacs.scan import scan_pacs, source_from_options
+
+            source = source_from_options(archive, study_date, auth_file, ca_bundle, cache_cap_mb)
+            result = scan_pacs(config, source, on_event, keep_cache=keep_cache).scan
+        else:
+            result = run_scan(config, on_event)
     except NoCandidatesError as err:  # the counts by reason, each with the option that takes it
         console.print(triage_table(f"Nothing to audit in {archive}", err.summary))
         raise

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from auditor.archive.triage import TriageRules
 from auditor.errors import UsageError
@@ -21,6 +21,9 @@ from auditor.vocab import (
     HeatmapMode,
     Precision,
 )
+
+if TYPE_CHECKING:
+    from auditor.archive.inventory import FileRecord
 
 _Choice = TypeVar("_Choice", bound=Enum)
 
@@ -77,6 +80,11 @@ class ScanConfig:
     precut: bool = True  # without boxes: cut crops from the localizer's decode (RUN_DIR/precut)
     # refuse a model without a domain guard; the command exits 1 when the archive is out of domain
     strict_domain: bool = False
+    # A scan of a PACS (auditor.pacs): ``archive`` is the folder of retrieved candidates,
+    # ``extra_records`` the accounting rows of the instances not retrieved (skipped, failed), and
+    # ``source`` names the PACS in the reports instead of that folder.
+    extra_records: tuple[FileRecord, ...] = ()
+    source: str = ""
     # the reads file: (role, export column names) the user gave (auditor.reads.columns), report
     # rule files extending the shipped ones, and whether a reads warning makes the command fail
     reads_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()

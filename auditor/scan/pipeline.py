@@ -69,6 +69,7 @@ from auditor.scan.journal import (
     stored_meta,
 )
 from auditor.scan.locate import FoundBoxes, find_boxes
+from auditor.scan.locate import _file_entry as file_entry  # one accounting row, as reports carry it
 from auditor.scan.runfolder import claim_run_folder
 
 __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
@@ -275,7 +276,7 @@ def _summary(
     outcomes = done.outcomes
     summary: list[tuple[str, SummaryValue]] = [
         ("tlaudit version", __version__),
-        ("Archive", str(config.archive)),
+        ("Archive", config.source or str(config.archive)),
         (
             "Box file",
             str(config.boxes) if config.boxes else f"from the localizer: {box_file.path}",
@@ -373,6 +374,9 @@ def _run(config: ScanConfig, emit: Progress) -> ScanResult:
     )
     anon = Pseudonymiser(salt, enabled=config.pseudonymise)
     boxes = find_boxes(config, model.bundle.card, model.classifier.device, timings, emit, anon)
+    if config.extra_records:  # a PACS scan: the instances not retrieved are accounting rows too
+        extra = tuple(file_entry(record) for record in config.extra_records)
+        boxes = dataclasses.replace(boxes, files=boxes.files + extra)
     done = _classify(config, model, boxes, timings, emit, salt)
     stats = done.stats
     timings.update(
