@@ -1,13 +1,10 @@
 """Browser tests' helpers: Debian's Chromium driven by Playwright, and a workbench served in a
 background thread.
 
-Use from a test module by binding the fixtures to module names (pytest finds fixtures among a
-module's attributes)::
-
-    from tests.review import browser as helpers
-
-    chromium = helpers.chromium
-    page = helpers.page
+The fixtures ``chromium`` (one per session) and ``page`` are registered for ``tests/review/`` by
+its ``conftest.py``; a test asks for ``page`` and serves a run with :func:`serve_workbench`. Do not
+bind them again in a test module: that makes a second session-scoped Playwright, which cannot
+start while the first runs.
 
 When Chromium or Playwright is missing the fixtures skip with the install commands; with
 ``TLAUDIT_REQUIRE_BROWSER`` set (as ``.ci/run`` does) they fail instead.

@@ -14,6 +14,12 @@ import pytest
 from auditor.model.bundle import create_untrained_bundle
 from tests.helpers.review_world import scanned_run
 
+# The browser fixtures, registered once for the folder: a second Playwright cannot start while one
+# runs, so two modules must not each bind their own session-scoped ``chromium``.
+from tests.review.browser import chromium, page
+
+__all__ = ["chromium", "fresh_run", "page", "review_bundle", "scanned"]
+
 
 @pytest.fixture(scope="session")
 def review_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow
 
-chromium = helpers.chromium
-page = helpers.page
-
 
 def _open_first_case(tab: Page, url: str) -> str:
     tab.goto(url)

@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow
 
-chromium = helpers.chromium
-page = helpers.page
 
 runner = CliRunner()
 REVIEWER = "qa-alice"
@@ -183,26 +181,27 @@ def _review_case(
         for row in tab.locator('[data-testid="vertebra"]').all()
         if row.locator(".pos").count()
     }
+    intact = [b for b in by_y if boxes[b][0] not in truth.fractured]
     skip: set[str] = set()
 
-    if "delete" in edits:  # the top box: a reviewer judges it a false box
-        box = by_y[0]
+    if "delete" in edits:  # the top intact box: a reviewer judges it a false box
+        box = intact[0]
         _row(tab, box).locator('[data-testid="delete-box"]').click()
         tab.wait_for_selector(
             f'[data-testid="vertebra"][data-box="{box}"] [data-testid="restore-box"]'
         )
         clicked.deleted = (image_path, box)
         skip.add(box)
-    if "unsure" in edits:  # select the row, then the key u
-        box = by_y[1]
+    if "unsure" in edits:  # the next intact box: select its row, then the key u
+        box = intact[1]
         _row(tab, box).locator("td.num").click()
         _blur(tab)
         tab.keyboard.press("u")
         tab.wait_for_selector(f'[data-testid="vertebra"][data-box="{box}"][data-decision="unsure"]')
         clicked.unsure = (image_path, box)
         skip.add(box)
-    if "move" in edits:  # the lowest box, dragged by MOVE_BY screen pixels
-        box = by_y[-1]
+    if "move" in edits:  # a middle box (an edge one stops at the image's edge), by MOVE_BY
+        box = by_y[len(by_y) // 2]
         before = boxes[box][1]
         x, y, scale = _screen(tab, (before[0] + before[2]) / 2, (before[1] + before[3]) / 2)
         _drag(tab, (x, y), (x + MOVE_BY[0], y + MOVE_BY[1]))
@@ -303,8 +302,11 @@ def test_scan_review_export_train_evaluate_calibrate(tmp_path: Path, page: Page)
 
     keys = [c.key for c in flagged]
     missed_key, missed_level, missed_box = _missed_vertebra(run, keys)
-    others = [k for k in keys if k != missed_key]
-    edits = {others[0]: {"move"}, others[1]: {"rename"}, others[2]: {"delete", "unsure"}}
+    # the edits go to studies without a planted miss or a false flag, whose verdicts they leave
+    plain = [
+        c.key for c in flagged if c.key != missed_key and c.status is not StudyStatus.LIKELY_MISSED
+    ]
+    edits = {plain[0]: {"move"}, plain[1]: {"rename"}, plain[2]: {"delete", "unsure"}}
     clicked = Clicked(rows={})
     verdicts: dict[str, str] = {}
 
@@ -363,6 +365,17 @@ def test_scan_review_export_train_evaluate_calibrate(tmp_path: Path, page: Page)
     assert clicked.renamed is not None and (clicked.renamed[0], clicked.renamed[2]) in got
     assert clicked.deleted is not None and clicked.deleted not in clicked.rows
     assert clicked.unsure is not None and clicked.unsure not in clicked.rows
+    rejected = 0
+    for case in likely:  # every planted miss confirmed at its level, the false flag rejected
+        truth = truths[case.study_uid]
+        image = case.images[0].image
+        for level in truth.planted_misses:
+            assert got[(image, level)] == ("fracture", truth.fractured[level], REVIEWER)
+        for v in case.images[0].vertebrae:
+            if v.positive and v.level.value not in truth.fractured:
+                assert got[(image, v.level.value)][0] == "no_fracture"
+                rejected += 1
+    assert rejected >= len(false_flags)
     labels = [r["label"] for r in out_rows]
     assert labels.count("fracture") >= 10 and labels.count("no_fracture") >= 40
 
