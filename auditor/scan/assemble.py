@@ -331,13 +331,19 @@ def _shown_read(
     if read is None or not anon.enabled:
         return read
     identifiers = [i for meta in metas for i in _identifiers(meta)]
-    identifiers += [read.accession_number, read.study_uid]
+    identifiers += [read.accession_number, read.study_uid, read.patient_id]
     return replace(
         read,
         accession_number=anon(read.accession_number),
         study_uid=anon(read.study_uid),
+        patient_id=anon(read.patient_id) if read.patient_id else "",
         image=anon.scrub(read.image, identifiers),
         impression=anon.scrub(read.impression, identifiers, whole_words=True),
+        # the sentences each mention came from are report text too
+        mentions=tuple(
+            replace(m, sentence=anon.scrub(m.sentence, identifiers, whole_words=True))
+            for m in read.mentions
+        ),
     )
 
 
