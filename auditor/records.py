@@ -390,7 +390,7 @@ class StudyFinding:
             return "no read"
         if not self.read.fracture_reported:
             return "no fracture reported"
-        levels = ";".join(self._level_said(level.value) for level in self.read.reported_levels)
+        levels = "; ".join(self._level_said(level.value) for level in self.read.reported_levels)
         said = f"fracture reported ({levels or 'levels not named'})"
         return f"{said}; {self.read.disagreement}" if self.read.disagreement else said
 
