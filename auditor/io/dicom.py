@@ -113,6 +113,9 @@ def looks_like_dicom(head: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
+_DAMAGED = re.compile("[\x00-\x1a\x1c-\x1f\x7f]")
+
+
 def _text(ds: Dataset, keyword: str) -> str:
     """A header value as text ("" when absent or unparseable); multi-values joined by ``\\``."""
     try:
@@ -122,8 +125,14 @@ def _text(ds: Dataset, keyword: str) -> str:
     if value is None:
         return ""
     if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
-        return "\\".join(str(v) for v in value).strip()
-    return str(value).strip()
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    # No header string tlaudit reads may hold a control character (PS3.5 6.2: only ESC, for
+    # character sets, and only LT/ST/UT allow CR, LF, FF and TAB). One there means a damaged
+    # length swallowed the elements after it (a patient's name and ID among them): the value
+    # ends where the damage starts.
+    return _DAMAGED.split(text, maxsplit=1)[0].strip()
 
 
 def _int(ds: Dataset, keyword: str, default: int) -> int:
