@@ -16,7 +16,8 @@ Keys of a language (each optional in an added file):
   for "the fourth lumbar vertebra"), ``range_words`` and ``list_words`` (between two levels),
   ``filler`` (words that may stand in a list of levels, such as "the" or "vertebral body");
 * word lists found anywhere in a sentence: ``fracture`` (a fracture word: fracture, wedge,
-  Sinterung, tassement...), ``treated`` (a treated fracture, read as old: vertebroplasty),
+  Sinterung, tassement...), ``doubtful`` (a fracture word that holds its own doubt, read as
+  uncertain: Frakturverdacht), ``treated`` (a treated fracture, read as old: vertebroplasty),
   ``injury`` (counts only when negated: "no osseous injury"), ``normal`` (a level said to be
   normal: intact, unauffällig; read as negated), ``height`` (with a ``normal`` word and no level:
   "vertebral body heights are maintained", read as a study-wide negation) and
@@ -53,6 +54,7 @@ SHIPPED_RULES = "report_rules.json"
 #: Word lists of a language (found anywhere in a sentence, with ``*`` wildcards).
 WORD_KEYS = (
     "fracture",
+    "doubtful",
     "treated",
     "injury",
     "normal",

@@ -51,10 +51,16 @@ if TYPE_CHECKING:
     from spacy.tokens import Doc, Span
 
 #: Finding labels, strongest first (the first wins where two overlap).
-FINDING_LABELS = ("FRACTURE", "TREATED", "NORMAL", "INJURY")
+FINDING_LABELS = ("DOUBTFUL", "FRACTURE", "TREATED", "NORMAL", "INJURY")
 #: Which mention wins where one level is mentioned in several sentences: the most specific.
 _SPECIFICITY = {Mention.OLD: 0, Mention.UNCERTAIN: 1, Mention.AFFIRMED: 2, Mention.NEGATED: 3}
-_WORD_LABEL = {"fracture": "FRACTURE", "treated": "TREATED", "normal": "NORMAL", "injury": "INJURY"}
+_WORD_LABEL = {
+    "doubtful": "DOUBTFUL",
+    "fracture": "FRACTURE",
+    "treated": "TREATED",
+    "normal": "NORMAL",
+    "injury": "INJURY",
+}
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 #: Sentences a parser remembers with their mentions (reports repeat sentences such as "No acute
 #: fracture."); the memory is emptied when full.
@@ -94,11 +100,16 @@ class ReportParser:
         self.levels = LevelFinder(rules)
         self._findings = [
             (_WORD_LABEL[key], re.compile(alternation(rules.words[key]), re.I))
-            for key in ("fracture", "treated", "normal", "injury")
+            for key in _WORD_LABEL
         ]
         self._height = re.compile(alternation(rules.words["height"]), re.I)
         self._exclusions = re.compile(alternation(rules.words["normal_exclusions"]), re.I)
-        trigger = (*rules.words["fracture"], *rules.words["treated"], *rules.words["injury"])
+        trigger = (
+            *rules.words["doubtful"],
+            *rules.words["fracture"],
+            *rules.words["treated"],
+            *rules.words["injury"],
+        )
         self._trigger = re.compile(alternation((*trigger, *rules.words["height"])), re.I)
         self._termination = re.compile(alternation(rules.termination), re.I)
         self._list_words = re.compile(alternation(rules.words["list_words"]), re.I)
@@ -256,7 +267,14 @@ class ReportParser:
         self._level_spans = [(token(s.start), token(s.end), s.levels) for s in level_spans]
 
         cuts = {0, len(doc)}
-        cuts.update(k + 1 for k, t in enumerate(doc) if t.text in {",", ";"})
+        # a comma between two levels lists them ("D10, D11 et D12, anciens"): no cut there
+        level_ends = {end for _, end, _ in self._level_spans}
+        level_starts = {start for start, _, _ in self._level_spans}
+        cuts.update(
+            k + 1
+            for k, t in enumerate(doc)
+            if t.text == ";" or (t.text == "," and not (k in level_ends and k + 1 in level_starts))
+        )
         cuts.update(token(m.start()) for m in self._termination.finditer(sentence))
         ranges = _ranges(sorted(cuts))
         ent_starts = [e.start for e in doc.ents]
@@ -362,6 +380,10 @@ def _mention(ent: Span, excluded: bool) -> Mention | None:
     label = ent.label_
     if label == "NORMAL":
         return None if negated or uncertain or excluded else Mention.NEGATED
+    if label == "DOUBTFUL":  # a fracture word that holds its own doubt: Frakturverdacht
+        return (
+            Mention.NEGATED if negated else Mention.OLD if old and not acute else Mention.UNCERTAIN
+        )
     if label == "INJURY":
         return Mention.NEGATED if negated else None
     if negated:
