@@ -315,7 +315,9 @@ class ReportParser:
         char_a = starts[a] if a < len(starts) else len(sentence)
         char_b = starts[b] if b < len(starts) else len(sentence)
         text = sentence[char_a:char_b]
-        excluded = self._exclusions.search(text) is not None
+        # "alignment is normal" is about something else; "heights and disc spaces are
+        # preserved" is about the heights too
+        excluded = self._exclusions.search(text) is not None and not self._height.search(text)
         findings = tuple(
             _Finding(e.start, e.end, e.label_, _mention(e, excluded))
             for e in doc.ents
