@@ -222,6 +222,23 @@ def scan(
             rich_help_panel=_PACS,
         ),
     ] = False,
+    dicom_out: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="Write a DICOM SR (TID 1500) per classified study and a key object selection "
+            "per likely-missed study into this folder (docs/pacs.md).",
+            rich_help_panel=_PACS,
+        ),
+    ] = None,
+    stow: Annotated[
+        str | None,
+        typer.Option(
+            help="Also send them with STOW-RS to dicomweb+https://HOST[:PORT]/PATH (credentials "
+            "as for reading).",
+            rich_help_panel=_PACS,
+        ),
+    ] = None,
 ) -> None:
     """Classify every vertebra of the lateral TL-spine views in ARCHIVE and flag likely misses."""
     from auditor.scan.config import ScanConfig, ScanEvent
@@ -287,13 +304,21 @@ def scan(
         from auditor.archive.inventory import NoCandidatesError
         from auditor.scan.pipeline import run_scan  # torch loads here, not at import
 
+        results = None
+        if dicom_out is not None or stow:
+            from auditor.pacs.scan import export_results, results_from_options
+
+            results = results_from_options(dicom_out, stow, auth_file, ca_bundle, pseudonymise)
         if pacs:
             from auditor.pacs.scan import scan_pacs, source_from_options
 
             source = source_from_options(archive, study_date, auth_file, ca_bundle, cache_cap_mb)
-            result = scan_pacs(config, source, on_event, keep_cache=keep_cache).scan
+            done = scan_pacs(config, source, on_event, keep_cache=keep_cache, results=results)
+            result = done.scan
         else:
             result = run_scan(config, on_event)
+            if results is not None:
+                export_results(config, result, results, on_event)
     except NoCandidatesError as err:  # the counts by reason, each with the option that takes it
         console.print(triage_table(f"Nothing to audit in {archive}", err.summary))
         raise

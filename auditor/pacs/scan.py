@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.archive.inventory import NoCandidatesError, summarise, write_accounting_csv
+from auditor.errors import UsageError
 from auditor.pacs.connect import PacsConnection, dicomweb_url, load_credentials
+from auditor.pacs.dicom_out import (
+    Algorithm,
+    WrittenStudy,
+    check_options,
+    stow,
+    write_dicom_results,
+)
+from auditor.pacs.retry import RetryPolicy
 from auditor.pacs.source import CACHE_DIR, Gathered, PacsSource, gather, parse_study_date
 from auditor.scan.config import Progress, ScanConfig, ScanEvent, ScanResult
 from auditor.scan.journal import JOURNAL_NAME, run_in_use
@@ -28,6 +37,75 @@ logger = logging.getLogger(__name__)
 
 ACCOUNTING_NAME = "pacs_accounting.csv"
 """Every instance the PACS query returned, one row each (columns of the inventory's CSV)."""
+
+
+@dataclass(frozen=True)
+class DicomResults:
+    """``--dicom-out`` and ``--stow``: where to write the DICOM results, where to send them."""
+
+    out_dir: Path
+    stow: PacsConnection | None = None
+    uid_root: str | None = None
+
+
+def results_from_options(
+    dicom_out: Path | None,
+    stow_address: str | None = None,
+    auth_file: Path | None = None,
+    ca_bundle: Path | None = None,
+    pseudonymise: bool = False,
+) -> DicomResults | None:
+    """``--dicom-out`` and ``--stow`` as :class:`DicomResults` (None without ``--dicom-out``).
+
+    Raises
+    ------
+    UsageError
+        For ``--stow`` without ``--dicom-out`` (the files sent are the ones written), with
+        ``--pseudonymise``, or for a bad address or credentials.
+    """
+    check_options(pseudonymise, dicom_out)
+    if dicom_out is None:
+        if stow_address:
+            raise UsageError("--stow sends the files --dicom-out writes; give --dicom-out too")
+        return None
+    connection = None
+    if stow_address:
+        connection = PacsConnection(
+            dicomweb_url(stow_address), load_credentials(auth_file), ca_bundle=ca_bundle
+        )
+    return DicomResults(Path(dicom_out), connection)
+
+
+def export_results(
+    config: ScanConfig, result: ScanResult, results: DicomResults, progress: Progress | None = None
+) -> list[WrittenStudy]:
+    """Write (and send) the DICOM results of a finished scan (:mod:`auditor.pacs.dicom_out`).
+
+    Raises
+    ------
+    UsageError
+        With ``--pseudonymise`` (the DICOM results carry the sources' identifiers).
+    DicomOutputError, PacsError
+        When a source is not DICOM, or the PACS refuses the results.
+    """
+    from auditor.model.bundle import load_bundle
+
+    check_options(config.pseudonymise, results.out_dir)
+    emit = progress or (lambda event: None)
+    bundle = load_bundle(config.model)
+    card = bundle.card
+    version = card.versions.get("tlaudit") or card.created or "unversioned"
+    algorithm = Algorithm(card.name, version, bundle.sha256, result.threshold)
+    written = write_dicom_results(
+        config.out, config.archive, algorithm, results.out_dir, uid_root=results.uid_root
+    )
+    n_ko = sum(w.key_objects is not None for w in written)
+    emit(ScanEvent("info", f"DICOM: {len(written)} SR, {n_ko} key objects in {results.out_dir}"))
+    if results.stow is not None:
+        paths = [p for w in written for p in (w.report, w.key_objects) if p is not None]
+        sent = stow(paths, results.stow, RetryPolicy())
+        emit(ScanEvent("info", f"STOW-RS: {sent} objects stored in {results.stow.url}"))
+    return written
 
 
 @dataclass(frozen=True)
@@ -67,6 +145,7 @@ def scan_pacs(
     progress: Progress | None = None,
     *,
     keep_cache: bool = False,
+    results: DicomResults | None = None,
 ) -> PacsScanResult:
     """Audit the studies of a PACS (see the module docstring).
 
@@ -80,6 +159,8 @@ def scan_pacs(
         Receives :class:`~auditor.scan.config.ScanEvent` messages.
     keep_cache
         Keep the retrieved instances in ``RUN_DIR/cache`` after the scan.
+    results
+        Also write (and send) DICOM results (:func:`export_results`), before the cache goes.
 
     Raises
     ------
@@ -93,6 +174,8 @@ def scan_pacs(
     from auditor.scan.pipeline import run_scan  # torch loads here
 
     emit = progress or (lambda event: None)
+    if results is not None:
+        check_options(config.pseudonymise, results.out_dir)
     out = Path(config.out)
     if not config.resume and (out / JOURNAL_NAME).exists():
         raise run_in_use(out)  # before anything is retrieved into it
@@ -123,6 +206,8 @@ def scan_pacs(
         source=source.describe(),
     )
     result = run_scan(scan_config, emit)
+    if results is not None:
+        export_results(scan_config, result, results, emit)
     if not keep_cache:
         remove_cache(out)
     return PacsScanResult(result, gathered, accounting)

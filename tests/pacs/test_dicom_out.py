@@ -1,0 +1,167 @@
+"""DICOM results (--dicom-out, --stow): TID 1500 SR and key objects, read back by pydicom and
+highdicom and checked item by item against findings.csv; sent to Orthanc and queried back."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import requests
+from pydicom.sr.codedict import codes
+from typer.testing import CliRunner
+
+from auditor.cli.app import app
+from auditor.errors import UsageError
+from auditor.pacs.dicom_out import FRACTURE_CALL, LEVEL_SITES, PROBABILITY, STATUS_CODES
+from auditor.pacs.scan import DicomResults, export_results, results_from_options
+from auditor.records import StudyStatus
+from auditor.scan.config import ScanConfig, ScanResult
+from auditor.scan.pipeline import run_scan
+from auditor.vocab import Level
+from tests.pacs.conftest import PacsWorld, make_pacs_world
+from tests.pacs.orthanc import PASSWORD, USER, Orthanc
+
+
+@pytest.fixture(scope="module")
+def scanned(
+    tmp_path_factory: pytest.TempPathFactory, bundle: Path
+) -> tuple[ScanConfig, ScanResult]:
+    root = make_pacs_world(tmp_path_factory.mktemp("world"))
+    config = ScanConfig(
+        archive=root / "archive",
+        out=root / "run",
+        boxes=root / "boxes.csv",
+        reads=root / "reads.csv",
+        model=bundle,
+        threshold=0.5,
+        device="cpu",
+        batch_size=8,
+        workers=0,
+    )
+    return config, run_scan(config)
+
+
+def _findings(run: Path) -> list[dict[str, str]]:
+    with (run / "findings.csv").open(newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if row["probability"]]
+
+
+def _check_report(path: Path, findings: list[dict[str, str]]) -> StudyStatus:
+    """Check one SR against findings.csv, content item by item; return its study status. The
+    synthetic world names each image file by its SOP Instance UID, as the PACS cache does."""
+    dataset = pydicom.dcmread(path)
+    report = hd.sr.Comprehensive3DSR.from_dataset(dataset)
+    assert dataset.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert dataset.SeriesDescription.startswith("tlaudit fracture audit")
+    content = report.content
+    assert isinstance(content, hd.sr.MeasurementReport)
+    groups = content.get_planar_roi_measurement_groups()
+    rows = [r for r in findings if r["study"] == dataset.StudyInstanceUID]
+    assert len(groups) == len(rows) > 0
+    for group, row in zip(groups, rows, strict=True):
+        level = Level(row["level"])
+        (site,) = group.finding_sites
+        assert site.value == LEVEL_SITES[level]
+        (measurement,) = group.get_measurements(name=PROBABILITY)
+        assert measurement.value == pytest.approx(float(row["probability"]), abs=1e-6)
+        (call,) = group.get_qualitative_evaluations(name=FRACTURE_CALL)
+        expected = codes.SCT.Present if row["call"] == "positive" else codes.SCT.Absent
+        assert call.value == expected
+        region = group.roi
+        assert region is not None and region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        x0, y0, x1, y1 = (float(row[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
+        np.testing.assert_allclose(
+            region.value, [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], atol=0.01
+        )
+        (image,) = region.ContentSequence
+        assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == Path(row["image"]).stem
+    (study_group,) = content.get_image_measurement_groups()
+    assert study_group.tracking_identifier == "study"
+    status = StudyStatus(rows[0]["study_status"])
+    (evaluation,) = study_group.get_qualitative_evaluations()
+    assert evaluation.value == STATUS_CODES[status]
+    return status
+
+
+def test_sr_and_key_objects_read_back_item_by_item(
+    scanned: tuple[ScanConfig, ScanResult], tmp_path: Path
+) -> None:
+    config, result = scanned
+    written = export_results(config, result, DicomResults(tmp_path / "dicom"))
+    findings = _findings(config.out)
+    assert len(written) == len({r["study"] for r in findings})
+    statuses = [_check_report(w.report, findings) for w in written]
+    with_ko = [w for w, s in zip(written, statuses, strict=True) if s is StudyStatus.LIKELY_MISSED]
+    assert [w.key_objects is not None for w in written] == [
+        s is StudyStatus.LIKELY_MISSED for s in statuses
+    ]
+    for study in with_ko:
+        assert study.key_objects is not None
+        ko = hd.ko.KeyObjectSelectionDocument.from_dataset(pydicom.dcmread(study.key_objects))
+        assert ko.StudyInstanceUID == study.study_uid
+        assert ko.SeriesDescription.startswith("tlaudit")
+
+
+def test_dicom_out_is_refused_with_pseudonymise(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--pseudonymise"):
+        results_from_options(tmp_path, pseudonymise=True)
+    with pytest.raises(UsageError, match="--dicom-out"):
+        results_from_options(None, "dicomweb+http://127.0.0.1:1/dicom-web")
+
+
+@pytest.mark.slow
+def test_cli_scans_the_pacs_and_stows_the_results_back(
+    pacs_world: tuple[Orthanc, PacsWorld],
+    bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, world = pacs_world
+    monkeypatch.setenv("TLAUDIT_DICOMWEB_USER", USER)
+    monkeypatch.setenv("TLAUDIT_DICOMWEB_PASSWORD", PASSWORD)
+    run, dicom = tmp_path / "run", tmp_path / "dicom"
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "scan", server.dicomweb, "--out", str(run), "--model", str(bundle),
+            "--boxes", str(world.root / "boxes.csv"), "--reads", str(world.root / "reads.csv"),
+            "--threshold", "0.0", "--device", "cpu", "--workers", "0",
+            "--study-date", "19000101-", "--dicom-out", str(dicom), "--stow", server.dicomweb,
+        ],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert outcome.exit_code == 0, outcome.output
+    assert PASSWORD not in outcome.output
+    reports, kos = sorted(dicom.glob("*.sr.dcm")), sorted(dicom.glob("*.ko.dcm"))
+    assert len(reports) == 4 and len(kos) == 4  # at threshold 0 every read misses a level
+    # QIDO-RS finds what STOW-RS sent, in the source studies
+    for modality, sent in (("SR", reports), ("KO", kos)):
+        answer = requests.get(
+            f"{server.url}/dicom-web/instances",
+            params={"Modality": modality},
+            auth=server.auth,
+            timeout=10,
+        )
+        assert answer.status_code == 200
+        found = {item["00080018"]["Value"][0] for item in answer.json()}
+        assert found == {str(pydicom.dcmread(p).SOPInstanceUID) for p in sent}
+    # what Orthanc returns is the SR written, item by item
+    first = pydicom.dcmread(reports[0])
+    back = requests.get(
+        f"{server.url}/dicom-web/studies/{first.StudyInstanceUID}/series/"
+        f"{first.SeriesInstanceUID}/instances/{first.SOPInstanceUID}",
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        auth=server.auth,
+        timeout=10,
+    )
+    assert back.status_code == 200
+    stored = tmp_path / "back.sr.dcm"
+    body = back.content
+    start = body.index(b"\r\n\r\n") + 4
+    end = body.rindex(b"\r\n--")
+    stored.write_bytes(body[start:end])
+    _check_report(stored, _findings(run))
