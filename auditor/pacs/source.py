@@ -3,8 +3,9 @@
 :func:`gather` runs in four steps:
 
 1. QIDO-RS asks for the studies in the date range that hold one of the accepted modalities
-   (``ModalitiesInStudy``, one query per modality), then for every series of those studies,
-   then for every instance of each series with :data:`~auditor.pacs.metadata.QUERY_FIELDS`;
+   (``ModalitiesInStudy``, one query per modality), then for every instance of each study with
+   :data:`~auditor.pacs.metadata.QUERY_FIELDS` (one request per study: asking series by series
+   as well took 3.3 s instead of 0.8 s for the 68 instances of 48 synthetic studies on Orthanc);
 2. each instance is triaged from that metadata alone
    (:func:`auditor.archive.triage.triage_header`), exactly as a file's header would be;
 3. WADO-RS retrieves the candidates, and only them, as stored (``transfer-syntax=*``) into the
@@ -183,22 +184,13 @@ def query_studies(
     return list(seen)
 
 
-def _series_of(client: DICOMwebClient, source: PacsSource, study: str) -> list[str]:
-    answer = call(
-        f"QIDO-RS series of study {study}",
-        lambda: client.search_for_series(study),
-        source.retry,
-    )
-    return [uid for item in _items(answer) if (uid := json_uids(item)[1])]
-
-
 def _instances_of(
-    client: DICOMwebClient, source: PacsSource, study: str, series: str
+    client: DICOMwebClient, source: PacsSource, study: str
 ) -> list[Mapping[str, Any]]:
     return _items(
         call(
-            f"QIDO-RS instances of series {series}",
-            lambda: client.search_for_instances(study, series, fields=list(QUERY_FIELDS)),
+            f"QIDO-RS instances of study {study}",
+            lambda: client.search_for_instances(study, fields=list(QUERY_FIELDS)),
             source.retry,
         )
     )
@@ -214,28 +206,23 @@ def triage_instances(
     client: DICOMwebClient, source: PacsSource, rules: TriageRules, cache: Path
 ) -> Iterator[FileRecord]:
     """Steps 1 and 2 of the module docstring: one triaged row per instance (size 0: not
-    retrieved yet). A series whose listing fails after its retries is one unreadable row."""
+    retrieved yet). A study whose listing fails after its retries is one unreadable row."""
     modalities = rules.modalities or DEFAULT_MODALITIES
     for study in query_studies(client, source, modalities):
-        for series in _series_of(client, source, study):
-            try:
-                items = _instances_of(client, source, study, series)
-            except PacsAuthError:
-                raise
-            except PacsError as err:
-                yield _row(
-                    cache, f"{study}/{series}/", FileStatus.UNREADABLE, Reason.CANNOT_OPEN, str(err)
-                )
-                continue
-            for item in items:
-                yield _triaged(item, study, series, rules, cache)
+        try:
+            items = _instances_of(client, source, study)
+        except PacsAuthError:
+            raise
+        except PacsError as err:
+            yield _row(cache, f"{study}/", FileStatus.UNREADABLE, Reason.CANNOT_OPEN, str(err))
+            continue
+        for item in items:
+            yield _triaged(item, study, rules, cache)
 
 
-def _triaged(
-    item: Mapping[str, Any], study: str, series: str, rules: TriageRules, cache: Path
-) -> FileRecord:
-    found_study, found_series, sop = json_uids(item)
-    study, series = found_study or study, found_series or series
+def _triaged(item: Mapping[str, Any], study: str, rules: TriageRules, cache: Path) -> FileRecord:
+    found_study, series, sop = json_uids(item)
+    study = found_study or study
     if not all(is_uid(uid) for uid in (study, series, sop)):
         return _row(
             cache,
