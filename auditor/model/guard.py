@@ -15,11 +15,16 @@ attacks", NeurIPS), with the covariance shrunk by the Ledoit-Wolf rule (Ledoit a
 J. Multivariate Anal. 88:365) so that it is well conditioned with fewer crops than feature
 dimensions. Lee et al. use one mean per class and a shared covariance and score the nearest
 class; the guard stores one mean per class when its fit was given labels and scores the nearest
-(:attr:`FeatureGuard.centres`). The energy score (Liu et al. 2020, "Energy-based out-of-distribution
-detection", NeurIPS: the negative log-sum-exp of the logits) was measured against it on the
-bundled classifier and flags far fewer foreign crops at the same false-alarm rate on held-out
-synthetic crops: a two-class head leaves it little to work with (the figures are in
-``docs/models.md``).
+(:attr:`FeatureGuard.centres`). The default guard (``mahalanobis+l2``) measures two distances,
+on the raw features and on the features scaled to unit length (Mueller and Hein 2025,
+"Mahalanobis++: improving OOD detection via feature normalization", ICML: the norm of a feature
+vector varies a lot within one class and swamps the Mahalanobis distance), divides each by its
+own held-out quantile and takes the larger: on the bundled classifier the normalised distance
+catches inverted crops the raw one misses, the raw one heavy noise the normalised one misses.
+The energy score (Liu et al. 2020, "Energy-based out-of-distribution detection", NeurIPS: the
+negative log-sum-exp of the logits) was measured against it on the bundled classifier and flags
+far fewer foreign crops at the same false-alarm rate on held-out synthetic crops: a two-class
+head leaves it little to work with (the figures are in ``docs/models.md``).
 
 A crop is *out of distribution* when its distance exceeds :attr:`FeatureGuard.threshold`, by
 default the 0.99 quantile of the held-out distances (:data:`DEFAULT_QUANTILE`), so about 1 % of
@@ -27,7 +32,7 @@ crops like the training data are marked; the rule itself is
 :func:`auditor.records.is_out_of_distribution`. An archive is out of the model's domain when more
 than :attr:`FeatureGuard.archive_share` of its crops are.
 
-Storage: the centres and the covariance go to ``guard.safetensors`` beside the weights (a 512 x
+Storage: the centres and the covariances go to ``guard.safetensors`` beside the weights (a 512 x
 512 covariance is too big for the JSON card); the card records the file's SHA-256, the method,
 the threshold and the quantiles (:meth:`FeatureGuard.record`). Loading validates every field and
 runs no code (:func:`read_guard`).
@@ -54,8 +59,10 @@ logger = logging.getLogger(__name__)
 
 GUARD_FILE = "guard.safetensors"
 GUARD_MARKER = "tlaudit-domain-guard"
-#: The methods a guard may use (only one so far).
-GUARD_METHODS = ("mahalanobis",)
+#: The methods a guard may use: the Mahalanobis distance of the raw features, or the larger of
+#: that and the distance of the L2-normalised features, each in units of its held-out quantile
+#: (the default of :func:`fit_guard`; see the module docstring).
+GUARD_METHODS = ("mahalanobis", "mahalanobis+l2")
 #: Quantile of the held-out distances that becomes the threshold unless a fit asks otherwise.
 DEFAULT_QUANTILE = 0.99
 #: Share of an archive's crops out of distribution above which the whole archive is out of the
@@ -88,6 +95,11 @@ class FeatureGuard:
         Share of an archive's inputs out of distribution above which the archive is.
     method
         One of :data:`GUARD_METHODS`.
+    l2_centres, l2_covariance
+        For ``mahalanobis+l2``: the centres and shrunk covariance of the L2-normalised features.
+    scales
+        For ``mahalanobis+l2``: the held-out quantile of the raw distances and of the normalised
+        ones; the guard's distance is the larger of the two distances, each divided by its scale.
     fitted_on
         Free-form description of the fit (crop counts, shrinkage, source).
     sha256
@@ -109,8 +121,12 @@ class FeatureGuard:
     method: str = "mahalanobis"
     fitted_on: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
+    l2_centres: npt.NDArray[np.float32] | None = field(default=None, repr=False)
+    l2_covariance: npt.NDArray[np.float32] | None = field(default=None, repr=False)
+    scales: tuple[float, float] = (1.0, 1.0)
     whitener: npt.NDArray[np.float32] = field(init=False, repr=False)
     """(D, D): ``W`` with ``W.T @ W`` the inverse covariance, so a distance is ``|W (f - c)|``."""
+    l2_whitener: npt.NDArray[np.float32] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         centres = np.asarray(self.centres, dtype=np.float32)
@@ -154,6 +170,26 @@ class FeatureGuard:
             raise BundleError("domain guard quantiles must be finite, at levels inside (0, 1)")
         if any(b < a for a, b in itertools.pairwise(values)):
             raise BundleError("domain guard quantiles decrease with the level")
+        two_part = self.method == "mahalanobis+l2"
+        if two_part != (self.l2_centres is not None and self.l2_covariance is not None):
+            raise BundleError(
+                f"domain guard method {self.method!r} needs L2 centres and covariance exactly "
+                "when it is 'mahalanobis+l2'"
+            )
+        scales = tuple(float(v) for v in self.scales)
+        if len(scales) != 2 or not all(math.isfinite(v) and v > 0 for v in scales):
+            raise BundleError(f"domain guard scales {self.scales!r}; expected two numbers > 0")
+        l2_whitener = None
+        if two_part:
+            assert self.l2_centres is not None and self.l2_covariance is not None
+            l2 = FeatureGuard(self.l2_centres, self.l2_covariance, threshold=1.0)
+            if l2.dimension != dim or l2.centres.shape[0] != centres.shape[0]:
+                raise BundleError("domain guard L2 centres do not match the raw ones")
+            object.__setattr__(self, "l2_centres", l2.centres)
+            object.__setattr__(self, "l2_covariance", l2.covariance)
+            l2_whitener = l2.whitener
+        object.__setattr__(self, "l2_whitener", l2_whitener)
+        object.__setattr__(self, "scales", scales)
         object.__setattr__(self, "centres", centres)
         object.__setattr__(self, "covariance", covariance)
         object.__setattr__(self, "quantiles", {k: quantiles[k] for k in keys})
@@ -165,31 +201,49 @@ class FeatureGuard:
         return int(self.centres.shape[1])
 
     def distances(self, features: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Distance of each row of ``features`` (N, D) to the nearest centre, float32 (N,)."""
+        """The guard's distance of each row of ``features`` (N, D), float32 (N,): the Mahalanobis
+        distance to the nearest centre, or for ``mahalanobis+l2`` the larger of the raw and the
+        normalised one, each divided by its scale."""
         f = torch.as_tensor(np.asarray(features, dtype=np.float32))
         return self.device_distances(f, *self.on_device(torch.device("cpu"))).numpy()
 
-    def on_device(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The centres and the whitener as float32 tensors on ``device``, for
-        :meth:`device_distances`."""
-        centres = torch.from_numpy(self.centres).to(device)
-        whitener = torch.from_numpy(self.whitener).to(device)
-        return centres, whitener
+    def on_device(
+        self, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """The guard's arrays as float32 tensors on ``device``, in the order
+        :meth:`device_distances` takes them."""
+
+        def put(a: npt.NDArray[np.float32] | None) -> torch.Tensor | None:
+            return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        centres, whitener = put(self.centres), put(self.whitener)
+        assert centres is not None and whitener is not None
+        scales = torch.tensor(self.scales, dtype=torch.float32, device=device)
+        return centres, whitener, put(self.l2_centres), put(self.l2_whitener), scales
 
     @staticmethod
     def device_distances(
-        features: torch.Tensor, centres: torch.Tensor, whitener: torch.Tensor
+        features: torch.Tensor,
+        centres: torch.Tensor,
+        whitener: torch.Tensor,
+        l2_centres: torch.Tensor | None = None,
+        l2_whitener: torch.Tensor | None = None,
+        scales: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Distances of (N, D) ``features`` to the nearest of ``centres`` under ``whitener`` (both
-        from :meth:`on_device`), computed in float32 on the features' device: (N,)."""
+        """The guard's distances of (N, D) ``features`` (see :meth:`distances`) from the arrays
+        :meth:`on_device` gives, computed in float32 on the features' device: (N,)."""
         # In float32 even inside the scan's bf16/fp16 autocast: the distances of a bf16 einsum
         # are off by about 1 % and come back as a dtype numpy cannot take.
         with torch.autocast(device_type=features.device.type, enabled=False):
             f = features.float()
-            # (N, K, D) residuals, whitened: |W (f - c)| is the Mahalanobis distance
-            residual = f[:, None, :] - centres.float()[None, :, :]
-            white = torch.einsum("nkd,ed->nke", residual, whitener.float())
-            return white.square().sum(dim=2).min(dim=1).values.sqrt()
+            raw = _mahalanobis(f, centres.float(), whitener.float())
+            if l2_centres is None or l2_whitener is None:
+                return raw if scales is None else raw / scales[0]
+            unit = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            normalised = _mahalanobis(unit, l2_centres.float(), l2_whitener.float())
+            if scales is None:
+                return torch.maximum(raw, normalised)
+            return torch.maximum(raw / scales[0], normalised / scales[1])
 
     def is_out(self, distances: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Which ``distances`` lie beyond the threshold."""
@@ -199,9 +253,14 @@ class FeatureGuard:
         """One line for a scan's summary, e.g. ``mahalanobis distance of the penultimate
         features; out of distribution above 31.2 (the 0.99 quantile ...)``."""
         rule = self.fitted_on.get("threshold_rule", "")
-        return (
-            f"{self.method} distance of the penultimate-layer features; out of distribution "
-            f"above {self.threshold:.1f}" + (f" ({rule})" if rule else "")
+        what = (
+            "the larger Mahalanobis distance of the raw and the L2-normalised penultimate-layer "
+            "features, each in units of its held-out quantile"
+            if self.method == "mahalanobis+l2"
+            else "mahalanobis distance of the penultimate-layer features"
+        )
+        return f"{what}; out of distribution above {self.threshold:.2f}" + (
+            f" ({rule})" if rule else ""
         )
 
     def record(self, sha256: str) -> dict[str, Any]:
@@ -216,16 +275,17 @@ class FeatureGuard:
             "quantiles": dict(self.quantiles),
             "archive_share": self.archive_share,
             "fitted_on": dict(self.fitted_on),
+            **({"scales": list(self.scales)} if self.method == "mahalanobis+l2" else {}),
         }
 
 
 def write_guard(directory: Path, guard: FeatureGuard) -> dict[str, Any]:
     """Write ``guard`` as :data:`GUARD_FILE` in ``directory`` (atomically); return the record a
     card stores for it (:meth:`FeatureGuard.record`)."""
-    tensors = {
-        "centres": torch.from_numpy(np.ascontiguousarray(guard.centres)),
-        "covariance": torch.from_numpy(np.ascontiguousarray(guard.covariance)),
-    }
+    arrays = {"centres": guard.centres, "covariance": guard.covariance}
+    if guard.l2_centres is not None and guard.l2_covariance is not None:
+        arrays |= {"l2_centres": guard.l2_centres, "l2_covariance": guard.l2_covariance}
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     sha256 = write_weights(Path(directory) / GUARD_FILE, tensors, GUARD_MARKER)
     return guard.record(sha256)
 
@@ -265,10 +325,12 @@ def read_guard(folder: Path, record: object, card_path: Path, dimension: int) ->
         )
     sha256 = checked_sha256(path, record.get("sha256"), card_path)
     tensors = read_weights(path)
-    if set(tensors) != {"centres", "covariance"}:
-        raise BundleError(
-            f"{where} file holds {sorted(tensors)}; expected 'centres' and 'covariance'"
-        )
+    expected = {"centres", "covariance"}
+    if record.get("method") == "mahalanobis+l2":
+        expected |= {"l2_centres", "l2_covariance"}
+    if set(tensors) != expected:
+        raise BundleError(f"{where} file holds {sorted(tensors)}; expected {sorted(expected)}")
+    l2 = {k: tensors[k].float().numpy() for k in ("l2_centres", "l2_covariance") if k in tensors}
     try:
         guard = FeatureGuard(
             centres=tensors["centres"].float().numpy(),
@@ -279,6 +341,9 @@ def read_guard(folder: Path, record: object, card_path: Path, dimension: int) ->
             method=str(record.get("method", "")),
             fitted_on=dict(record.get("fitted_on", {})),
             sha256=sha256,
+            l2_centres=l2.get("l2_centres"),
+            l2_covariance=l2.get("l2_covariance"),
+            scales=tuple(record.get("scales", (1.0, 1.0))),
         )
     except BundleError as err:
         raise BundleError(f"{where}: {err}") from err
@@ -299,6 +364,7 @@ def fit_guard(
     quantile: float = DEFAULT_QUANTILE,
     archive_share: float = DEFAULT_ARCHIVE_SHARE,
     source: str = "",
+    normalised: bool = True,
 ) -> FeatureGuard:
     """Fit a guard to training features and set its threshold on held-out ones.
 
@@ -318,14 +384,16 @@ def fit_guard(
         Stored as :attr:`FeatureGuard.archive_share`.
     source
         What the inputs were, for the card.
+    normalised
+        Fit the ``mahalanobis+l2`` guard (the raw and the L2-normalised features; each part's
+        distance is divided by its own held-out ``quantile``, and the threshold is the
+        ``quantile`` of the larger of the two); False for the raw distance alone.
 
     Raises
     ------
     ValueError
         For fewer than 2 fit or 1 held-out rows, widths that differ, or a quantile outside (0, 1).
     """
-    from sklearn.covariance import LedoitWolf  # only when fitting, never at scan time
-
     x = np.asarray(fit, dtype=np.float64)
     h = np.asarray(heldout, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2 or h.ndim != 2 or len(h) < 1 or h.shape[1] != x.shape[1]:
@@ -334,17 +402,25 @@ def fit_guard(
         )
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
-    if labels is None:
-        centres = x.mean(axis=0, keepdims=True)
-        residual = x - centres
-    else:
-        y = np.asarray(labels)
-        classes = np.unique(y)
-        centres = np.stack([x[y == c].mean(axis=0) for c in classes])
-        residual = x - centres[np.searchsorted(classes, y)]
-    shrunk = LedoitWolf(assume_centered=True).fit(residual)
-    covariance = shrunk.covariance_
-    provisional = FeatureGuard(centres, covariance, threshold=1.0)
+    raw = _fit_part(x, labels)
+    shrinkage = {"shrinkage": round(raw[2], 6)}
+    extra: dict[str, Any] = {}
+    if normalised:
+        l2 = _fit_part(_unit(x), labels)
+        shrinkage["shrinkage_l2"] = round(l2[2], 6)
+        parts = (
+            FeatureGuard(raw[0], raw[1], threshold=1.0).distances(h).astype(np.float64),
+            FeatureGuard(l2[0], l2[1], threshold=1.0).distances(_unit(h)).astype(np.float64),
+        )
+        scales = (float(np.quantile(parts[0], quantile)), float(np.quantile(parts[1], quantile)))
+        extra = {"l2_centres": l2[0], "l2_covariance": l2[1], "scales": scales}
+    provisional = FeatureGuard(
+        raw[0],
+        raw[1],
+        threshold=1.0,
+        method="mahalanobis+l2" if normalised else "mahalanobis",
+        **extra,
+    )
     distances = provisional.distances(h).astype(np.float64)
     levels = sorted({*RECORDED_QUANTILES, quantile})
     quantiles = {f"{q:g}": float(np.quantile(distances, q)) for q in levels}
@@ -354,12 +430,47 @@ def fit_guard(
         threshold=float(np.quantile(distances, quantile)),
         quantiles=quantiles,
         archive_share=archive_share,
+        method=provisional.method,
         fitted_on={
             "n_fit": len(x),
             "n_heldout": len(h),
-            "shrinkage": round(float(shrunk.shrinkage_), 6),
+            **shrinkage,
             "threshold_rule": f"the {quantile:g} quantile of {len(h)} held-out training-world "
             "crops",
             **({"source": source} if source else {}),
         },
+        **extra,
     )
+
+
+def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Rows of ``x`` scaled to unit length (Mahalanobis++: Mueller and Hein 2025)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _fit_part(
+    x: npt.NDArray[np.float64], labels: npt.ArrayLike | None
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float]:
+    """Centres (one, or one per class), the Ledoit-Wolf shrunk covariance of the residuals and
+    the shrinkage; the arrays in float32, as stored."""
+    from sklearn.covariance import LedoitWolf  # only when fitting, never at scan time
+
+    if labels is None:
+        centres = x.mean(axis=0, keepdims=True)
+        residual = x - centres
+    else:
+        y = np.asarray(labels)
+        classes = np.unique(y)
+        centres = np.stack([x[y == c].mean(axis=0) for c in classes])
+        residual = x - centres[np.searchsorted(classes, y)]
+    shrunk = LedoitWolf(assume_centered=True).fit(residual)
+    covariance = np.asarray(shrunk.covariance_, dtype=np.float32)
+    return centres.astype(np.float32), covariance, float(shrunk.shrinkage_)
+
+
+def _mahalanobis(f: torch.Tensor, centres: torch.Tensor, whitener: torch.Tensor) -> torch.Tensor:
+    """Mahalanobis distance of (N, D) ``f`` to the nearest of (K, D) ``centres``, (N,)."""
+    # (N, K, D) residuals, whitened: |W (f - c)| is the Mahalanobis distance
+    residual = f[:, None, :] - centres[None, :, :]
+    white = torch.einsum("nkd,ed->nke", residual, whitener)
+    return white.square().sum(dim=2).min(dim=1).values.sqrt()

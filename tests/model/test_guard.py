@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from auditor.errors import BundleError
 from auditor.model.bundle import attach_guard, create_untrained_bundle
-from auditor.model.guard import fit_guard
+from auditor.model.guard import FeatureGuard, fit_guard
 from auditor.model.infer import Classifier
 
 
@@ -46,3 +47,27 @@ def test_distances_come_back_in_float32_under_bf16_autocast(tmp_path: Path) -> N
         # bf16 features move the distances a little; the distance itself is float32
         tolerance = 1e-4 if precision == "fp32" else 0.1
         np.testing.assert_allclose(prediction.distances, expected, rtol=tolerance)
+
+
+def test_a_two_part_guard_round_trips_through_the_bundle(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    fit, heldout = rng.normal(1, 1, (300, 512)), rng.normal(1, 1, (100, 512))
+    guard = fit_guard(fit, heldout, rng.integers(0, 2, 300))
+    assert guard.method == "mahalanobis+l2" and guard.l2_centres is not None
+    folder = create_untrained_bundle(tmp_path / "b", input_size=32)
+    loaded = attach_guard(folder, guard).card.guard
+    assert loaded is not None and loaded.method == "mahalanobis+l2"
+    assert loaded.scales == pytest.approx(guard.scales)
+    probe = rng.normal(1, 1, (50, 512))
+    np.testing.assert_allclose(loaded.distances(probe), guard.distances(probe), rtol=1e-5)
+    # the raw-only guard still fits and loads as before
+    raw = fit_guard(fit, heldout, normalised=False)
+    assert raw.method == "mahalanobis" and raw.l2_centres is None
+    assert attach_guard(folder, raw).card.guard is not None
+
+
+def test_a_two_part_guard_without_its_l2_arrays_is_refused() -> None:
+    rng = np.random.default_rng(3)
+    raw = fit_guard(rng.normal(0, 1, (100, 8)), rng.normal(0, 1, (50, 8)), normalised=False)
+    with pytest.raises(BundleError, match="L2 centres"):
+        FeatureGuard(raw.centres, raw.covariance, threshold=1.0, method="mahalanobis+l2")
