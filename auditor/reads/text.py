@@ -408,7 +408,19 @@ def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
             continue
         kinds[k], first[k] = usable[-1].mention, usable[0].mention
         for start, end, levels in segment.levels:
-            finding = min(usable, key=lambda f: (_distance(start, end, f), f.start > start))
+            # the nearest finding; but a plain one gives way to a doubted or dated fracture
+            # word of the same segment ("loss of height of L4 which may represent a fracture")
+            hedged = [
+                f
+                for f in usable
+                if f.mention in (Mention.UNCERTAIN, Mention.OLD)
+                # and nearer this level than any other ("new fracture of L1 beside the old
+                # fracture of L2": L1's is the new one)
+                and min(segment.levels, key=lambda s: _distance(s[0], s[1], f))[0] == start
+            ]
+            plain = all(f.mention is Mention.AFFIRMED for f in usable if f not in hedged)
+            pool = hedged if hedged and plain and len(hedged) < len(usable) else usable
+            finding = min(pool, key=lambda f: (_distance(start, end, f), f.start > start))
             used.add((finding.start, finding.end))
             out += [(level, finding.mention) for level in levels if finding.mention]
     # a segment of levels only takes the finding of the segment before it, else the one after
@@ -426,14 +438,18 @@ def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
             for f in segments[j].findings:
                 if f.mention is mention:
                     used.add((f.start, f.end))
-    if not any(level != STUDY_WIDE for level, _ in out):
-        for segment in segments:
-            for f in segment.findings:
-                if f.mention is None or (f.start, f.end) in used:
-                    continue
-                if f.label == "NORMAL" and not segment.height:
-                    continue
-                out.append((STUDY_WIDE, f.mention))
+    levels_named = any(level != STUDY_WIDE for level, _ in out)
+    for segment in segments:
+        for f in segment.findings:
+            if f.mention is None or (f.start, f.end) in used:
+                continue
+            if f.label == "NORMAL" and not segment.height:
+                continue
+            # beside named levels only a negation of a segment without levels is study-wide:
+            # "Fracture of L2; no other fracture", "Keine frische Fraktur, ältere ... LWK 4"
+            if levels_named and not (f.mention is Mention.NEGATED and not segment.levels):
+                continue
+            out.append((STUDY_WIDE, f.mention))
     return out
 
 
