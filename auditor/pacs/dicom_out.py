@@ -9,6 +9,8 @@ For each classified study, from the run's ``findings.csv`` and the source images
   vertebra as finding site, the fracture probability (DCM 122157 *Probability*, unit ``1``) and
   the call at the operating point as a qualitative evaluation (SCT 52101004 *Present* /
   272519000 *Absent*); one study-level group with the study status;
+- a **Grayscale Softcopy Presentation State** per classified image (:func:`presentation_state`)
+  drawing the boxes with their level, probability and call, for any PACS viewer;
 - a **Key Object Selection** document (DCM 113008 *For Peer Review*) for each *likely missed*
   study, listing its images, so that the PACS can build a QA worklist.
 
@@ -122,6 +124,15 @@ class WrittenStudy:
     study_uid: str
     report: Path
     key_objects: Path | None
+    presentation_states: tuple[Path, ...] = ()
+
+    def paths(self) -> list[Path]:
+        """Every file written for the study."""
+        return [
+            self.report,
+            *self.presentation_states,
+            *([self.key_objects] if self.key_objects else []),
+        ]
 
 
 def read_findings(run_dir: Path, archive: Path) -> list[ImageCalls]:
@@ -266,6 +277,68 @@ def measurement_report(
     )
 
 
+def presentation_state(
+    source: Dataset, image: ImageCalls, *, uid_root: str | None = None
+) -> hd.pr.GrayscaleSoftcopyPresentationState:
+    """A Grayscale Softcopy Presentation State drawing each vertebra's box on ``source`` with a
+    label ``LEVEL P=0.82 +`` (``+`` positive, ``-`` negative at the operating point) above it,
+    so that any PACS viewer shows the findings without a plug-in. Positive boxes are on the
+    layer ``TLAUDIT POSITIVE``, the others on ``TLAUDIT NEGATIVE``.
+    """
+    layers = {
+        True: hd.pr.GraphicLayer("TLAUDIT POSITIVE", 1, "vertebrae called fractured"),
+        False: hd.pr.GraphicLayer("TLAUDIT NEGATIVE", 2, "vertebrae called not fractured"),
+    }
+    annotations = []
+    for positive, layer in layers.items():
+        vertebrae = [c for c in image.calls if c.positive is positive]
+        if not vertebrae:
+            continue
+        boxes, labels = [], []
+        for vertebra in vertebrae:
+            x0, y0, x1, y1 = vertebra.box
+            boxes.append(
+                hd.pr.GraphicObject(
+                    hd.pr.GraphicTypeValues.POLYLINE,
+                    np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=float),
+                    hd.pr.AnnotationUnitsValues.PIXEL,
+                )
+            )
+            sign = "+" if positive else "-"
+            labels.append(
+                hd.pr.TextObject(
+                    f"{vertebra.level.value} P={vertebra.probability:.2f} {sign}",
+                    hd.pr.AnnotationUnitsValues.PIXEL,
+                    anchor_point=(x0, max(y0 - 2.0, 0.0)),
+                    anchor_point_visible=False,
+                )
+            )
+        annotations.append(
+            hd.pr.GraphicAnnotation(
+                referenced_images=[source],
+                graphic_layer=layer,
+                graphic_objects=boxes,
+                text_objects=labels,
+            )
+        )
+    return hd.pr.GrayscaleSoftcopyPresentationState(
+        referenced_images=[source],
+        series_instance_uid=_uid(uid_root),
+        series_number=9903,
+        sop_instance_uid=_uid(uid_root),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name="tlaudit",
+        software_versions=__version__,
+        device_serial_number="none",
+        content_label="TLAUDIT",
+        content_description="tlaudit vertebra boxes and calls (AI, not reviewed)",
+        graphic_annotations=annotations,
+        graphic_layers=[layers[True], layers[False]],
+        series_description="tlaudit: vertebra boxes and calls",
+    )
+
+
 def key_objects(
     sources: Sequence[Dataset], *, uid_root: str | None = None
 ) -> hd.ko.KeyObjectSelectionDocument:
@@ -295,8 +368,9 @@ def write_dicom_results(
     *,
     uid_root: str | None = None,
 ) -> list[WrittenStudy]:
-    """Write the SR of every classified study, and a KOS per likely-missed study, into
-    ``out_dir`` as ``STUDY_UID.sr.dcm`` and ``STUDY_UID.ko.dcm``.
+    """Write the SR of every classified study, a presentation state per classified image, and a
+    KOS per likely-missed study into ``out_dir`` as ``STUDY_UID.sr.dcm``,
+    ``SOP_INSTANCE_UID.pr.dcm`` and ``STUDY_UID.ko.dcm``.
 
     Raises
     ------
@@ -326,7 +400,14 @@ def write_dicom_results(
             key_objects([s for s, _ in sources], uid_root=uid_root).save_as(
                 ko_path, enforce_file_format=True
             )
-        written.append(WrittenStudy(study, report_path, ko_path))
+        states = []
+        for source, image in sources:
+            state_path = out_dir / f"{source.SOPInstanceUID}.pr.dcm"
+            presentation_state(source, image, uid_root=uid_root).save_as(
+                state_path, enforce_file_format=True
+            )
+            states.append(state_path)
+        written.append(WrittenStudy(study, report_path, ko_path, tuple(states)))
     return written
 
 

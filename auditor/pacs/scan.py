@@ -100,9 +100,16 @@ def export_results(
         config.out, config.archive, algorithm, results.out_dir, uid_root=results.uid_root
     )
     n_ko = sum(w.key_objects is not None for w in written)
-    emit(ScanEvent("info", f"DICOM: {len(written)} SR, {n_ko} key objects in {results.out_dir}"))
+    n_pr = sum(len(w.presentation_states) for w in written)
+    emit(
+        ScanEvent(
+            "info",
+            f"DICOM: {len(written)} SR, {n_pr} presentation states, {n_ko} key objects in "
+            f"{results.out_dir}",
+        )
+    )
     if results.stow is not None:
-        paths = [p for w in written for p in (w.report, w.key_objects) if p is not None]
+        paths = [p for w in written for p in w.paths()]
         sent = stow(paths, results.stow, RetryPolicy())
         emit(ScanEvent("info", f"STOW-RS: {sent} objects stored in {results.stow.url}"))
     return written

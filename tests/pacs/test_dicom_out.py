@@ -87,6 +87,29 @@ def _check_report(path: Path, findings: list[dict[str, str]]) -> StudyStatus:
     return status
 
 
+def _check_presentation_state(path: Path, findings: list[dict[str, str]]) -> None:
+    state = pydicom.dcmread(path)
+    assert state.SOPClassUID == "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy PS
+    sop = path.name.removesuffix(".pr.dcm")
+    rows = {r["level"]: r for r in findings if Path(r["image"]).stem == sop}
+    referenced = state.ReferencedSeriesSequence[0].ReferencedImageSequence[0]
+    assert referenced.ReferencedSOPInstanceUID == sop
+    drawn = {}
+    for annotation in state.GraphicAnnotationSequence:
+        for graphic, text in zip(
+            annotation.GraphicObjectSequence, annotation.TextObjectSequence, strict=True
+        ):
+            level, probability, sign = text.UnformattedTextValue.split()
+            drawn[level] = (probability, sign, [float(v) for v in graphic.GraphicData])
+    assert set(drawn) == set(rows)
+    for level, (probability, sign, data) in drawn.items():
+        row = rows[level]
+        assert probability == f"P={float(row['probability']):.2f}"
+        assert sign == ("+" if row["call"] == "positive" else "-")
+        x0, y0, x1, y1 = (float(row[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
+        np.testing.assert_allclose(data, [x0, y0, x1, y0, x1, y1, x0, y1, x0, y0], atol=0.01)
+
+
 def test_sr_and_key_objects_read_back_item_by_item(
     scanned: tuple[ScanConfig, ScanResult], tmp_path: Path
 ) -> None:
@@ -99,6 +122,9 @@ def test_sr_and_key_objects_read_back_item_by_item(
     assert [w.key_objects is not None for w in written] == [
         s is StudyStatus.LIKELY_MISSED for s in statuses
     ]
+    for study in written:  # one presentation state per classified image, drawing its boxes
+        for path in study.presentation_states:
+            _check_presentation_state(path, findings)
     for study in with_ko:
         assert study.key_objects is not None
         ko = hd.ko.KeyObjectSelectionDocument.from_dataset(pydicom.dcmread(study.key_objects))
@@ -137,9 +163,11 @@ def test_cli_scans_the_pacs_and_stows_the_results_back(
     assert outcome.exit_code == 0, outcome.output
     assert PASSWORD not in outcome.output
     reports, kos = sorted(dicom.glob("*.sr.dcm")), sorted(dicom.glob("*.ko.dcm"))
+    states = sorted(dicom.glob("*.pr.dcm"))
     assert len(reports) == 4 and len(kos) == 4  # at threshold 0 every read misses a level
+    assert len(states) == 4  # one lateral image per study
     # QIDO-RS finds what STOW-RS sent, in the source studies
-    for modality, sent in (("SR", reports), ("KO", kos)):
+    for modality, sent in (("SR", reports), ("KO", kos), ("PR", states)):
         answer = requests.get(
             f"{server.url}/dicom-web/instances",
             params={"Modality": modality},
