@@ -78,7 +78,11 @@ def scan(
     reads: Annotated[
         Path | None,
         typer.Option(
-            exists=True, dir_okay=False, help="Original reads (CSV) to compare the model with."
+            exists=True,
+            dir_okay=False,
+            help="Original reads to compare the model with: a RIS/PACS export (CSV in any common "
+            "encoding and delimiter, or .xlsx) with report text and/or fracture_reported; check "
+            "how it is read with tlaudit parse-reads.",
         ),
     ] = None,
     reads_column: Annotated[
