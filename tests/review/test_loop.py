@@ -398,12 +398,10 @@ def test_scan_review_export_train_evaluate_calibrate(tmp_path: Path, page: Page)
     )
     trained = load_bundle(bundle).card
     assert trained.training["n_crops"] == len(out_rows)
-    # fp32: evaluate and calibrate stop on bf16 CPUs with a bundle that has a domain guard
-    # (auditor/model/infer.py hands the guard's bf16 distances to numpy; reported)
     report = tmp_path / "evaluation"
     _invoke(
         ["evaluate", str(bundle), str(archive), "--annotations", str(exported), "--out",
-         str(report), "--device", "cpu", "--precision", "fp32", "--bootstrap", "50"]
+         str(report), "--device", "cpu", "--bootstrap", "50"]
     )  # fmt: skip
     evaluation = json.loads((report / "evaluation.json").read_text())
     assert evaluation["data"]["n_crops"] == len(out_rows)
@@ -411,7 +409,7 @@ def test_scan_review_export_train_evaluate_calibrate(tmp_path: Path, page: Page)
     calibrated = tmp_path / "calibrated"
     _invoke(
         ["calibrate", str(bundle), str(archive), "--annotations", str(exported), "--out",
-         str(calibrated), "--device", "cpu", "--precision", "fp32", "--force", "--bootstrap", "50"]
+         str(calibrated), "--device", "cpu", "--force", "--bootstrap", "50"]
     )  # fmt: skip
     card = load_bundle(calibrated).card
     assert set(card.operating_points) == {"balanced", "sensitive", "specific"}
