@@ -353,7 +353,61 @@ def check_supported(meta: RadiographMeta) -> None:
         )
 
 
+#: Lossless JPEG (PS3.5 A.4.3: 1.2.840.10008.1.2.4.57 and .70) and JPEG-LS (A.4.4: .80 and .81)
+#: are decoded with imagecodecs (libjpeg-turbo, then its lossless JPEG codec; CharLS) before
+#: pydicom's plugins (pylibjpeg), which give the same pixels several times slower.
+_IMAGECODECS_DECODERS = {
+    "1.2.840.10008.1.2.4.57": ("jpeg8_decode", "ljpeg_decode"),
+    "1.2.840.10008.1.2.4.70": ("jpeg8_decode", "ljpeg_decode"),
+    "1.2.840.10008.1.2.4.80": ("jpegls_decode",),
+    "1.2.840.10008.1.2.4.81": ("jpegls_decode",),
+}
+
+
+def _decode_with_imagecodecs(ds: Dataset) -> npt.NDArray[Any] | None:
+    """The stored values of a single-frame unsigned greyscale lossless JPEG or JPEG-LS image,
+    as pydicom's ``pixel_array`` gives them, or None to leave the image to pydicom.
+
+    pydicom's rules for these syntaxes are kept: the array has the dtype of (0028,0100) *Bits
+    Allocated*, and for lossless JPEG the bits above (0028,0101) *Bits Stored* are cleared (for
+    JPEG-LS pydicom leaves them, and so does this). Signed images (*Pixel Representation* 1),
+    whose values pydicom sign-corrects, are left to pydicom, as is any frame imagecodecs
+    refuses or decodes to another shape.
+    """
+    decoders = _IMAGECODECS_DECODERS.get(_transfer_syntax(ds))
+    if decoders is None or _int(ds, "PixelRepresentation", 0) != 0:
+        return None
+    rows, columns = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+    allocated, stored = _int(ds, "BitsAllocated", 0), _int(ds, "BitsStored", 0)
+    if allocated not in (8, 16) or not 0 < stored <= allocated:
+        return None
+    try:
+        import imagecodecs
+        from pydicom.encaps import get_frame
+
+        frame = get_frame(ds.PixelData, 0, number_of_frames=1)
+    except Exception as err:  # no imagecodecs, or fragments pydicom cannot split into a frame
+        logger.debug("imagecodecs path not taken (%s); decoding with pydicom", err)
+        return None
+    for name in decoders:
+        try:
+            decoded = getattr(imagecodecs, name)(frame)
+        except Exception as err:  # a codec's own error type; pydicom's decoders may still cope
+            logger.debug("imagecodecs.%s failed (%s)", name, err)
+            continue
+        if decoded.shape != (rows, columns) or decoded.dtype.itemsize > allocated // 8:
+            continue
+        arr = decoded.astype(np.uint8 if allocated == 8 else np.uint16, copy=False)
+        if stored < allocated and name != "jpegls_decode":
+            arr &= (1 << stored) - 1
+        return arr
+    return None
+
+
 def _decode(path: Path, ds: Dataset) -> npt.NDArray[Any]:
+    fast = _decode_with_imagecodecs(ds)
+    if fast is not None:
+        return fast
     try:
         with _quiet_pydicom():
             arr = ds.pixel_array

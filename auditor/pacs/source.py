@@ -36,7 +36,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +243,18 @@ def _triaged(item: Mapping[str, Any], study: str, rules: TriageRules, cache: Pat
             Reason.UNREADABLE_HEADER,
             f"QIDO-RS answer is not DICOM JSON pydicom reads: {err}",
         )
-    decision = triage_header(meta, relpath, rules)
+    if meta.has_pixels and not meta.photometric:
+        # Many PACS leave Photometric Interpretation out of QIDO-RS answers; triage would call
+        # the image colour. Assume grey here: a retrieved candidate is triaged again from its
+        # own header by the scan's inventory, and the row keeps the answer as it was.
+        decision = triage_header(replace(meta, photometric="MONOCHROME2"), relpath, rules)
+        decision = replace(
+            decision,
+            detail=f"{decision.detail}; Photometric Interpretation not in the QIDO-RS answer "
+            "(checked in the retrieved file)",
+        )
+    else:
+        decision = triage_header(meta, relpath, rules)
     return FileRecord(
         meta.path, relpath, 0, decision.status, decision.reason, decision.detail, meta
     )

@@ -1,0 +1,107 @@
+"""The PACS source without a server: retries, QIDO answers missing fields, metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from auditor.archive.triage import Reason, TriageRules
+from auditor.pacs.connect import PacsAuthError, PacsError
+from auditor.pacs.metadata import meta_from_json
+from auditor.pacs.retry import RetryPolicy, call
+from auditor.pacs.source import _triaged
+from auditor.vocab import FileStatus
+
+STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+
+
+def _http_error(status: int) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"{status}", response=response)
+
+
+def _flaky(failures: list[BaseException]) -> Callable[[], str]:
+    def request() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "answer"
+
+    return request
+
+
+def test_transient_failures_are_retried_with_growing_waits() -> None:
+    waits: list[float] = []
+    failures: list[BaseException] = [requests.ConnectionError("down"), _http_error(503)]
+    policy = RetryPolicy(attempts=3, first_wait_s=0.5, max_wait_s=8)
+    assert call("QIDO-RS studies", _flaky(failures), policy, sleep=waits.append) == "answer"
+    assert waits == [0.5, 1.0]
+
+
+def test_the_last_failure_says_what_to_do() -> None:
+    failures: list[BaseException] = [requests.Timeout("slow")] * 3
+    with pytest.raises(PacsError, match=r"Timeout after 3 tries.*--resume"):
+        call(
+            "WADO-RS instance 1.2", _flaky(failures), RetryPolicy(attempts=3), sleep=lambda s: None
+        )
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_not_retried(status: int) -> None:
+    waits: list[float] = []
+    with pytest.raises(PacsAuthError, match=f"HTTP {status}"):
+        call("QIDO-RS", _flaky([_http_error(status)]), RetryPolicy(), sleep=waits.append)
+    assert waits == []
+
+
+def test_other_http_errors_are_not_retried() -> None:
+    waits: list[float] = []
+    with pytest.raises(PacsError, match="HTTP 404"):
+        call("QIDO-RS", _flaky([_http_error(404)]), RetryPolicy(), sleep=waits.append)
+    assert waits == []
+
+
+def _item(**values: object) -> dict[str, object]:
+    tags = {
+        "study": ("0020000D", "UI"), "series": ("0020000E", "UI"), "sop": ("00080018", "UI"),
+        "modality": ("00080060", "CS"), "body": ("00180015", "CS"), "view": ("00185101", "CS"),
+        "rows": ("00280010", "US"), "name": ("00100010", "PN"),
+    }  # fmt: skip
+    return {tags[k][0]: {"vr": tags[k][1], "Value": [v]} for k, v in values.items()}
+
+
+def test_a_qido_answer_without_a_sop_instance_uid_is_an_unreadable_row(tmp_path: Path) -> None:
+    record = _triaged(_item(study=STUDY, series=SERIES), STUDY, TriageRules(), tmp_path)
+    assert record.status is FileStatus.UNREADABLE
+    assert record.reason is Reason.UNREADABLE_HEADER
+    assert "must return them" in record.detail
+
+
+def test_a_qido_answer_without_triage_fields_is_triaged_as_a_blank_header(tmp_path: Path) -> None:
+    record = _triaged(
+        _item(study=STUDY, series=SERIES, sop=SOP, modality="DX", rows=100), STUDY, TriageRules(),
+        tmp_path,
+    )  # fmt: skip
+    assert (record.status, record.reason) == (FileStatus.SKIPPED, Reason.NO_BODY_PART)
+    assert "Photometric Interpretation not in the QIDO-RS answer" in record.detail
+    assert record.meta is not None and record.meta.photometric == ""  # the answer as it was
+    assert record.relpath == f"{STUDY}/{SERIES}/{SOP}.dcm"
+
+
+def test_a_lateral_lumbar_answer_is_a_candidate_and_an_sr_has_no_pixels(tmp_path: Path) -> None:
+    lateral = _item(
+        study=STUDY, series=SERIES, sop=SOP, modality="DX", body="LSPINE", view="LL", rows=100
+    )
+    assert _triaged(lateral, STUDY, TriageRules(), tmp_path).status is FileStatus.CANDIDATE
+    report = _item(study=STUDY, series=SERIES, sop=SOP, modality="DX", body="LSPINE", view="LL")
+    assert _triaged(report, STUDY, TriageRules(), tmp_path).reason is Reason.NO_PIXEL_DATA
+
+
+def test_person_names_and_spacing_come_through(tmp_path: Path) -> None:
+    item = _item(study=STUDY, name={"Alphabetic": "Doe^Jane"})
+    item["00280030"] = {"vr": "DS", "Value": [0.15, 0.2]}
+    meta = meta_from_json(item, tmp_path / "x.dcm")
+    assert (meta.patient_name, meta.pixel_spacing_mm) == ("Doe^Jane", (0.15, 0.2))
