@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from auditor.archive.triage import Reason, TriageRules
 from auditor.pacs.connect import PacsAuthError, PacsError
 from auditor.pacs.metadata import meta_from_json
 from auditor.pacs.retry import RetryPolicy, call
-from auditor.pacs.source import _triaged
+from auditor.pacs.source import DEFAULT_CACHE_CAP_MB, _triaged
 from auditor.vocab import FileStatus
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
@@ -105,3 +106,10 @@ def test_person_names_and_spacing_come_through(tmp_path: Path) -> None:
     item["00280030"] = {"vr": "DS", "Value": [0.15, 0.2]}
     meta = meta_from_json(item, tmp_path / "x.dcm")
     assert (meta.patient_name, meta.pixel_spacing_mm) == ("Doe^Jane", (0.15, 0.2))
+
+
+def test_the_command_line_cache_cap_default_is_the_library_default() -> None:
+    from auditor.cli.scan import scan
+
+    default = inspect.signature(scan).parameters["cache_cap_mb"].default
+    assert default == DEFAULT_CACHE_CAP_MB
