@@ -148,6 +148,9 @@ def guard_rates_command(
 ) -> None:
     """Measure a bundle's domain guard: the share of crops it marks out of distribution on
     held-out synthetic worlds (should be low) and on foreign sets (should be high), and its cost.
+
+    For comparison the energy score (thresholded at the 0.99 quantile of the first held-out
+    world) is counted on the same crops.
     """
     import json
 
@@ -201,9 +204,10 @@ def guard_rates_command(
     rates = gr.measure_guard(loaded, sets, dev)
     for r in rates:
         kind = "foreign" if r.foreign else "held-out"
+        energy = "" if r.energy_flagged is None else f"; energy score {r.energy_flagged / r.n:6.1%}"
         console.print(
             f"{escape(r.name):<32} {kind:<8} {r.flagged:>5} of {r.n:>5} flagged "
-            f"({r.share:6.1%}); median distance {r.median_distance:.1f}",
+            f"({r.share:6.1%}); median distance {r.median_distance:.2f}{energy}",
             highlight=False,
         )
     result: dict[str, object] = {

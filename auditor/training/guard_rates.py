@@ -68,6 +68,9 @@ class GuardRate:
     flagged: int
     median_distance: float
     description: str
+    energy_flagged: int | None = None
+    """Crops the energy score (:func:`energy_scores`) would flag at the threshold of
+    :func:`measure_guard` (None for a network without a ResNet head)."""
 
     @property
     def share(self) -> float:
@@ -82,6 +85,8 @@ class GuardRate:
             "share": self.share,
             "median_distance": self.median_distance,
             "description": self.description,
+            "energy_flagged": self.energy_flagged,
+            "energy_share": None if self.energy_flagged is None else self.energy_flagged / self.n,
         }
 
 
@@ -173,27 +178,30 @@ def coco_crops(
     return out.astype(np.float32)
 
 
-def rate(
-    bundle: ModelBundle, crop_set: CropSet, device: torch.device, guard: FeatureGuard
-) -> GuardRate:
-    """The share of ``crop_set`` that ``guard`` marks out of distribution."""
-    if not len(crop_set.crops):
-        raise UsageError(f"crop set {crop_set.name!r} is empty")
-    distances = guard.distances(crop_features(bundle, crop_set.crops, device))
-    return GuardRate(
-        name=crop_set.name,
-        foreign=crop_set.foreign,
-        n=len(distances),
-        flagged=int(guard.is_out(distances).sum()),
-        median_distance=float(np.median(distances)),
-        description=crop_set.description,
-    )
+def energy_scores(
+    bundle: ModelBundle, features: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float64] | None:
+    """The energy score of each crop from its pooled features (Liu et al. 2020: minus the
+    log-sum-exp of the logits; higher is further out), through the ResNet head ``fc``; None for
+    another network."""
+    state = bundle.state_dict
+    if "fc.weight" not in state:
+        return None
+    weight = state["fc.weight"].double().numpy()
+    bias = state["fc.bias"].double().numpy()
+    logits = np.asarray(features, dtype=np.float64) @ weight.T + bias
+    top = logits.max(axis=1)
+    return -(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))
 
 
 def measure_guard(
-    bundle: ModelBundle, sets: Sequence[CropSet], device: torch.device
+    bundle: ModelBundle, sets: Sequence[CropSet], device: torch.device, quantile: float = 0.99
 ) -> list[GuardRate]:
-    """The guard's rate on each of ``sets`` (see :func:`rate`).
+    """The share of each of ``sets`` that the bundle's guard marks out of distribution.
+
+    For comparison the energy score is thresholded at ``quantile`` of its values on the first
+    set that is not foreign (a held-out world: about the guard's false-alarm rate there) and
+    its flags are counted too.
 
     Raises
     ------
@@ -203,7 +211,29 @@ def measure_guard(
     guard = bundle.card.guard
     if guard is None:
         raise UsageError(f"{bundle.path} has no domain guard; fit one with tlaudit guard")
-    return [rate(bundle, s, device, guard) for s in sets]
+    features = []
+    for crop_set in sets:
+        if not len(crop_set.crops):
+            raise UsageError(f"crop set {crop_set.name!r} is empty")
+        features.append(crop_features(bundle, crop_set.crops, device))
+    energies = [energy_scores(bundle, f) for f in features]
+    reference = next((e for s, e in zip(sets, energies, strict=True) if not s.foreign), None)
+    cut = None if reference is None else float(np.quantile(reference, quantile))
+    rates = []
+    for crop_set, f, energy in zip(sets, features, energies, strict=True):
+        distances = guard.distances(f)
+        rates.append(
+            GuardRate(
+                name=crop_set.name,
+                foreign=crop_set.foreign,
+                n=len(distances),
+                flagged=int(guard.is_out(distances).sum()),
+                median_distance=float(np.median(distances)),
+                description=crop_set.description,
+                energy_flagged=None if energy is None or cut is None else int((energy > cut).sum()),
+            )
+        )
+    return rates
 
 
 @dataclass(frozen=True)
