@@ -28,6 +28,7 @@ from auditor.cli.labels import (
 )
 from auditor.cli.localize import evaluate_localizer_command, localize_command
 from auditor.cli.localizer_train import train_localizer_command
+from auditor.cli.parse_reads import parse_reads_command
 from auditor.cli.review import review_command
 from auditor.cli.scan import scan
 from auditor.cli.synth import synth
@@ -90,6 +91,7 @@ app.command("review")(review_command)
 app.command("export-annotations")(export_annotations_command)
 app.command("import-verdicts")(import_verdicts_command)
 app.command("review-stats")(review_stats_command)
+app.command("parse-reads")(parse_reads_command)
 
 
 def main() -> None:
