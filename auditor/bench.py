@@ -18,6 +18,16 @@ overhead over classification alone: in the scan itself (heatmaps for positive ve
 timed inside the scan), and as a worst case for every crop, with and without drawing an overlay
 thumbnail for each. CAM and ``layercam4`` come from the classifying pass and cost little;
 ``layercam`` needs a second pass with autograd.
+
+Where the scan's wall time went (:attr:`BenchResult.stages`) comes from the timers the scan keeps
+itself (``ScanResult.timings``, :class:`~auditor.scan.classify.ClassifyStats`): inventory, the
+localizer, the wait for the loader (decoding, cropping and the transfer of batches that the model
+did not hide), the model, the heatmap pass, thumbnails, journal, reports, and the rest (model
+loading, run folder, worker start-up). Decoding and cropping run in the loader's worker processes,
+overlapped with the model, so the scan cannot time them on its path; the bench times them apart
+(:func:`measure_loader`: the same reader and crop code, in this process, on up to
+``loader_sample`` of the scan's images) and gives them as worker-seconds over the scan's wall
+time (:attr:`BenchResult.worker_stages`), which may exceed 100 % with several workers.
 """
 
 from __future__ import annotations
@@ -37,10 +47,15 @@ from pathlib import Path
 import torch
 
 from auditor.errors import UsageError
-from auditor.model.bundle import create_untrained_bundle, load_bundle
+from auditor.model.bundle import ModelCard, create_untrained_bundle, load_bundle
 from auditor.model.infer import Classifier, select_device
 from auditor.reports.thumbnails import heatmap_overlay, save_jpeg
-from auditor.scan.config import HeatmapMode, ScanConfig, ScanResult, default_workers
+from auditor.scan.config import (
+    HeatmapMode,
+    ScanConfig,
+    ScanResult,
+    default_workers,
+)
 from auditor.scan.dataset import THUMB_SIZE
 from auditor.scan.pipeline import run_scan
 from auditor.vocab import DEFAULT_HEATMAP
@@ -75,6 +90,8 @@ class BenchConfig:
     localizer: bool = True
     localizer_model: Path | None = None
     localizer_scan: bool = False
+    threads: int | None = None  # the scan's model threads (None: as the scan picks them)
+    loader_sample: int = 32  # images timed apart for the decode and crop figures (0: none)
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,46 @@ class BenchResult:
     # scans without a box file: crops cut from the localizer's decode, and decoded a second time
     localizer_scan_vps: float | None = None
     localizer_scan_decode_twice_vps: float | None = None
+    threads: int = 0  # torch threads of the scan's model
+    loader_images: int = 0  # images timed apart by measure_loader
+    decode_s_per_image: float | None = None  # reading and decoding, mean per image
+    crop_s_per_image: float | None = None  # cutting, thumbnails and preview, mean per image
+
+    @property
+    def stages(self) -> list[tuple[str, float]]:
+        """The scan's wall time by stage, in seconds, from its own timers; they add up to
+        ``total_s`` ("other" is the rest: model loading, run folder, worker start-up)."""
+        t = self.scan_timings
+        maps = t.get("heatmap_maps_s", 0.0)
+        parts = [
+            ("inventory and triage", t.get("inventory_s", 0.0)),
+            ("localizer", t.get("localizer_s", 0.0)),
+            ("loader wait (decode, crop, transfer not hidden)", t.get("loader_wait_s", 0.0)),
+            ("model", t.get("model_s", 0.0) - maps),
+            ("heatmap pass", maps),
+            ("thumbnails", t.get("heatmap_thumbnails_s", 0.0)),
+            ("journal", t.get("journal_s", 0.0)),
+            ("reports", t.get("reports_s", 0.0)),
+        ]
+        total = t.get("total_s", 0.0)
+        parts.append(("other", max(0.0, total - sum(seconds for _, seconds in parts))))
+        return parts
+
+    @property
+    def worker_stages(self) -> list[tuple[str, float]]:
+        """Decoding and cropping of all the scan's images, in worker-seconds, estimated from
+        :func:`measure_loader`'s means; overlapped with the model in the loader's workers."""
+        if self.decode_s_per_image is None or self.crop_s_per_image is None:
+            return []
+        return [
+            ("decode (in the workers)", self.decode_s_per_image * self.n_images),
+            ("crop (in the workers)", self.crop_s_per_image * self.n_images),
+        ]
+
+    def shares(self, stages: list[tuple[str, float]]) -> list[tuple[str, float, float]]:
+        """``stages`` with each one's share of the scan's wall time."""
+        total = self.scan_timings.get("total_s", 0.0)
+        return [(name, seconds, seconds / total if total else 0.0) for name, seconds in stages]
 
     @property
     def precut_speedup(self) -> float | None:
@@ -261,6 +318,55 @@ def measure_localizer(
     return tuple(locate_s), tuple(read_s)
 
 
+@dataclass(frozen=True)
+class LoaderTimes:
+    """Seconds per image of the loader's work, timed apart: reading and decoding, and the rest
+    (cutting the crops, their thumbnails and the report preview, preprocessing)."""
+
+    decode: tuple[float, ...]
+    crop: tuple[float, ...]
+
+
+def measure_loader(archive: Path, boxes: Path, card: ModelCard, limit: int) -> LoaderTimes:
+    """Time the scan loader's per-image work on the first ``limit`` images of ``archive`` that
+    ``boxes`` gives boxes for, in this process.
+
+    Each image is read with :func:`~auditor.io.radiograph.read_radiograph` (decode), then taken
+    through :class:`~auditor.scan.dataset.VertebraCropDataset` (decode again, then crop), so the
+    crop time is the second time less the first, and the code timed is the scan's own.
+    """
+    from auditor.archive.inventory import inventory
+    from auditor.boxes import read_box_file, resolve_boxes
+    from auditor.errors import READ_FAILURES
+    from auditor.io.radiograph import read_radiograph
+    from auditor.scan.dataset import ImageJob, VertebraCropDataset
+    from auditor.vocab import FileStatus
+
+    records = [r for r in inventory(archive) if r.status is FileStatus.CANDIDATE]
+    paths = {r.relpath: r.path for r in records}
+    metas = {r.relpath: r.meta for r in records if r.meta is not None}
+    resolved = resolve_boxes(read_box_file(boxes).rows, metas)
+    jobs = [
+        ImageJob(image, paths[image], tuple(found))
+        for image, found in list(resolved.by_image.items())[: max(0, limit)]
+    ]
+    dataset = VertebraCropDataset(jobs, card)
+    decode: list[float] = []
+    crop: list[float] = []
+    for index, job in enumerate(jobs):
+        start = time.perf_counter()
+        try:
+            read_radiograph(job.path)
+        except READ_FAILURES:
+            continue
+        middle = time.perf_counter()
+        dataset[index]
+        end = time.perf_counter()
+        decode.append(middle - start)
+        crop.append(max(0.0, (end - middle) - (middle - start)))
+    return LoaderTimes(tuple(decode), tuple(crop))
+
+
 def _synthetic_archive(config: BenchConfig, work: Path) -> tuple[Path, Path]:
     from auditor.synth.archive import write_archive
     from auditor.synth.config import SynthConfig
@@ -333,9 +439,11 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
             heatmap_method=config.heatmap_method,
             batch_size=config.batch_size,
             workers=workers,
+            threads=config.threads,
             heatmaps=HeatmapMode.POSITIVE,
         )
         scan: ScanResult = run_scan(scan_config)
+        threads = torch.get_num_threads() if config.threads is None else config.threads
         if config.rounds - first > 0:
             tell(f"Model-only again: {config.rounds - first} rounds")
             times = times.merged(
@@ -357,6 +465,10 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
                 localizer_vps[precut] = max(vps, localizer_vps.get(precut, 0.0))
         locate_s: tuple[float, ...] = ()
         read_s: tuple[float, ...] = ()
+        loader = LoaderTimes((), ())
+        if config.loader_sample > 0:
+            tell(f"Loader: decoding and cropping up to {config.loader_sample} images apart")
+            loader = measure_loader(archive, boxes, bundle.card, config.loader_sample)
         if config.localizer:
             tell("Localizer: locating every candidate radiograph of the archive")
             locate_s, read_s = measure_localizer(archive, config.localizer_model, classifier.device)
@@ -382,4 +494,8 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         localizer_read_s_per_image=statistics.median(read_s) if read_s else None,
         localizer_scan_vps=localizer_vps.get(True),
         localizer_scan_decode_twice_vps=localizer_vps.get(False),
+        threads=threads,
+        loader_images=len(loader.decode),
+        decode_s_per_image=statistics.mean(loader.decode) if loader.decode else None,
+        crop_s_per_image=statistics.mean(loader.crop) if loader.crop else None,
     )

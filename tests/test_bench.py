@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from auditor.bench import BenchConfig, describe_machine, run_bench
@@ -25,9 +26,11 @@ def test_bench_on_a_given_archive(tmp_path: Path, method: str | None) -> None:
         device="cpu",
         batch_size=8,
         workers=0,
+        threads=1,
         rounds=1,
         work_dir=tmp_path,
     )
+    threads_before = torch.get_num_threads()
     if method is not None:
         config = dataclasses.replace(config, heatmap_method=method)
     result = run_bench(config)
@@ -52,6 +55,18 @@ def test_bench_on_a_given_archive(tmp_path: Path, method: str | None) -> None:
     assert result.localizer_s_per_image is not None and result.localizer_s_per_image > 0
     assert result.localizer_read_s_per_image is not None and result.localizer_read_s_per_image > 0
     assert not any(p.name.startswith("tlaudit-bench-") for p in tmp_path.iterdir())  # cleaned up
+    # the scan's model ran on the threads asked for, and the caller's count is back
+    assert result.threads == 1 and torch.get_num_threads() == threads_before
+    # the stage breakdown is the scan's own timers, adding up to its wall time
+    stages = dict(result.stages)
+    assert sum(stages.values()) == pytest.approx(t["total_s"])
+    assert stages["model"] == pytest.approx(t["model_s"] - t["heatmap_maps_s"])
+    assert stages["journal"] == t["journal_s"] and stages["reports"] == t["reports_s"]
+    # decoding and cropping were timed apart on every image (fewer than loader_sample)
+    assert result.loader_images == 3
+    assert result.decode_s_per_image is not None and result.decode_s_per_image > 0
+    workers = dict(result.worker_stages)
+    assert workers["decode (in the workers)"] == pytest.approx(3 * result.decode_s_per_image)
 
 
 def test_scan_heatmap_overhead_counts_the_pass_and_the_thumbnails() -> None:
@@ -72,6 +87,27 @@ def test_scan_heatmap_overhead_counts_the_pass_and_the_thumbnails() -> None:
     forward = result({"model_s": 8.0, "heatmap_maps_s": 0.0, "heatmap_thumbnails_s": 0.4})
     assert forward.scan_heatmap_overhead == pytest.approx(0.05)
     assert result({}).scan_heatmap_overhead == 0.0
+
+
+def test_stage_shares_are_of_the_scans_wall_time() -> None:
+    from auditor.bench import BenchResult
+
+    timings = {
+        "total_s": 20.0, "inventory_s": 1.0, "loader_wait_s": 2.0, "model_s": 10.0,
+        "heatmap_maps_s": 1.0, "heatmap_thumbnails_s": 0.5, "journal_s": 0.5, "reports_s": 1.0,
+    }  # fmt: skip
+    result = BenchResult(
+        machine="m", device="cpu", model="x", input_size=32, batch_size=8, workers=2,
+        model_only_vps=1.0, model_only_no_cam_vps=1.0, overlay_s=0.0, end_to_end_vps=1.0,
+        n_images=10, n_vertebrae=60, heatmaps_drawn=1, scan_timings=timings,
+        heatmap_method="layercam", decode_s_per_image=0.5, crop_s_per_image=0.1,
+    )  # fmt: skip
+    shares = {name: share for name, _, share in result.shares(result.stages)}
+    assert shares["model"] == pytest.approx(0.45) and shares["heatmap pass"] == pytest.approx(0.05)
+    assert shares["other"] == pytest.approx(5.0 / 20.0)  # 20 s less the 15 s timed
+    assert sum(shares.values()) == pytest.approx(1.0)
+    worker = {name: share for name, _, share in result.shares(result.worker_stages)}
+    assert worker == pytest.approx({"decode (in the workers)": 0.25, "crop (in the workers)": 0.05})
 
 
 def test_bench_archive_needs_boxes(tmp_path: Path) -> None:
@@ -108,8 +144,10 @@ def test_bench_cli_on_a_synthetic_archive(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "End-to-end / model-only" in result.output
     assert "One decode / two decodes" in result.output
+    assert "Where the scan's" in result.output and "decode (in the workers)" in result.output
     data = json.loads(out.read_text())
     assert data["n_vertebrae"] > 0
+    assert data["stages"]["model"] > 0 and data["worker_stages"]["decode (in the workers)"] > 0
     assert data["ratio"] == pytest.approx(data["end_to_end_vps"] / data["model_only_no_cam_vps"])
     assert data["scan_heatmap_overhead"] >= 0
     assert describe_machine() == data["machine"]

@@ -62,6 +62,10 @@ def bench(
     workers: Annotated[
         int | None, typer.Option(min=0, help="Crop-loading workers (default as in scan).")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Torch threads of the scan's model (default as in scan)."),
+    ] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Model-only timing rounds.")] = 3,
     localizer: Annotated[
         bool,
@@ -139,6 +143,7 @@ def bench(
             heatmap_method=heatmap_method.value,
             batch_size=batch_size,
             workers=workers,
+            threads=threads,
             rounds=rounds,
             localizer=localizer,
             localizer_model=localizer_model,
@@ -174,7 +179,7 @@ def bench(
             "Scan: images / vertebrae / heatmaps",
             f"{result.n_images} / {result.n_vertebrae} / {result.heatmaps_drawn}",
         ),
-        ("Scan: loader workers", str(result.workers)),
+        ("Scan: loader workers / model threads", f"{result.workers} / {result.threads}"),
     ]
     if result.localizer_s_per_image is not None:
         rows.append(
@@ -203,20 +208,23 @@ def bench(
             ),
             ("One decode / two decodes", f"{result.precut_speedup:.2f}x"),
         ]
-    for key in (
-        "inventory_s",
-        "loader_wait_s",
-        "model_s",
-        "heatmap_maps_s",
-        "heatmap_thumbnails_s",
-        "journal_s",
-        "reports_s",
-        "total_s",
-    ):
-        rows.append((f"Scan time: {key[:-2].replace('_', ' ')} (s)", f"{t.get(key, 0.0):.2f}"))
     for name, value in rows:
         table.add_row(name, escape(value))
     console.print(table)
+    stages = Table(title=f"Where the scan's {t.get('total_s', 0.0):.2f} s went")
+    for column in ("Stage", "Seconds", "Share of wall time"):
+        stages.add_column(column, justify="left" if column == "Stage" else "right")
+    for name, seconds, share in result.shares(result.stages):
+        stages.add_row(escape(name), f"{seconds:.2f}", f"{share:.1%}")
+    if result.worker_stages:
+        stages.add_section()
+        for name, seconds, share in result.shares(result.worker_stages):
+            stages.add_row(escape(name), f"{seconds:.2f}", f"{share:.1%}")
+        stages.caption = (
+            f"Worker stages: the mean per image of {result.loader_images} images timed apart, "
+            f"times {result.n_images} images; overlapped with the model."
+        )
+    console.print(stages)
     if json_out is not None:
         data = dataclasses.asdict(result)
         data.update(
@@ -225,6 +233,8 @@ def bench(
             scan_heatmap_overhead=result.scan_heatmap_overhead,
             heatmap_overhead_all=result.heatmap_overhead_all,
             precut_speedup=result.precut_speedup,
+            stages={name: seconds for name, seconds in result.stages},
+            worker_stages={name: seconds for name, seconds in result.worker_stages},
         )
         json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 

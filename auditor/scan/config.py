@@ -69,6 +69,7 @@ class ScanConfig:
     heatmap_method: HeatmapMethod | str = DEFAULT_HEATMAP
     batch_size: int = 32
     workers: int | None = None
+    threads: int | None = None  # torch threads of the classifier (None: torch's own count)
     resume: bool = False
     pseudonymise: bool = False
     pseudonym_salt: str | None = None

@@ -24,10 +24,12 @@ overlay thumbnail, so heatmaps cost little beyond the CAM itself (computed in th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,9 +248,10 @@ def _classify(
         t0 = time.perf_counter()
         emit(ScanEvent("start", total=todo))
         executor = LocalProcesses(workers, pin_memory=classifier.device.type == "cuda")
-        stats = classify_batches(
-            jobs, batches, classifier, config.heatmaps, model.threshold, executor, journal, emit
-        )
+        with _torch_threads(config.threads):
+            stats = classify_batches(
+                jobs, batches, classifier, config.heatmaps, model.threshold, executor, journal, emit
+            )
         timings["classification_s"] = time.perf_counter() - t0
         outcomes = {
             relpath.get(key, key): dataclasses.replace(outcome, image=relpath.get(key, key))
@@ -258,6 +261,23 @@ def _classify(
     shutil.rmtree(config.out / PRECUT_DIR, ignore_errors=True)
     precut = sum(job.precut is not None for job in jobs)
     return _Classified(outcomes, salt, stats, workers, precut)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the classifier on ``threads`` torch threads (None: as they are); the caller's count
+    is restored after."""
+    import torch
+
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _summary(
