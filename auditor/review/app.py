@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -548,11 +549,21 @@ def create_app(
         raise
     bench = Workbench(run, store, reviewer, token, sample, sample_unflagged, seed)
 
+    # the first cases' radiographs, read and encoded before the reviewer asks for them
+    first_images = [case.images[0].ref for case in bench.queue() if case.images]
+    stop = threading.Event()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
+        warm = threading.Thread(
+            target=bench.images.warm, args=(first_images, stop), name="review-warm", daemon=True
+        )
+        warm.start()
         try:
             yield
         finally:
+            stop.set()
+            warm.join(timeout=10)
             store.close()
 
     routes = [

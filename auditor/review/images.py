@@ -5,23 +5,28 @@ resolves inside the archive (:meth:`~auditor.review.run.ReviewRun.image_path`); 
 (study, image reference, box id), looked up in ``cases.json`` and checked to lie inside the run
 folder's ``thumbnails/``. Encoding a full-resolution PNG costs tens of milliseconds on a large
 film, so the last few are kept in a small cache (the next case is prefetched while the reviewer
-reads the current one).
+reads the current one), and a background thread fills it with the first cases of the queue when
+the workbench starts (:meth:`ImageCache.warm`), so that the first pass is not slower than the next.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from auditor.errors import UsageError
+from auditor.errors import READ_FAILURES, UsageError
 from auditor.io.radiograph import read_radiograph
 from auditor.review.run import ReviewRun
 from auditor.review.store import box_id
+
+logger = logging.getLogger(__name__)
 
 #: Folder of the run that heatmap thumbnails must lie in.
 THUMBNAIL_DIR = "thumbnails"
@@ -81,6 +86,28 @@ class ImageCache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
         return data
+
+    def warm(self, refs: Iterable[str], stop: threading.Event) -> int:
+        """Encode the images ``refs`` name, in order, until :attr:`size` are cached or ``stop``
+        is set; return how many were encoded. An image that cannot be served is skipped (its
+        request reports the error when it is asked for)."""
+        skipped: tuple[type[BaseException], ...] = (KeyError, UsageError, *READ_FAILURES)
+        done = 0
+        for ref in refs:
+            if stop.is_set() or done >= self._size:
+                break
+            try:
+                self.png(ref)
+            except skipped as err:
+                logger.debug("not cached ahead: %s: %s", ref, err)
+                continue
+            done += 1
+        return done
+
+    @property
+    def size(self) -> int:
+        """How many encoded images the cache keeps."""
+        return self._size
 
 
 def heatmap_path(run: ReviewRun, study: str, ref: str, box: str) -> Path:
