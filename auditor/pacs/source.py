@@ -34,8 +34,10 @@ import functools
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,7 @@ CACHE_DIR = "cache"
 
 DEFAULT_CACHE_CAP_MB = 20_000
 GIVE_UP_AFTER = 3
+DEFAULT_CONNECTIONS = 4
 """Consecutive instances whose retrieval failed after which the PACS counts as down."""
 
 _DATE = re.compile(r"^(\d{8})?-(\d{8})?$")
@@ -104,16 +107,22 @@ class PacsSource:
         The cache folder stops growing at this size; candidates beyond it are rows saying so.
     retry
         Retries and back-off of each request.
+    connections
+        Requests in flight at once (instance listings, retrievals), each thread with its own
+        HTTP session.
     """
 
     connection: PacsConnection
     study_date: str = ""
     cache_cap_mb: float = DEFAULT_CACHE_CAP_MB
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connections: int = DEFAULT_CONNECTIONS
 
     def __post_init__(self) -> None:
         if self.cache_cap_mb <= 0:
             raise UsageError(f"--cache-cap-mb must be positive, got {self.cache_cap_mb}")
+        if self.connections < 1:
+            raise UsageError(f"connections must be at least 1, got {self.connections}")
 
     def describe(self) -> str:
         """The source in words, for the reports (no credentials in it)."""
@@ -203,19 +212,28 @@ def _row(
 
 
 def triage_instances(
-    client: DICOMwebClient, source: PacsSource, rules: TriageRules, cache: Path
+    client_for: Callable[[], DICOMwebClient],
+    source: PacsSource,
+    rules: TriageRules,
+    cache: Path,
+    pool: ThreadPoolExecutor,
 ) -> Iterator[FileRecord]:
     """Steps 1 and 2 of the module docstring: one triaged row per instance (size 0: not
-    retrieved yet). A study whose listing fails after its retries is one unreadable row."""
+    retrieved yet), in study order; the studies are listed ``source.connections`` at a time.
+    A study whose listing fails after its retries is one unreadable row."""
     modalities = rules.modalities or DEFAULT_MODALITIES
-    for study in query_studies(client, source, modalities):
+
+    def listing(study: str) -> tuple[str, list[Mapping[str, Any]], PacsError | None]:
         try:
-            items = _instances_of(client, source, study)
+            return study, _instances_of(client_for(), source, study), None
         except PacsAuthError:
             raise
         except PacsError as err:
-            yield _row(cache, f"{study}/", FileStatus.UNREADABLE, Reason.CANNOT_OPEN, str(err))
-            continue
+            return study, [], err
+
+    for study, items, error in pool.map(listing, query_studies(client_for(), source, modalities)):
+        if error is not None:
+            yield _row(cache, f"{study}/", FileStatus.UNREADABLE, Reason.CANNOT_OPEN, str(error))
         for item in items:
             yield _triaged(item, study, rules, cache)
 
@@ -285,6 +303,38 @@ def _store(client: DICOMwebClient, source: PacsSource, record: FileRecord) -> in
     return record.path.stat().st_size
 
 
+class _Budget:
+    """What the retrieval threads share: the cache's size against its cap, and how many
+    retrievals in a row have failed (the PACS counts as down after :data:`GIVE_UP_AFTER`)."""
+
+    def __init__(self, size: int, cap: int) -> None:
+        self.lock = threading.Lock()
+        self.size = size
+        self.cap = cap
+        self.failed_in_a_row = 0
+
+    def refusal(self) -> str:
+        """Why no further retrieval is tried ("" when it may be)."""
+        with self.lock:
+            if self.failed_in_a_row >= GIVE_UP_AFTER:
+                return (
+                    f"not retrieved: the PACS stopped answering ({GIVE_UP_AFTER} retrievals in a "
+                    "row failed); rerun with --resume when it is back"
+                )
+            if self.size >= self.cap:
+                return (
+                    f"not retrieved: the cache reached its cap of {self.cap / 1e6:g} MB; rerun "
+                    "with --resume and a larger --cache-cap-mb"
+                )
+        return ""
+
+    def done(self, outcome: str, size: int) -> None:
+        with self.lock:
+            if outcome == "retrieved":
+                self.size += size
+            self.failed_in_a_row = self.failed_in_a_row + 1 if outcome == "failed" else 0
+
+
 def gather(
     source: PacsSource,
     rules: TriageRules,
@@ -292,6 +342,9 @@ def gather(
     on_record: Callable[[FileRecord], None] | None = None,
 ) -> Gathered:
     """Query, triage and retrieve (the module docstring's steps); never raises for one instance.
+
+    ``source.connections`` requests run at once; rows come back in query order. The cache may
+    pass its cap by up to that many instances less one (those already in flight).
 
     Parameters
     ----------
@@ -311,37 +364,48 @@ def gather(
     PacsError
         When the study query fails after its retries.
     """
-    client = source.connection.client()
+    local = threading.local()
+
+    def client_for() -> DICOMwebClient:
+        if not hasattr(local, "client"):
+            local.client = source.connection.client()
+        client: DICOMwebClient = local.client
+        return client
+
     cache = Path(run_dir) / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
     for partial in cache.rglob("*.part"):  # left by a killed run
         partial.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    triaged = list(triage_instances(client, source, rules, cache))
-    query_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    cap = int(source.cache_cap_mb * 1e6)
-    size = _cache_size(cache)
-    retrieved = reused = written = failed_in_a_row = 0
-    records: list[FileRecord] = []
-    for record in triaged:
-        if record.status is FileStatus.CANDIDATE:
-            record, outcome = _retrieve_one(client, source, record, size, cap, failed_in_a_row)
-            if outcome == "reused":
-                reused += 1
-            elif outcome == "retrieved":
-                retrieved += 1
+    with ThreadPoolExecutor(source.connections, thread_name_prefix="tlaudit-pacs") as pool:
+        t0 = time.perf_counter()
+        triaged = list(triage_instances(client_for, source, rules, cache, pool))
+        query_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        budget = _Budget(_cache_size(cache), int(source.cache_cap_mb * 1e6))
+
+        def final(record: FileRecord) -> tuple[FileRecord, str]:
+            if record.status is not FileStatus.CANDIDATE:
+                return record, "not a candidate"
+            return _retrieve_one(client_for, source, record, budget)
+
+        counts = {"reused": 0, "retrieved": 0}
+        written = 0
+        records: list[FileRecord] = []
+        # one connection: one after the other, each row final before the next request
+        mapper = pool.map if source.connections > 1 else map
+        for record, outcome in mapper(final, triaged):
+            if outcome in counts:
+                counts[outcome] += 1
+            if outcome == "retrieved":
                 written += record.size
-                size += record.size
-            failed_in_a_row = failed_in_a_row + 1 if outcome == "failed" else 0
-        if on_record is not None:
-            on_record(record)
-        records.append(record)
+            if on_record is not None:
+                on_record(record)
+            records.append(record)
     return Gathered(
         cache,
         tuple(records),
-        retrieved,
-        reused,
+        counts["retrieved"],
+        counts["reused"],
         written,
         query_s,
         time.perf_counter() - t1,
@@ -349,12 +413,10 @@ def gather(
 
 
 def _retrieve_one(
-    client: DICOMwebClient,
+    client_for: Callable[[], DICOMwebClient],
     source: PacsSource,
     record: FileRecord,
-    size: int,
-    cap: int,
-    failed_in_a_row: int,
+    budget: _Budget,
 ) -> tuple[FileRecord, str]:
     """One candidate: (its final row, "reused" / "retrieved" / "failed" / "not tried")."""
 
@@ -375,25 +437,21 @@ def _retrieve_one(
             record.detail + "; in the cache from an earlier run",
             record.meta,
         ), "reused"
-    if failed_in_a_row >= GIVE_UP_AFTER:
-        return failed(
-            f"not retrieved: the PACS stopped answering ({GIVE_UP_AFTER} retrievals in a row "
-            "failed); rerun with --resume when it is back"
-        ), "not tried"
-    if size >= cap:
-        return failed(
-            f"not retrieved: the cache reached its cap of {cap / 1e6:g} MB; rerun with --resume "
-            "and a larger --cache-cap-mb"
-        ), "not tried"
+    refusal = budget.refusal()
+    if refusal:
+        return failed(refusal), "not tried"
     try:
-        stored = _store(client, source, record)
+        stored = _store(client_for(), source, record)
     except PacsAuthError:
         raise
     except PacsError as err:
+        budget.done("failed", 0)
         return failed(f"not retrieved: {err}"), "failed"
     except Exception as err:  # a malformed answer or a full disk: this instance's row, not a crash
         logger.warning("%s: retrieval failed", record.relpath, exc_info=True)
+        budget.done("failed", 0)
         return failed(f"not retrieved: {type(err).__name__}: {err}"), "failed"
+    budget.done("retrieved", stored)
     return FileRecord(
         record.path,
         record.relpath,

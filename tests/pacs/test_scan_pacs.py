@@ -184,7 +184,10 @@ def test_a_dead_pacs_gives_error_rows_and_resume_retrieves_only_what_is_missing(
                 server.stop()  # the PACS dies in the middle of the retrieval
                 stopped.append(record.relpath)
 
-        first = gather(_source(server), rules, tmp_path / "run", stop_after_first_candidate)
+        # one request at a time, so that the server dies between two retrievals
+        first = gather(
+            _source(server, connections=1), rules, tmp_path / "run", stop_after_first_candidate
+        )
         failed = [r for r in first.records if r.status is FileStatus.UNREADABLE]
         assert first.retrieved == 1 and len(failed) == 3  # 4 candidates, 1 retrieved
         assert all(r.reason is Reason.CANNOT_OPEN for r in failed)
