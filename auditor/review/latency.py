@@ -12,8 +12,9 @@ received it) to the first task after the frame in which the next case is drawn: 
 is read in a ``setTimeout`` queued from the next ``requestAnimationFrame``, that is after that
 frame has been painted. The workbench prefetches the neighbours of the case on screen, as it does
 for a reviewer. The figures are given for all presses and apart for the first pass over the queue
-(the server reads and encodes each radiograph the first time it is asked for) and the later
-presses (the server's and the browser's caches hold them).
+(each radiograph asked for the first time: read and encoded then, unless the workbench's start-up
+thread has done it already) and the later presses (the server's and the browser's caches hold
+them).
 
 Run it with ``tlaudit bench --review RUN_DIR`` (``--presses N --dwell-ms MS``) or
 ``python -m auditor.review.latency RUN_DIR``.
@@ -155,8 +156,8 @@ class LatencyResult:
     viewport: str
 
     def passes(self) -> dict[str, tuple[float, ...]]:
-        """The samples of the first pass over the queue (``cases - 1`` presses: the server reads
-        and encodes each radiograph for the first time) and of the later presses (cached)."""
+        """The samples of the first pass over the queue (``cases - 1`` presses, each case asked
+        for the first time) and of the later presses (cached)."""
         first = self.cases - 1
         return {"first pass": self.samples_ms[:first], "later": self.samples_ms[first:]}
 
