@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -401,10 +400,11 @@ def train(
         source=source,
         training_data=training_data.value if training_data else "",
     )
+    # by name: typer vendors its own click, whose ParameterSource is not click's
     given = {
         key
         for key in ctx.params
-        if ctx.get_parameter_source(key) not in (None, ParameterSource.DEFAULT)
+        if getattr(ctx.get_parameter_source(key), "name", "DEFAULT") != "DEFAULT"
     }
     config = TrainConfig(**apply_preset(values, preset.value if preset else None, given))
     console = Console()

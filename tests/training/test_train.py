@@ -308,3 +308,28 @@ def test_a_time_limit_ends_the_fit_after_the_epoch_that_passes_it(tmp_path: Path
     assert len(list(csv.DictReader((tmp_path / "c" / "history.csv").open()))) == 2
     with pytest.raises(UsageError, match="max-minutes"):
         TrainConfig(max_minutes=-1.0)
+
+
+def test_a_preset_fills_every_option_not_given_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from auditor.training.config import PRESETS
+
+    seen: list[TrainConfig] = []
+
+    def estimate(archive: Path, annotations: Path, config: TrainConfig, listener: object) -> None:
+        seen.append(config)
+
+    monkeypatch.setattr("auditor.training.train.estimate_training", estimate)
+    archive, annotations = make_world(tmp_path / "world", n_studies=4)
+    args = ["train", str(archive), "--annotations", str(annotations), "--out", str(tmp_path / "o")]
+    result = runner.invoke(
+        cli_app.app, [*args, "--preset", "quick", "--epochs", "3", "--estimate-only"]
+    )
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    quick = PRESETS["quick"]
+    assert config.epochs == 3  # given here: it wins
+    for key, value in quick.items():
+        if key != "epochs":
+            assert getattr(config, key) == value, key
