@@ -48,5 +48,6 @@ def test_guard_fits_stores_and_refuses_to_overwrite_without_force(tmp_path: Path
     assert forced.exit_code == 0, forced.output
     replaced = load_bundle(bundle_dir).card.guard
     assert replaced is not None
-    assert replaced.threshold < guard.threshold  # the 0.9 quantile of the same held-out crops
+    assert replaced.quantiles["0.9"] == pytest.approx(replaced.threshold)
+    assert "the 0.9 quantile" in replaced.fitted_on["threshold_rule"]
     assert file_sha256(bundle_dir / WEIGHTS_FILE) == weights_sha
