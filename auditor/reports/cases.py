@@ -13,7 +13,9 @@ Layout (``format`` and ``version`` are checked on reading)::
      "studies": [{"key", "status", "priority", "queue_rank", "study_uid", "accession_number",
                   "patient_id", "study_date", "description",
                   "read": null | {"row", "accession_number", "study_uid", "image",
-                                  "fracture_reported", "reported_levels", "impression"},
+                                  "fracture_reported", "reported_levels", "impression",
+                                  "mentions": [{"level", "mention", "sentence"}],
+                                  "disagreement"},
                   "images": [{"image", "ref", "sop_instance_uid",
                               "vertebrae": [{"box_row", "level", "box", "box_source",
                                              "box_confidence", "probability", "positive",
@@ -33,12 +35,13 @@ from auditor.files import write_text_atomic
 from auditor.records import (
     AuditReport,
     CaseImage,
+    LevelMention,
     ReadRow,
     StudyCase,
     StudyStatus,
     VertebraFinding,
 )
-from auditor.vocab import Level
+from auditor.vocab import Level, Mention
 
 CASES_NAME = "cases.json"
 _FORMAT = "tlaudit-cases"
@@ -123,6 +126,11 @@ def _study_json(case: StudyCase) -> dict[str, Any]:
             "fracture_reported": read.fracture_reported,
             "reported_levels": [level.value for level in read.reported_levels],
             "impression": read.impression,
+            "mentions": [
+                {"level": m.level, "mention": m.mention.value, "sentence": m.sentence}
+                for m in read.mentions
+            ],
+            "disagreement": read.disagreement,
         },
         "images": [
             {
@@ -171,6 +179,12 @@ def _study_case(item: dict[str, Any]) -> StudyCase:
             fracture_reported=bool(read_item["fracture_reported"]),
             reported_levels=tuple(Level(level) for level in read_item["reported_levels"]),
             impression=str(read_item["impression"]),
+            # absent in a cases.json written before reads were parsed
+            mentions=tuple(
+                LevelMention(str(m["level"]), Mention(m["mention"]), str(m["sentence"]))
+                for m in read_item.get("mentions", ())
+            ),
+            disagreement=str(read_item.get("disagreement", "")),
         )
     )
     images = []

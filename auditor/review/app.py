@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +42,7 @@ from starlette.staticfiles import StaticFiles
 
 from auditor.crops import crop_window
 from auditor.errors import READ_FAILURES, TlauditError, UsageError
-from auditor.records import CaseImage, StudyCase
+from auditor.records import CaseImage, LevelMention, StudyCase
 from auditor.resources import resource_dir
 from auditor.review.decisions import ReviewedVertebra, propose_verdict, reviewed_vertebrae
 from auditor.review.guard import TOKEN_PARAM, Guard
@@ -56,7 +56,7 @@ from auditor.review.store import (
     box_id,
     check_reviewer,
 )
-from auditor.vocab import GENANT_GRADES, LEVEL_ORDER, StudyVerdict
+from auditor.vocab import GENANT_GRADES, LEVEL_ORDER, SPINE_LEVELS, STUDY_WIDE, StudyVerdict
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +222,12 @@ class Workbench:
                 "impression": read.impression,
                 "fracture_reported": read.fracture_reported,
                 "reported_levels": [level.value for level in read.reported_levels],
+                # what the report's text says per level (auditor.reads), in reading order
+                "mentions": [
+                    {"level": m.level, "mention": m.mention.value, "sentence": m.sentence}
+                    for m in _in_level_order(read.mentions)
+                ],
+                "disagreement": read.disagreement,
             },
             "images": [_image_json(image, vertebrae) for image in case.images],
             "verdict": None if verdict is None else verdict.value,
@@ -584,3 +590,9 @@ def create_app(
     )
     app.state.workbench = bench
     return app
+
+
+def _in_level_order(mentions: Iterable[LevelMention]) -> list[LevelMention]:
+    """Mentions cranial to caudal, the study-wide one first."""
+    order = {level: k for k, level in enumerate((STUDY_WIDE, *SPINE_LEVELS))}
+    return sorted(mentions, key=lambda m: order.get(m.level, len(order)))

@@ -566,3 +566,12 @@ def test_bind_picks_a_free_port_and_the_url_names_it() -> None:
         sock.close()
     assert workbench_url("::1", 80, "t") == "http://[::1]:80/?token=t"
     assert host_name("[::1]:80") == "::1" and host_name("LocalHost:1") == "localhost"
+
+
+def test_the_case_carries_what_the_reports_text_says_per_level(client: TestClient) -> None:
+    """Study 1's read says "L1 wedge. ..." in its text: the case lists L1 as affirmed with the
+    sentence it came from, for the workbench to show beside the impression."""
+    case = client.get("/api/case", params={"study": "1.2.826.0.1.3680043.99.1.1"}, headers=AUTH)
+    mentions = case.json()["read"]["mentions"]
+    assert {"level": "L1", "mention": "affirmed", "sentence": "L1 wedge."} in mentions
+    assert all(set(m) == {"level", "mention", "sentence"} for m in mentions)

@@ -46,6 +46,10 @@ def test_queue_key_case_decision_reload(fresh_run: Path, page: Page) -> None:
         page.keyboard.press("j")
         page.wait_for_selector(f'body[data-case-ready="{first}"]')
         assert page.get_attribute('[data-testid="case"]', "data-study") == first
+        # the first flagged study's read says "L1 wedge.": its text's mention, with the sentence
+        mention = page.locator('[data-testid="mention"][data-level="L1"]')
+        assert mention.get_attribute("data-mention") == "affirmed"
+        assert "L1 wedge." in mention.inner_text()
         boxes = page.locator('[data-testid="box"]')
         assert boxes.count() == 4
         box = boxes.first.get_attribute("data-box")

@@ -32,7 +32,8 @@
  *                                   new-level, new-box-ok, new-box-cancel
  *     verdict-confirmed_miss, verdict-not_a_fracture, verdict-already_known, verdict-unsure
  *                                   (aria-pressed="true" when set; class "proposed" when proposed)
- *     comment, impression, image-error
+ *     comment, impression, mentions, mention (data-level, data-mention), disagreement,
+ *     image-error
  *
  * Keys: queue page: j / k open the next / previous case (after the one last opened), arrows move
  * between rows, Enter opens. Case page: j, k, arrows: next / previous case; 1-4: verdict; f, n, u:
@@ -425,6 +426,28 @@
           ? "fracture reported, no level"
           : "no fracture reported";
       target.replaceChildren(...parts, " ", el("span", { class: "muted" }, `(${reported})`));
+      drawMentions(read);
+    }
+
+    /** What the report's text says per level (affirmed, old, uncertain, negated), each with the
+     * sentence it came from, and where the text and the structured columns disagree. */
+    function drawMentions(read) {
+      const list = document.getElementById("mentions");
+      const items = (read.mentions || []).map((m) =>
+        el(
+          "li",
+          { "data-testid": "mention", "data-level": m.level, "data-mention": m.mention },
+          el("span", { class: `mention mention-${m.mention}` },
+            `${m.level === "*" ? "whole study" : m.level}: ${m.mention}`),
+          " ",
+          el("q", {}, m.sentence),
+        ),
+      );
+      if (read.disagreement) {
+        items.push(el("li", { class: "disagreement", "data-testid": "disagreement" },
+          read.disagreement));
+      }
+      list.replaceChildren(...items);
     }
 
     function drawImageTabs() {
