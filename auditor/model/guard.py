@@ -23,8 +23,9 @@ own held-out quantile and takes the larger: on the bundled classifier the normal
 catches inverted crops the raw one misses, the raw one heavy noise the normalised one misses.
 The energy score (Liu et al. 2020, "Energy-based out-of-distribution detection", NeurIPS: the
 negative log-sum-exp of the logits) was measured against it on the bundled classifier and flags
-far fewer foreign crops at the same false-alarm rate on held-out synthetic crops: a two-class
-head leaves it little to work with (the figures are in ``docs/models.md``).
+far fewer foreign crops overall at about the same false-alarm rate on held-out synthetic crops
+(a few more of 13 real vertebrae on DRRs, far fewer noisy, inverted and real-radiograph crops): a
+two-class head leaves it little to work with (the figures are in ``docs/models.md``).
 
 A crop is *out of distribution* when its distance exceeds :attr:`FeatureGuard.threshold`, by
 default the 0.99 quantile of the held-out distances (:data:`DEFAULT_QUANTILE`), so about 1 % of
