@@ -192,7 +192,13 @@ class PacsConnection:
         """A DICOMweb client with the credentials, TLS verification on, and retries left to
         :mod:`auditor.pacs.retry` (which also retries connection errors)."""
         session = requests.Session()
-        session.verify = str(self.ca_bundle) if self.ca_bundle is not None else True
+        # Without the environment's settings: requests lets REQUESTS_CA_BUNDLE override the
+        # session's CA bundle, and reads credentials from ~/.netrc. Proxies (HTTP(S)_PROXY,
+        # NO_PROXY) and, without --ca-bundle, REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are taken here.
+        session.trust_env = False
+        session.proxies = requests.utils.get_environ_proxies(self.url)
+        env_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        session.verify = str(self.ca_bundle) if self.ca_bundle else (env_bundle or True)
         headers: dict[str, str] = {}
         if self.credentials.kind == "basic":
             session.auth = (self.credentials.user, self.credentials.password)

@@ -127,5 +127,6 @@ class Orthanc:
         self.process = None
 
     def log(self) -> str:
+        """The end of the server's log, for failure messages."""
         path = self.folder / "orthanc.log"
         return path.read_text(errors="replace")[-2000:] if path.is_file() else ""

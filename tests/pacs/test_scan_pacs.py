@@ -15,7 +15,12 @@ import pytest
 from auditor.archive.inventory import FileRecord
 from auditor.archive.triage import Reason, TriageRules
 from auditor.errors import UsageError
-from auditor.pacs.connect import PacsAuthError, PacsConnection, dicomweb_url, load_credentials
+from auditor.pacs.connect import (
+    PacsAuthError,
+    PacsConnection,
+    dicomweb_url,
+    load_credentials,
+)
 from auditor.pacs.retry import RetryPolicy
 from auditor.pacs.scan import ACCOUNTING_NAME, scan_pacs
 from auditor.pacs.source import CACHE_DIR, PacsSource, gather, parse_study_date
