@@ -90,6 +90,10 @@ def is_positive(probability: float | None, threshold: float) -> bool:
     return probability is not None and float(probability) >= threshold
 
 
+#: How the reports mark a call (and a study's status) whose crop is out of distribution.
+OUT_OF_DISTRIBUTION = "out of distribution"
+
+
 def is_out_of_distribution(distance: float | None, threshold: float | None) -> bool:
     """The one rule that marks a crop out of distribution: its domain-guard distance
     (:mod:`auditor.model.guard`) lies above the guard's threshold. Without a distance or a
@@ -375,9 +379,8 @@ class StudyFinding:
         if not self.out_of_distribution:
             return self.status.value
         n = self.out_of_distribution
-        return (
-            f"{self.status.value}; {n} {'vertebra' if n == 1 else 'vertebrae'} out of distribution"
-        )
+        noun = "vertebra" if n == 1 else "vertebrae"
+        return f"{self.status.value}; {n} {noun} {OUT_OF_DISTRIBUTION}"
 
     @property
     def max_probability(self) -> float:

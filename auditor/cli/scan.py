@@ -29,7 +29,7 @@ from auditor.cli.triage_options import (
     build_rules,
     triage_table,
 )
-from auditor.errors import InputFileError
+from auditor.errors import InputFileError, TlauditError
 from auditor.vocab import DEFAULT_HEATMAP, BoxFormat, Device, HeatmapMode, Precision
 
 _PACS = "PACS (ARCHIVE given as dicomweb+https://...)"
@@ -116,6 +116,15 @@ def scan(
             "--strict-reads",
             help="Exit 1 (after writing the reports) when the reads warning is due: more than "
             "10 % of its rows rejected, or no read matches a scanned study.",
+        ),
+    ] = False,
+    strict_domain: Annotated[
+        bool,
+        typer.Option(
+            "--strict-domain",
+            help="Exit 1 (after writing the reports) when the archive is out of the model's "
+            "domain (more than the guard's share of crops out of distribution); refuse a model "
+            "without a domain guard.",
         ),
     ] = False,
     model: Annotated[
@@ -260,6 +269,7 @@ def scan(
         reads_columns=reads_mapping(reads_column or (), reads_columns),
         reads_rules=tuple(reads_rules or ()),
         strict_reads=strict_reads,
+        strict_domain=strict_domain,
         model=model,
         operating_point=point_name(operating_point),
         threshold=threshold,
@@ -343,10 +353,20 @@ def scan(
     )
     for kind, path in result.reports.items():
         console.print(f"  {kind}: {escape(str(path))}", highlight=False)
+    if result.domain is not None and (banner := result.domain.banner()):
+        console.print(f"[bold red]{escape(banner)}[/]", highlight=False)
+    elif result.domain is not None and result.domain.crops_out:
+        console.print(
+            f"{result.domain.crops_out} of {result.domain.crops} vertebrae out of distribution "
+            "(marked in the reports)",
+            highlight=False,
+        )
     if result.reads is not None and (warning := result.reads.banner()):
         console.print(f"[bold red]{escape(warning)}[/]", highlight=False)
         if config.strict_reads:
             raise InputFileError(f"--strict-reads: {warning}")
+    if config.strict_domain and result.domain is not None and result.domain.out_of_domain:
+        raise TlauditError(f"--strict-domain: {result.domain.banner()}")
 
 
 def reads_mapping(

@@ -30,7 +30,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
 from auditor.files import is_formula_like, write_with
-from auditor.records import AuditReport, StudyFinding
+from auditor.records import OUT_OF_DISTRIBUTION, AuditReport, StudyFinding, VertebraFinding
 from auditor.reports.cells import finish_table, put, write_table
 from auditor.vocab import StudyVerdict, VertebraDecision
 
@@ -252,7 +252,8 @@ def _summary_sheet(ws: Worksheet, report: AuditReport) -> None:
     rows: list[tuple[str, object]] = list(report.summary)
     rows += [(f"Studies: {status.value}", count) for status, count in report.status_counts]
     # warnings lead the first sheet, in red, where no one opening the workbook can miss them
-    warnings = [("WARNING", report.reads_check.banner())] if report.reads_check else []
+    warnings = [("WARNING", report.domain.banner())] if report.domain else []
+    warnings += [("WARNING", report.reads_check.banner())] if report.reads_check else []
     warnings = [(item, text) for item, text in warnings if text]
     write_table(ws, ("Item", "Value"), [*warnings, *rows])
     for row in range(2, 2 + len(warnings)):
@@ -288,7 +289,7 @@ def _queue_row(rank: int, study: StudyFinding, verdicts: Verdicts) -> tuple[obje
     verdict, comment = verdicts.get(study.key, (None, None))
     return (
         rank,
-        study.status.value,
+        study.status_text,
         verdict or None,
         comment or None,
         round(study.flag.priority, 4),
@@ -375,7 +376,7 @@ def _vertebra_sheet(
                 v.image,
                 v.level.value,
                 None if v.probability is None else round(v.probability, 4),
-                "" if v.probability is None else ("positive" if v.positive else "negative"),
+                "" if v.probability is None else _call(v),
                 {None: "", 1: "fracture", 0: "no_fracture"}.get(v.reference_label, ""),
                 v.box_row,
                 *(round(c, 1) for c in v.box),
@@ -402,3 +403,9 @@ def _vertebra_sheet(
     )
     ws.add_data_validation(validation)
     validation.add(f"{decision_col}2:{decision_col}{max(last, 2)}")
+
+
+def _call(v: VertebraFinding) -> str:
+    """A classified vertebra's call as the reports show it, marked when out of distribution."""
+    call = "positive" if v.positive else "negative"
+    return f"{call}; {OUT_OF_DISTRIBUTION}" if v.out_of_distribution else call

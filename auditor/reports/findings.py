@@ -35,6 +35,8 @@ FINDINGS_COLUMNS = (
     "box_confidence",
     "heatmap",
     "error",
+    "domain_distance",
+    "out_of_distribution",
 )
 
 
@@ -61,6 +63,8 @@ def write_findings_csv(report: AuditReport, target: Path) -> None:
                 "" if v.box_confidence is None else f"{v.box_confidence:.4f}",
                 v.heatmap,
                 csv_safe(v.error),
+                "" if v.distance is None else f"{v.distance:.4f}",
+                "yes" if v.out_of_distribution else "",
             ]
         )
     write_text_atomic(target, buffer.getvalue())

@@ -27,7 +27,13 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from auditor.files import strip_bidi, write_text_atomic
-from auditor.records import AuditReport, StudyFinding, StudyStatus, VertebraFinding
+from auditor.records import (
+    OUT_OF_DISTRIBUTION,
+    AuditReport,
+    StudyFinding,
+    StudyStatus,
+    VertebraFinding,
+)
 from auditor.reports.limits import DEFAULT_EMBED_LIMIT, DEFAULT_TABLE_LIMIT
 from auditor.resources import resource_dir
 from auditor.vocab import Level
@@ -112,6 +118,7 @@ def _queue_row(rank: int, study: StudyFinding, run_dir: Path, embed: bool) -> di
     return {
         "rank": rank,
         "status": study.status.value,
+        "status_text": study.status_text,
         "status_rank": study.status.rank,
         "status_class": _css(study.status),
         "priority": study.flag.priority,
@@ -143,6 +150,7 @@ def _vertebra_row(v: VertebraFinding) -> dict[str, Any]:
     else:
         call = "positive" if v.positive else "negative"
         probability, prob_sort = f"{v.probability:.3f}", f"{v.probability:.6f}"
+    shown = f"{call}; {OUT_OF_DISTRIBUTION}" if v.out_of_distribution else call
     return {
         "study": v.study,
         "image": v.image,
@@ -150,6 +158,7 @@ def _vertebra_row(v: VertebraFinding) -> dict[str, Any]:
         "probability": probability,
         "prob_sort": prob_sort,
         "call": call,
+        "call_shown": shown,
         "status": v.study_status.value,
         "reported": {None: "", True: "yes", False: "no"}[v.reported],
         "box": "({:.0f}, {:.0f})-({:.0f}, {:.0f})".format(*v.box),
@@ -203,6 +212,7 @@ def build_context(
         "title": report.title,
         "banner": banner,
         "reads_banner": report.reads_check.banner() if report.reads_check else "",
+        "domain_banner": report.domain.banner() if report.domain else "",
         "subtitle": f"{len(report.studies)} flagged studies; {len(report.vertebrae)} vertebrae"
         + (f"; model {validation}" if validation else ""),
         "summary": list(report.summary),
