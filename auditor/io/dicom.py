@@ -243,9 +243,11 @@ def _probe_pixel_data(
         fp.seek(item_length, 1)
 
 
-def _meta_from_dataset(
-    path: Path, ds: Dataset, has_pixels: bool, pixel_data_error: str
+def meta_from_dataset(
+    path: Path, ds: Dataset, has_pixels: bool, pixel_data_error: str = ""
 ) -> RadiographMeta:
+    """The header tlaudit reads from a parsed dataset: a file's (:func:`read_dicom_header`) or
+    one a PACS answered in DICOM JSON (:mod:`auditor.pacs.metadata`), read the same way."""
     samples = _int(ds, "SamplesPerPixel", 1 if has_pixels else 0)
     return RadiographMeta(
         path=path,
@@ -320,7 +322,7 @@ def read_dicom_header(path: Path) -> RadiographMeta:
             "UID, Modality or Rows; not a recognisable DICOM dataset",
         )
     with _quiet_pydicom():  # values are converted (and validated) on access
-        return _meta_from_dataset(path, ds, has_pixels, problem)
+        return meta_from_dataset(path, ds, has_pixels, problem)
 
 
 def check_supported(meta: RadiographMeta) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
+from auditor.io.dicom import meta_from_dataset
 from auditor.records import RadiographMeta
 
 QUERY_FIELDS = (
@@ -44,35 +45,6 @@ def json_uids(item: Mapping[str, Any]) -> tuple[str, str, str]:
     return out[0], out[1], out[2]
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, None)
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, MultiValue)):
-        return "\\".join(str(v) for v in value).strip()
-    return str(value).strip()
-
-
-def _int(ds: Dataset, keyword: str, default: int) -> int:
-    try:
-        value = ds.get(keyword, None)
-        return default if value in (None, "") else int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _spacing(ds: Dataset) -> tuple[float, float] | None:
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword, None)
-        try:
-            row, col = float(value[0]), float(value[1])
-        except (TypeError, ValueError, IndexError):
-            continue
-        if row > 0 and col > 0:
-            return (row, col)
-    return None
-
-
 def meta_from_json(item: Mapping[str, Any], path: Path) -> RadiographMeta:
     """The header of one instance from its QIDO-RS answer.
 
@@ -96,31 +68,5 @@ def meta_from_json(item: Mapping[str, Any], path: Path) -> RadiographMeta:
         When the answer is not DICOM JSON pydicom can read (the message says what failed).
     """
     ds = Dataset.from_json(dict(item))
-    rows = _int(ds, "Rows", 0)
-    return RadiographMeta(
-        path=path,
-        file_format="dicom",
-        study_uid=_text(ds, "StudyInstanceUID"),
-        series_uid=_text(ds, "SeriesInstanceUID"),
-        sop_uid=_text(ds, "SOPInstanceUID"),
-        accession_number=_text(ds, "AccessionNumber"),
-        patient_id=_text(ds, "PatientID"),
-        patient_name=_text(ds, "PatientName"),
-        study_date=_text(ds, "StudyDate"),
-        modality=_text(ds, "Modality").upper(),
-        body_part=_text(ds, "BodyPartExamined"),
-        view_position=_text(ds, "ViewPosition"),
-        laterality=_text(ds, "ImageLaterality") or _text(ds, "Laterality"),
-        series_description=_text(ds, "SeriesDescription"),
-        study_description=_text(ds, "StudyDescription"),
-        protocol_name=_text(ds, "ProtocolName"),
-        pixel_spacing_mm=_spacing(ds),
-        rows=rows,
-        columns=_int(ds, "Columns", 0),
-        frames=_int(ds, "NumberOfFrames", 1),
-        samples_per_pixel=_int(ds, "SamplesPerPixel", 1),
-        photometric=_text(ds, "PhotometricInterpretation").upper(),
-        bits_stored=_int(ds, "BitsStored", 0),
-        has_pixels=rows > 0,
-        sop_class_uid=_text(ds, "SOPClassUID"),
-    )
+    meta = meta_from_dataset(path, ds, has_pixels=True)
+    return replace(meta, has_pixels=meta.rows > 0)
