@@ -117,19 +117,37 @@ class ImageCalls:
     calls: tuple[VertebraCall, ...]
 
 
+#: Attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) that are Type 2
+#: (present, possibly empty) and that the results copy from their source images. Many archived
+#: images leave some out; the copy the results are made from gets them empty, as the standard
+#: allows, instead of the study failing.
+COPIED_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
 @dataclass(frozen=True)
 class WrittenStudy:
-    """What was written for one study."""
+    """What was written for one study; ``error`` says why nothing was (then ``report`` is None)."""
 
     study_uid: str
-    report: Path
+    report: Path | None
     key_objects: Path | None
     presentation_states: tuple[Path, ...] = ()
+    error: str = ""
 
     def paths(self) -> list[Path]:
         """Every file written for the study."""
         return [
-            self.report,
+            *([self.report] if self.report else []),
             *self.presentation_states,
             *([self.key_objects] if self.key_objects else []),
         ]
@@ -321,7 +339,7 @@ def presentation_state(
                 text_objects=labels,
             )
         )
-    return hd.pr.GrayscaleSoftcopyPresentationState(
+    state = hd.pr.GrayscaleSoftcopyPresentationState(
         referenced_images=[source],
         series_instance_uid=_uid(uid_root),
         series_number=9903,
@@ -337,6 +355,12 @@ def presentation_state(
         graphic_layers=[layers[True], layers[False]],
         series_description="tlaudit: vertebra boxes and calls",
     )
+    # The General Series module's Laterality is Type 2C, required for a paired body part: saying
+    # which part the state belongs to (the spine, unpaired) lets a validator (dciodvfy) see that
+    # it is not required.
+    if str(source.get("BodyPartExamined", "")).strip():
+        state.BodyPartExamined = source.BodyPartExamined
+    return state
 
 
 def key_objects(
@@ -387,28 +411,46 @@ def write_dicom_results(
                 f"{image.path}: cannot read its DICOM header ({err}); DICOM results need DICOM "
                 "sources"
             ) from err
+        for keyword in COPIED_TYPE2:
+            if keyword not in header:
+                setattr(header, keyword, "")
         by_study[str(header.StudyInstanceUID)].append((header, image))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for study, sources in by_study.items():
-        report = measurement_report(sources, algorithm, uid_root=uid_root)
-        report_path = out_dir / f"{study}.sr.dcm"
-        report.save_as(report_path, enforce_file_format=True)
-        ko_path = None
-        if sources[0][1].status is StudyStatus.LIKELY_MISSED:
-            ko_path = out_dir / f"{study}.ko.dcm"
-            key_objects([s for s, _ in sources], uid_root=uid_root).save_as(
-                ko_path, enforce_file_format=True
-            )
-        states = []
-        for source, image in sources:
-            state_path = out_dir / f"{source.SOPInstanceUID}.pr.dcm"
-            presentation_state(source, image, uid_root=uid_root).save_as(
-                state_path, enforce_file_format=True
-            )
-            states.append(state_path)
-        written.append(WrittenStudy(study, report_path, ko_path, tuple(states)))
+        try:
+            written.append(_write_study(study, sources, algorithm, out_dir, uid_root))
+        except (ValueError, TypeError, AttributeError, KeyError) as err:
+            # a source whose header highdicom cannot build on: this study only, counted and named
+            logger.warning("no DICOM results for study %s: %s", study, err)
+            written.append(WrittenStudy(study, None, None, error=f"{type(err).__name__}: {err}"))
     return written
+
+
+def _write_study(
+    study: str,
+    sources: Sequence[tuple[Dataset, ImageCalls]],
+    algorithm: Algorithm,
+    out_dir: Path,
+    uid_root: str | None,
+) -> WrittenStudy:
+    report = measurement_report(sources, algorithm, uid_root=uid_root)
+    report_path = out_dir / f"{study}.sr.dcm"
+    report.save_as(report_path, enforce_file_format=True)
+    ko_path = None
+    if sources[0][1].status is StudyStatus.LIKELY_MISSED:
+        ko_path = out_dir / f"{study}.ko.dcm"
+        key_objects([s for s, _ in sources], uid_root=uid_root).save_as(
+            ko_path, enforce_file_format=True
+        )
+    states = []
+    for source, image in sources:
+        state_path = out_dir / f"{source.SOPInstanceUID}.pr.dcm"
+        presentation_state(source, image, uid_root=uid_root).save_as(
+            state_path, enforce_file_format=True
+        )
+        states.append(state_path)
+    return WrittenStudy(study, report_path, ko_path, tuple(states))
 
 
 def check_options(pseudonymise: bool, dicom_out: Path | None) -> None:

@@ -99,15 +99,22 @@ def export_results(
     written = write_dicom_results(
         config.out, config.archive, algorithm, results.out_dir, uid_root=results.uid_root
     )
+    n_sr = sum(w.report is not None for w in written)
     n_ko = sum(w.key_objects is not None for w in written)
     n_pr = sum(len(w.presentation_states) for w in written)
     emit(
         ScanEvent(
             "info",
-            f"DICOM: {len(written)} SR, {n_pr} presentation states, {n_ko} key objects in "
+            f"DICOM: {n_sr} SR, {n_pr} presentation states, {n_ko} key objects in "
             f"{results.out_dir}",
         )
     )
+    for failed in (w for w in written if w.error):
+        emit(
+            ScanEvent(
+                "info", f"warning: no DICOM results for study {failed.study_uid}: {failed.error}"
+            )
+        )
     if results.stow is not None:
         paths = [p for w in written for p in w.paths()]
         sent = stow(paths, results.stow, RetryPolicy())

@@ -4,6 +4,8 @@ highdicom and checked item by item against findings.csv; sent to Orthanc and que
 from __future__ import annotations
 
 import csv
+import dataclasses
+import os
 from pathlib import Path
 
 import highdicom as hd
@@ -117,7 +119,8 @@ def test_sr_and_key_objects_read_back_item_by_item(
     written = export_results(config, result, DicomResults(tmp_path / "dicom"))
     findings = _findings(config.out)
     assert len(written) == len({r["study"] for r in findings})
-    statuses = [_check_report(w.report, findings) for w in written]
+    assert not [w.error for w in written if w.error]
+    statuses = [_check_report(w.report, findings) for w in written if w.report is not None]
     with_ko = [w for w, s in zip(written, statuses, strict=True) if s is StudyStatus.LIKELY_MISSED]
     assert [w.key_objects is not None for w in written] == [
         s is StudyStatus.LIKELY_MISSED for s in statuses
@@ -193,3 +196,40 @@ def test_cli_scans_the_pacs_and_stows_the_results_back(
     end = body.rindex(b"\r\n--")
     stored.write_bytes(body[start:end])
     _check_report(stored, _findings(run))
+
+
+def test_what_is_written_passes_dciodvfy(
+    scanned: tuple[ScanConfig, ScanResult], tmp_path: Path
+) -> None:
+    """Every SR, presentation state and key object validates with dicom3tools' dciodvfy: no
+    error (warnings remain for the private 99TLAUDIT codes and the sources' empty Type 2 study
+    attributes). Also a world whose images lack Patient's Birth Date and Study Time, as many
+    archived images do: they are Type 2 in what the results copy, and are written empty."""
+    import shutil
+    import subprocess
+
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        if os.environ.get("TLAUDIT_REQUIRE_PACS"):
+            pytest.fail("dciodvfy missing: apt-get install dicom3tools")
+        pytest.skip("dciodvfy not installed (Debian: apt-get install dicom3tools)")
+    config, _ = scanned
+    archive = tmp_path / "archive"
+    shutil.copytree(config.archive, archive)
+    for path in archive.rglob("*.dcm"):  # strip what archived images often lack
+        ds = pydicom.dcmread(path, force=True)
+        for keyword in ("PatientBirthDate", "PatientSex", "StudyTime", "StudyID"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(path)
+    config = dataclasses.replace(config, archive=archive, out=tmp_path / "run")
+    result = run_scan(config)
+    written = export_results(config, result, DicomResults(tmp_path / "dicom"))
+    paths = [p for w in written for p in w.paths()]
+    assert paths and not [w.error for w in written if w.error]
+    kinds = {p.name.split(".")[-2] for p in paths}
+    assert kinds >= {"sr", "pr"}
+    for path in paths:
+        done = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+        assert errors == [], (path.name, errors)
