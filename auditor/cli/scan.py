@@ -118,6 +118,15 @@ def scan(
             "10 % of its rows rejected, or no read matches a scanned study.",
         ),
     ] = False,
+    viewer_url: Annotated[
+        str,
+        typer.Option(
+            "--viewer-url",
+            help="Link each study in the reports to the PACS viewer through this URL template, "
+            "{study_uid} replaced, e.g. https://pacs.example/ohif/viewer?StudyInstanceUIDs="
+            "{study_uid} (not with --pseudonymise).",
+        ),
+    ] = "",
     strict_domain: Annotated[
         bool,
         typer.Option(
@@ -270,6 +279,7 @@ def scan(
         reads_rules=tuple(reads_rules or ()),
         strict_reads=strict_reads,
         strict_domain=strict_domain,
+        viewer_url=viewer_url,
         model=model,
         operating_point=point_name(operating_point),
         threshold=threshold,

@@ -325,7 +325,10 @@ def _queue_sheet(ws: Worksheet, report: AuditReport, run_dir: Path, verdicts: Ve
             # relative to the workbook's folder (the run folder), percent-encoded as a URI
             # reference, so "#" or "%" in a file name stays part of the path
             link = ws.cell(row=row, column=image_col)
-            link.hyperlink = quote(study.image_path, safe="/")
+            # a viewer URL as it is (filled and encoded by auditor.scan.viewer), else a path
+            # percent-encoded as a URI reference
+            viewer = study.image_path.startswith(("http://", "https://"))
+            link.hyperlink = study.image_path if viewer else quote(study.image_path, safe="/")
             link.style = "Hyperlink"  # a named style resets the cell's quote prefix: set it again
             link.quotePrefix = isinstance(link.value, str) and is_formula_like(link.value)
         heatmap = _strongest_heatmap(study)

@@ -138,6 +138,8 @@ def _queue_row(rank: int, study: StudyFinding, run_dir: Path, embed: bool) -> di
         "key": study.key,
         "description": study.description,
         "image": study.images[0] if study.images else "",
+        # the PACS viewer's URL for the study (scan --viewer-url), "" without one
+        "viewer": study.image_path if study.image_path.startswith(("http://", "https://")) else "",
         "radiograph_src": _data_uri(run_dir / radiograph) if (embed and radiograph) else "",
         "radiograph_link": "" if embed else radiograph,
         "heatmaps": heatmaps,

@@ -48,6 +48,7 @@ from auditor.scan.classify import radiograph_boxes
 from auditor.scan.flags import flag_study
 from auditor.scan.journal import ImageOutcome
 from auditor.scan.reads import ReadIndex
+from auditor.scan.viewer import viewer_link
 from auditor.vocab import Level
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class ScanInputs:
     threshold: float
     pseudonymise: Pseudonymiser
     guard_threshold: float | None = None  # the domain guard's distance threshold (None: no guard)
+    viewer_url: str = ""  # a viewer URL template with {study_uid} (auditor.scan.viewer)
 
 
 def _study_key(image: str, meta: RadiographMeta | None, boxes: Sequence[VertebraBox]) -> str:
@@ -233,9 +235,7 @@ def assemble_report(
                 study_date=meta.study_date if meta else "",
                 description=(meta.study_description or meta.series_description) if meta else "",
                 images=tuple(shown(i) for i in (focus, *(i for i in images if i != focus))),
-                image_path=""
-                if anon.enabled or focus not in paths
-                else _run_relative_link(paths[focus], inputs.run_dir),
+                image_path=_image_link(inputs, meta, paths.get(focus)),
                 flag=flag,
                 read=shown_read,
                 levels=levels,
@@ -301,6 +301,16 @@ def _run_relative_link(image: Path, run_dir: Path) -> str:
     except ValueError:  # no relative path between two Windows drives
         return ""
     return Path(relative).as_posix()
+
+
+def _image_link(inputs: ScanInputs, meta: RadiographMeta | None, path: Path | None) -> str:
+    """The study's link in the reports: the PACS viewer's URL when a template is given, else
+    the image's path relative to the run folder; "" when pseudonymised (either would name it)."""
+    if inputs.pseudonymise.enabled:
+        return ""
+    if inputs.viewer_url:
+        return viewer_link(inputs.viewer_url, meta.study_uid) if meta and meta.study_uid else ""
+    return "" if path is None else _run_relative_link(path, inputs.run_dir)
 
 
 def _radiograph_thumbnail(

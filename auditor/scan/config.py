@@ -81,6 +81,9 @@ class ScanConfig:
     precut: bool = True  # without boxes: cut crops from the localizer's decode (RUN_DIR/precut)
     # refuse a model without a domain guard; the command exits 1 when the archive is out of domain
     strict_domain: bool = False
+    # the reports link each study to the PACS viewer through this URL template (``{study_uid}``
+    # is replaced, URL-encoded) instead of a run-relative file path; "" for file links
+    viewer_url: str = ""
     # A scan of a PACS (auditor.pacs): ``archive`` is the folder of retrieved candidates,
     # ``extra_records`` the accounting rows of the instances not retrieved (skipped, failed), and
     # ``source`` names the PACS in the reports instead of that folder.

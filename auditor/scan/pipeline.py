@@ -73,6 +73,7 @@ from auditor.scan.journal import (
 from auditor.scan.locate import FoundBoxes, find_boxes
 from auditor.scan.locate import _file_entry as file_entry  # one accounting row, as reports carry it
 from auditor.scan.runfolder import claim_run_folder
+from auditor.scan.viewer import check_viewer_url
 
 __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
 
@@ -102,6 +103,7 @@ def _validate(config: ScanConfig) -> None:
         raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
     if config.workers is not None and config.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {config.workers}")
+    check_viewer_url(config.viewer_url, config.pseudonymise)
     if config.out.resolve() == config.archive.resolve():
         raise UsageError("--out is the archive folder itself; choose a run folder of its own")
     if not config.resume and (config.out / JOURNAL_NAME).exists():
@@ -422,6 +424,7 @@ def _run(config: ScanConfig, emit: Progress) -> ScanResult:
         threshold=threshold,
         pseudonymise=Pseudonymiser(done.salt, enabled=config.pseudonymise),
         guard_threshold=model.bundle.card.guard.threshold if model.bundle.card.guard else None,
+        viewer_url=config.viewer_url,
     )
     vertebrae = [v for o in outcomes.values() for v in o.vertebrae if v.probability is not None]
     n_positive = sum(is_positive(v.probability, threshold) for v in vertebrae)
