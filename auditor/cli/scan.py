@@ -29,7 +29,7 @@ from auditor.cli.triage_options import (
     build_rules,
     triage_table,
 )
-from auditor.errors import InputFileError, TlauditError
+from auditor.errors import InputFileError, TlauditError, UsageError
 from auditor.vocab import DEFAULT_HEATMAP, BoxFormat, Device, HeatmapMode, Precision
 
 _PACS = "PACS (ARCHIVE given as dicomweb+https://...)"
@@ -253,6 +253,15 @@ def scan(
             rich_help_panel=_PACS,
         ),
     ] = None,
+    uid_root: Annotated[
+        str | None,
+        typer.Option(
+            "--uid-root",
+            help="Your organisation's UID root (ending with a dot) for the UIDs of the DICOM "
+            "results; default: 2.25 UUID-derived UIDs.",
+            rich_help_panel=_PACS,
+        ),
+    ] = None,
     stow: Annotated[
         str | None,
         typer.Option(
@@ -329,10 +338,16 @@ def scan(
         from auditor.scan.pipeline import run_scan  # torch loads here, not at import
 
         results = None
+        if uid_root is not None and dicom_out is None:
+            raise UsageError(
+                "--uid-root names the UIDs of the files --dicom-out writes; give it too"
+            )
         if dicom_out is not None or stow:
             from auditor.pacs.scan import export_results, results_from_options
 
-            results = results_from_options(dicom_out, stow, auth_file, ca_bundle, pseudonymise)
+            results = results_from_options(
+                dicom_out, stow, auth_file, ca_bundle, pseudonymise, uid_root
+            )
         if pacs:
             from auditor.pacs.scan import scan_pacs, source_from_options
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ def results_from_options(
     auth_file: Path | None = None,
     ca_bundle: Path | None = None,
     pseudonymise: bool = False,
+    uid_root: str | None = None,
 ) -> DicomResults | None:
     """``--dicom-out`` and ``--stow`` as :class:`DicomResults` (None without ``--dicom-out``).
 
@@ -61,9 +63,12 @@ def results_from_options(
     ------
     UsageError
         For ``--stow`` without ``--dicom-out`` (the files sent are the ones written), with
-        ``--pseudonymise``, or for a bad address or credentials.
+        ``--pseudonymise``, for a bad address or credentials, or a ``--uid-root`` that is not
+        a UID root (:func:`check_uid_root`).
     """
     check_options(pseudonymise, dicom_out)
+    if uid_root is not None:
+        check_uid_root(uid_root)
     if dicom_out is None:
         if stow_address:
             raise UsageError("--stow sends the files --dicom-out writes; give --dicom-out too")
@@ -73,7 +78,29 @@ def results_from_options(
         connection = PacsConnection(
             dicomweb_url(stow_address), load_credentials(auth_file), ca_bundle=ca_bundle
         )
-    return DicomResults(Path(dicom_out), connection)
+    return DicomResults(Path(dicom_out), connection, uid_root=uid_root)
+
+
+#: Longest UID root accepted: the new UIDs append 30 or so digits and must stay within 64.
+MAX_UID_ROOT = 32
+_UID_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.$")
+
+
+def check_uid_root(root: str) -> None:
+    """Refuse a ``--uid-root`` that would not make valid UIDs (PS3.5 9.1: digits and dots, no
+    leading zero in a component), ending with the dot the new UIDs follow, of at most
+    :data:`MAX_UID_ROOT` characters.
+
+    Raises
+    ------
+    UsageError
+        Saying what was expected.
+    """
+    if len(root) > MAX_UID_ROOT or not _UID_ROOT.match(root):
+        raise UsageError(
+            f"--uid-root {root!r}: expected your organisation's UID root ending with a dot, at "
+            f"most {MAX_UID_ROOT} characters, e.g. 1.2.826.0.1.3680043.10.123."
+        )
 
 
 def export_results(

@@ -233,3 +233,23 @@ def test_what_is_written_passes_dciodvfy(
         done = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
         errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
         assert errors == [], (path.name, errors)
+
+
+@pytest.mark.parametrize("root", ["1.2.3", "1.02.3.", "1.2.a.", "2.25." + "1" * 40, ".1.2.", ""])
+def test_a_uid_root_that_would_not_make_valid_uids_is_refused(root: str) -> None:
+    from auditor.pacs.scan import check_uid_root
+
+    with pytest.raises(UsageError, match="--uid-root"):
+        check_uid_root(root)
+
+
+def test_the_results_take_their_uids_under_the_given_root(
+    scanned: tuple[ScanConfig, ScanResult], tmp_path: Path
+) -> None:
+    config, result = scanned
+    root = "1.2.826.0.1.3680043.10.999."
+    written = export_results(config, result, DicomResults(tmp_path / "dicom", uid_root=root))
+    for path in (p for w in written for p in w.paths()):
+        ds = pydicom.dcmread(path)
+        assert ds.SOPInstanceUID.startswith(root) and ds.SeriesInstanceUID.startswith(root)
+        assert len(ds.SOPInstanceUID) <= 64
