@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from auditor.errors import UsageError
+
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
@@ -150,3 +152,102 @@ def _worker_died(err: RuntimeError) -> bool:
 def map_in_order(work: Work[T], size: int, workers: int, prefetch: int = 2) -> Iterator[T]:
     """:meth:`LocalProcesses.map_in_order` with ``workers`` processes (0: here)."""
     return LocalProcesses(workers, prefetch).map_in_order(work, size)
+
+
+#: Times Ray runs a task again when the worker process running it dies (Ray's own default is 3).
+RAY_TASK_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class RayTasks:
+    """Ray tasks on a Ray cluster (``tlaudit scan --engine ray``), one task per item.
+
+    ``address`` None starts a Ray instance on this machine, its servers on loopback, for the
+    duration of the process (or uses the one the process already started, as the tests do);
+    otherwise ``ray.init(address)`` joins a running cluster ("auto", or "HOST:PORT" of its head).
+    Every node must have tlaudit installed and read the archive at the same path (shared storage).
+
+    At most ``in_flight`` tasks are pending at a time (default: two per CPU of the cluster), so a
+    large archive does not queue all its images at once; results come back in input order. A task
+    whose worker process dies is run again by Ray up to :data:`RAY_TASK_RETRIES` times; when it
+    still fails, the work's ``lost(i, reason)`` stands for it, as with :class:`LocalProcesses`. An
+    exception raised by the work itself ends the map, as it does locally.
+    """
+
+    address: str | None = None
+    in_flight: int | None = None
+    retries: int = RAY_TASK_RETRIES
+
+    def map_in_order(self, work: Work[T], size: int) -> Iterator[T]:
+        import collections
+
+        ray = connect_ray(self.address)
+        from ray.exceptions import RayTaskError, WorkerCrashedError
+
+        shared = ray.put(work)
+        task = ray.remote(num_cpus=1, max_retries=self.retries)(_ray_item)
+        window = self.in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        pending: collections.deque[tuple[int, Any]] = collections.deque()
+        submitted = 0
+        for _ in range(size):
+            while submitted < size and len(pending) < window:
+                pending.append((submitted, task.remote(shared, submitted)))
+                submitted += 1
+            index, ref = pending.popleft()
+            try:
+                yield ray.get(ref)
+            except WorkerCrashedError as err:
+                lost = getattr(work, "lost", None)
+                if lost is None:
+                    raise WorkerLostError(
+                        f"Ray's worker processes died {self.retries + 1} times on item {index}"
+                    ) from err
+                logger.warning(
+                    "item %d lost: its Ray worker died %d times", index, self.retries + 1
+                )
+                yield lost(index, "the worker process decoding it died (out of memory?)")
+            except RayTaskError as err:
+                raise err.as_instanceof_cause() from None
+
+
+def _ray_item(work: Work[T], index: int) -> T:
+    """One item of ``work``, in a Ray worker process (module level, so Ray can pickle it)."""
+    import torch
+
+    if torch.get_num_threads() != 1:  # decode and crop on one thread, as LocalProcesses does
+        torch.set_num_threads(1)
+    return work[index]
+
+
+def connect_ray(address: str | None) -> Any:
+    """The ``ray`` module, connected: to the running cluster at ``address``, or, for None, to
+    the instance this process already started or a new one on this machine whose servers listen
+    on loopback only (no dashboard). Ray's worker output is not forwarded to this process's log.
+
+    Raises
+    ------
+    RayUnavailableError
+        When the ``ray`` extra is not installed.
+    """
+    try:
+        import ray
+    except ImportError as err:
+        raise RayUnavailableError(
+            "--engine ray needs Ray: pip install 'tlaudit[ray]' (or use --engine local)"
+        ) from err
+    if ray.is_initialized():
+        return ray
+    options: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
+    if address is None:
+        ray.init(_node_ip_address="127.0.0.1", **options)
+    else:
+        ray.init(address=address, **options)
+    return ray
+
+
+class RayUnavailableError(UsageError):
+    """``--engine ray`` without Ray installed."""

@@ -191,6 +191,17 @@ class HeatmapMode(str, Enum):
         return self.value
 
 
+class Engine(str, Enum):
+    """Where ``tlaudit scan`` decodes and crops its images (``--engine``): worker processes on
+    this machine, or tasks on a Ray cluster (:mod:`auditor.parallel`)."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class BoxFormat(str, Enum):
     """How a CSV box file states its boxes (``--box-format``); the column names each one reads
     are in :mod:`auditor.box_formats`. ``auto`` decides from the columns and refuses where that

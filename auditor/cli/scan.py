@@ -30,7 +30,7 @@ from auditor.cli.triage_options import (
     triage_table,
 )
 from auditor.errors import InputFileError, TlauditError, UsageError
-from auditor.vocab import DEFAULT_HEATMAP, BoxFormat, Device, HeatmapMode, Precision
+from auditor.vocab import DEFAULT_HEATMAP, BoxFormat, Device, Engine, HeatmapMode, Precision
 
 _PACS = "PACS (ARCHIVE given as dicomweb+https://...)"
 
@@ -160,6 +160,20 @@ def scan(
             min=0,
             help="Worker processes decoding images (default: one per spare core for the crops, "
             "one per core, at most 4, ahead of the localizer).",
+        ),
+    ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="Where images are decoded and cut into crops: worker processes on this machine, "
+            "or tasks on a Ray cluster (needs: pip install 'tlaudit[ray]'); the model runs here.",
+        ),
+    ] = Engine.LOCAL,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the cluster to join ('auto' or the head's HOST:PORT); "
+            "default: a Ray instance on this machine, listening on loopback.",
         ),
     ] = None,
     resume: Annotated[
@@ -297,6 +311,8 @@ def scan(
         heatmap_method=heatmap_method,
         batch_size=batch_size,
         workers=workers,
+        engine=engine,
+        ray_address=ray_address,
         resume=resume,
         pseudonymise=pseudonymise,
         pseudonym_salt=pseudonym_salt,

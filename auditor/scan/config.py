@@ -17,6 +17,7 @@ from auditor.vocab import (
     DEFAULT_HEATMAP,
     BoxFormat,
     Device,
+    Engine,
     HeatmapMethod,
     HeatmapMode,
     Precision,
@@ -70,6 +71,10 @@ class ScanConfig:
     batch_size: int = 32
     workers: int | None = None
     threads: int | None = None  # torch threads of the classifier (None: torch's own count)
+    # where the crops are decoded and cut: worker processes here, or Ray tasks on the cluster at
+    # ray_address (None: a Ray instance started on this machine); the model runs in this process
+    engine: Engine | str = Engine.LOCAL
+    ray_address: str | None = None
     resume: bool = False
     pseudonymise: bool = False
     pseudonym_salt: str | None = None
@@ -104,6 +109,7 @@ class ScanConfig:
             self, "heatmap_method", _coerce(HeatmapMethod, self.heatmap_method, "heatmap method")
         )
         object.__setattr__(self, "box_format", _coerce(BoxFormat, self.box_format, "box format"))
+        object.__setattr__(self, "engine", _coerce(Engine, self.engine, "engine"))
         object.__setattr__(self, "archive", Path(self.archive))
         object.__setattr__(self, "out", Path(self.out))
         for name in ("boxes", "reads", "model", "localizer"):

@@ -41,7 +41,7 @@ from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, load_bundle
 from auditor.model.guard import DEFAULT_ARCHIVE_SHARE
 from auditor.model.infer import Classifier, select_device
-from auditor.parallel import LocalProcesses
+from auditor.parallel import Executor, LocalProcesses, RayTasks
 from auditor.records import (
     DomainCheck,
     SummaryValue,
@@ -74,6 +74,7 @@ from auditor.scan.locate import FoundBoxes, find_boxes
 from auditor.scan.locate import _file_entry as file_entry  # one accounting row, as reports carry it
 from auditor.scan.runfolder import claim_run_folder
 from auditor.scan.viewer import check_viewer_url
+from auditor.vocab import Engine
 
 __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
 
@@ -103,6 +104,8 @@ def _validate(config: ScanConfig) -> None:
         raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
     if config.workers is not None and config.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {config.workers}")
+    if config.ray_address is not None and config.engine is not Engine.RAY:
+        raise UsageError("--ray-address goes with --engine ray")
     check_viewer_url(config.viewer_url, config.pseudonymise)
     if config.out.resolve() == config.archive.resolve():
         raise UsageError("--out is the archive folder itself; choose a run folder of its own")
@@ -249,7 +252,7 @@ def _classify(
             emit(ScanEvent("info", f"Resuming: {len(finished)} images already done"))
         t0 = time.perf_counter()
         emit(ScanEvent("start", total=todo))
-        executor = LocalProcesses(workers, pin_memory=classifier.device.type == "cuda")
+        executor = _executor(config, workers, pin_memory=classifier.device.type == "cuda")
         with _torch_threads(config.threads):
             stats = classify_batches(
                 jobs, batches, classifier, config.heatmaps, model.threshold, executor, journal, emit
@@ -263,6 +266,13 @@ def _classify(
     shutil.rmtree(config.out / PRECUT_DIR, ignore_errors=True)
     precut = sum(job.precut is not None for job in jobs)
     return _Classified(outcomes, salt, stats, workers, precut)
+
+
+def _executor(config: ScanConfig, workers: int, pin_memory: bool) -> Executor:
+    """Where the crops are decoded and cut: ``workers`` processes here, or Ray tasks."""
+    if config.engine is Engine.RAY:
+        return RayTasks(config.ray_address)
+    return LocalProcesses(workers, pin_memory=pin_memory)
 
 
 @contextlib.contextmanager
@@ -316,7 +326,12 @@ def _summary(
         *domain.summary(),
         ("Device", classifier.describe()),
         ("Batch size", config.batch_size),
-        ("Loader workers", done.workers),
+        (
+            "Loader workers",
+            f"Ray tasks ({config.ray_address or 'this machine'})"
+            if config.engine is Engine.RAY
+            else done.workers,
+        ),
         ("Heatmaps", f"{config.heatmaps.value} ({classifier.heatmap})"),
         ("Pseudonymised", "yes" if config.pseudonymise else "no"),
         ("Files found", len(boxes.files)),
