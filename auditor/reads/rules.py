@@ -20,9 +20,10 @@ Keys of a language (each optional in an added file):
   uncertain: Frakturverdacht), ``treated`` (a treated fracture, read as old: vertebroplasty),
   ``injury`` (counts only when negated: "no osseous injury"), ``normal`` (a level said to be
   normal: intact, unauffällig; read as negated), ``height`` (with a ``normal`` word and no level:
-  "vertebral body heights are maintained", read as a study-wide negation) and
-  ``normal_exclusions`` (a ``normal`` word next to one of these is about something else:
-  alignment, discs);
+  "vertebral body heights are maintained", read as a study-wide negation), ``spine`` (the
+  whole spine, which a ``normal`` word with no level also negates study-wide: "unremarkable
+  thoracolumbar spine", "unauffällige LWS") and ``normal_exclusions`` (a ``normal`` word next
+  to one of these is about something else: alignment, discs);
 * cue phrases, each with ``preceding``, ``following`` and ``pseudo`` lists as NegEx has them:
   ``negated``, ``uncertain``, ``old`` and ``acute`` (acute overrides old);
 * ``termination`` (words that end a cue's scope: but, jedoch, mais), ``sections`` and
@@ -59,6 +60,7 @@ WORD_KEYS = (
     "injury",
     "normal",
     "height",
+    "spine",
     "normal_exclusions",
     "vertebra",
     "filler",

@@ -26,8 +26,11 @@
    ("..., L1 or L2") takes the finding of the segment before it (or, first in its sentence, of
    the one after it). A finding that no level of its sentence took is a study-wide mention
    (level ``*``): "No fracture."; a "normal" word counts study-wide only beside a height word
-   ("vertebral body heights are maintained"). A level mentioned in several sentences keeps the
-   most specific mention: old, then uncertain, then affirmed, then negated.
+   ("vertebral body heights are maintained") or a word for the whole spine ("unremarkable
+   thoracolumbar spine"). A doubted or dated finding in a segment without levels reaches back to
+   the levels of the segment just before it where these took a plain, not acute finding or none
+   ("loss of height of L3; a fracture cannot be excluded"). A level mentioned in several
+   sentences keeps the most specific mention: old, then uncertain, then affirmed, then negated.
 
 Levels outside the scan's T10..S1 (T1..T9) are kept. The parser never logs report text.
 """
@@ -50,17 +53,12 @@ if TYPE_CHECKING:
     from spacy.language import Language
     from spacy.tokens import Doc, Span
 
-#: Finding labels, strongest first (the first wins where two overlap).
-FINDING_LABELS = ("DOUBTFUL", "FRACTURE", "TREATED", "NORMAL", "INJURY")
+#: Finding labels, strongest first (the first wins where two overlap: "sans lésion traumatique"
+#: is a negated injury, not the "normal" words "sans lésion").
+FINDING_LABELS = ("DOUBTFUL", "FRACTURE", "TREATED", "INJURY", "NORMAL")
 #: Which mention wins where one level is mentioned in several sentences: the most specific.
 _SPECIFICITY = {Mention.OLD: 0, Mention.UNCERTAIN: 1, Mention.AFFIRMED: 2, Mention.NEGATED: 3}
-_WORD_LABEL = {
-    "doubtful": "DOUBTFUL",
-    "fracture": "FRACTURE",
-    "treated": "TREATED",
-    "normal": "NORMAL",
-    "injury": "INJURY",
-}
+_LABEL_WORDS = {label: label.lower() for label in FINDING_LABELS}  # label -> word list
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 #: Sentences a parser remembers with their mentions (reports repeat sentences such as "No acute
 #: fracture."); the memory is emptied when full.
@@ -74,6 +72,7 @@ class _Finding:
     end: int
     label: str
     mention: Mention | None  # None: a finding that says nothing here (an un-negated injury word)
+    acute: bool = False  # said to be acute or new
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class _Segment:
     levels: tuple[tuple[int, int, tuple[str, ...]], ...]  # token start, end, levels
     findings: tuple[_Finding, ...]
     pure: bool  # levels, connecting words and punctuation only
-    height: bool  # holds a height word
+    whole: bool  # holds a height word or names the whole spine: a "normal" word is study-wide
 
 
 class ReportParser:
@@ -99,10 +98,11 @@ class ReportParser:
         rules = self.rules
         self.levels = LevelFinder(rules)
         self._findings = [
-            (_WORD_LABEL[key], re.compile(alternation(rules.words[key]), re.I))
-            for key in _WORD_LABEL
+            (label, re.compile(alternation(rules.words[key]), re.I))
+            for label, key in _LABEL_WORDS.items()
         ]
         self._height = re.compile(alternation(rules.words["height"]), re.I)
+        self._spine = re.compile(alternation(rules.words["spine"]), re.I)
         self._exclusions = re.compile(alternation(rules.words["normal_exclusions"]), re.I)
         trigger = (
             *rules.words["doubtful"],
@@ -110,7 +110,9 @@ class ReportParser:
             *rules.words["treated"],
             *rules.words["injury"],
         )
-        self._trigger = re.compile(alternation((*trigger, *rules.words["height"])), re.I)
+        self._trigger = re.compile(
+            alternation((*trigger, *rules.words["height"], *rules.words["spine"])), re.I
+        )
         self._termination = re.compile(alternation(rules.termination), re.I)
         self._list_words = re.compile(alternation(rules.words["list_words"]), re.I)
         filler = (*rules.words["filler"], *rules.words["list_words"], *rules.words["range_words"])
@@ -319,7 +321,7 @@ class ReportParser:
         # preserved" is about the heights too
         excluded = self._exclusions.search(text) is not None and not self._height.search(text)
         findings = tuple(
-            _Finding(e.start, e.end, e.label_, _mention(e, excluded))
+            _Finding(e.start, e.end, e.label_, _mention(e, excluded), e._.tlaudit_acute)
             for e in doc.ents
             if a <= e.start < b
         )
@@ -329,7 +331,8 @@ class ReportParser:
             k in in_level or not doc[k].text.isalpha() or doc[k].lower_ in self._filler
             for k in range(a, b)
         )
-        return _Segment(a, b, levels, findings, pure, self._height.search(text) is not None)
+        whole = self._height.search(text) is not None or self._spine.search(text) is not None
+        return _Segment(a, b, levels, findings, pure, whole)
 
     def _pipeline(self) -> Language:
         if self._nlp is None:
@@ -401,12 +404,15 @@ def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
     kinds: list[Mention | None] = [None] * len(segments)
     first: list[Mention | None] = [None] * len(segments)
     out: list[tuple[str, Mention]] = []
+    # segment -> its levels' slice of out, and whether one of them took an acute finding
+    bound: dict[int, tuple[int, int, bool]] = {}
     used: set[tuple[int, int]] = set()
     for k, segment in enumerate(segments):
         usable = [f for f in segment.findings if f.mention is not None]
         if not usable:
             continue
         kinds[k], first[k] = usable[-1].mention, usable[0].mention
+        begin, acute = len(out), False
         for start, end, levels in segment.levels:
             # the nearest finding; but a plain one gives way to a doubted or dated fracture
             # word of the same segment ("loss of height of L4 which may represent a fracture")
@@ -422,7 +428,9 @@ def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
             pool = hedged if hedged and plain and len(hedged) < len(usable) else usable
             finding = min(pool, key=lambda f: (_distance(start, end, f), f.start > start))
             used.add((finding.start, finding.end))
+            acute = acute or finding.acute
             out += [(level, finding.mention) for level in levels if finding.mention]
+        bound[k] = (begin, len(out), acute)
     # a segment of levels only takes the finding of the segment before it, else the one after
     for k, segment in enumerate(segments):
         if kinds[k] is not None or not segment.pure:
@@ -433,17 +441,43 @@ def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
         if mention is None:
             continue
         kinds[k] = first[k] = mention
+        begin = len(out)
         out += [(level, mention) for _, _, levels in segment.levels for level in levels]
+        bound[k] = (begin, len(out), False)
         for j in range(len(segments)):  # the findings it took are bound too
             for f in segments[j].findings:
                 if f.mention is mention:
                     used.add((f.start, f.end))
+    # a doubted or dated finding in a segment without levels reaches back to the levels before
+    # it, where these took a plain finding (not said to be acute) or none: "loss of height of
+    # L3; a fracture cannot be excluded", "lucency through the L2 pars; fracture not excluded"
+    for k, segment in enumerate(segments):
+        hedged = [
+            f
+            for f in segment.findings
+            if f.mention in (Mention.UNCERTAIN, Mention.OLD) and (f.start, f.end) not in used
+        ]
+        j = k - 1
+        if segment.levels or not hedged or j < 0 or not segments[j].levels:
+            continue
+        a, b, acute = bound.get(j, (len(out), len(out), False))
+        if acute:
+            continue
+        taken = hedged[0]
+        mention = Mention.OLD if taken.mention is Mention.OLD else Mention.UNCERTAIN
+        if a == b:  # its levels took nothing
+            out += [(level, mention) for _, _, levels in segments[j].levels for level in levels]
+        elif all(kind is Mention.AFFIRMED for _, kind in out[a:b]):
+            out[a:b] = [(level, mention) for level, _ in out[a:b]]
+        else:
+            continue
+        used.add((taken.start, taken.end))
     levels_named = any(level != STUDY_WIDE for level, _ in out)
     for segment in segments:
         for f in segment.findings:
             if f.mention is None or (f.start, f.end) in used:
                 continue
-            if f.label == "NORMAL" and not segment.height:
+            if f.label == "NORMAL" and not segment.whole:
                 continue
             # beside named levels only a negation of a segment without levels is study-wide:
             # "Fracture of L2; no other fracture", "Keine frische Fraktur, ältere ... LWK 4"
