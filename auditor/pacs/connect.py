@@ -188,9 +188,14 @@ class PacsConnection:
         if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
             raise UsageError(f"--ca-bundle {self.ca_bundle} is not a file")
 
-    def client(self) -> DICOMwebClient:
-        """A DICOMweb client with the credentials, TLS verification on, and retries left to
-        :mod:`auditor.pacs.retry` (which also retries connection errors)."""
+    def session(self) -> requests.Session:
+        """An HTTP session with the credentials and TLS verification on, asking for answers
+        uncompressed (``Accept-Encoding: identity``).
+
+        PACS compress answers on the fly when the client accepts gzip, as requests does by
+        default: Orthanc 1.10 then served 9 MB images at 14 MB/s instead of 300 MB/s on loopback,
+        and DICOM pixel data hardly shrinks. One session per thread: sessions are not thread-safe.
+        """
         session = requests.Session()
         # Without the environment's settings: requests lets REQUESTS_CA_BUNDLE override the
         # session's CA bundle, and reads credentials from ~/.netrc. Proxies (HTTP(S)_PROXY,
@@ -199,11 +204,16 @@ class PacsConnection:
         session.proxies = requests.utils.get_environ_proxies(self.url)
         env_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         session.verify = str(self.ca_bundle) if self.ca_bundle else (env_bundle or True)
-        headers: dict[str, str] = {}
+        session.headers["Accept-Encoding"] = "identity"
         if self.credentials.kind == "basic":
             session.auth = (self.credentials.user, self.credentials.password)
         elif self.credentials.kind == "token":
-            headers["Authorization"] = f"Bearer {self.credentials.token}"
-        client = DICOMwebClient(self.url, session=session, headers=headers, timeout=self.timeout_s)
+            session.headers["Authorization"] = f"Bearer {self.credentials.token}"
+        return session
+
+    def client(self, session: requests.Session | None = None) -> DICOMwebClient:
+        """A DICOMweb client on ``session`` (default: a new :meth:`session`), with retries left
+        to :mod:`auditor.pacs.retry` (which also retries connection errors)."""
+        client = DICOMwebClient(self.url, session=session or self.session(), timeout=self.timeout_s)
         client.set_http_retry_params(retry=False)
         return client

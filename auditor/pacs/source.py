@@ -3,24 +3,30 @@
 :func:`gather` runs in four steps:
 
 1. QIDO-RS asks for the studies in the date range that hold one of the accepted modalities
-   (``ModalitiesInStudy``, one query per modality), then for every instance of each study with
-   :data:`~auditor.pacs.metadata.QUERY_FIELDS` (one request per study: asking series by series
-   as well took 3.3 s instead of 0.8 s for the 68 instances of 48 synthetic studies on Orthanc);
+   (``ModalitiesInStudy``, one query per modality), then for every instance of those studies
+   with :data:`~auditor.pacs.metadata.QUERY_FIELDS`, :data:`STUDIES_PER_LISTING` studies a
+   request (:func:`triage_instances`; one request per study took 4 times as long on Orthanc,
+   series by series 16 times);
 2. each instance is triaged from that metadata alone
    (:func:`auditor.archive.triage.triage_header`), exactly as a file's header would be;
-3. WADO-RS retrieves the candidates, and only them, as stored (``transfer-syntax=*``) into the
-   cache folder ``RUN_DIR/cache/STUDY_UID/SERIES_UID/SOP_UID.dcm``, each file written under a
-   temporary name and renamed when whole; a file already there from an interrupted run is kept,
-   so ``--resume`` retrieves only what is missing; the cache stops growing at its size cap;
+3. WADO-RS retrieves the candidates, and only them, as stored (``transfer-syntax=*``: no
+   transcoding) into the cache folder ``RUN_DIR/cache/STUDY_UID/SERIES_UID/SOP_UID.dcm``: the
+   answer's bytes are written as they came (:func:`dicom_part`), not decoded and encoded again,
+   each file under a temporary name and renamed when whole; a file already there from an
+   interrupted run is kept, so ``--resume`` retrieves only what is missing; the cache stops
+   growing at its size cap;
 4. every instance the query returned becomes one accounting row
    (:class:`~auditor.archive.inventory.FileRecord`, keyed ``STUDY_UID/SERIES_UID/SOP_UID.dcm``):
    a candidate in the cache, a skipped instance with its triage reason, or an unreadable one
    (retrieval failed after its retries, cache full, a QIDO answer without UIDs) with what to do.
 
-Each query is one request without ``limit``/``offset`` paging: Orthanc 1.10 ignores ``offset``
-without ``limit`` and drops matches when it pages a ``ModalitiesInStudy`` query, so paging
-would lose studies there. A PACS that caps its answers (many cap at a few thousand matches)
-needs a narrower ``--study-date`` range.
+Requests run ``PacsSource.connections`` at a time, each thread with its own HTTP session (kept
+alive between requests) asking for answers uncompressed
+(:meth:`~auditor.pacs.connect.PacsConnection.session`); the studies' listings are triaged in
+those threads as they arrive. Each query is one request without ``limit``/``offset`` paging:
+Orthanc 1.10 ignores ``offset`` without ``limit`` and drops matches when it pages a
+``ModalitiesInStudy`` query, so paging would lose studies there. A PACS that caps its answers
+(many cap at a few thousand matches) needs a narrower ``--study-date`` range.
 
 A network error is retried with back-off (:mod:`auditor.pacs.retry`) and then becomes rows,
 never a crash; after :data:`GIVE_UP_AFTER` instances in a row fail to retrieve, the rest are not
@@ -42,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import requests
 from dicomweb_client.api import DICOMwebClient
 
 from auditor.archive.inventory import FileRecord
@@ -59,8 +66,13 @@ CACHE_DIR = "cache"
 
 DEFAULT_CACHE_CAP_MB = 20_000
 GIVE_UP_AFTER = 3
-DEFAULT_CONNECTIONS = 4
 """Consecutive instances whose retrieval failed after which the PACS counts as down."""
+DEFAULT_CONNECTIONS = 4
+"""Requests in flight at once: on Orthanc on loopback (2 cores shared with the scan) 4 listed
+studies fastest, 1 and 8 slower (docs/speed.md)."""
+
+WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+"""The WADO-RS media type asked for: each instance as stored, never transcoded (PS3.18 8.7.3)."""
 
 _DATE = re.compile(r"^(\d{8})?-(\d{8})?$")
 
@@ -172,37 +184,101 @@ def _items(answer: Any) -> list[Mapping[str, Any]]:
     return [item for item in (answer or []) if isinstance(item, Mapping)]
 
 
-def query_studies(
-    client: DICOMwebClient, source: PacsSource, modalities: Iterable[str]
-) -> list[str]:
-    """Study Instance UIDs in the date range holding one of ``modalities``, in answer order."""
-    seen: dict[str, None] = {}
-    for modality in sorted(modalities):
-        filters: dict[str, Any] = {"ModalitiesInStudy": modality}
-        if source.study_date:
-            filters["StudyDate"] = source.study_date
-        answer = call(
-            f"QIDO-RS studies ({modality})",
-            functools.partial(client.search_for_studies, search_filters=filters),
-            source.retry,
-        )
-        for item in _items(answer):
-            study = json_uids(item)[0]
-            if study:
-                seen.setdefault(study, None)
-    return list(seen)
+class Sessions:
+    """One HTTP session, and a DICOMweb client on it, per thread that asks (requests' sessions
+    are not thread-safe); each keeps its connection to the PACS alive between requests."""
+
+    def __init__(self, connection: PacsConnection) -> None:
+        self.connection = connection
+        self._local = threading.local()
+
+    def session(self) -> requests.Session:
+        """This thread's session."""
+        if not hasattr(self._local, "session"):
+            self._local.session = self.connection.session()
+        session: requests.Session = self._local.session
+        return session
+
+    def client(self) -> DICOMwebClient:
+        """This thread's DICOMweb client, on :meth:`session`."""
+        if not hasattr(self._local, "client"):
+            self._local.client = self.connection.client(self.session())
+        client: DICOMwebClient = self._local.client
+        return client
 
 
-def _instances_of(
-    client: DICOMwebClient, source: PacsSource, study: str
+STUDIES_PER_LISTING = 32
+"""Studies whose instances one QIDO-RS request lists (UID list matching, PS3.18 8.3.4.1)."""
+
+_STUDY_INSTANCES = "00201208"  # Number of Study Related Instances
+
+
+def _studies_with(
+    client: DICOMwebClient, source: PacsSource, modality: str
 ) -> list[Mapping[str, Any]]:
+    filters: dict[str, Any] = {"ModalitiesInStudy": modality}
+    if source.study_date:
+        filters["StudyDate"] = source.study_date
     return _items(
         call(
-            f"QIDO-RS instances of study {study}",
-            lambda: client.search_for_instances(study, fields=list(QUERY_FIELDS)),
+            f"QIDO-RS studies ({modality})",
+            functools.partial(
+                client.search_for_studies,
+                search_filters=filters,
+                fields=["NumberOfStudyRelatedInstances"],
+            ),
             source.retry,
         )
     )
+
+
+def query_studies(
+    client: DICOMwebClient, source: PacsSource, modalities: Iterable[str]
+) -> list[str]:
+    """Study Instance UIDs in the date range holding one of ``modalities``, in answer order
+    (modalities sorted), one request per modality, one after the other."""
+    found = (_studies_with(client, source, modality) for modality in sorted(modalities))
+    return list(_study_counts(found))
+
+
+def _study_counts(answers: Iterable[list[Mapping[str, Any]]]) -> dict[str, int | None]:
+    """Study Instance UID -> how many instances the PACS says the study holds (None when it
+    does not say), in answer order."""
+    found: dict[str, int | None] = {}
+    for items in answers:
+        for item in items:
+            study = json_uids(item)[0]
+            if study and study not in found:
+                found[study] = _count(item)
+    return found
+
+
+def _count(item: Mapping[str, Any]) -> int | None:
+    try:
+        return int(item[_STUDY_INSTANCES]["Value"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _instances_of(
+    client: DICOMwebClient, source: PacsSource, studies: list[str]
+) -> list[Mapping[str, Any]]:
+    """Every instance of ``studies``: one study by its path, several by UID list matching."""
+    if len(studies) == 1:
+        what, fetch = (
+            f"study {studies[0]}",
+            functools.partial(client.search_for_instances, studies[0], fields=list(QUERY_FIELDS)),
+        )
+    else:
+        what, fetch = (
+            f"{len(studies)} studies",
+            functools.partial(
+                client.search_for_instances,
+                search_filters={"StudyInstanceUID": ",".join(studies)},
+                fields=list(QUERY_FIELDS),
+            ),
+        )
+    return _items(call(f"QIDO-RS instances of {what}", fetch, source.retry))
 
 
 def _row(
@@ -212,30 +288,69 @@ def _row(
 
 
 def triage_instances(
-    client_for: Callable[[], DICOMwebClient],
+    sessions: Sessions,
     source: PacsSource,
     rules: TriageRules,
     cache: Path,
     pool: ThreadPoolExecutor,
 ) -> Iterator[FileRecord]:
     """Steps 1 and 2 of the module docstring: one triaged row per instance (size 0: not
-    retrieved yet), in study order; the studies are listed ``source.connections`` at a time.
-    A study whose listing fails after its retries is one unreadable row."""
-    modalities = rules.modalities or DEFAULT_MODALITIES
+    retrieved yet), in study order.
 
-    def listing(study: str) -> tuple[str, list[Mapping[str, Any]], PacsError | None]:
+    The studies' instances are listed :data:`STUDIES_PER_LISTING` studies a request, and
+    triaged, in ``pool``, as many requests at once as it has threads. A study that such a
+    listing leaves out, or gives fewer instances than the study query said it holds (a PACS
+    that caps its answers, or knows no UID list matching), is listed again on its own. A study
+    whose listing fails after its retries is one unreadable row.
+
+    Raises
+    ------
+    PacsAuthError
+        When the PACS refuses the credentials.
+    PacsError
+        When a study query fails after its retries.
+    """
+    modalities = rules.modalities or DEFAULT_MODALITIES
+    studies = _study_counts(
+        pool.map(
+            lambda modality: _studies_with(sessions.client(), source, modality),
+            sorted(modalities),
+        )
+    )
+
+    def listing(batch: list[str]) -> list[FileRecord]:
         try:
-            return study, _instances_of(client_for(), source, study), None
+            items = _instances_of(sessions.client(), source, batch)
         except PacsAuthError:
             raise
         except PacsError as err:
-            return study, [], err
-
-    for study, items, error in pool.map(listing, query_studies(client_for(), source, modalities)):
-        if error is not None:
-            yield _row(cache, f"{study}/", FileStatus.UNREADABLE, Reason.CANNOT_OPEN, str(error))
+            if len(batch) > 1:  # perhaps the list itself: each study on its own
+                return [row for study in batch for row in listing([study])]
+            return [
+                _row(cache, f"{batch[0]}/", FileStatus.UNREADABLE, Reason.CANNOT_OPEN, str(err))
+            ]
+        by_study: dict[str, list[Mapping[str, Any]]] = {study: [] for study in batch}
         for item in items:
-            yield _triaged(item, study, rules, cache)
+            study = json_uids(item)[0]
+            if len(batch) == 1:
+                study = study or batch[0]
+            if study in by_study:
+                by_study[study].append(item)
+        rows: list[FileRecord] = []
+        for study, found in by_study.items():
+            expected = studies.get(study)
+            if len(batch) > 1 and (not found or (expected is not None and len(found) < expected)):
+                rows += listing([study])
+            else:
+                rows += [_triaged(item, study, rules, cache) for item in found]
+        return rows
+
+    order = list(studies)
+    batches = [
+        order[i : i + STUDIES_PER_LISTING] for i in range(0, len(order), STUDIES_PER_LISTING)
+    ]
+    for rows in pool.map(listing, batches):
+        yield from rows
 
 
 def _triaged(item: Mapping[str, Any], study: str, rules: TriageRules, cache: Path) -> FileRecord:
@@ -282,25 +397,68 @@ def _cache_size(cache: Path) -> int:
     return sum(p.stat().st_size for p in cache.rglob("*.dcm") if p.is_file())
 
 
-def _store(client: DICOMwebClient, source: PacsSource, record: FileRecord) -> int:
-    """Retrieve one instance into its cache path; returns the bytes written."""
+def dicom_part(body: bytes, content_type: str) -> memoryview:
+    """The DICOM file in a WADO-RS answer to a request for one instance: the first part of a
+    ``multipart/related`` body (PS3.18 8.7.3.1), or the whole body of an ``application/dicom``
+    answer.
+
+    Raises
+    ------
+    ValueError
+        When the body has no such part, or the part is not a DICOM Part 10 file (no ``DICM``
+        after the 128-byte preamble, PS3.10 7.1).
+    """
+    data = memoryview(body)
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "multipart/related":
+        found = re.search(r'boundary="?([^";]+)"?', content_type, flags=re.IGNORECASE)
+        if found is None:
+            raise ValueError(f"WADO-RS answer {content_type!r} names no multipart boundary")
+        delimiter = b"--" + found.group(1).strip().encode("ascii")
+        opening = body.find(delimiter)
+        headers_end = body.find(b"\r\n\r\n", opening) if opening >= 0 else -1
+        closing = body.find(b"\r\n" + delimiter, headers_end) if headers_end >= 0 else -1
+        if closing < 0:
+            raise ValueError(f"WADO-RS answer of {len(body)} bytes is not a whole multipart body")
+        data = data[headers_end + 4 : closing]
+    elif media_type != "application/dicom":
+        raise ValueError(f"WADO-RS answered {content_type!r}; expected application/dicom")
+    if bytes(data[128:132]) != b"DICM":
+        raise ValueError(
+            f"WADO-RS answer is not a DICOM file ({len(data)} bytes without DICM at byte 128)"
+        )
+    return data
+
+
+def _fetch(session: requests.Session, url: str, timeout_s: float) -> requests.Response:
+    try:
+        response = session.get(url, headers={"Accept": WADO_ACCEPT}, timeout=timeout_s)
+    except requests.exceptions.ChunkedEncodingError as err:  # the answer broke off: retried
+        raise requests.ConnectionError(f"the answer broke off: {err}") from err
+    response.raise_for_status()
+    return response
+
+
+def _store(session: requests.Session, source: PacsSource, record: FileRecord) -> int:
+    """Retrieve one instance into its cache path, its bytes as the PACS sent them; returns the
+    bytes written."""
     meta = record.meta
     assert meta is not None  # candidates always carry their metadata
-    dataset = call(
+    url = (
+        f"{source.connection.url}/studies/{meta.study_uid}/series/{meta.series_uid}"
+        f"/instances/{meta.sop_uid}"
+    )
+    response = call(
         f"WADO-RS instance {meta.sop_uid}",
-        lambda: client.retrieve_instance(
-            meta.study_uid,
-            meta.series_uid,
-            meta.sop_uid,
-            media_types=(("application/dicom", "*"),),
-        ),
+        functools.partial(_fetch, session, url, source.connection.timeout_s),
         source.retry,
     )
+    data = dicom_part(response.content, response.headers.get("Content-Type", ""))
     record.path.parent.mkdir(parents=True, exist_ok=True)
     partial = record.path.with_name(record.path.name + ".part")
-    dataset.save_as(partial, enforce_file_format=True)
+    partial.write_bytes(data)
     os.replace(partial, record.path)
-    return record.path.stat().st_size
+    return len(data)
 
 
 class _Budget:
@@ -364,21 +522,14 @@ def gather(
     PacsError
         When the study query fails after its retries.
     """
-    local = threading.local()
-
-    def client_for() -> DICOMwebClient:
-        if not hasattr(local, "client"):
-            local.client = source.connection.client()
-        client: DICOMwebClient = local.client
-        return client
-
+    sessions = Sessions(source.connection)
     cache = Path(run_dir) / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
     for partial in cache.rglob("*.part"):  # left by a killed run
         partial.unlink(missing_ok=True)
     with ThreadPoolExecutor(source.connections, thread_name_prefix="tlaudit-pacs") as pool:
         t0 = time.perf_counter()
-        triaged = list(triage_instances(client_for, source, rules, cache, pool))
+        triaged = list(triage_instances(sessions, source, rules, cache, pool))
         query_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         budget = _Budget(_cache_size(cache), int(source.cache_cap_mb * 1e6))
@@ -386,7 +537,7 @@ def gather(
         def final(record: FileRecord) -> tuple[FileRecord, str]:
             if record.status is not FileStatus.CANDIDATE:
                 return record, "not a candidate"
-            return _retrieve_one(client_for, source, record, budget)
+            return _retrieve_one(sessions, source, record, budget)
 
         counts = {"reused": 0, "retrieved": 0}
         written = 0
@@ -413,7 +564,7 @@ def gather(
 
 
 def _retrieve_one(
-    client_for: Callable[[], DICOMwebClient],
+    sessions: Sessions,
     source: PacsSource,
     record: FileRecord,
     budget: _Budget,
@@ -441,7 +592,7 @@ def _retrieve_one(
     if refusal:
         return failed(refusal), "not tried"
     try:
-        stored = _store(client_for(), source, record)
+        stored = _store(sessions.session(), source, record)
     except PacsAuthError:
         raise
     except PacsError as err:

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from auditor.archive.triage import Reason, TriageRules
-from auditor.pacs.connect import PacsAuthError, PacsError
+from auditor.pacs.connect import PacsAuthError, PacsConnection, PacsError
 from auditor.pacs.metadata import meta_from_json
 from auditor.pacs.retry import RetryPolicy, call
-from auditor.pacs.source import DEFAULT_CACHE_CAP_MB, _triaged
+from auditor.pacs.source import (
+    DEFAULT_CACHE_CAP_MB,
+    STUDIES_PER_LISTING,
+    PacsSource,
+    _triaged,
+    dicom_part,
+    triage_instances,
+)
 from auditor.vocab import FileStatus
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
@@ -113,3 +122,88 @@ def test_the_command_line_cache_cap_default_is_the_library_default() -> None:
 
     default = inspect.signature(scan).parameters["cache_cap_mb"].default
     assert default == DEFAULT_CACHE_CAP_MB
+
+
+def _dicom_file(payload: bytes = b"\x00" * 64) -> bytes:
+    return b"\x00" * 128 + b"DICM" + payload
+
+
+def test_a_multipart_answer_gives_its_dicom_part_byte_for_byte() -> None:
+    dicom = _dicom_file(b"\r\n--not-the-boundary\r\n" + bytes(range(256)))
+    body = (
+        b"--b0und\r\nContent-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.1\r\n\r\n"
+        + dicom
+        + b"\r\n--b0und--\r\n"
+    )
+    content_type = 'multipart/related; type="application/dicom"; boundary="b0und"'
+    assert bytes(dicom_part(body, content_type)) == dicom
+    assert bytes(dicom_part(dicom, "application/dicom")) == dicom
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "match"),
+    [
+        (b"--b\r\n\r\n" + _dicom_file(), "multipart/related; boundary=b", "not a whole multipart"),
+        (b"--b\r\n\r\nnot dicom\r\n--b--", "multipart/related; boundary=b", "not a DICOM file"),
+        (_dicom_file(), "multipart/related", "no multipart boundary"),
+        (b"{}", "application/json", "expected application/dicom"),
+    ],
+)
+def test_a_broken_wado_answer_is_refused_with_what_was_wrong(
+    body: bytes, content_type: str, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        dicom_part(body, content_type)
+
+
+class _FakePacs:
+    """A QIDO-RS service of studies with one DX instance each; it may know no UID list
+    matching, or cap its instance answers."""
+
+    def __init__(self, studies: int, list_matching: bool = True, cap: int = 0) -> None:
+        self.studies = [f"1.2.{n}" for n in range(1, studies + 1)]
+        self.list_matching, self.cap = list_matching, cap
+        self.listings: list[str] = []
+
+    def search_for_studies(self, **kw: Any) -> list[dict[str, Any]]:
+        return [
+            {"0020000D": {"vr": "UI", "Value": [s]}, "00201208": {"vr": "IS", "Value": [1]}}
+            for s in self.studies
+        ]
+
+    def search_for_instances(
+        self, study: str | None = None, search_filters: dict[str, str] | None = None, **kw: Any
+    ) -> list[dict[str, object]]:
+        wanted = [study] if study else (search_filters or {})["StudyInstanceUID"].split(",")
+        self.listings.append(study or "list")
+        if study is None and not self.list_matching:
+            wanted = []  # the list taken as one UID: nothing matches
+        items = [
+            _item(study=s, series=s + ".1", sop=s + ".1.1", modality="DX", body="LSPINE",
+                  view="LL", rows=100)
+            for s in wanted
+        ]  # fmt: skip
+        return items[: self.cap] if self.cap and study is None else items
+
+    def client(self) -> _FakePacs:
+        return self
+
+
+@pytest.mark.parametrize(
+    ("pacs", "single_listings"),
+    [
+        (_FakePacs(40), 0),  # two list requests, no study listed on its own
+        (_FakePacs(40, list_matching=False), 40),  # every study listed again on its own
+        (_FakePacs(40, cap=5), 40 - 10),  # the studies a capped answer left out
+    ],
+)
+def test_studies_are_listed_in_batches_and_none_is_lost(
+    pacs: _FakePacs, single_listings: int, tmp_path: Path
+) -> None:
+    source = PacsSource(PacsConnection("http://pacs.invalid/dicom-web"))
+    with ThreadPoolExecutor(2) as pool:
+        rows = list(triage_instances(pacs, source, TriageRules(), tmp_path, pool))  # type: ignore[arg-type]
+    assert [r.meta.study_uid for r in rows if r.meta] == pacs.studies
+    assert all(r.status is FileStatus.CANDIDATE for r in rows)
+    assert pacs.listings.count("list") == -(-40 // STUDIES_PER_LISTING)
+    assert len(pacs.listings) - pacs.listings.count("list") == single_listings
