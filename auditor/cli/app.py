@@ -19,6 +19,7 @@ from auditor import __version__
 from auditor.cli.bench import bench
 from auditor.cli.calibrate import calibrate
 from auditor.cli.evaluate import evaluate
+from auditor.cli.export_dicom import export_dicom_command
 from auditor.cli.guard import guard_command, guard_rates_command
 from auditor.cli.inventory import inventory_command
 from auditor.cli.labels import (
@@ -90,6 +91,7 @@ app.command("evaluate-localizer")(evaluate_localizer_command)
 app.command("review")(review_command)
 app.command("export-annotations")(export_annotations_command)
 app.command("import-verdicts")(import_verdicts_command)
+app.command("export-dicom")(export_dicom_command)
 app.command("review-stats")(review_stats_command)
 app.command("parse-reads")(parse_reads_command)
 

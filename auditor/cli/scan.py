@@ -12,6 +12,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from auditor.cli.dicom_options import (
+    PACS_PANEL,
+    AuthFileOption,
+    CaBundleOption,
+    DicomOutOption,
+    StowOption,
+    UidRootOption,
+)
 from auditor.cli.model_options import (
     HeatmapMethodOption,
     OperatingPointOption,
@@ -31,8 +39,6 @@ from auditor.cli.triage_options import (
 )
 from auditor.errors import InputFileError, TlauditError, UsageError
 from auditor.vocab import DEFAULT_HEATMAP, BoxFormat, Device, Engine, HeatmapMode, Precision
-
-_PACS = "PACS (ARCHIVE given as dicomweb+https://...)"
 
 
 def scan(
@@ -220,34 +226,17 @@ def scan(
         str | None,
         typer.Option(
             help="PACS: studies dated FROM-TO (YYYYMMDD-YYYYMMDD; either end may be open).",
-            rich_help_panel=_PACS,
+            rich_help_panel=PACS_PANEL,
         ),
     ] = None,
-    auth_file: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            help='PACS: JSON file {"token": ...} or {"user": ..., "password": ...}; without it '
-            "TLAUDIT_DICOMWEB_TOKEN, or TLAUDIT_DICOMWEB_USER and TLAUDIT_DICOMWEB_PASSWORD.",
-            rich_help_panel=_PACS,
-        ),
-    ] = None,
-    ca_bundle: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            help="PACS: certificate authorities (PEM) to verify its TLS certificate with.",
-            rich_help_panel=_PACS,
-        ),
-    ] = None,
+    auth_file: AuthFileOption = None,
+    ca_bundle: CaBundleOption = None,
     cache_cap_mb: Annotated[
         float,
         typer.Option(
             min=1,
             help="PACS: most MB of retrieved images kept in RUN_DIR/cache.",
-            rich_help_panel=_PACS,
+            rich_help_panel=PACS_PANEL,
         ),
     ] = 20_000,
     keep_cache: Annotated[
@@ -255,35 +244,12 @@ def scan(
         typer.Option(
             "--keep-cache",
             help="PACS: keep RUN_DIR/cache after the scan (tlaudit review shows its images).",
-            rich_help_panel=_PACS,
+            rich_help_panel=PACS_PANEL,
         ),
     ] = False,
-    dicom_out: Annotated[
-        Path | None,
-        typer.Option(
-            file_okay=False,
-            help="Write a DICOM SR (TID 1500) per classified study and a key object selection "
-            "per likely-missed study into this folder (docs/pacs.md).",
-            rich_help_panel=_PACS,
-        ),
-    ] = None,
-    uid_root: Annotated[
-        str | None,
-        typer.Option(
-            "--uid-root",
-            help="Your organisation's UID root (ending with a dot) for the UIDs of the DICOM "
-            "results; default: 2.25 UUID-derived UIDs.",
-            rich_help_panel=_PACS,
-        ),
-    ] = None,
-    stow: Annotated[
-        str | None,
-        typer.Option(
-            help="Also send them with STOW-RS to dicomweb+https://HOST[:PORT]/PATH (credentials "
-            "as for reading).",
-            rich_help_panel=_PACS,
-        ),
-    ] = None,
+    dicom_out: DicomOutOption = None,
+    uid_root: UidRootOption = None,
+    stow: StowOption = None,
 ) -> None:
     """Classify every vertebra of the lateral TL-spine views in ARCHIVE and flag likely misses."""
     from auditor.scan.config import ScanConfig, ScanEvent

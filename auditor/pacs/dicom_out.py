@@ -1,4 +1,5 @@
-"""A scan's findings as DICOM objects a PACS stores and shows (``--dicom-out``).
+"""A scan's findings as DICOM objects a PACS stores and shows (``--dicom-out``,
+``tlaudit export-dicom``).
 
 For each classified study, from the run's ``findings.csv`` and the source images' headers:
 
@@ -6,82 +7,85 @@ For each classified study, from the run's ``findings.csv`` and the source images
   :class:`~highdicom.sr.Comprehensive3DSR`): the algorithm (model name, version and SHA-256 of its
   weights, the threshold as a parameter); one *Planar ROI Measurements* group per vertebra with
   its box as a closed SCOORD POLYLINE on the source image (referenced by SOP Instance UID), the
-  vertebra as finding site, the fracture probability (DCM 122157 *Probability*, unit ``1``) and
-  the call at the operating point as a qualitative evaluation (SCT 52101004 *Present* /
-  272519000 *Absent*); one study-level group with the study status;
+  vertebra as finding site, the fracture probability and the call at the operating point; one
+  study-level group with the study status. For a reviewed run, also the reviewer's decisions,
+  boxes, verdict and comment, with the reviewer as the person observer beside the device
+  observer (the groups and every code: :mod:`auditor.pacs.sr_content`);
 - a **Grayscale Softcopy Presentation State** per classified image (:func:`presentation_state`)
   drawing the boxes with their level, probability and call, for any PACS viewer;
+- a **Secondary Capture** per classified image with a heatmap: the radiograph with the heatmaps
+  blended in and the boxes drawn (:mod:`auditor.pacs.heatmap_sc`);
 - a **Key Object Selection** document (DCM 113008 *For Peer Review*) for each *likely missed*
   study, listing its images, so that the PACS can build a QA worklist.
 
-Codes: the vertebrae are the SNOMED CT codes of pydicom's code dictionary
-(``codes.SCT.T10Vertebra`` ... ``codes.SCT.L5Vertebra``, and ``codes.SCT.Sacrum`` for the S1
-anchor); concepts DICOM has no code for (the fracture call, the study status) use the private
-coding scheme :data:`SCHEME` (DICOM reserves designators starting with ``99`` for local
-schemes). New UIDs are ``2.25`` UUID-derived UIDs, or under ``uid_root`` when one is given.
+New UIDs are ``2.25`` UUID-derived UIDs, or under ``uid_root`` when one is given.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from auditor import __version__
 from auditor.errors import TlauditError, UsageError
 from auditor.files import csv_unsafe
 from auditor.pacs.connect import PacsConnection, PacsError
 from auditor.pacs.retry import RetryPolicy, call
+from auditor.pacs.sr_content import (
+    FRACTURE_CALL,
+    LEVEL_SITES,
+    PROBABILITY,
+    SCHEME,
+    STATUS_CODES,
+    STUDY_STATUS,
+    ReviewedStudy,
+    VertebraCall,
+    new_uid,
+    person_observer,
+    reviewed_boxes,
+    reviewer_group,
+    verdict_group,
+    vertebra_group,
+)
 from auditor.records import StudyStatus
 from auditor.vocab import Level
 
+__all__ = [
+    "FRACTURE_CALL",
+    "LEVEL_SITES",
+    "PROBABILITY",
+    "SCHEME",
+    "STATUS_CODES",
+    "Algorithm",
+    "DicomOutputError",
+    "ImageCalls",
+    "WrittenStudy",
+    "check_options",
+    "key_objects",
+    "measurement_report",
+    "presentation_state",
+    "read_findings",
+    "stow",
+    "write_dicom_results",
+]
+
 logger = logging.getLogger(__name__)
 
-SCHEME = "99TLAUDIT"
-"""Private coding scheme designator of tlaudit's own concepts."""
-
 MANUFACTURER = "tlaudit"
-
-#: The finding site of each level: SNOMED CT codes from pydicom's code dictionary.
-LEVEL_SITES: Mapping[Level, hd.sr.CodedConcept] = MappingProxyType(
-    {
-        level: hd.sr.CodedConcept.from_code(code)
-        for level, code in (
-            (Level.T10, codes.SCT.T10Vertebra),
-            (Level.T11, codes.SCT.T11Vertebra),
-            (Level.T12, codes.SCT.T12Vertebra),
-            (Level.L1, codes.SCT.L1Vertebra),
-            (Level.L2, codes.SCT.L2Vertebra),
-            (Level.L3, codes.SCT.L3Vertebra),
-            (Level.L4, codes.SCT.L4Vertebra),
-            (Level.L5, codes.SCT.L5Vertebra),
-            (Level.S1, codes.SCT.Sacrum),
-        )
-    }
-)
-
-FRACTURE_CALL = hd.sr.CodedConcept("FRACTURE_CALL", SCHEME, "Fracture call at operating point")
-STUDY_STATUS = hd.sr.CodedConcept("STUDY_STATUS", SCHEME, "Audit study status")
-STATUS_CODES: Mapping[StudyStatus, hd.sr.CodedConcept] = MappingProxyType(
-    {
-        status: hd.sr.CodedConcept(status.name, SCHEME, status.value.capitalize())
-        for status in StudyStatus
-    }
-)
-PROBABILITY = hd.sr.CodedConcept.from_code(codes.DCM.Probability)
-NO_UNITS = hd.sr.CodedConcept.from_code(codes.UCUM.NoUnits)
+#: Longest value of a LO attribute (Series Description): PS3.5 6.2.
+MAX_LO = 64
 
 
 class DicomOutputError(TlauditError):
@@ -99,22 +103,15 @@ class Algorithm:
 
 
 @dataclass(frozen=True)
-class VertebraCall:
-    """One classified vertebra of ``findings.csv``."""
-
-    level: Level
-    probability: float
-    positive: bool
-    box: tuple[float, float, float, float]  # x_min, y_min, x_max, y_max in pixels
-
-
-@dataclass(frozen=True)
 class ImageCalls:
-    """A source image and its classified vertebrae."""
+    """A source image and its classified vertebrae; ``image`` is its archive-relative path as
+    ``findings.csv`` names it, ``study`` the study's key there."""
 
     path: Path
     status: StudyStatus
     calls: tuple[VertebraCall, ...]
+    image: str = ""
+    study: str = ""
 
 
 #: Attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) that are Type 2
@@ -136,19 +133,26 @@ COPIED_TYPE2 = (
 
 @dataclass(frozen=True)
 class WrittenStudy:
-    """What was written for one study; ``error`` says why nothing was (then ``report`` is None)."""
+    """What was written for one study; ``error`` says why nothing was (then ``report`` is None).
+
+    ``skipped`` names what was left out of the study's objects and why, one line each (a source
+    image gone from the archive, a capture that could not be drawn).
+    """
 
     study_uid: str
     report: Path | None
     key_objects: Path | None
     presentation_states: tuple[Path, ...] = ()
     error: str = ""
+    captures: tuple[Path, ...] = ()
+    skipped: tuple[str, ...] = ()
 
     def paths(self) -> list[Path]:
         """Every file written for the study."""
         return [
             *([self.report] if self.report else []),
             *self.presentation_states,
+            *self.captures,
             *([self.key_objects] if self.key_objects else []),
         ]
 
@@ -161,75 +165,46 @@ def read_findings(run_dir: Path, archive: Path) -> list[ImageCalls]:
     Raises
     ------
     DicomOutputError
-        When the run has no ``findings.csv``.
+        When the run has no ``findings.csv``, or it lacks a column the results need.
     """
     path = Path(run_dir) / "findings.csv"
     if not path.is_file():
-        raise DicomOutputError(f"{path} is missing: --dicom-out needs a finished scan")
+        raise DicomOutputError(f"{path} is missing: DICOM results need a finished scan")
     by_image: dict[str, list[VertebraCall]] = defaultdict(list)
     status: dict[str, StudyStatus] = {}
+    study: dict[str, str] = {}
     with path.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if not row["probability"]:
-                continue
-            image = csv_unsafe(row["image"])
-            box = (
-                float(row["x_min"]),
-                float(row["y_min"]),
-                float(row["x_max"]),
-                float(row["y_max"]),
-            )
-            by_image[image].append(
-                VertebraCall(
-                    Level(row["level"]), float(row["probability"]), row["call"] == "positive", box
+        try:
+            for row in csv.DictReader(handle):
+                if not row["probability"]:
+                    continue
+                image = csv_unsafe(row["image"])
+                box = (
+                    float(row["x_min"]),
+                    float(row["y_min"]),
+                    float(row["x_max"]),
+                    float(row["y_max"]),
                 )
-            )
-            status[image] = StudyStatus(row["study_status"])
+                by_image[image].append(
+                    VertebraCall(
+                        Level(row["level"]),
+                        float(row["probability"]),
+                        row["call"] == "positive",
+                        box,
+                        int(row["box_row"]),
+                        row.get("heatmap") or "",
+                    )
+                )
+                status[image] = StudyStatus(row["study_status"])
+                study[image] = csv_unsafe(row["study"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise DicomOutputError(
+                f"{path}: not the findings.csv of a tlaudit scan ({type(err).__name__}: {err})"
+            ) from err
     return [
-        ImageCalls(Path(archive) / image, status[image], tuple(calls))
+        ImageCalls(Path(archive) / image, status[image], tuple(calls), image, study[image])
         for image, calls in by_image.items()
     ]
-
-
-def _uid(root: str | None) -> str:
-    return str(generate_uid(prefix=root) if root else generate_uid(prefix=None))
-
-
-def _vertebra_group(
-    call: VertebraCall, source: Dataset, algorithm: hd.sr.AlgorithmIdentification
-) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    x0, y0, x1, y1 = call.box
-    region = hd.sr.ImageRegion(
-        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-        graphic_data=np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=float),
-        source_image=hd.sr.SourceImageForRegion.from_source_image(source),
-    )
-    site = hd.sr.FindingSite(LEVEL_SITES[call.level])
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_uid(None), identifier=f"{call.level.value} vertebral body"
-        ),
-        referenced_region=region,
-        finding_sites=[site],
-        algorithm_id=algorithm,
-        measurements=[
-            hd.sr.Measurement(
-                name=PROBABILITY,
-                value=round(call.probability, 6),
-                unit=NO_UNITS,
-                algorithm_id=algorithm,
-                finding_sites=[site],
-            )
-        ],
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(
-                FRACTURE_CALL,
-                hd.sr.CodedConcept.from_code(
-                    codes.SCT.Present if call.positive else codes.SCT.Absent
-                ),
-            )
-        ],
-    )
 
 
 def measurement_report(
@@ -237,6 +212,7 @@ def measurement_report(
     algorithm: Algorithm,
     *,
     uid_root: str | None = None,
+    review: ReviewedStudy | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 report of one study (see the module docstring).
 
@@ -248,6 +224,9 @@ def measurement_report(
         The model that made the calls.
     uid_root
         Root of the new UIDs (default: ``2.25`` UUID-derived UIDs).
+    review
+        What a reviewer recorded on the study (:mod:`auditor.pacs.sr_content` says how it is
+        written); None for the AI's report alone.
     """
     algorithm_id = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
@@ -260,39 +239,53 @@ def measurement_report(
         | hd.sr.MeasurementsAndQualitativeEvaluations
     ] = []
     for source, image in sources:
-        groups.extend(_vertebra_group(call, source, algorithm_id) for call in image.calls)
+        on_calls, others = reviewed_boxes(review, image.image, [c.box_row for c in image.calls])
+        groups.extend(
+            vertebra_group(call, source, algorithm_id, on_calls.get(call.box_row))
+            for call in image.calls
+        )
+        groups.extend(reviewer_group(box, source) for box in others)
     status = sources[0][1].status
     groups.append(
         hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(None), identifier="study"),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(None), identifier="study"),
             algorithm_id=algorithm_id,
             qualitative_evaluations=[
                 hd.sr.QualitativeEvaluation(STUDY_STATUS, STATUS_CODES[status])
             ],
         )
     )
-    observer = hd.sr.ObserverContext(
+    if review is not None and (verdict := verdict_group(review)) is not None:
+        groups.append(verdict)
+    device = hd.sr.ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=_uid(uid_root), name=f"tlaudit {__version__}", manufacturer_name=MANUFACTURER
+            uid=new_uid(uid_root), name=f"tlaudit {__version__}", manufacturer_name=MANUFACTURER
         ),
     )
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        observation_context=hd.sr.ObservationContext(
+            observer_person_context=None if review is None else person_observer(review.reviewer),
+            observer_device_context=device,
+        ),
         procedure_reported=codes.SCT.ImagingProcedure,
         imaging_measurements=groups,
     )
-    return hd.sr.Comprehensive3DSR(
+    whose = "AI, not reviewed" if review is None else "AI and reviewer"
+    document = hd.sr.Comprehensive3DSR(
         evidence=[source for source, _ in sources],
         content=report,
-        series_instance_uid=_uid(uid_root),
+        series_instance_uid=new_uid(uid_root),
         series_number=9901,
-        sop_instance_uid=_uid(uid_root),
+        sop_instance_uid=new_uid(uid_root),
         instance_number=1,
         manufacturer=MANUFACTURER,
         is_complete=True,
-        series_description=f"tlaudit fracture audit (AI, not reviewed): {algorithm.name}",
+        series_description=f"tlaudit fracture audit ({whose}): {algorithm.name}"[:MAX_LO],
     )
+    if review is not None and not review.reviewer.isascii():
+        document.SpecificCharacterSet = "ISO_IR 192"  # the reviewer's name, in UTF-8
+    return document
 
 
 def presentation_state(
@@ -341,9 +334,9 @@ def presentation_state(
         )
     state = hd.pr.GrayscaleSoftcopyPresentationState(
         referenced_images=[source],
-        series_instance_uid=_uid(uid_root),
+        series_instance_uid=new_uid(uid_root),
         series_number=9903,
-        sop_instance_uid=_uid(uid_root),
+        sop_instance_uid=new_uid(uid_root),
         instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name="tlaudit",
@@ -375,9 +368,9 @@ def key_objects(
     return hd.ko.KeyObjectSelectionDocument(
         evidence=list(sources),
         content=selection,
-        series_instance_uid=_uid(uid_root),
+        series_instance_uid=new_uid(uid_root),
         series_number=9902,
-        sop_instance_uid=_uid(uid_root),
+        sop_instance_uid=new_uid(uid_root),
         instance_number=1,
         manufacturer=MANUFACTURER,
         series_description="tlaudit: likely missed fractures for peer review",
@@ -391,50 +384,110 @@ def write_dicom_results(
     out_dir: Path,
     *,
     uid_root: str | None = None,
+    reviews: Mapping[str, ReviewedStudy] | None = None,
+    crop_margin: float | None = None,
 ) -> list[WrittenStudy]:
-    """Write the SR of every classified study, a presentation state per classified image, and a
-    KOS per likely-missed study into ``out_dir`` as ``STUDY_UID.sr.dcm``,
-    ``SOP_INSTANCE_UID.pr.dcm`` and ``STUDY_UID.ko.dcm``.
+    """Write the DICOM results of a run into ``out_dir``: per classified study its SR
+    (``STUDY_UID.sr.dcm``), per classified image a presentation state (``SOP_UID.pr.dcm``) and,
+    with ``crop_margin``, a heatmap capture where the scan drew heatmaps (``SOP_UID.sc.dcm``),
+    and per likely-missed study a KOS (``STUDY_UID.ko.dcm``).
+
+    Parameters
+    ----------
+    run_dir, archive
+        The scan's run folder and the archive it scanned (``findings.csv`` paths are relative
+        to it).
+    algorithm
+        The model that made the calls.
+    out_dir
+        Where to write.
+    uid_root
+        Root of the new UIDs.
+    reviews
+        What a reviewer recorded, by the study's key in ``findings.csv``; a study without an
+        entry gets the AI's report alone.
+    crop_margin
+        The model card's crop margin, to place the heatmaps; None writes no captures.
+
+    Returns
+    -------
+    list of WrittenStudy
+        One per study, with what was skipped and why: a source image that is gone or not
+        DICOM leaves out that image (a study without any leaves out the study), a capture
+        that cannot be drawn leaves out that capture.
 
     Raises
     ------
     DicomOutputError
-        When the run has no findings, or a source image is not DICOM (PNG/JPEG/TIFF exports
-        have no UIDs to reference).
+        When the run has no findings, or no source image could be read at all (PNG/JPEG/TIFF
+        exports have no UIDs to reference).
     """
     by_study: dict[str, list[tuple[Dataset, ImageCalls]]] = defaultdict(list)
-    for image in read_findings(run_dir, archive):
+    skipped: dict[str, list[str]] = defaultdict(list)
+    images = read_findings(run_dir, archive)
+    for image in images:
         try:
             header = pydicom.dcmread(image.path, stop_before_pixels=True)
+            str(header.StudyInstanceUID)  # a file without one is no source to reference
+        except FileNotFoundError:
+            skipped[image.study].append(f"{image.image}: gone from the archive {archive}")
+            continue
         except Exception as err:
-            raise DicomOutputError(
-                f"{image.path}: cannot read its DICOM header ({err}); DICOM results need DICOM "
-                "sources"
-            ) from err
+            skipped[image.study].append(
+                f"{image.image}: cannot read its DICOM header ({type(err).__name__}: {err}); "
+                "DICOM results need DICOM sources"
+            )
+            continue
         for keyword in COPIED_TYPE2:
             if keyword not in header:
                 setattr(header, keyword, "")
-        by_study[str(header.StudyInstanceUID)].append((header, image))
+        by_study[image.study].append((header, image))
+    if images and not by_study:
+        first = next(iter(skipped.values()))[0]
+        raise DicomOutputError(
+            f"none of the run's {len(images)} classified images could be read; the first: {first}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for study, sources in by_study.items():
+    for study in dict.fromkeys(image.study for image in images):
+        sources = by_study.get(study)
+        if not sources:
+            reasons = skipped[study]
+            logger.warning("no DICOM results for study %s: %s", study, reasons[0])
+            written.append(WrittenStudy(study, None, None, error="; ".join(reasons)))
+            continue
+        review = (reviews or {}).get(study)
         try:
-            written.append(_write_study(study, sources, algorithm, out_dir, uid_root))
+            done = _write_study(sources, algorithm, out_dir, uid_root, review)
         except (ValueError, TypeError, AttributeError, KeyError) as err:
             # a source whose header highdicom cannot build on: this study only, counted and named
             logger.warning("no DICOM results for study %s: %s", study, err)
-            written.append(WrittenStudy(study, None, None, error=f"{type(err).__name__}: {err}"))
+            done = WrittenStudy(
+                str(sources[0][0].StudyInstanceUID),
+                None,
+                None,
+                error=f"{type(err).__name__}: {err}",
+            )
+        captures, missed = (
+            _write_captures(run_dir, sources, algorithm, out_dir, uid_root, crop_margin)
+            if crop_margin is not None and done.report is not None
+            else ((), [])
+        )
+        written.append(
+            dataclasses.replace(done, captures=captures, skipped=(*skipped.get(study, ()), *missed))
+        )
     return written
 
 
 def _write_study(
-    study: str,
     sources: Sequence[tuple[Dataset, ImageCalls]],
     algorithm: Algorithm,
     out_dir: Path,
     uid_root: str | None,
+    review: ReviewedStudy | None,
 ) -> WrittenStudy:
-    report = measurement_report(sources, algorithm, uid_root=uid_root)
+    study = str(sources[0][0].StudyInstanceUID)
+    report = measurement_report(sources, algorithm, uid_root=uid_root, review=review)
     report_path = out_dir / f"{study}.sr.dcm"
     report.save_as(report_path, enforce_file_format=True)
     ko_path = None
@@ -451,6 +504,57 @@ def _write_study(
         )
         states.append(state_path)
     return WrittenStudy(study, report_path, ko_path, tuple(states))
+
+
+def _write_captures(
+    run_dir: Path,
+    sources: Sequence[tuple[Dataset, ImageCalls]],
+    algorithm: Algorithm,
+    out_dir: Path,
+    uid_root: str | None,
+    crop_margin: float,
+) -> tuple[tuple[Path, ...], list[str]]:
+    """The heatmap captures of one study's images (one new series), and what was skipped."""
+    from auditor.errors import ReadError, UnsupportedImageError
+    from auditor.io.radiograph import read_radiograph
+    from auditor.pacs.heatmap_sc import render_capture, secondary_capture
+
+    series = new_uid(uid_root)
+    written: list[Path] = []
+    missed: list[str] = []
+    for source, image in sources:
+        if not any(call.heatmap for call in image.calls):
+            continue
+        calls = [
+            (
+                call.box,
+                f"{call.level.value} {call.probability:.2f}",
+                call.positive,
+                Path(run_dir) / call.heatmap if call.heatmap else None,
+            )
+            for call in image.calls
+        ]
+        try:
+            radiograph = read_radiograph(image.path)
+            pixels, scale = render_capture(radiograph, calls, crop_margin)
+            spacing = radiograph.meta.pixel_spacing_mm
+            capture = secondary_capture(
+                source,
+                pixels,
+                None if spacing is None else (spacing[0] / scale, spacing[1] / scale),
+                algorithm.name,
+                series_uid=series,
+                sop_uid=new_uid(uid_root),
+            )
+            path = out_dir / f"{source.SOPInstanceUID}.sc.dcm"
+            capture.save_as(path, enforce_file_format=True)
+        except (OSError, ReadError, UnsupportedImageError, ValueError, TypeError) as err:
+            reason = f"{image.image}: no heatmap capture ({type(err).__name__}: {err})"
+            logger.warning("%s", reason)
+            missed.append(reason)
+            continue
+        written.append(path)
+    return tuple(written), missed
 
 
 def check_options(pseudonymise: bool, dicom_out: Path | None) -> None:

@@ -21,14 +21,8 @@ from pathlib import Path
 from auditor.archive.inventory import NoCandidatesError, summarise, write_accounting_csv
 from auditor.errors import UsageError
 from auditor.pacs.connect import PacsConnection, dicomweb_url, load_credentials
-from auditor.pacs.dicom_out import (
-    Algorithm,
-    WrittenStudy,
-    check_options,
-    stow,
-    write_dicom_results,
-)
-from auditor.pacs.retry import RetryPolicy
+from auditor.pacs.dicom_out import WrittenStudy, check_options
+from auditor.pacs.export import DicomResults, write_and_send
 from auditor.pacs.source import CACHE_DIR, Gathered, PacsSource, gather, parse_study_date
 from auditor.scan.config import Progress, ScanConfig, ScanEvent, ScanResult
 from auditor.scan.journal import JOURNAL_NAME, run_in_use
@@ -38,15 +32,6 @@ logger = logging.getLogger(__name__)
 
 ACCOUNTING_NAME = "pacs_accounting.csv"
 """Every instance the PACS query returned, one row each (columns of the inventory's CSV)."""
-
-
-@dataclass(frozen=True)
-class DicomResults:
-    """``--dicom-out`` and ``--stow``: where to write the DICOM results, where to send them."""
-
-    out_dir: Path
-    stow: PacsConnection | None = None
-    uid_root: str | None = None
 
 
 def results_from_options(
@@ -106,47 +91,23 @@ def check_uid_root(root: str) -> None:
 def export_results(
     config: ScanConfig, result: ScanResult, results: DicomResults, progress: Progress | None = None
 ) -> list[WrittenStudy]:
-    """Write (and send) the DICOM results of a finished scan (:mod:`auditor.pacs.dicom_out`).
+    """Write (and send) the DICOM results of a finished scan (:mod:`auditor.pacs.dicom_out`,
+    :func:`auditor.pacs.export.write_and_send`).
 
     Raises
     ------
     UsageError
         With ``--pseudonymise`` (the DICOM results carry the sources' identifiers).
     DicomOutputError, PacsError
-        When a source is not DICOM, or the PACS refuses the results.
+        When no source is DICOM, or the PACS refuses the results.
     """
     from auditor.model.bundle import load_bundle
 
     check_options(config.pseudonymise, results.out_dir)
-    emit = progress or (lambda event: None)
     bundle = load_bundle(config.model)
-    card = bundle.card
-    version = card.versions.get("tlaudit") or card.created or "unversioned"
-    algorithm = Algorithm(card.name, version, bundle.sha256, result.threshold)
-    written = write_dicom_results(
-        config.out, config.archive, algorithm, results.out_dir, uid_root=results.uid_root
+    return write_and_send(
+        config.out, config.archive, bundle, result.threshold, results, progress=progress
     )
-    n_sr = sum(w.report is not None for w in written)
-    n_ko = sum(w.key_objects is not None for w in written)
-    n_pr = sum(len(w.presentation_states) for w in written)
-    emit(
-        ScanEvent(
-            "info",
-            f"DICOM: {n_sr} SR, {n_pr} presentation states, {n_ko} key objects in "
-            f"{results.out_dir}",
-        )
-    )
-    for failed in (w for w in written if w.error):
-        emit(
-            ScanEvent(
-                "info", f"warning: no DICOM results for study {failed.study_uid}: {failed.error}"
-            )
-        )
-    if results.stow is not None:
-        paths = [p for w in written for p in w.paths()]
-        sent = stow(paths, results.stow, RetryPolicy())
-        emit(ScanEvent("info", f"STOW-RS: {sent} objects stored in {results.stow.url}"))
-    return written
 
 
 @dataclass(frozen=True)
