@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from auditor.errors import BundleError
 from auditor.model.infer import Classifier, Prediction
 from auditor.parallel import Executor
 from auditor.records import VertebraBox, is_positive
@@ -56,6 +57,70 @@ class ClassifyStats:
     journal_s: float  # committing results
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a worker process needs to build the scan's classifier itself (``--engine ray``).
+
+    ``bundle`` None is the bundled model of the worker's own tlaudit; either way the bundle a
+    worker loads must have the SHA-256 the scan recorded, so every node runs the same weights.
+    ``precision`` and ``heatmap_method`` are the ones the scanning process resolved.
+    """
+
+    bundle: Path | None
+    sha256: str
+    precision: str
+    heatmap_method: str
+
+
+@dataclass(frozen=True)
+class ClassifiedBatches:
+    """The crop batches and their predictions, computed together in a worker process (on Ray:
+    the model runs where the crops are cut, one model per worker process, loaded once)."""
+
+    crops: CropBatches
+    model: ModelSpec
+    cam: bool
+    cam_min_prob: float
+
+    def __getitem__(self, index: int) -> tuple[CropBatch, Prediction | None]:
+        batch = self.crops[index]
+        if not batch.n_vertebrae:
+            return batch, None
+        classifier = _worker_classifier(self.model)
+        return batch, classifier.predict(batch.crops, cam=self.cam, cam_min_prob=self.cam_min_prob)
+
+    def lost(self, index: int, reason: str) -> tuple[CropBatch, Prediction | None]:
+        return self.crops.lost(index, reason), None
+
+
+_WORKER_MODELS: dict[ModelSpec, Classifier] = {}
+
+
+def _worker_classifier(spec: ModelSpec) -> Classifier:
+    """The classifier of ``spec``, loaded once per worker process.
+
+    Raises
+    ------
+    BundleError
+        When the bundle this worker finds is not the one the scan recorded.
+    """
+    if spec not in _WORKER_MODELS:
+        import torch
+
+        from auditor.model.bundle import load_bundle
+
+        bundle = load_bundle(spec.bundle)
+        if bundle.sha256 != spec.sha256:
+            raise BundleError(
+                f"a worker found model {bundle.path} with SHA-256 {bundle.sha256[:12]}..., "
+                f"not the scan's {spec.sha256[:12]}...: every node needs the same bundle"
+            )
+        _WORKER_MODELS[spec] = Classifier(
+            bundle, torch.device("cpu"), spec.precision, spec.heatmap_method
+        )
+    return _WORKER_MODELS[spec]
+
+
 def classify_batches(
     jobs: Sequence[ImageJob],
     batches: list[list[int]],
@@ -65,6 +130,7 @@ def classify_batches(
     executor: Executor,
     journal: RunJournal,
     emit: Progress,
+    on_workers: ModelSpec | None = None,
 ) -> ClassifyStats:
     """Classify the given batches of images and commit each batch to the journal.
 
@@ -87,25 +153,38 @@ def classify_batches(
         The run journal; thumbnails go under its directory.
     emit
         Progress callback (one ``batch`` event per committed batch).
+    on_workers
+        The model the executor's workers run themselves (:class:`ClassifiedBatches`), instead
+        of ``classifier`` here: then ``wait_s`` holds their cutting and classifying time.
     """
     if not batches:
         return ClassifyStats(0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    loader = executor.map_in_order(CropBatches(jobs, batches, classifier.card), len(batches))
     want_cam = heatmaps is not HeatmapMode.NONE
     # with positive-only thumbnails, gradient heatmaps are computed for positive crops only
     cam_min_prob = threshold if heatmaps is HeatmapMode.POSITIVE else 0.0
+    crops = CropBatches(jobs, batches, classifier.card)
+    loader: Iterable[tuple[CropBatch, Prediction | None]] = (
+        ((batch, None) for batch in executor.map_in_order(crops, len(batches)))
+        if on_workers is None
+        else executor.map_in_order(
+            ClassifiedBatches(crops, on_workers, want_cam, cam_min_prob), len(batches)
+        )
+    )
     run_dir = journal.path.parent
     done = drawn = 0
     wait = model = maps = drawing = committing = 0.0
     tick = time.perf_counter()
-    for batch in loader:
+    for batch, classified in loader:
         t0 = time.perf_counter()
         wait += t0 - tick
-        prediction = (
-            classifier.predict(batch.crops, cam=want_cam, cam_min_prob=cam_min_prob)
-            if batch.n_vertebrae
-            else None
-        )
+        if on_workers is not None:
+            prediction = classified
+        else:
+            prediction = (
+                classifier.predict(batch.crops, cam=want_cam, cam_min_prob=cam_min_prob)
+                if batch.n_vertebrae
+                else None
+            )
         t1 = time.perf_counter()
         maps += prediction.heatmap_s if prediction else 0.0
         outcomes, n_drawn = _outcomes(batch, prediction, threshold, heatmaps, run_dir)

@@ -51,7 +51,7 @@ from auditor.records import (
 from auditor.reports.pseudonym import Pseudonymiser, new_salt
 from auditor.reports.writers import ReportOptions, write_reports
 from auditor.scan.assemble import ScanInputs, assemble_report
-from auditor.scan.classify import ClassifyStats, classify_batches
+from auditor.scan.classify import ClassifyStats, ModelSpec, classify_batches
 from auditor.scan.config import (
     HeatmapMode,
     Progress,
@@ -255,7 +255,15 @@ def _classify(
         executor = _executor(config, workers, pin_memory=classifier.device.type == "cuda")
         with _torch_threads(config.threads):
             stats = classify_batches(
-                jobs, batches, classifier, config.heatmaps, model.threshold, executor, journal, emit
+                jobs,
+                batches,
+                classifier,
+                config.heatmaps,
+                model.threshold,
+                executor,
+                journal,
+                emit,
+                on_workers=_on_workers(config, model),
             )
         timings["classification_s"] = time.perf_counter() - t0
         outcomes = {
@@ -266,6 +274,19 @@ def _classify(
     shutil.rmtree(config.out / PRECUT_DIR, ignore_errors=True)
     precut = sum(job.precut is not None for job in jobs)
     return _Classified(outcomes, salt, stats, workers, precut)
+
+
+def _on_workers(config: ScanConfig, model: _Model) -> ModelSpec | None:
+    """On Ray the workers that cut the crops classify them too, one model each; locally the
+    model runs here, on the threads the crop workers leave."""
+    if config.engine is not Engine.RAY:
+        return None
+    classifier = model.classifier
+    if classifier.device.type != "cpu":
+        raise UsageError("--engine ray runs the model on the workers' CPUs: use --device cpu")
+    return ModelSpec(
+        config.model, model.bundle.sha256, str(classifier.precision), classifier.heatmap
+    )
 
 
 def _executor(config: ScanConfig, workers: int, pin_memory: bool) -> Executor:

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import ray
 
+from auditor.errors import BundleError
 from auditor.parallel import RayTasks
+from auditor.scan.classify import ModelSpec, _worker_classifier
 from auditor.scan.config import ScanConfig, ScanEvent, ScanResult
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import run_scan
@@ -144,3 +146,9 @@ def test_an_error_in_the_work_is_raised_as_itself() -> None:
 class _Fails:
     def __getitem__(self, index: int) -> float:
         return 1 / (index - 1)
+
+
+def test_a_worker_refuses_a_bundle_other_than_the_scans(bundle: Path) -> None:
+    spec = ModelSpec(bundle, "0" * 64, "fp32", "cam")
+    with pytest.raises(BundleError, match="every node needs the same bundle"):
+        _worker_classifier(spec)
