@@ -49,6 +49,7 @@ import torch
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelCard, create_untrained_bundle, load_bundle
 from auditor.model.infer import Classifier, select_device
+from auditor.parallel import connect_ray
 from auditor.reports.thumbnails import heatmap_overlay, save_jpeg
 from auditor.scan.config import (
     HeatmapMode,
@@ -58,7 +59,7 @@ from auditor.scan.config import (
 )
 from auditor.scan.dataset import THUMB_SIZE
 from auditor.scan.pipeline import run_scan
-from auditor.vocab import DEFAULT_HEATMAP
+from auditor.vocab import DEFAULT_HEATMAP, Engine
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,10 @@ class BenchConfig:
     localizer_scan: bool = False
     threads: int | None = None  # the scan's model threads (None: as the scan picks them)
     loader_sample: int = 32  # images timed apart for the decode and crop figures (0: none)
+    # also scan with --engine ray (on the cluster at ray_address; None: a local Ray instance),
+    # alternating with the local engine, to measure Ray's overhead
+    ray: bool = False
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,17 @@ class BenchResult:
     loader_images: int = 0  # images timed apart by measure_loader
     decode_s_per_image: float | None = None  # reading and decoding, mean per image
     crop_s_per_image: float | None = None  # cutting, thumbnails and preview, mean per image
+    # --ray: end-to-end vertebrae/s of the scans alternated between the engines (best of each)
+    ray_vps: float | None = None
+    ray_local_vps: float | None = None
+    ray_cpus: int = 0  # CPUs of the Ray cluster
+
+    @property
+    def ray_overhead(self) -> float | None:
+        """Ray's cost over the local engine on the same archive: local / Ray throughput - 1."""
+        if not self.ray_vps or not self.ray_local_vps:
+            return None
+        return self.ray_local_vps / self.ray_vps - 1.0
 
     @property
     def stages(self) -> list[tuple[str, float]]:
@@ -463,6 +479,26 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
                 shutil.rmtree(run_dir, ignore_errors=True)
                 vps = result.n_vertebrae / result.timings["total_s"]
                 localizer_vps[precut] = max(vps, localizer_vps.get(precut, 0.0))
+        engines: dict[Engine, float] = {}
+        ray_cpus = 0
+        if config.ray:
+            # Alternate the engines (twice each, best kept) so that load changes hit both alike;
+            # the first Ray scan also starts the local Ray instance, as a user's first scan would.
+            for attempt, engine in enumerate((Engine.RAY, Engine.LOCAL, Engine.RAY, Engine.LOCAL)):
+                tell(f"Scan with --engine {engine.value}")
+                run_dir = work / f"engine-run-{attempt}"
+                result = run_scan(
+                    dataclasses.replace(
+                        scan_config,
+                        out=run_dir,
+                        engine=engine,
+                        ray_address=config.ray_address if engine is Engine.RAY else None,
+                    )
+                )
+                shutil.rmtree(run_dir, ignore_errors=True)
+                vps = result.n_vertebrae / result.timings["total_s"]
+                engines[engine] = max(vps, engines.get(engine, 0.0))
+            ray_cpus = int(connect_ray(config.ray_address).cluster_resources().get("CPU", 0))
         locate_s: tuple[float, ...] = ()
         read_s: tuple[float, ...] = ()
         loader = LoaderTimes((), ())
@@ -498,4 +534,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         loader_images=len(loader.decode),
         decode_s_per_image=statistics.mean(loader.decode) if loader.decode else None,
         crop_s_per_image=statistics.mean(loader.crop) if loader.crop else None,
+        ray_vps=engines.get(Engine.RAY),
+        ray_local_vps=engines.get(Engine.LOCAL),
+        ray_cpus=ray_cpus,
     )
