@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.table import Table
 
 from auditor.cli.model_options import HeatmapMethodOption, PrecisionOption
 from auditor.vocab import DEFAULT_HEATMAP, Device, Precision
+
+if TYPE_CHECKING:
+    from auditor.pacs.bench import PacsBenchResult
 
 
 def bench(
@@ -103,6 +106,34 @@ def bench(
             min=0, help="With --review: pause after each case drawn before the next press (ms)."
         ),
     ] = 0,
+    pacs: Annotated[
+        str | None,
+        typer.Option(
+            "--pacs",
+            help="Instead: time QIDO-RS triage, WADO-RS retrieval and a scan through this "
+            "DICOMweb PACS (dicomweb+http(s)://HOST[:PORT]/PATH) next to a scan of the same "
+            "archive's files (--archive with --boxes, or a synthetic one with --upload). "
+            "Credentials as for scan.",
+        ),
+    ] = None,
+    upload: Annotated[
+        bool,
+        typer.Option(
+            "--upload", help="With --pacs: first send the archive's DICOM files with STOW-RS."
+        ),
+    ] = False,
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="With --pacs: credentials, as for scan."),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="With --pacs: CA bundle, as for scan."),
+    ] = None,
+    connections: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --pacs: requests in flight (default as in scan)."),
+    ] = None,
     reads: Annotated[
         int | None,
         typer.Option(
@@ -115,8 +146,38 @@ def bench(
 ) -> None:
     """Measure model-only and end-to-end scan throughput (vertebrae per second) and their ratio;
     with --review, the review workbench's key press to next case drawn instead; with --reads,
-    the report parser's reports per second."""
+    the report parser's reports per second; with --pacs, a scan through DICOMweb next to a
+    scan of the files."""
     console = Console()
+    if pacs is not None:
+        from auditor.pacs.bench import PacsBenchConfig, run_pacs_bench
+        from auditor.pacs.scan import source_from_options
+
+        source = source_from_options(pacs, auth_file=auth_file, ca_bundle=ca_bundle)
+        if connections is not None:
+            source = dataclasses.replace(source, connections=connections)
+        pacs_result = run_pacs_bench(
+            PacsBenchConfig(
+                source=source,
+                archive=archive,
+                boxes=boxes,
+                studies=studies,
+                seed=seed,
+                max_side=max_side,
+                upload=upload,
+                model=model,
+                untrained_input_size=untrained_input_size,
+                device=device.value,
+                precision=precision.value,
+                batch_size=batch_size,
+                workers=workers,
+                threads=threads,
+                rounds=rounds,
+            ),
+            say=lambda message: console.print(escape(message), highlight=False),
+        )
+        _print_pacs(console, pacs_result, json_out)
+        return
     if reads is not None:
         from auditor.reads.speed import measure_parse_speed
 
@@ -235,6 +296,26 @@ def bench(
             precut_speedup=result.precut_speedup,
             stages={name: seconds for name, seconds in result.stages},
             worker_stages={name: seconds for name, seconds in result.worker_stages},
+        )
+        json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _print_pacs(console: Console, result: PacsBenchResult, json_out: Path | None) -> None:
+    table = Table(title="tlaudit bench --pacs")
+    table.add_column("Measure")
+    table.add_column("Value", justify="right")
+    for name, value in result.rows():
+        table.add_row(escape(name), escape(value))
+    console.print(table)
+    if result.mismatch:
+        console.print(f"warning: {escape(result.mismatch)}", highlight=False)
+    if json_out is not None:
+        data = dataclasses.asdict(result)
+        data.update(
+            qido_ips=result.qido_ips,
+            wado_ips=result.wado_ips,
+            wado_mbps=result.wado_mbps,
+            ratio=result.ratio,
         )
         json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 

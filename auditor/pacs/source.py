@@ -297,8 +297,8 @@ def triage_instances(
     """Steps 1 and 2 of the module docstring: one triaged row per instance (size 0: not
     retrieved yet), in study order.
 
-    The studies' instances are listed :data:`STUDIES_PER_LISTING` studies a request, and
-    triaged, in ``pool``, as many requests at once as it has threads. A study that such a
+    The studies' instances are listed up to :data:`STUDIES_PER_LISTING` studies a request (fewer
+    when that keeps all ``source.connections`` busy), and triaged, in ``pool``. A study that such a
     listing leaves out, or gives fewer instances than the study query said it holds (a PACS
     that caps its answers, or knows no UID list matching), is listed again on its own. A study
     whose listing fails after its retries is one unreadable row.
@@ -345,10 +345,10 @@ def triage_instances(
                 rows += [_triaged(item, study, rules, cache) for item in found]
         return rows
 
+    # as many studies a request as keep every connection busy, at most STUDIES_PER_LISTING
     order = list(studies)
-    batches = [
-        order[i : i + STUDIES_PER_LISTING] for i in range(0, len(order), STUDIES_PER_LISTING)
-    ]
+    size = min(STUDIES_PER_LISTING, max(1, -(-len(order) // source.connections)))
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
     for rows in pool.map(listing, batches):
         yield from rows
 

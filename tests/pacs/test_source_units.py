@@ -190,20 +190,22 @@ class _FakePacs:
 
 
 @pytest.mark.parametrize(
-    ("pacs", "single_listings"),
+    ("pacs", "list_requests", "single_listings"),
     [
-        (_FakePacs(40), 0),  # two list requests, no study listed on its own
-        (_FakePacs(40, list_matching=False), 40),  # every study listed again on its own
-        (_FakePacs(40, cap=5), 40 - 10),  # the studies a capped answer left out
+        (_FakePacs(40), 4, 0),  # 10 studies a request keep the 4 connections busy
+        (_FakePacs(200), 7, 0),  # at most STUDIES_PER_LISTING a request
+        (_FakePacs(40, list_matching=False), 4, 40),  # every study listed again on its own
+        (_FakePacs(40, cap=5), 4, 40 - 4 * 5),  # the studies each capped answer left out
     ],
 )
 def test_studies_are_listed_in_batches_and_none_is_lost(
-    pacs: _FakePacs, single_listings: int, tmp_path: Path
+    pacs: _FakePacs, list_requests: int, single_listings: int, tmp_path: Path
 ) -> None:
-    source = PacsSource(PacsConnection("http://pacs.invalid/dicom-web"))
+    assert STUDIES_PER_LISTING == 32
+    source = PacsSource(PacsConnection("http://pacs.invalid/dicom-web"), connections=4)
     with ThreadPoolExecutor(2) as pool:
         rows = list(triage_instances(pacs, source, TriageRules(), tmp_path, pool))  # type: ignore[arg-type]
     assert [r.meta.study_uid for r in rows if r.meta] == pacs.studies
     assert all(r.status is FileStatus.CANDIDATE for r in rows)
-    assert pacs.listings.count("list") == -(-40 // STUDIES_PER_LISTING)
-    assert len(pacs.listings) - pacs.listings.count("list") == single_listings
+    assert pacs.listings.count("list") == list_requests
+    assert len(pacs.listings) - list_requests == single_listings

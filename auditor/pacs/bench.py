@@ -1,0 +1,269 @@
+"""``tlaudit bench --pacs URL``: how fast is a scan through DICOMweb, next to a scan of the files?
+
+Measured in one run, on one archive that is both on disk and in the PACS, with the same model,
+device, batch size and loader workers:
+
+* **QIDO-RS triage**: the study queries, the instance listings and the triage of every instance
+  from its metadata (:func:`auditor.pacs.source.triage_instances`), ``rounds`` times; instances
+  per second of the median round;
+* **WADO-RS retrieval**: every candidate retrieved into an empty cache (what
+  :func:`auditor.pacs.source.gather` times as ``retrieve_s``); instances and megabytes per second;
+* **the file scan**: :func:`auditor.scan.pipeline.run_scan` on the archive's folder, wall time;
+* **the PACS scan**: :func:`auditor.pacs.scan.scan_pacs` on the PACS, wall time from the first
+  query to the cache removed; run *before* the file scan, so that whatever the first scan of the
+  process pays (imports, first use of the model's kernels) weighs on it, not on the file scan;
+* their **ratio**, file-scan wall time over PACS-scan wall time: the share of the file scan's
+  throughput the PACS scan keeps (the same images are classified in both; the bench checks it).
+
+The bench starts no server: the PACS at ``--pacs`` must hold the archive (``--upload`` sends its
+DICOM files with STOW-RS first, untimed). docs/speed.md says how to start an Orthanc for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+
+from auditor.archive.triage import TriageRules
+from auditor.errors import UsageError
+from auditor.pacs.retry import call
+from auditor.pacs.scan import scan_pacs
+from auditor.pacs.source import PacsSource, Sessions, gather, triage_instances
+from auditor.scan.config import HeatmapMode, ScanConfig, default_workers
+
+
+@dataclass(frozen=True)
+class PacsBenchConfig:
+    """What to benchmark: ``archive`` with its ``boxes`` (the archive the PACS holds), or a
+    synthetic archive of ``studies`` studies written first (then ``upload`` it)."""
+
+    source: PacsSource
+    archive: Path | None = None
+    boxes: Path | None = None
+    studies: int = 16
+    seed: int = 0
+    max_side: int = 3000
+    upload: bool = False
+    model: Path | None = None
+    untrained_input_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 32
+    workers: int | None = None
+    threads: int | None = None
+    rounds: int = 3
+    work_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class PacsBenchResult:
+    """What :func:`run_pacs_bench` measured; seconds unless named otherwise."""
+
+    machine: str
+    load: tuple[float, float]  # 1-minute load average at the start and at the end
+    connections: int
+    workers: int
+    instances: int  # rows of the PACS query (every instance of the studies asked for)
+    candidates: int
+    qido_s: tuple[float, ...]  # one entry per round
+    wado_instances: int
+    wado_bytes: int
+    wado_s: float
+    file_scan_s: float
+    pacs_scan_s: float
+    pacs_query_s: float  # inside the PACS scan: querying and triage
+    pacs_retrieve_s: float  # inside the PACS scan: retrieval
+    images: int  # images classified by each scan
+    vertebrae: int
+    mismatch: str = ""  # how the two scans differ ("" when they classified the same)
+
+    @property
+    def qido_ips(self) -> float:
+        """Instances triaged from QIDO-RS metadata per second (median round)."""
+        seconds = statistics.median(self.qido_s) if self.qido_s else 0.0
+        return self.instances / seconds if seconds else 0.0
+
+    @property
+    def wado_ips(self) -> float:
+        """Instances retrieved per second."""
+        return self.wado_instances / self.wado_s if self.wado_s else 0.0
+
+    @property
+    def wado_mbps(self) -> float:
+        """Megabytes (10^6 bytes) retrieved per second."""
+        return self.wado_bytes / 1e6 / self.wado_s if self.wado_s else 0.0
+
+    @property
+    def ratio(self) -> float:
+        """PACS-scan throughput as a share of the file scan's: file wall time / PACS wall time."""
+        return self.file_scan_s / self.pacs_scan_s if self.pacs_scan_s else 0.0
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The figures as (measure, value) rows, for the command's table."""
+        return [
+            ("Machine", self.machine),
+            ("Load average (1 min), start / end", f"{self.load[0]:.2f} / {self.load[1]:.2f}"),
+            ("Requests in flight / loader workers", f"{self.connections} / {self.workers}"),
+            ("PACS instances / candidates", f"{self.instances} / {self.candidates}"),
+            ("QIDO-RS triage (instances/s)", f"{self.qido_ips:.0f}"),
+            ("WADO-RS retrieval (instances/s)", f"{self.wado_ips:.1f}"),
+            ("WADO-RS retrieval (MB/s)", f"{self.wado_mbps:.0f}"),
+            ("File scan wall time (s)", f"{self.file_scan_s:.2f}"),
+            (
+                "PACS scan wall time (s): all / query / retrieval",
+                f"{self.pacs_scan_s:.2f} / {self.pacs_query_s:.2f} / {self.pacs_retrieve_s:.2f}",
+            ),
+            ("Images / vertebrae classified", f"{self.images} / {self.vertebrae}"),
+            ("PACS scan / file scan throughput", f"{self.ratio:.2f}"),
+        ]
+
+
+def upload_archive(archive: Path, sessions: Sessions, source: PacsSource) -> tuple[int, int]:
+    """Send every DICOM file of ``archive`` that decodes with STOW-RS, one at a time; returns
+    (sent, left out). Files that are not DICOM, or whose pixels do not decode (a truncated
+    file, which some PACS accept), are left out, as a PACS would not hold them."""
+    sent = left_out = 0
+    for path in sorted(p for p in archive.rglob("*") if p.is_file()):
+        try:
+            dataset = pydicom.dcmread(path)
+            dataset.pixel_array  # noqa: B018  (a truncated file fails here)
+        except Exception:
+            left_out += 1
+            continue
+        call(
+            f"STOW-RS {path.name}",
+            functools.partial(sessions.client().store_instances, [dataset]),
+            source.retry,
+        )
+        sent += 1
+    return sent, left_out
+
+
+def _synthetic_archive(config: PacsBenchConfig, work: Path) -> tuple[Path, Path]:
+    from auditor.synth.archive import write_archive
+    from auditor.synth.config import SynthConfig
+
+    synth = SynthConfig(max_side=config.max_side, compressed_share=0.0, uncompressed=True)
+    out = work / "world"
+    write_archive(out, config.studies, config.seed, synth, workers=max(1, os.cpu_count() or 1))
+    return out / "archive", out / "boxes.csv"
+
+
+def run_pacs_bench(
+    config: PacsBenchConfig, say: Callable[[str], None] | None = None
+) -> PacsBenchResult:
+    """Measure QIDO-RS triage, WADO-RS retrieval, and a PACS scan next to a file scan (see the
+    module docstring).
+
+    Raises
+    ------
+    UsageError
+        When ``archive`` comes without ``boxes``, or the PACS holds no candidate of it.
+    PacsAuthError, PacsError
+        When the PACS refuses the credentials or cannot be queried.
+    """
+    from auditor.scan.pipeline import run_scan  # torch loads here
+
+    tell = say or (lambda message: None)
+    if config.archive is not None and config.boxes is None:
+        raise UsageError("--archive needs --boxes (the box file of that archive)")
+    if config.rounds < 1 or config.batch_size < 1:
+        raise UsageError("--rounds and --batch-size must be at least 1")
+    load_start = os.getloadavg()[0]
+    source, rules = config.source, TriageRules()
+    sessions = Sessions(source.connection)
+    with tempfile.TemporaryDirectory(prefix="tlaudit-pacs-bench-", dir=config.work_dir) as tmp:
+        work = Path(tmp)
+        if config.archive is not None and config.boxes is not None:
+            archive, boxes = config.archive, config.boxes
+        else:
+            tell(f"Writing a synthetic archive of {config.studies} studies (not timed)")
+            archive, boxes = _synthetic_archive(config, work)
+        if config.upload:
+            sent, left_out = upload_archive(archive, sessions, source)
+            tell(f"STOW-RS: {sent} files sent to {source.connection.url}, {left_out} left out")
+        model = config.model
+        if config.untrained_input_size is not None:
+            from auditor.model.bundle import create_untrained_bundle
+
+            model = create_untrained_bundle(
+                work / "untrained", "resnet18", config.untrained_input_size, seed=0
+            )
+
+        tell(f"QIDO-RS triage, {config.rounds} rounds")
+        qido_s: list[float] = []
+        with ThreadPoolExecutor(source.connections, thread_name_prefix="tlaudit-bench") as pool:
+            for _ in range(config.rounds):
+                start = time.perf_counter()
+                records = list(triage_instances(sessions, source, rules, work / "cache", pool))
+                qido_s.append(time.perf_counter() - start)
+
+        tell("WADO-RS retrieval of every candidate")
+        retrieval = gather(source, rules, work / "wado")
+        shutil.rmtree(work / "wado", ignore_errors=True)
+        if not retrieval.retrieved:
+            raise UsageError(
+                f"the PACS at {source.connection.url} holds no candidate to retrieve; load the "
+                "archive into it (--upload)"
+            )
+
+        workers = default_workers() if config.workers is None else config.workers
+        scan = ScanConfig(
+            archive=archive,
+            out=work / "pacs-run",
+            boxes=boxes,
+            model=model,
+            device=config.device,
+            precision=config.precision,
+            batch_size=config.batch_size,
+            workers=workers,
+            threads=config.threads,
+            heatmaps=HeatmapMode.POSITIVE,
+        )
+        tell(f"PACS scan of {source.connection.url} with {workers} loader workers")
+        start = time.perf_counter()
+        pacs = scan_pacs(scan, source)
+        pacs_scan_s = time.perf_counter() - start
+        tell(f"File scan of {archive}")
+        start = time.perf_counter()
+        files = run_scan(dataclasses.replace(scan, out=work / "file-run"))
+        file_scan_s = time.perf_counter() - start
+
+    mismatch = ""
+    if (pacs.scan.n_images, pacs.scan.n_vertebrae) != (files.n_images, files.n_vertebrae):
+        mismatch = (
+            f"the PACS scan classified {pacs.scan.n_images} images ({pacs.scan.n_vertebrae} "
+            f"vertebrae), the file scan {files.n_images} ({files.n_vertebrae}): the PACS does "
+            "not hold the same archive"
+        )
+    return PacsBenchResult(
+        machine=f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        load=(load_start, os.getloadavg()[0]),
+        connections=source.connections,
+        workers=workers,
+        instances=len(records),
+        candidates=retrieval.retrieved,
+        qido_s=tuple(qido_s),
+        wado_instances=retrieval.retrieved,
+        wado_bytes=retrieval.retrieved_bytes,
+        wado_s=retrieval.retrieve_s,
+        file_scan_s=file_scan_s,
+        pacs_scan_s=pacs_scan_s,
+        pacs_query_s=pacs.gathered.query_s,
+        pacs_retrieve_s=pacs.gathered.retrieve_s,
+        images=files.n_images,
+        vertebrae=files.n_vertebrae,
+        mismatch=mismatch,
+    )
