@@ -313,6 +313,7 @@ def _print_pacs(console: Console, result: PacsBenchResult, json_out: Path | None
         data = dataclasses.asdict(result)
         data.update(
             qido_ips=result.qido_ips,
+            qido_cpu_share=result.qido_cpu_share,
             wado_ips=result.wado_ips,
             wado_mbps=result.wado_mbps,
             ratio=result.ratio,
