@@ -517,7 +517,7 @@ def _write_captures(
     """The heatmap captures of one study's images (one new series), and what was skipped."""
     from auditor.errors import ReadError, UnsupportedImageError
     from auditor.io.radiograph import read_radiograph
-    from auditor.pacs.heatmap_sc import render_capture, secondary_capture
+    from auditor.pacs import heatmap_sc
 
     series = new_uid(uid_root)
     written: list[Path] = []
@@ -536,9 +536,11 @@ def _write_captures(
         ]
         try:
             radiograph = read_radiograph(image.path)
-            pixels, scale = render_capture(radiograph, calls, crop_margin)
+            pixels, scale = heatmap_sc.render_capture(
+                radiograph, calls, crop_margin, heatmap_sc.MAX_SIDE
+            )
             spacing = radiograph.meta.pixel_spacing_mm
-            capture = secondary_capture(
+            capture = heatmap_sc.secondary_capture(
                 source,
                 pixels,
                 None if spacing is None else (spacing[0] / scale, spacing[1] / scale),

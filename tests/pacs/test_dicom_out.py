@@ -199,14 +199,21 @@ def test_cli_scans_the_pacs_and_stows_the_results_back(
 
 
 def test_what_is_written_passes_dciodvfy(
-    scanned: tuple[ScanConfig, ScanResult], tmp_path: Path
+    scanned: tuple[ScanConfig, ScanResult], bundle: Path, tmp_path: Path
 ) -> None:
-    """Every SR, presentation state and key object validates with dicom3tools' dciodvfy: no
-    error (warnings remain for the private 99TLAUDIT codes and the sources' empty Type 2 study
-    attributes). Also a world whose images lack Patient's Birth Date and Study Time, as many
-    archived images do: they are Type 2 in what the results copy, and are written empty."""
+    """Every SR (the AI's and a reviewed one), presentation state, heatmap capture and key object
+    validates with dicom3tools' dciodvfy: no error (warnings remain for the private 99TLAUDIT
+    codes and the sources' empty Type 2 study attributes). Also a world whose images lack
+    Patient's Birth Date and Study Time, as many archived images do: they are Type 2 in what the
+    results copy, and are written empty."""
     import shutil
     import subprocess
+
+    from auditor.cli.export_dicom import reviews_for_dicom
+    from auditor.pacs.export import export_run
+    from auditor.review.run import load_run
+    from auditor.review.store import ReviewStore, box_id
+    from auditor.vocab import HeatmapMode
 
     dciodvfy = shutil.which("dciodvfy")
     if dciodvfy is None:
@@ -222,13 +229,38 @@ def test_what_is_written_passes_dciodvfy(
             if keyword in ds:
                 delattr(ds, keyword)
         ds.save_as(path)
-    config = dataclasses.replace(config, archive=archive, out=tmp_path / "run")
+    config = dataclasses.replace(
+        config, archive=archive, out=tmp_path / "run", heatmaps=HeatmapMode.ALL
+    )
     result = run_scan(config)
     written = export_results(config, result, DicomResults(tmp_path / "dicom"))
+    # the same run reviewed (a reviewer's name outside ASCII), exported again
+    run = load_run(config.out)
+    case = run.studies[0]
+    image = case.images[0]
+    where = {"study": case.key, "image": image.ref}
+    reviewer = "Zoë Ångström"
+    with ReviewStore(config.out) as store:
+        first, second = image.vertebrae[:2]
+        store.record(reviewer, "decision", "fracture", **where, box=box_id(first.box_row))
+        store.record(reviewer, "ao_type", "A3", **where, box=box_id(first.box_row))
+        store.record(reviewer, "genant_grade", 3, **where, box=box_id(first.box_row))
+        store.record(reviewer, "deleted", True, **where, box=box_id(second.box_row))
+        added = store.add_box(reviewer, **where, level="S1", xyxy=[10, 10, 40, 30])
+        store.record(reviewer, "decision", "no_fracture", **where, box=added.box)
+        store.record(reviewer, "verdict", "already known", study=case.key)
+        store.record(reviewer, "comment", "Ångström: <b>known</b>", study=case.key)
+    reviews = reviews_for_dicom(config.out, None)
+    assert set(reviews) == {case.key}
+    written += export_run(config.out, DicomResults(tmp_path / "reviewed"), bundle, reviews)
     paths = [p for w in written for p in w.paths()]
     assert paths and not [w.error for w in written if w.error]
     kinds = {p.name.split(".")[-2] for p in paths}
-    assert kinds >= {"sr", "pr"}
+    assert kinds >= {"sr", "pr", "sc"}
+    assert (
+        "AI and reviewer"
+        in pydicom.dcmread(tmp_path / "reviewed" / f"{case.study_uid}.sr.dcm").SeriesDescription
+    )
     for path in paths:
         done = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
         errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
