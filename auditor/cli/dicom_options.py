@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-PACS_PANEL = "PACS (ARCHIVE given as dicomweb+https://...)"
-"""The help panel of the PACS options in ``tlaudit scan``."""
+PACS_PANEL = "PACS (dicomweb+https://...) and DICOM results"
+"""The help panel of these options (and of the scan's other PACS options)."""
 
 AuthFileOption = Annotated[
     Path | None,
