@@ -8,8 +8,8 @@
    question such as "fracture?" is never taken for a finding. Sentences end at ``.``, ``!`` or
    ``?`` (not after an abbreviation of the rules, nor in German ``1. LWK``), at a blank line,
    and at a line break before a capital, a digit or a bullet.
-2. **Only sentences that matter.** A sentence that names no level, no fracture word and no
-   height is skipped without running the NLP; this is what makes the parser fast.
+2. **Only sentences that matter.** A sentence that names no level, no fracture word, no height
+   and not the spine is skipped without running the NLP; this is what makes the parser fast.
 3. **Targets.** In each remaining sentence: the levels (:mod:`auditor.reads.levels`) and the
    findings: fracture words (``FRACTURE``), treated fractures (``TREATED``, read as old),
    injury words (``INJURY``, counted only when negated) and "normal" words (``NORMAL``, "L2
@@ -17,11 +17,12 @@
    rules' termination words (but, jedoch, mais) and at "and" between two findings
    ("old fracture of T12 and new fracture of L1"); a segment with neither a level nor a finding
    joins the next.
-4. **Context.** negspacy's NegEx (:class:`negspacy.negation.Negex`), run four times on a blank
+4. **Context.** negspacy's NegEx (:class:`negspacy.negation.Negex`), one per cue kind on a blank
    spaCy pipeline with the rules' negation, uncertainty, history and acuity phrases, marks each
-   finding negated, uncertain, old or acute within its segment. A finding's mention is then
-   ``negated`` if negated, else ``old`` if old and not acute (a treated fracture is old), else
-   ``uncertain`` if uncertain, else ``affirmed``.
+   finding negated, uncertain, old or acute within its segment; each runs only on a sentence
+   that holds one of its preceding or following phrases (elsewhere it would mark nothing). A
+   finding's mention is then ``negated`` if negated, else ``old`` if old and not acute (a
+   treated fracture is old), else ``uncertain`` if uncertain, else ``affirmed``.
 5. **Levels.** Each level takes the nearest finding of its segment. A segment of levels only
    ("..., L1 or L2") takes the finding of the segment before it (or, first in its sentence, of
    the one after it). A finding that no level of its sentence took is a study-wide mention
@@ -40,7 +41,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,7 @@ from auditor.vocab import SPINE_LEVELS, STUDY_WIDE, Mention
 
 if TYPE_CHECKING:
     from spacy.language import Language
-    from spacy.tokens import Doc, Span
+    from spacy.tokens import Doc
 
 #: Finding labels, strongest first (the first wins where two overlap: "sans lésion traumatique"
 #: is a negated injury, not the "normal" words "sans lésion").
@@ -82,7 +83,8 @@ class _Segment:
     levels: tuple[tuple[int, int, tuple[str, ...]], ...]  # token start, end, levels
     findings: tuple[_Finding, ...]
     pure: bool  # levels, connecting words and punctuation only
-    whole: bool  # holds a height word or names the whole spine: a "normal" word is study-wide
+    # holds a "normal" word and a height word or one for the whole spine: it is study-wide
+    whole: bool
 
 
 class ReportParser:
@@ -133,7 +135,9 @@ class ReportParser:
         self._ordinal_noun = re.compile(rf"\s*{nouns}", re.I)
         self._end = re.compile(r"[.!?]+(?=\s|\Z)|\n[ \t]*\n|\n(?=[ \t]*(?:[A-Z0-9\-*\u2022]))")
         self._nlp: Language | None = None
-        self._cue_starts: dict[str, frozenset[str]] = {}
+        # first word -> (the phrase's words, its cue kind), of the phrases that mark a finding
+        self._cue_phrases: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        self._pipes: list[tuple[str, Callable[[Doc], Doc]]] = []  # cue kind -> its NegEx
         self._seen: dict[str, tuple[tuple[str, Mention], ...]] = {}
         self._memory = memory
 
@@ -228,69 +232,109 @@ class ReportParser:
         return found
 
     def _read_sentence(self, sentence: str) -> tuple[tuple[str, Mention], ...]:
-        doc, starts = self._doc(sentence)
-        segments = self._segments(doc, sentence, starts)
-        words = {token.lower_ for token in doc}
-        for name, pipe in self._pipeline().pipeline:
-            # a cue kind none of whose phrases can start in this sentence marks nothing
-            if self._cue_starts[name] & words:
-                doc = pipe(doc)
-        judged = [self._judged(doc, segment, sentence, starts) for segment in segments]
-        return tuple(_bind(judged))
-
-    def _doc(self, sentence: str) -> tuple[Doc, list[int]]:
-        from spacy.tokens import Doc
-
         tokens = list(_TOKEN.finditer(sentence))
         words = [t.group() for t in tokens]
+        starts = [t.start() for t in tokens]
+        levels, findings, segments = self._segments(sentence, words, starts)
+        marks = self._marks(tokens, words, findings, segments)
+        judged = [
+            self._judged(segment, sentence, words, starts, levels, findings, marks)
+            for segment in segments
+        ]
+        return tuple(_bind(judged))
+
+    def _marks(
+        self,
+        tokens: list[re.Match[str]],
+        words: list[str],
+        findings: list[tuple[int, int, str]],
+        segments: list[tuple[int, int]],
+    ) -> list[frozenset[str]]:
+        """The cue kinds (negated, uncertain, old, acute) NegEx marks each finding with, the
+        segments being its sentences. NegEx runs only for the cue kinds one of whose preceding
+        or following phrases is in the sentence (without one it marks nothing), and no spaCy
+        doc is built where there is none."""
+        nlp = self._pipeline()
+        present = self._cue_kinds([word.lower() for word in words]) if findings else set()
+        pipes = [(kind, pipe) for kind, pipe in self._pipes if kind in present]
+        if not pipes:
+            return [frozenset()] * len(findings)
+        from spacy.tokens import Doc, Span
+
         spaces = [
             k + 1 < len(tokens) and tokens[k + 1].start() > t.end() for k, t in enumerate(tokens)
         ]
-        return Doc(self._pipeline().vocab, words=words, spaces=spaces), [t.start() for t in tokens]
+        segment_starts = {a for a, _ in segments}
+        doc = Doc(
+            nlp.vocab,
+            words=words,
+            spaces=spaces,
+            sent_starts=[k in segment_starts for k in range(len(words))],
+        )
+        doc.ents = [Span(doc, a, b, label=label) for a, b, label in findings]
+        for _, pipe in pipes:
+            doc = pipe(doc)
+        return [
+            frozenset(kind for kind, _ in pipes if getattr(ent._, _EXTENSIONS[kind]))
+            for ent in doc.ents
+        ]
 
-    def _segments(self, doc: Doc, sentence: str, starts: list[int]) -> list[tuple[int, int]]:
-        """Cut the sentence into segments, set them as the doc's sentences and its findings as
-        its entities; returns the segments' token ranges."""
-        from spacy.tokens import Span
+    def _cue_kinds(self, lowered: list[str]) -> set[str]:
+        """The cue kinds one of whose preceding or following phrases is in the words."""
+        found: set[str] = set()
+        for k, word in enumerate(lowered):
+            for phrase, kind in self._cue_phrases.get(word, ()):
+                if kind not in found and tuple(lowered[k : k + len(phrase)]) == phrase:
+                    found.add(kind)
+        return found
+
+    def _segments(
+        self, sentence: str, words: list[str], starts: list[int]
+    ) -> tuple[
+        list[tuple[int, int, tuple[str, ...]]], list[tuple[int, int, str]], list[tuple[int, int]]
+    ]:
+        """The sentence's levels and findings (token start, end and levels or label, in order)
+        and the token ranges of the segments it is cut into."""
 
         def token(char: int) -> int:
             return bisect.bisect_left(starts, char)
 
         level_spans = self.levels.find(sentence)
         taken = [(s.start, s.end) for s in level_spans]
-        findings: list[tuple[int, int, str]] = []
+        found: list[tuple[int, int, str]] = []
         for label, pattern in self._findings:
             for m in pattern.finditer(sentence):
                 if all(m.end() <= a or m.start() >= b for a, b in taken):
-                    findings.append((m.start(), m.end(), label))
+                    found.append((m.start(), m.end(), label))
                     taken.append((m.start(), m.end()))
-        findings.sort()
-        doc.ents = [Span(doc, token(a), token(b), label=label) for a, b, label in findings]
-        self._level_spans = [(token(s.start), token(s.end), s.levels) for s in level_spans]
+        found.sort()
+        findings = [(token(a), token(b), label) for a, b, label in found]
+        levels = [(token(s.start), token(s.end), s.levels) for s in level_spans]
 
-        cuts = {0, len(doc)}
+        size = len(words)
+        cuts = {0, size}
         # a comma between two levels lists them ("D10, D11 et D12, anciens"): no cut there
-        level_ends = {end for _, end, _ in self._level_spans}
-        level_starts = {start for start, _, _ in self._level_spans}
+        level_ends = {end for _, end, _ in levels}
+        level_starts = {start for start, _, _ in levels}
         cuts.update(
             k + 1
-            for k, t in enumerate(doc)
-            if t.text == ";" or (t.text == "," and not (k in level_ends and k + 1 in level_starts))
+            for k, word in enumerate(words)
+            if word == ";" or (word == "," and not (k in level_ends and k + 1 in level_starts))
         )
         cuts.update(token(m.start()) for m in self._termination.finditer(sentence))
         ranges = _ranges(sorted(cuts))
-        ent_starts = [e.start for e in doc.ents]
+        finding_starts = [a for a, _, _ in findings]
         split: list[tuple[int, int]] = []
         for a, b in ranges:
-            for m in self._list_words.finditer(sentence, starts[a] if a < len(starts) else 0):
+            for m in self._list_words.finditer(sentence, starts[a] if a < size else 0):
                 at = token(m.start())
                 if not a < at < b:
                     continue
-                if _has(ent_starts, a, at) and _has(ent_starts, at, b):
+                if _has(finding_starts, a, at) and _has(finding_starts, at, b):
                     split.append((a, at))
                     a = at
             split.append((a, b))
-        targets = sorted([e.start for e in doc.ents] + [s for s, _, _ in self._level_spans])
+        targets = sorted(finding_starts + [s for s, _, _ in levels])
         merged: list[tuple[int, int]] = []
         carry: int | None = None
         for a, b in split:
@@ -302,50 +346,57 @@ class ReportParser:
                 carry = start
         if carry is not None:
             if merged:
-                merged[-1] = (merged[-1][0], len(doc))
+                merged[-1] = (merged[-1][0], size)
             else:
-                merged.append((carry, len(doc)))
-        segment_starts = {a for a, _ in merged}
-        for k, t in enumerate(doc):
-            t.is_sent_start = k in segment_starts
-        return merged
+                merged.append((carry, size))
+        return levels, findings, merged
 
     def _judged(
-        self, doc: Doc, segment: tuple[int, int], sentence: str, starts: list[int]
+        self,
+        segment: tuple[int, int],
+        sentence: str,
+        words: list[str],
+        starts: list[int],
+        levels: list[tuple[int, int, tuple[str, ...]]],
+        findings: list[tuple[int, int, str]],
+        marks: list[frozenset[str]],
     ) -> _Segment:
         a, b = segment
         char_a = starts[a] if a < len(starts) else len(sentence)
         char_b = starts[b] if b < len(starts) else len(sentence)
         text = sentence[char_a:char_b]
+        # only a "normal" word asks what else the segment is about
+        normal = any(a <= start < b and label == "NORMAL" for start, _, label in findings)
+        height = normal and self._height.search(text) is not None
         # "alignment is normal" is about something else; "heights and disc spaces are
         # preserved" is about the heights too
-        excluded = self._exclusions.search(text) is not None and not self._height.search(text)
-        findings = tuple(
-            _Finding(e.start, e.end, e.label_, _mention(e, excluded), e._.tlaudit_acute)
-            for e in doc.ents
-            if a <= e.start < b
+        excluded = normal and not height and self._exclusions.search(text) is not None
+        whole = height or (normal and self._spine.search(text) is not None)
+        judged = tuple(
+            _Finding(start, end, label, _mention(label, kinds, excluded), "acute" in kinds)
+            for (start, end, label), kinds in zip(findings, marks, strict=True)
+            if a <= start < b
         )
-        levels = tuple(span for span in self._level_spans if a <= span[0] < b)
-        in_level = {k for s, e, _ in levels for k in range(s, e)}
-        pure = bool(levels) and all(
-            k in in_level or not doc[k].text.isalpha() or doc[k].lower_ in self._filler
+        mine = tuple(span for span in levels if a <= span[0] < b)
+        in_level = {k for s, e, _ in mine for k in range(s, e)}
+        pure = bool(mine) and all(
+            k in in_level or not words[k].isalpha() or words[k].lower() in self._filler
             for k in range(a, b)
         )
-        whole = self._height.search(text) is not None or self._spine.search(text) is not None
-        return _Segment(a, b, levels, findings, pure, whole)
+        return _Segment(a, b, mine, judged, pure, whole)
 
     def _pipeline(self) -> Language:
         if self._nlp is None:
             self._nlp = build_pipeline(self.rules)
-            self._cue_starts = {
-                extension: frozenset(
-                    doc[0].lower_
-                    for phrase in cue_tokens((*cues.preceding, *cues.following, *cues.pseudo))
-                    if len(doc := self._nlp.make_doc(phrase))
-                )
-                for kind, extension in _EXTENSIONS.items()
-                for cues in (self.rules.cues[kind],)
-            }
+            # the phrases as NegEx's PhraseMatcher sees them (the lower case of its tokens);
+            # pseudo phrases only take cues away, so they need not be looked for
+            for kind in _EXTENSIONS:
+                cues = self.rules.cues[kind]
+                for phrase in cue_tokens((*cues.preceding, *cues.following)):
+                    words = tuple(t.lower_ for t in self._nlp.make_doc(phrase))
+                    if words:
+                        self._cue_phrases.setdefault(words[0], []).append((words, kind))
+            self._pipes = [(kind, self._nlp.get_pipe(name)) for kind, name in _EXTENSIONS.items()]
         return self._nlp
 
 
@@ -380,9 +431,8 @@ def cue_tokens(phrases: Iterable[str]) -> list[str]:
     return sorted({" ".join(_TOKEN.findall(phrase)) for phrase in phrases} - {""})
 
 
-def _mention(ent: Span, excluded: bool) -> Mention | None:
-    negated, uncertain, old, acute = (getattr(ent._, name) for name in _EXTENSIONS.values())
-    label = ent.label_
+def _mention(label: str, kinds: frozenset[str], excluded: bool) -> Mention | None:
+    negated, uncertain, old, acute = (kind in kinds for kind in _EXTENSIONS)
     if label == "NORMAL":
         return None if negated or uncertain or excluded else Mention.NEGATED
     if label == "DOUBTFUL":  # a fracture word that holds its own doubt: Frakturverdacht
