@@ -515,7 +515,7 @@ def _write_captures(
     crop_margin: float,
 ) -> tuple[tuple[Path, ...], list[str]]:
     """The heatmap captures of one study's images (one new series), and what was skipped."""
-    from auditor.errors import ReadError, UnsupportedImageError
+    from auditor.errors import ReadError
     from auditor.io.radiograph import read_radiograph
     from auditor.pacs import heatmap_sc
 
@@ -543,14 +543,15 @@ def _write_captures(
             capture = heatmap_sc.secondary_capture(
                 source,
                 pixels,
-                None if spacing is None else (spacing[0] / scale, spacing[1] / scale),
+                None if spacing is None else (spacing[0] / scale[0], spacing[1] / scale[1]),
                 algorithm.name,
                 series_uid=series,
                 sop_uid=new_uid(uid_root),
             )
             path = out_dir / f"{source.SOPInstanceUID}.sc.dcm"
             capture.save_as(path, enforce_file_format=True)
-        except (OSError, ReadError, UnsupportedImageError, ValueError, TypeError) as err:
+        except (OSError, ReadError, ValueError, TypeError, AttributeError, KeyError) as err:
+            # this capture only (an image that no longer decodes, a thumbnail gone or damaged)
             reason = f"{image.image}: no heatmap capture ({type(err).__name__}: {err})"
             logger.warning("%s", reason)
             missed.append(reason)

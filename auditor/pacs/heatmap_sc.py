@@ -82,8 +82,8 @@ def render_capture(
     calls: Sequence[tuple[tuple[float, float, float, float], str, bool, Path | None]],
     margin: float,
     max_side: int = MAX_SIDE,
-) -> tuple[npt.NDArray[np.uint8], float]:
-    """The capture's RGB pixels and its scale (capture pixels per source pixel).
+) -> tuple[npt.NDArray[np.uint8], tuple[float, float]]:
+    """The capture's RGB pixels and its (row, column) scale: capture pixels per source pixel.
 
     Parameters
     ----------
@@ -140,7 +140,7 @@ def render_capture(
         ty = max(box[1], 0)
         draw.rectangle((tx - 1, ty - 1, tx + right + 1, ty + bottom + 1), fill=(0, 0, 0))
         draw.text((tx, ty), label, fill=colour_, font=font)
-    return np.asarray(image, dtype=np.uint8), (scale_x + scale_y) / 2.0
+    return np.asarray(image, dtype=np.uint8), (scale_y, scale_x)
 
 
 def secondary_capture(

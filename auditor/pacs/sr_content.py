@@ -327,7 +327,11 @@ def reviewed_boxes(
     if review is None:
         return {}, []
     rows = set(classified)
-    mine = [box for box in review.boxes if box.image == image]
-    on_calls = {box.box_row: box for box in mine if box.box_row in rows}
-    others = [box for box in mine if box.box_row not in rows and not box.deleted]
-    return {row: box for row, box in on_calls.items() if row is not None}, others
+    on_calls: dict[int, ReviewerBox] = {}
+    others: list[ReviewerBox] = []
+    for box in (box for box in review.boxes if box.image == image):
+        if box.box_row is not None and box.box_row in rows:
+            on_calls[box.box_row] = box
+        elif not box.deleted:
+            others.append(box)
+    return on_calls, others

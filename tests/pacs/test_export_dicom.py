@@ -440,3 +440,17 @@ def test_stow_sends_the_reviewed_results_and_qido_finds_the_new_series(
         if _concept(i) == (REVIEW_VERDICT.value, REVIEW_VERDICT.scheme_designator)
     ]
     assert verdicts == ["CONFIRMED_MISS"]
+
+
+def test_a_capture_that_cannot_be_drawn_is_a_counted_skip(
+    run: Path, bundle: Path, tmp_path: Path
+) -> None:
+    opened = load_run(run)
+    image = opened.studies[0].images[0]
+    (run / image.vertebrae[0].heatmap).write_bytes(b"not a JPEG")
+    printed = " ".join(_export(run, tmp_path / "dicom", bundle).split())
+    assert f"skipped {opened.source(image.ref)}: no heatmap capture" in printed
+    assert not (tmp_path / "dicom" / f"{image.sop_instance_uid}.sc.dcm").exists()
+    assert (tmp_path / "dicom" / f"{opened.studies[0].study_uid}.sr.dcm").is_file()
+    captures = list((tmp_path / "dicom").glob("*.sc.dcm"))
+    assert len(captures) == sum(len(case.images) for case in opened.studies) - 1
