@@ -134,6 +134,12 @@ def bench(
         int | None,
         typer.Option(min=1, help="With --pacs: requests in flight (default as in scan)."),
     ] = None,
+    scan_rounds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="With --pacs: timed pairs of a PACS scan and a file scan (medians)."
+        ),
+    ] = 2,
     reads: Annotated[
         int | None,
         typer.Option(
@@ -173,6 +179,7 @@ def bench(
                 workers=workers,
                 threads=threads,
                 rounds=rounds,
+                scan_rounds=scan_rounds,
             ),
             say=lambda message: console.print(escape(message), highlight=False),
         )

@@ -443,13 +443,23 @@ def dicom_part(body: bytes, content_type: str) -> memoryview:
     return data
 
 
-def _fetch(session: requests.Session, url: str, timeout_s: float) -> requests.Response:
+READ_CHUNK = 1 << 20
+"""Bytes read from the socket at a time: requests' default of 10 kB read a 9 MB answer 2.5 times
+slower on loopback."""
+
+
+def _fetch(session: requests.Session, url: str, timeout_s: float) -> tuple[bytes, str]:
+    """One WADO-RS answer: (its body, its Content-Type); an answer that breaks off is a
+    connection error (retried)."""
     try:
-        response = session.get(url, headers={"Accept": WADO_ACCEPT}, timeout=timeout_s)
-    except requests.exceptions.ChunkedEncodingError as err:  # the answer broke off: retried
+        with session.get(
+            url, headers={"Accept": WADO_ACCEPT}, timeout=timeout_s, stream=True
+        ) as response:
+            response.raise_for_status()
+            body = b"".join(response.iter_content(READ_CHUNK))
+    except requests.exceptions.ChunkedEncodingError as err:
         raise requests.ConnectionError(f"the answer broke off: {err}") from err
-    response.raise_for_status()
-    return response
+    return body, response.headers.get("Content-Type", "")
 
 
 def _store(session: requests.Session, source: PacsSource, record: FileRecord) -> int:
@@ -461,12 +471,12 @@ def _store(session: requests.Session, source: PacsSource, record: FileRecord) ->
         f"{source.connection.url}/studies/{meta.study_uid}/series/{meta.series_uid}"
         f"/instances/{meta.sop_uid}"
     )
-    response = call(
+    body, content_type = call(
         f"WADO-RS instance {meta.sop_uid}",
         functools.partial(_fetch, session, url, source.connection.timeout_s),
         source.retry,
     )
-    data = dicom_part(response.content, response.headers.get("Content-Type", ""))
+    data = dicom_part(body, content_type)
     record.path.parent.mkdir(parents=True, exist_ok=True)
     partial = record.path.with_name(record.path.name + ".part")
     partial.write_bytes(data)
