@@ -172,3 +172,31 @@ def test_bench_synthetic_archive_is_uncompressed_unless_asked(tmp_path: Path) ->
         rows = [r for r in csv.DictReader(fh) if r["transfer_syntax"]]
     assert len(rows) >= 24
     assert {r["transfer_syntax"] for r in rows} <= {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"}
+
+
+@pytest.mark.slow
+def test_bench_measures_rays_overhead_against_the_local_engine(tmp_path: Path) -> None:
+    import ray
+
+    world = make_scan_world(tmp_path, n_studies=3)
+    config = BenchConfig(
+        archive=world.archive,
+        boxes=world.boxes,
+        untrained_input_size=32,
+        device="cpu",
+        batch_size=4,
+        workers=1,
+        rounds=1,
+        localizer=False,
+        loader_sample=0,
+        work_dir=tmp_path,
+        ray=True,
+    )
+    try:
+        result = run_bench(config)
+    finally:
+        ray.shutdown()
+    assert result.ray_vps is not None and result.ray_vps > 0
+    assert result.ray_local_vps is not None and result.ray_local_vps > 0
+    assert result.ray_overhead == pytest.approx(result.ray_local_vps / result.ray_vps - 1.0)
+    assert result.ray_cpus >= 1

@@ -86,6 +86,18 @@ def bench(
             "localizer's decode and with a second decode (twice each), and report the speed-up.",
         ),
     ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Also scan with --engine ray and the local engine, alternated (twice each), "
+            "and report Ray's overhead (needs: pip install 'tlaudit[ray]').",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="With --ray: the cluster to join (default: a local Ray instance)."),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", dir_okay=False, help="Also write the results here.")
     ] = None,
@@ -216,6 +228,8 @@ def bench(
             localizer=localizer,
             localizer_model=localizer_model,
             localizer_scan=localizer_scan,
+            ray=ray,
+            ray_address=ray_address,
         ),
         say=lambda message: console.print(escape(message), highlight=False),
     )
@@ -276,6 +290,18 @@ def bench(
             ),
             ("One decode / two decodes", f"{result.precut_speedup:.2f}x"),
         ]
+    if result.ray_overhead is not None:
+        rows += [
+            (
+                f"Scan on Ray, {result.ray_cpus} CPUs (vertebrae/s, best of 2)",
+                f"{result.ray_vps:.1f}",
+            ),
+            (
+                "Scan on the local engine, alternated (vertebrae/s, best of 2)",
+                f"{result.ray_local_vps:.1f}",
+            ),
+            ("Ray's overhead over the local engine", f"{result.ray_overhead:+.1%}"),
+        ]
     for name, value in rows:
         table.add_row(name, escape(value))
     console.print(table)
@@ -301,6 +327,7 @@ def bench(
             scan_heatmap_overhead=result.scan_heatmap_overhead,
             heatmap_overhead_all=result.heatmap_overhead_all,
             precut_speedup=result.precut_speedup,
+            ray_overhead=result.ray_overhead,
             stages={name: seconds for name, seconds in result.stages},
             worker_stages={name: seconds for name, seconds in result.worker_stages},
         )
