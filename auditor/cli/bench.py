@@ -151,7 +151,7 @@ def bench(
         typer.Option(
             min=1, help="With --pacs: timed pairs of a PACS scan and a file scan (medians)."
         ),
-    ] = 2,
+    ] = 3,
     reads: Annotated[
         int | None,
         typer.Option(
@@ -351,6 +351,7 @@ def _print_pacs(console: Console, result: PacsBenchResult, json_out: Path | None
             wado_ips=result.wado_ips,
             wado_mbps=result.wado_mbps,
             ratio=result.ratio,
+            ratios=result.ratios,
         )
         json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
