@@ -162,8 +162,8 @@ RAY_TASK_RETRIES = 3
 class RayTasks:
     """Ray tasks on a Ray cluster (``tlaudit scan --engine ray``), one task per item.
 
-    ``address`` None starts a Ray instance on this machine, its servers on loopback, for the
-    duration of the process (or uses the one the process already started, as the tests do);
+    ``address`` None starts a new Ray instance on this machine for the duration of the process
+    (or uses the one the process already started, as the tests do);
     otherwise ``ray.init(address)`` joins a running cluster ("auto", or "HOST:PORT" of its head).
     Every node must have tlaudit installed and read the archive at the same path (shared storage).
 
@@ -221,8 +221,9 @@ def _ray_item(work: Work[T], index: int) -> T:
 
 def connect_ray(address: str | None) -> Any:
     """The ``ray`` module, connected: to the running cluster at ``address``, or, for None, to
-    the instance this process already started or a new one on this machine whose servers listen
-    on loopback only (no dashboard). Ray's worker output is not forwarded to this process's log.
+    the instance this process already started or a new one on this machine (no dashboard; never
+    another instance that happens to run here). Ray's worker output is not forwarded to this
+    process's log.
 
     Raises
     ------
@@ -242,8 +243,8 @@ def connect_ray(address: str | None) -> Any:
         "log_to_driver": False,
         "logging_level": logging.WARNING,
     }
-    if address is None:
-        ray.init(_node_ip_address="127.0.0.1", **options)
+    if address is None:  # "local": a new instance, never one that happens to run here
+        ray.init(address="local", _node_ip_address="127.0.0.1", **options)
     else:
         ray.init(address=address, **options)
     return ray

@@ -179,7 +179,7 @@ def scan(
         str | None,
         typer.Option(
             help="With --engine ray: the cluster to join ('auto' or the head's HOST:PORT); "
-            "default: a Ray instance on this machine, listening on loopback.",
+            "default: a new Ray instance on this machine, for this scan.",
         ),
     ] = None,
     resume: Annotated[

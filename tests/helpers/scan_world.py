@@ -16,6 +16,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
 
+from auditor.scan.config import ScanConfig
+
 LEVELS = ("T12", "L1", "L2", "L3")
 ROWS, COLS = 160, 96
 HOSTILE = {
@@ -133,3 +135,21 @@ def make_scan_world(root: Path, n_studies: int = 6, seed: int = 0) -> ScanWorld:
         writer.writerow(["ACC9998", "", "", "yes", "T99", ""])  # unknown level
         writer.writerow(["", "", "", "no", "", "no key"])  # no key
     return ScanWorld(archive, boxes, reads, tuple(uids), n_studies)
+
+
+def scan_config(world: ScanWorld, bundle: Path, out: Path, **kw: object) -> ScanConfig:
+    """A scan of ``world`` with ``bundle`` (an untrained model: threshold 0 calls every vertebra
+    positive) on the CPU, in batches of 8, in this process unless ``kw`` says otherwise."""
+    options: dict[str, object] = {
+        "archive": world.archive,
+        "out": out,
+        "boxes": world.boxes,
+        "reads": world.reads,
+        "model": bundle,
+        "threshold": 0.0,
+        "device": "cpu",
+        "batch_size": 8,
+        "workers": 0,
+    }
+    options.update(kw)
+    return ScanConfig(**options)  # type: ignore[arg-type]

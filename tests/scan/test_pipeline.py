@@ -35,6 +35,7 @@ from tests.helpers.scan_world import (
     LEVELS,
     ScanWorld,
     make_scan_world,
+    scan_config,
 )
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
@@ -48,20 +49,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ScanWorld:
     return make_scan_world(tmp_path_factory.mktemp("world"), n_studies=N_STUDIES)
 
 
-def _config(world: ScanWorld, bundle: Path, out: Path, **kw: object) -> ScanConfig:
-    options: dict[str, object] = {
-        "archive": world.archive,
-        "out": out,
-        "boxes": world.boxes,
-        "reads": world.reads,
-        "model": bundle,
-        "threshold": 0.0,  # an untrained model: call every vertebra positive
-        "device": "cpu",
-        "batch_size": 8,
-        "workers": 0,
-    }
-    options.update(kw)
-    return ScanConfig(**options)  # type: ignore[arg-type]
+_config = scan_config
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from auditor.scan.classify import ModelSpec, _worker_classifier
 from auditor.scan.config import ScanConfig, ScanEvent, ScanResult
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import run_scan
-from tests.helpers.scan_world import ScanWorld, make_scan_world
+from tests.helpers.scan_world import ScanWorld, make_scan_world, scan_config
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
 pytestmark = pytest.mark.numerics
@@ -31,7 +31,7 @@ N_STUDIES = 6
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Iterator[None]:
     """A local Ray instance of two CPUs for this module (the engine joins it)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     # the tests' own work classes travel by value: Ray's workers need not import this module
     ray.cloudpickle.register_pickle_by_value(__import__(__name__, fromlist=["_"]))
     yield
@@ -44,19 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> ScanWorld:
 
 
 def _config(world: ScanWorld, bundle: Path, out: Path, **kw: object) -> ScanConfig:
-    options: dict[str, object] = {
-        "archive": world.archive,
-        "out": out,
-        "boxes": world.boxes,
-        "reads": world.reads,
-        "model": bundle,
-        "threshold": 0.0,
-        "device": "cpu",
-        "batch_size": 8,
-        "workers": 1,
-    }
-    options.update(kw)
-    return ScanConfig(**options)  # type: ignore[arg-type]
+    return scan_config(world, bundle, out, **{"workers": 1, **kw})
 
 
 @pytest.fixture(scope="module")
