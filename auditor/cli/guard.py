@@ -57,6 +57,13 @@ def guard_command(
     source: Annotated[
         str, typer.Option(help="What the set is, for the card (default: the file names).")
     ] = "",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="Guard method (docs/models.md, 'The domain guard'); default: the "
+            "architecture's (auditor.model.stage_guard.default_method).",
+        ),
+    ] = "",
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.AUTO,
     workers: Annotated[int, typer.Option(min=0, help="Processes that cut the crops.")] = 0,
     force: Annotated[
@@ -66,8 +73,8 @@ def guard_command(
     """Fit the "out of its depth" guard of a classifier bundle and store it in the bundle.
 
     The labelled vertebrae are split by patient: the fit part gives the class centres and the
-    shrunk covariance of the network's penultimate features, the held-out part the threshold
-    (see docs/models.md). Writes guard.safetensors and the card's guard record; the weights are
+    shrunk covariance of the network's features, the held-out part the threshold (see
+    docs/models.md). Writes guard.safetensors and the card's guard record; the weights are
     untouched. A bundle that already has a guard is refused without --force.
     """
     # torch loads here, not at import
@@ -87,6 +94,7 @@ def guard_command(
         device=device.value,
         workers=workers,
         source=source,
+        method=method or None,
     )
     guard = result.bundle.card.guard
     assert guard is not None  # fit_guard_on_archive attached one

@@ -5,8 +5,9 @@ A bundle is a folder::
     <name>/
         card.json           # the ModelCard fields, a format marker and the weights' SHA-256
         weights.safetensors # the network's state dict (half precision by default)
-        guard.safetensors   # optional: the domain guard's mean and covariance (its SHA-256 and
-                            # threshold are in the card's "guard" entry; auditor.model.guard)
+        guard.safetensors   # optional: the domain guard's centres and covariances (its SHA-256,
+                            # method and threshold are in the card's "guard" entry;
+                            # auditor.model.guard, auditor.model.stage_guard)
 
 Loading never executes code: weights are read with safetensors, the card with ``json``. A folder
 without our format marker, with a card that does not parse, or whose weights (or guard file) do
@@ -35,12 +36,13 @@ from auditor.bundle_files import checked_sha256, read_card, read_weights, write_
 from auditor.crops import CROP_NORMALISATIONS
 from auditor.errors import BundleError, TlauditError
 from auditor.files import write_text_atomic
-from auditor.model.guard import GUARD_FILE, FeatureGuard, read_guard, write_guard
-from auditor.model.network import (
-    ARCHITECTURES,
-    FEATURE_STRIDES,
-    build_network,
-    penultimate_width,
+from auditor.model.guard import GUARD_FILE
+from auditor.model.network import ARCHITECTURES, FEATURE_STRIDES, build_network
+from auditor.model.stage_guard import (
+    DomainGuard,
+    check_guard_fits,
+    read_domain_guard,
+    write_domain_guard,
 )
 from auditor.resources import resource_path
 
@@ -104,11 +106,11 @@ class ModelCard:
     training_data: str = ""
     """What the weights were trained on: "synthetic", "clinical", or "" (not stated). Reports
     warn that a "synthetic" model is not validated on patients."""
-    guard: FeatureGuard | None = field(default=None, compare=False, repr=False)
-    """The domain guard (:mod:`auditor.model.guard`): what the training data look like in the
-    network's features, stored in ``guard.safetensors`` beside the weights and written with the
-    card (:func:`write_card`). None for a bundle without one: a scan then marks nothing out of
-    distribution and says so."""
+    guard: DomainGuard | None = field(default=None, compare=False, repr=False)
+    """The domain guard (:mod:`auditor.model.guard`, :mod:`auditor.model.stage_guard`): what the
+    training data look like in the network's features, stored in ``guard.safetensors`` beside
+    the weights and written with the card (:func:`write_card`). None for a bundle without one:
+    a scan then marks nothing out of distribution and says so."""
     validation: dict[str, Any] = field(default_factory=dict)
     """Where the card's held-out figures come from (:data:`VALIDATION_FIELDS`): ``status``
     "synthetic" (synthetic data only), "local" (a site's own labelled radiographs) or "none" (no
@@ -443,7 +445,7 @@ def write_card(directory: Path, card: ModelCard, sha256: str) -> None:
     data["weights_file"] = WEIGHTS_FILE
     data["sha256"] = sha256
     if card.guard is not None:
-        data["guard"] = write_guard(Path(directory), card.guard)
+        data["guard"] = write_domain_guard(Path(directory), card.guard)
     write_text_atomic(
         Path(directory) / CARD_FILE, json.dumps(data, indent=2, allow_nan=False) + "\n"
     )
@@ -494,13 +496,13 @@ def load_bundle(path: Path | None = None) -> ModelBundle:
     actual = checked_sha256(weights, data.get("sha256"), card_path)
     card = ModelCard.from_json(data)
     if "guard" in data:
-        guard = read_guard(folder, data["guard"], card_path, penultimate_width(card.architecture))
+        guard = read_domain_guard(folder, data["guard"], card_path, card.architecture)
         card = dataclasses.replace(card, guard=guard)
     state = read_weights(weights)
     return ModelBundle(card=card, path=folder, sha256=actual, state_dict=state)
 
 
-def attach_guard(directory: Path, guard: FeatureGuard | None) -> ModelBundle:
+def attach_guard(directory: Path, guard: DomainGuard | None) -> ModelBundle:
     """Give the bundle in ``directory`` the domain guard ``guard`` (None removes it): the guard
     file and the card are rewritten, the weights are untouched (same SHA-256).
 
@@ -510,12 +512,11 @@ def attach_guard(directory: Path, guard: FeatureGuard | None) -> ModelBundle:
         When ``directory`` is not a loadable bundle, or the guard does not fit its network.
     """
     bundle = load_bundle(directory)
-    width = penultimate_width(bundle.card.architecture)
-    if guard is not None and guard.dimension != width:
-        raise BundleError(
-            f"{directory}: a guard of {guard.dimension} features does not fit a "
-            f"{bundle.card.architecture} ({width} features)"
-        )
+    if guard is not None:
+        try:
+            check_guard_fits(guard, bundle.card.architecture)
+        except BundleError as err:
+            raise BundleError(f"{directory}: {err}") from err
     write_card(bundle.path, dataclasses.replace(bundle.card, guard=guard), bundle.sha256)
     if guard is None:
         (bundle.path / GUARD_FILE).unlink(missing_ok=True)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,39 @@ RECORDED_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 #: Most crops a fit uses on each side (fit, held out); more changes the threshold little and costs
 #: a forward pass each (about 0.1 s per 128 px crop on a 2-core CPU).
 DEFAULT_MAX_CROPS = 2000
+
+
+DeviceDistances = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
+"""A guard on one device (``guard.to_device(device)``): called with a batch's pooled penultimate
+features (N, D) and the outputs of the stages it taps (``guard.stages``, by name), it gives the
+batch's distances, float32 (N,), on that device."""
+
+
+@dataclass(frozen=True)
+class GuardFeatures:
+    """What the guards measure of N crops, on the host, float32: the pooled penultimate features
+    (N, D) and, per tapped stage, the spatial mean and standard deviation of each channel of
+    the stage's output (N, 2C: the C means, then the C standard deviations;
+    :func:`auditor.model.stage_guard.stage_statistics`)."""
+
+    pooled: npt.NDArray[np.float32]
+    stages: Mapping[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    def take(self, index: npt.ArrayLike) -> GuardFeatures:
+        """The rows ``index`` of every array."""
+        rows = np.asarray(index)
+        return GuardFeatures(self.pooled[rows], {k: v[rows] for k, v in self.stages.items()})
+
+    @staticmethod
+    def concatenate(parts: Sequence[GuardFeatures]) -> GuardFeatures:
+        """The rows of ``parts`` one after another (at least one part; same stages in each)."""
+        return GuardFeatures(
+            np.concatenate([p.pooled for p in parts]),
+            {k: np.concatenate([p.stages[k] for p in parts]) for k in parts[0].stages},
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,16 +194,7 @@ class FeatureGuard:
             raise BundleError(
                 f"domain guard archive_share {self.archive_share!r}; expected a share in (0, 1]"
             )
-        quantiles = {str(k): float(v) for k, v in self.quantiles.items()}
-        try:
-            keys = sorted(quantiles, key=float)
-        except ValueError as err:
-            raise BundleError(f"domain guard quantile names must be numbers: {err}") from err
-        values = [quantiles[k] for k in keys]
-        if any(not 0.0 < float(k) < 1.0 for k in keys) or any(not math.isfinite(v) for v in values):
-            raise BundleError("domain guard quantiles must be finite, at levels inside (0, 1)")
-        if any(b < a for a, b in itertools.pairwise(values)):
-            raise BundleError("domain guard quantiles decrease with the level")
+        quantiles = checked_quantiles(self.quantiles)
         two_part = self.method == "mahalanobis+l2"
         if two_part != (self.l2_centres is not None and self.l2_covariance is not None):
             raise BundleError(
@@ -193,7 +217,7 @@ class FeatureGuard:
         object.__setattr__(self, "scales", scales)
         object.__setattr__(self, "centres", centres)
         object.__setattr__(self, "covariance", covariance)
-        object.__setattr__(self, "quantiles", {k: quantiles[k] for k in keys})
+        object.__setattr__(self, "quantiles", quantiles)
         object.__setattr__(self, "whitener", whitener)
 
     @property
@@ -207,6 +231,24 @@ class FeatureGuard:
         normalised one, each divided by its scale."""
         f = torch.as_tensor(np.asarray(features, dtype=np.float32))
         return self.device_distances(f, *self.on_device(torch.device("cpu"))).numpy()
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Intermediate stages the guard reads: none, it measures the pooled features alone."""
+        return ()
+
+    def score(self, features: GuardFeatures) -> npt.NDArray[np.float32]:
+        """:meth:`distances` of the pooled features of ``features``."""
+        return self.distances(features.pooled)
+
+    def to_device(self, device: torch.device) -> DeviceDistances:
+        """The guard on ``device`` (see :data:`DeviceDistances`; the stage outputs are ignored)."""
+        tensors = self.on_device(device)
+
+        def measure(pooled: torch.Tensor, _stages: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            return FeatureGuard.device_distances(pooled, *tensors)
+
+        return measure
 
     def on_device(
         self, device: torch.device
@@ -278,6 +320,28 @@ class FeatureGuard:
             "fitted_on": dict(self.fitted_on),
             **({"scales": list(self.scales)} if self.method == "mahalanobis+l2" else {}),
         }
+
+
+def checked_quantiles(quantiles: Mapping[Any, Any]) -> dict[str, float]:
+    """A guard's recorded quantiles as ``{"0.99": distance}``, in order of level.
+
+    Raises
+    ------
+    BundleError
+        When a level is not a number inside (0, 1), a distance is not finite, or the distances
+        decrease with the level.
+    """
+    try:
+        values = {str(k): float(v) for k, v in quantiles.items()}
+        keys = sorted(values, key=float)
+    except (TypeError, ValueError) as err:
+        raise BundleError(f"domain guard quantiles must be numbers: {err}") from err
+    ordered = [values[k] for k in keys]
+    if any(not 0.0 < float(k) < 1.0 for k in keys) or any(not math.isfinite(v) for v in ordered):
+        raise BundleError("domain guard quantiles must be finite, at levels inside (0, 1)")
+    if any(b < a for a, b in itertools.pairwise(ordered)):
+        raise BundleError("domain guard quantiles decrease with the level")
+    return {k: values[k] for k in keys}
 
 
 def write_guard(directory: Path, guard: FeatureGuard) -> dict[str, Any]:
@@ -403,11 +467,11 @@ def fit_guard(
         )
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
-    raw = _fit_part(x, labels)
+    raw = fit_part(x, labels)
     shrinkage = {"shrinkage": round(raw[2], 6)}
     extra: dict[str, Any] = {}
     if normalised:
-        l2 = _fit_part(_unit(x), labels)
+        l2 = fit_part(_unit(x), labels)
         shrinkage["shrinkage_l2"] = round(l2[2], 6)
         parts = (
             FeatureGuard(raw[0], raw[1], threshold=1.0).distances(h).astype(np.float64),
@@ -449,7 +513,7 @@ def _unit(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _fit_part(
+def fit_part(
     x: npt.NDArray[np.float64], labels: npt.ArrayLike | None
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], float]:
     """Centres (one, or one per class), the Ledoit-Wolf shrunk covariance of the residuals and
@@ -471,7 +535,8 @@ def _fit_part(
 
 def _mahalanobis(f: torch.Tensor, centres: torch.Tensor, whitener: torch.Tensor) -> torch.Tensor:
     """Mahalanobis distance of (N, D) ``f`` to the nearest of (K, D) ``centres``, (N,)."""
-    # (N, K, D) residuals, whitened: |W (f - c)| is the Mahalanobis distance
-    residual = f[:, None, :] - centres[None, :, :]
-    white = torch.einsum("nkd,ed->nke", residual, whitener)
-    return white.square().sum(dim=2).min(dim=1).values.sqrt()
+    # |W (f - c)| is the Mahalanobis distance; whitening f and c apart costs one (N, D) x (D, D)
+    # product instead of K of them
+    white = f @ whitener.T
+    residual = white[:, None, :] - (centres @ whitener.T)[None, :, :]
+    return residual.square().sum(dim=2).min(dim=1).values.sqrt()

@@ -4,8 +4,10 @@
 ``torch.inference_mode`` (ResNet18) with mixed precision where the hardware has it: bf16 autocast
 on CPUs with native bf16 (AVX-512 BF16 / AMX), bf16 or fp16 on CUDA. CAMs come from the same
 forward pass and stay on the device until the batch is done, and so does each crop's domain-guard
-distance (:mod:`auditor.model.guard`): the pooled features the head reads, whitened by one matrix
-product, in float32 whatever the precision.
+distance (:mod:`auditor.model.guard`, :mod:`auditor.model.stage_guard`): the pooled features the
+head reads, or the outputs of the stages the guard taps with forward hooks in the same pass
+(:func:`auditor.model.taps.tap_outputs`), whitened by one matrix product, in float32 whatever the
+precision.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from auditor.model.cam import (
     vgg_logits_and_gradcam,
     vgg_logits_and_pooled,
 )
-from auditor.model.guard import FeatureGuard
+from auditor.model.guard import GuardFeatures
+from auditor.model.stage_guard import stage_statistics
+from auditor.model.taps import tap_outputs
 from auditor.vocab import DEFAULT_HEATMAP, Device, HeatmapMethod, Precision
 
 logger = logging.getLogger(__name__)
@@ -192,7 +196,8 @@ class Classifier:
         self.net = net.eval()
         self.heatmap = "grad-cam" if isinstance(net, models.VGG) else method.value
         self.guard = bundle.card.guard
-        self._guard_tensors = None if self.guard is None else self.guard.on_device(device)
+        self._guard = None if self.guard is None else self.guard.to_device(device)
+        self._guard_stages = () if self.guard is None else self.guard.stages
 
     def describe(self) -> str:
         """Human-readable device and precision, e.g. ``cpu, fp32, channels-last``."""
@@ -232,7 +237,11 @@ class Classifier:
         size = int(batch.shape[-1])
         maps: torch.Tensor | None = None
         distances: torch.Tensor | None = None
-        with torch.inference_mode(), self._autocast():
+        with (
+            torch.inference_mode(),
+            self._autocast(),
+            tap_outputs(self.net, self._guard_stages) as stages,
+        ):
             if isinstance(self.net, models.ResNet):
                 logits, raw, pooled = resnet_logits_and_cam(
                     self.net,
@@ -244,8 +253,8 @@ class Classifier:
                     maps = normalise_maps(raw, size)
             else:
                 logits, pooled = vgg_logits_and_pooled(self.net, x)
-            if self._guard_tensors is not None:
-                distances = FeatureGuard.device_distances(pooled, *self._guard_tensors)
+            if self._guard is not None:
+                distances = self._guard(pooled, stages)
         probs = torch.softmax(logits.float(), dim=1)[:, 1]
         out_probs = probs.cpu().numpy().astype(np.float32, copy=False)
         out_distances = (
@@ -273,17 +282,25 @@ class Classifier:
     def features(self, batch: torch.Tensor) -> npt.NDArray[np.float32]:
         """The pooled penultimate features (N, C) of a preprocessed batch, float32: what the
         domain guard measures, for fitting one (:func:`auditor.model.guard.fit_guard`)."""
+        return self.guard_features(batch).pooled
+
+    def guard_features(self, batch: torch.Tensor, stages: tuple[str, ...] = ()) -> GuardFeatures:
+        """The pooled penultimate features of a preprocessed batch and the statistics of the
+        outputs of ``stages`` (:func:`auditor.model.stage_guard.stage_statistics`), read by
+        forward hooks from the same pass, on the host in float32: what the guards measure, for
+        fitting one (:func:`auditor.model.stage_guard.fit_stage_guard`)."""
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected a (N, 3, S, S) batch, got {tuple(batch.shape)}")
         x = batch.to(self.device, dtype=torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._autocast(), tap_outputs(self.net, stages) as maps:
             if isinstance(self.net, models.ResNet):
                 _, _, pooled = resnet_logits_and_cam(self.net, x, with_cam=False)
             else:
                 _, pooled = vgg_logits_and_pooled(self.net, x)
-        return pooled.float().cpu().numpy().astype(np.float32, copy=False)
+            statistics = {s: _host(stage_statistics(maps[s])) for s in stages}
+        return GuardFeatures(_host(pooled), statistics)
 
     def _gradient_maps(self, x: torch.Tensor, size: int) -> torch.Tensor:
         """LayerCAM (ResNet) or Grad-CAM (VGG16) maps of the crops ``x``, (N, size, size) in
@@ -298,3 +315,7 @@ class Classifier:
                 assert raw is not None
                 maps = normalise_maps(raw, size)
         return maps.detach().float()
+
+
+def _host(t: torch.Tensor) -> npt.NDArray[np.float32]:
+    return t.float().cpu().numpy().astype(np.float32, copy=False)

@@ -36,6 +36,21 @@ NUM_CLASSES = 2
 _PENULTIMATE_WIDTH = {"resnet18": 512, "vgg16": 512}
 
 
+#: The stages whose outputs a stage guard may read (:mod:`auditor.model.stage_guard`), as module
+#: names inside the network (``net.get_submodule(name)``) with their channel counts: ResNet18's four
+#: residual stages, VGG16's five convolutional blocks (each up to its max pooling).
+GUARD_STAGES: dict[str, dict[str, int]] = {
+    "resnet18": {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
+    "vgg16": {
+        "features.4": 64,
+        "features.9": 128,
+        "features.16": 256,
+        "features.23": 512,
+        "features.30": 512,
+    },
+}
+
+
 def penultimate_width(architecture: str) -> int:
     """Length of the pooled feature vector of ``architecture`` (see :data:`_PENULTIMATE_WIDTH`).
 

@@ -26,10 +26,19 @@ from auditor.model.guard import (
     DEFAULT_MAX_CROPS,
     DEFAULT_QUANTILE,
     GUARD_FILE,
-    FeatureGuard,
+    GUARD_METHODS,
+    GuardFeatures,
     fit_guard,
 )
 from auditor.model.infer import Classifier, select_device
+from auditor.model.stage_guard import (
+    DEFAULT_PARTS,
+    STAGE_METHOD,
+    DomainGuard,
+    PartSpec,
+    default_method,
+    fit_stage_guard,
+)
 from auditor.training.cv import grouped_split
 from auditor.training.data import load_crop_set
 
@@ -56,6 +65,25 @@ def crop_features(
     return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
 
+def crop_guard_features(
+    bundle: ModelBundle,
+    crops: npt.NDArray[np.float32],
+    device: torch.device,
+    stages: tuple[str, ...] = (),
+    batch_size: int = 64,
+) -> GuardFeatures:
+    """What the guards measure of greyscale ``crops`` (N, S, S) in [0, 1] under ``bundle``'s
+    network: the pooled penultimate features and the statistics of ``stages``' outputs, in
+    float32 with the card's preprocessing (what a scan measures). At least one crop."""
+    classifier = Classifier(bundle, device, precision="fp32")
+    return GuardFeatures.concatenate(
+        [
+            classifier.guard_features(classifier.preprocess(crops[i : i + batch_size]), stages)
+            for i in range(0, len(crops), batch_size)
+        ]
+    )
+
+
 def subsample(index: npt.NDArray[np.int64], most: int, seed: int) -> npt.NDArray[np.int64]:
     """At most ``most`` of ``index``, drawn without replacement from ``seed``, in order."""
     if len(index) <= most:
@@ -77,16 +105,35 @@ def guard_from_crops(
     max_crops: int = DEFAULT_MAX_CROPS,
     seed: int = 0,
     source: str = "",
-) -> FeatureGuard:
+    method: str | None = None,
+    parts: tuple[PartSpec, ...] | None = None,
+) -> DomainGuard:
     """Fit ``bundle``'s guard: one centre per class on the ``fit_idx`` crops (Lee et al.), the
     threshold at ``quantile`` of the distances of the ``heldout_idx`` crops (disjoint patients).
     Each side is subsampled to ``max_crops``.
 
+    ``method`` is one of :data:`auditor.model.guard.GUARD_METHODS` or
+    :data:`auditor.model.stage_guard.STAGE_METHOD`; None takes the architecture's default
+    (:func:`auditor.model.stage_guard.default_method`). A stage guard measures ``parts``
+    (default: :data:`auditor.model.stage_guard.DEFAULT_PARTS` of the architecture).
+
     Raises
     ------
     UsageError
-        When a side is too small (fewer than 2 fit or 1 held-out crop).
+        When a side is too small (fewer than 2 fit or 1 held-out crop), or for an unknown
+        method or one without parts for this architecture.
     """
+    architecture = bundle.card.architecture
+    method = method or default_method(architecture)
+    if method not in (*GUARD_METHODS, STAGE_METHOD):
+        raise UsageError(
+            f"unknown guard method {method!r}; expected one of "
+            f"{', '.join((*GUARD_METHODS, STAGE_METHOD))}"
+        )
+    if method == STAGE_METHOD:
+        parts = parts or DEFAULT_PARTS.get(architecture)
+        if not parts:
+            raise UsageError(f"no stage guard parts are defined for a {architecture}")
     fit_idx = subsample(np.asarray(fit_idx, np.int64), max_crops, seed)
     heldout_idx = subsample(np.asarray(heldout_idx, np.int64), max_crops, seed + 1)
     if len(fit_idx) < 2 or len(heldout_idx) < 1:
@@ -94,18 +141,34 @@ def guard_from_crops(
             f"a domain guard needs at least 2 fit crops and 1 held-out crop; got "
             f"{len(fit_idx)} and {len(heldout_idx)}"
         )
-    features = crop_features(bundle, crops[np.concatenate([fit_idx, heldout_idx])], device)
-    fit_features, heldout_features = features[: len(fit_idx)], features[len(fit_idx) :]
+    stages = tuple(dict.fromkeys(p.stage for p in parts)) if parts else ()
+    features = crop_guard_features(
+        bundle, crops[np.concatenate([fit_idx, heldout_idx])], device, stages
+    )
+    fit_features = features.take(np.arange(len(fit_idx)))
+    heldout_features = features.take(np.arange(len(fit_idx), len(features)))
     fit_labels = labels[fit_idx]
     # one centre per class only where each class has crops enough to place its mean
     per_class = len(np.unique(fit_labels)) > 1 and np.bincount(fit_labels).min() >= 2
+    if method == STAGE_METHOD:
+        assert parts is not None
+        return fit_stage_guard(
+            fit_features,
+            heldout_features,
+            fit_labels if per_class else None,
+            parts,
+            quantile=quantile,
+            archive_share=archive_share,
+            source=source,
+        )
     return fit_guard(
-        fit_features,
-        heldout_features,
+        fit_features.pooled,
+        heldout_features.pooled,
         fit_labels if per_class else None,
         quantile=quantile,
         archive_share=archive_share,
         source=source,
+        normalised=method == "mahalanobis+l2",
     )
 
 
@@ -133,13 +196,14 @@ def fit_guard_on_archive(
     device: str = "auto",
     workers: int = 0,
     source: str = "",
+    method: str | None = None,
 ) -> GuardFit:
     """Fit a domain guard for the bundle in ``bundle_dir`` on the labelled vertebrae of
     ``annotations`` in ``archive`` and store it in the bundle (``guard.safetensors`` and the
     card's ``guard`` record; the weights are untouched).
 
     The patients are split (grouped, stratified by class) into a fit part and a held-out part of
-    about ``heldout_fraction``; see :func:`guard_from_crops`.
+    about ``heldout_fraction``; see :func:`guard_from_crops` (also for ``method``).
 
     Raises
     ------
@@ -178,6 +242,7 @@ def fit_guard_on_archive(
         max_crops=max_crops,
         seed=seed,
         source=source or f"{Path(annotations).name} on {Path(archive).name}",
+        method=method,
     )
     updated = attach_guard(bundle.path, guard)
     return GuardFit(

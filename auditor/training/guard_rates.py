@@ -13,8 +13,9 @@ commands that produced them. The crop sets:
 - :func:`coco_crops`: the boxes of a COCO detection file, e.g. the vertebrae of lateral DRRs
   rendered from real CTs.
 
-The guard's cost is measured by :func:`guard_cost`: the distance computation alone against the
-classifying forward pass it rides on, on the same batch.
+The guard's cost is measured by :func:`guard_cost`: the distance computation alone (for a stage
+guard with the statistics of the tapped stage outputs) against the classifying forward pass it
+rides on, on the same batch.
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from torchvision import models
 
 from auditor.crops import crop_vertebra
 from auditor.errors import TlauditError, UsageError
 from auditor.io.radiograph import read_radiograph
 from auditor.model.bundle import ModelBundle
-from auditor.model.guard import FeatureGuard
+from auditor.model.cam import resnet_logits_and_cam, vgg_logits_and_pooled
 from auditor.model.infer import Classifier
+from auditor.model.taps import tap_outputs
 from auditor.training.data import load_crop_set
-from auditor.training.guard import crop_features, subsample
+from auditor.training.guard import crop_guard_features, subsample
 
 logger = logging.getLogger(__name__)
 
@@ -215,13 +218,13 @@ def measure_guard(
     for crop_set in sets:
         if not len(crop_set.crops):
             raise UsageError(f"crop set {crop_set.name!r} is empty")
-        features.append(crop_features(bundle, crop_set.crops, device))
-    energies = [energy_scores(bundle, f) for f in features]
+        features.append(crop_guard_features(bundle, crop_set.crops, device, guard.stages))
+    energies = [energy_scores(bundle, f.pooled) for f in features]
     reference = next((e for s, e in zip(sets, energies, strict=True) if not s.foreign), None)
     cut = None if reference is None else float(np.quantile(reference, quantile))
     rates = []
     for crop_set, f, energy in zip(sets, features, energies, strict=True):
-        distances = guard.distances(f)
+        distances = guard.score(f)
         rates.append(
             GuardRate(
                 name=crop_set.name,
@@ -265,10 +268,13 @@ def guard_cost(
     device: torch.device,
     repeats: int = 5,
     precision: str = "auto",
+    distance_repeats: int = 50,
 ) -> GuardCost:
     """Time, on the same batch ``crops``, the scan's classifying forward pass without heatmaps
-    and the guard's distance computation on its pooled features; the best of ``repeats`` each
-    (the least disturbed by other work on the machine).
+    (the guard included) and the guard's distance computation alone on that pass's pooled
+    features or tapped stage outputs; the best of ``repeats`` forward passes and of
+    ``distance_repeats`` distance computations (the least disturbed by other work on the machine:
+    the distances take milliseconds, and one slice of another process's time swamps them).
 
     Raises
     ------
@@ -286,14 +292,20 @@ def guard_cost(
         start = time.perf_counter()
         classifier.predict(batch, cam=False)
         forward.append(time.perf_counter() - start)
-    pooled = torch.from_numpy(classifier.features(batch)).to(device)
-    tensors = guard.on_device(device)
+    measure = guard.to_device(device)
+    x = batch.to(device)
+    if classifier.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     distance = []
-    with torch.inference_mode():
-        FeatureGuard.device_distances(pooled, *tensors)
-        for _ in range(repeats):
+    with torch.inference_mode(), tap_outputs(classifier.net, guard.stages) as stages:
+        if isinstance(classifier.net, models.ResNet):
+            _, _, pooled = resnet_logits_and_cam(classifier.net, x, with_cam=False)
+        else:
+            _, pooled = vgg_logits_and_pooled(classifier.net, x)
+        measure(pooled, stages)
+        for _ in range(distance_repeats):
             start = time.perf_counter()
-            FeatureGuard.device_distances(pooled, *tensors).cpu()
+            measure(pooled, stages).cpu()
             distance.append(time.perf_counter() - start)
     n = len(crops)
     return GuardCost(

@@ -42,9 +42,9 @@ from torch import nn
 
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, ModelCard, OperatingPoint
-from auditor.model.guard import FeatureGuard
 from auditor.model.infer import select_device
 from auditor.model.network import build_network
+from auditor.model.stage_guard import DomainGuard
 from auditor.records import positives
 from auditor.training.config import TrainConfig
 from auditor.training.cv import check_disjoint, grouped_split
@@ -207,7 +207,7 @@ def _fit_guard(
     config: TrainConfig,
     device: torch.device,
     log: RunLog,
-) -> FeatureGuard | None:
+) -> DomainGuard | None:
     """The bundle's domain guard (:mod:`auditor.model.guard`): fitted on the training crops, its
     threshold set on the validation and test crops, whose patients the weights never saw (None,
     with a warning, when there are none)."""

@@ -37,7 +37,7 @@ def test_distances_come_back_in_float32_under_bf16_autocast(tmp_path: Path) -> N
     plain = Classifier(attach_guard(folder, None), torch.device("cpu"), precision="fp32")
     features = plain.features(plain.preprocess(crops))
     guarded = attach_guard(folder, fit_guard(features[:16], features[16:]))
-    assert guarded.card.guard is not None
+    assert isinstance(guarded.card.guard, FeatureGuard)
     expected = guarded.card.guard.distances(features)
     for precision in ("fp32", "bf16"):
         classifier = Classifier(guarded, torch.device("cpu"), precision=precision)
@@ -56,7 +56,7 @@ def test_a_two_part_guard_round_trips_through_the_bundle(tmp_path: Path) -> None
     assert guard.method == "mahalanobis+l2" and guard.l2_centres is not None
     folder = create_untrained_bundle(tmp_path / "b", input_size=32)
     loaded = attach_guard(folder, guard).card.guard
-    assert loaded is not None and loaded.method == "mahalanobis+l2"
+    assert isinstance(loaded, FeatureGuard) and loaded.method == "mahalanobis+l2"
     assert loaded.scales == pytest.approx(guard.scales)
     probe = rng.normal(1, 1, (50, 512))
     np.testing.assert_allclose(loaded.distances(probe), guard.distances(probe), rtol=1e-5)

@@ -11,6 +11,7 @@ import torch
 from auditor.model.bundle import load_bundle
 from auditor.model.guard import GUARD_FILE
 from auditor.model.infer import Classifier
+from auditor.model.stage_guard import StageGuard
 from auditor.training.config import TrainConfig
 from auditor.training.data import load_crop_set
 from auditor.training.train import train_bundle
@@ -50,7 +51,9 @@ def test_train_writes_a_guard_that_loads_and_scores_every_crop(tmp_path: Path) -
     assert guard.fitted_on["n_fit"] == result.card.training["n_train"]
     assert guard.fitted_on["n_heldout"] == result.card.training["n_validation"]
     assert guard.fitted_on["n_fit"] + guard.fitted_on["n_heldout"] == n_crops
-    assert guard.centres.shape == (2, 512)  # one centre per class (Lee et al.)
+    # the default guard of a ResNet18: layer3's channel means and sds, one centre per class
+    assert isinstance(guard, StageGuard) and guard.stages == ("layer3",)
+    assert guard.parts[0].centres.shape == (2, 2 * 256)
     assert guard.quantiles["0.99"] == pytest.approx(guard.threshold)
 
     # the scan's forward pass gives each crop a distance; the threshold is the held-out 0.99
