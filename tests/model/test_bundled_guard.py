@@ -47,7 +47,7 @@ def _share(bundle: ModelBundle, crop_set: gr.CropSet) -> float:
 def test_the_guard_is_quiet_on_held_out_synthetic_crops(
     bundle: ModelBundle, heldout: gr.CropSet
 ) -> None:
-    # The threshold is a held-out 0.99 quantile, and two 250-crop held-out worlds gave 0.4 % each.
+    # The threshold is a held-out 0.99 quantile; two 250-crop held-out worlds gave 0.4 % and 0 %.
     # On about 70 crops a 1 % rate expects under one flag; 5 % allows three.
     assert len(heldout.crops) >= 50
     assert _share(bundle, heldout) < 0.05
@@ -59,8 +59,8 @@ def test_the_guard_fires_on_heavy_noise_and_inverted_crops(
     noisy = gr.CropSet("noise", gr.noisy(heldout.crops, seed=1), True, "")
     inverted = gr.CropSet("inverted", gr.inverted(heldout.crops), True, "")
     assert _share(bundle, noisy) >= 0.9  # 100 % of 250 crops measured
-    # 88.8 % of 250 crops measured: under the 90 % target (docs/models.md)
-    assert _share(bundle, inverted) >= 0.75
+    # 92.4 % of 250 crops measured: under the 95 % target (docs/models.md)
+    assert _share(bundle, inverted) >= 0.8
 
 
 @pytest.mark.skipif(not CORPUS_XRAY.is_dir(), reason=f"real DICOM corpus absent ({CORPUS_XRAY})")
@@ -68,9 +68,9 @@ def test_the_guard_fires_on_forced_boxes_on_real_radiographs(bundle: ModelBundle
     card = bundle.card
     files = [p for p in CORPUS_XRAY.iterdir() if p.is_file()]
     crops, _ = gr.grid_crops(files, card.input_size, card.crop_margin)
-    # 43.8 % of these 176 crops: far under the 90-95 % target (docs/models.md says why);
-    # this holds the guard to what it does, so that it does not get worse unnoticed
-    assert _share(bundle, gr.CropSet("corpus", crops, True, "")) >= 0.35
+    # 90.3 % of these same 176 crops: under the 95 % target (docs/models.md); this holds
+    # the guard to what it does, so that it does not get worse unnoticed
+    assert _share(bundle, gr.CropSet("corpus", crops, True, "")) >= 0.85
 
 
 @pytest.mark.skipif(not DRR_DETECTIONS.is_file(), reason=f"DRRs absent ({DRR_DETECTIONS})")
@@ -79,4 +79,5 @@ def test_the_guard_fires_on_most_real_vertebrae_of_lateral_drrs(bundle: ModelBun
     card = bundle.card
     crops = gr.coco_crops(DRR_DETECTIONS, card.input_size, card.crop_margin)
     assert len(crops) >= 10
-    assert _share(bundle, gr.CropSet("drr", crops, True, "")) >= 0.5  # 61.5 % of 13 measured
+    # 11 of these 13 measured (84.6 %); one crop fewer still passes
+    assert _share(bundle, gr.CropSet("drr", crops, True, "")) >= 0.75
