@@ -352,6 +352,7 @@ def _print_pacs(console: Console, result: PacsBenchResult, json_out: Path | None
             wado_mbps=result.wado_mbps,
             ratio=result.ratio,
             ratios=result.ratios,
+            own_share=result.own_share,
         )
         json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 

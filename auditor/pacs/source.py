@@ -69,8 +69,8 @@ DEFAULT_CACHE_CAP_MB = 20_000
 GIVE_UP_AFTER = 3
 """Consecutive instances whose retrieval failed after which the PACS counts as down."""
 DEFAULT_CONNECTIONS = 4
-"""Requests in flight at once: on Orthanc on loopback (2 cores shared with the scan) 4 listed
-studies fastest, 1 and 8 slower (docs/speed.md)."""
+"""Requests in flight at once: on Orthanc on loopback (2 shared cores) 4 and 8 retrieved alike
+and faster than 1 (docs/speed.md); 4 asks less of the PACS."""
 
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 """The WADO-RS media type asked for: each instance as stored, never transcoded (PS3.18 8.7.3)."""

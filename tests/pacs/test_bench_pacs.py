@@ -59,7 +59,7 @@ def test_bench_measures_a_pacs_that_holds_the_archive(
     assert data["instances"] == len(radiographs)
     assert data["candidates"] == data["wado_instances"] == data["images"] == 4
     assert len(data["qido_s"]) == len(data["ratios"]) == len(data["pacs_scans_s"]) == 2
-    for key in ("qido_ips", "wado_ips", "wado_mbps", "ratio", "file_scan_s", "pacs_scan_s"):
+    for key in ("qido_ips", "wado_ips", "wado_mbps", "ratio", "own_share", "pacs_scan_s"):
         assert isinstance(data[key], float) and data[key] > 0, key
     assert data["mismatch"] == ""
 
