@@ -144,8 +144,9 @@ def test_the_scan_gives_the_guards_distances_from_its_own_forward_pass(
     prediction = classifier.predict(classifier.preprocess(crops), cam=False)
     assert prediction.distances is not None and prediction.distances.dtype == np.float32
     # fp32: the same arithmetic, so 1e-4. bf16 autocast (CI's --precision auto rerun, and CPUs
-    # with native bf16) rounds the activations to 8 bits of mantissa; measured here about 1 %
-    # off, so 10 % as the existing penultimate guard's test allows.
+    # with native bf16) rounds the activations to 8 bits of mantissa: on this untrained network
+    # the distances moved by up to 4.7 % (on the bundled classifier's crops by up to 0.35 %,
+    # no flag changed), so 10 %, as the penultimate guard's test allows.
     tolerance = 1e-4 if classifier.precision == "fp32" else 0.1
     np.testing.assert_allclose(prediction.distances, expected, rtol=tolerance)
 

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.model.bundle import load_bundle
-from auditor.model.guard import GUARD_FILE
+from auditor.errors import UsageError
+from auditor.model.bundle import create_untrained_bundle, load_bundle
+from auditor.model.guard import GUARD_FILE, FeatureGuard
 from auditor.model.infer import Classifier
 from auditor.model.stage_guard import StageGuard
 from auditor.training.config import TrainConfig
 from auditor.training.data import load_crop_set
+from auditor.training.guard import guard_from_crops
 from auditor.training.train import train_bundle
 from tests.helpers.train_world import make_world
 
@@ -65,3 +67,37 @@ def test_train_writes_a_guard_that_loads_and_scores_every_crop(tmp_path: Path) -
     assert prediction.distances.shape == (len(data.crops),)
     assert np.isfinite(prediction.distances).all()
     assert guard.is_out(prediction.distances).mean() < 0.5
+
+
+@pytest.mark.parametrize(
+    ("method", "kind"),
+    [(None, StageGuard), ("mahalanobis-stages", StageGuard), ("mahalanobis+l2", FeatureGuard)],
+)
+def test_guard_from_crops_fits_the_method_asked_for(
+    tmp_path: Path, method: str | None, kind: type
+) -> None:
+    bundle = load_bundle(create_untrained_bundle(tmp_path / "b", input_size=32))
+    rng = np.random.default_rng(0)
+    crops = rng.random((40, 32, 32), dtype=np.float32)
+    labels = np.arange(40, dtype=np.int64) % 2
+    fit_idx, heldout_idx = np.arange(30), np.arange(30, 40)
+    guard = guard_from_crops(
+        bundle, crops, labels, fit_idx, heldout_idx, torch.device("cpu"), method=method
+    )
+    assert isinstance(guard, kind)
+    assert guard.fitted_on["n_fit"] == 30 and guard.fitted_on["n_heldout"] == 10
+
+
+def test_guard_from_crops_refuses_an_unknown_method(tmp_path: Path) -> None:
+    bundle = load_bundle(create_untrained_bundle(tmp_path / "b", input_size=32))
+    crops = np.zeros((4, 32, 32), np.float32)
+    with pytest.raises(UsageError, match="unknown guard method 'energy'; expected one of"):
+        guard_from_crops(
+            bundle,
+            crops,
+            np.zeros(4, np.int64),
+            np.arange(3),
+            np.arange(3, 4),
+            torch.device("cpu"),
+            method="energy",
+        )
