@@ -48,23 +48,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_HELDOUT_FRACTION = 0.5
 
 
-def crop_features(
-    bundle: ModelBundle,
-    crops: npt.NDArray[np.float32],
-    device: torch.device,
-    batch_size: int = 64,
-) -> npt.NDArray[np.float32]:
-    """Pooled penultimate features (N, D) of greyscale ``crops`` (N, S, S) in [0, 1] under
-    ``bundle``'s network, in float32 with the card's preprocessing (what a scan measures)."""
-    classifier = Classifier(bundle, device, precision="fp32")
-    out = [
-        classifier.features(classifier.preprocess(crops[i : i + batch_size]))
-        for i in range(0, len(crops), batch_size)
-    ]
-    width = out[0].shape[1] if out else 0
-    return np.concatenate(out) if out else np.zeros((0, width), np.float32)
-
-
 def crop_guard_features(
     bundle: ModelBundle,
     crops: npt.NDArray[np.float32],
