@@ -7,5 +7,7 @@
 - :mod:`auditor.pacs.source`: query, triage from metadata alone, retrieve only the candidates into
   a cache folder inside the run folder, one accounting row per instance;
 - :mod:`auditor.pacs.scan`: the scan of that cache folder (:func:`auditor.scan.pipeline.run_scan`)
-  with the PACS's accounting rows, and the cache removed afterwards.
+  with the PACS's accounting rows, and the cache removed afterwards;
+- :mod:`auditor.pacs.bench`: ``tlaudit bench --pacs``, the PACS's query, retrieval and scan timed
+  next to a scan of the same archive's files.
 """

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from auditor.archive.inventory import FileRecord
 from auditor.archive.triage import Reason, TriageRules
@@ -207,3 +208,21 @@ def test_a_dead_pacs_gives_error_rows_and_resume_retrieves_only_what_is_missing(
         assert [r.relpath for r in candidates if "earlier run" in r.detail] == stopped
     finally:
         server.stop()
+
+
+def test_retrieved_instances_are_the_files_the_pacs_stores_byte_for_byte(
+    pacs_world: tuple[Orthanc, PacsWorld], tmp_path: Path
+) -> None:
+    server, _world = pacs_world
+    gathered = gather(_source(server), TriageRules(), tmp_path / "run")
+    candidates = [r for r in gathered.records if r.status is FileStatus.CANDIDATE]
+    assert len(candidates) == gathered.retrieved == 4
+    session = requests.Session()
+    session.auth = server.auth
+    for record in candidates:
+        assert record.meta is not None
+        (found,) = session.post(f"{server.url}/tools/lookup", data=record.meta.sop_uid).json()
+        stored = session.get(f"{server.url}/instances/{found['ID']}/file").content
+        assert record.path.read_bytes() == stored
+        assert record.size == len(stored)
+    assert not list((tmp_path / "run" / CACHE_DIR).rglob("*.part"))
