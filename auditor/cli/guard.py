@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from auditor.cli.evaluate import Task
+from auditor.errors import UsageError
 from auditor.vocab import Device
 
 
@@ -20,16 +22,16 @@ def guard_command(
         Path, typer.Argument(exists=True, file_okay=False, help="Archive folder with the images.")
     ],
     annotations: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--annotations",
             "--boxes",
             exists=True,
             dir_okay=False,
             help="Box file (CSV or COCO JSON) with a label per vertebra, from the world the "
-            "model was trained on (never the images it will audit).",
+            "model was trained on (never the images it will audit); not with --task localizer.",
         ),
-    ],
+    ] = None,
     quantile: Annotated[
         float,
         typer.Option(
@@ -51,7 +53,11 @@ def guard_command(
         typer.Option(min=0.1, max=0.5, help="Share of the patients held out for the threshold."),
     ] = 0.5,
     max_crops: Annotated[
-        int, typer.Option(min=10, help="Most crops used on each side (fit, held out).")
+        int,
+        typer.Option(
+            min=10,
+            help="Most crops (images with --task localizer) used on each side (fit, held out).",
+        ),
     ] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the patient split and the subsampling.")] = 0,
     source: Annotated[
@@ -69,6 +75,9 @@ def guard_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a guard the bundle already has.")
     ] = False,
+    task: Annotated[
+        Task, typer.Option(help="Guard a fracture classifier or a vertebra localizer bundle.")
+    ] = Task.CLASSIFIER,
 ) -> None:
     """Fit the "out of its depth" guard of a classifier bundle and store it in the bundle.
 
@@ -76,7 +85,27 @@ def guard_command(
     shrunk covariance of the network's features, the held-out part the threshold (see
     docs/models.md). Writes guard.safetensors and the card's guard record; the weights are
     untouched. A bundle that already has a guard is refused without --force.
+
+    With --task localizer: BUNDLE is a localizer bundle and the guard is fitted on the lateral
+    TL images of ARCHIVE (no annotations), split by patient in the same way.
     """
+    if task is Task.LOCALIZER:
+        if annotations is not None or method:
+            raise UsageError("--task localizer takes no --annotations and no --method")
+        _guard_localizer(
+            bundle,
+            archive,
+            quantile,
+            archive_share,
+            heldout_fraction,
+            max_crops,
+            seed,
+            source,
+            force,
+        )
+        return
+    if annotations is None:
+        raise UsageError("--annotations is required to guard a classifier bundle")
     # torch loads here, not at import
     from auditor.training.guard import fit_guard_on_archive
 
@@ -102,6 +131,40 @@ def guard_command(
         f"{escape(str(result.bundle.path))}: domain guard fitted on {result.n_fit} crops, "
         f"threshold on {result.n_heldout} held-out crops ({result.n_patients} patients)\n"
         f"  {escape(guard.describe())}",
+        highlight=False,
+    )
+
+
+def _guard_localizer(
+    bundle: Path,
+    archive: Path,
+    quantile: float,
+    archive_share: float,
+    heldout_fraction: float,
+    max_images: int,
+    seed: int,
+    source: str,
+    force: bool,
+) -> None:
+    """``tlaudit guard --task localizer``."""
+    from auditor.localizer.guard_fit import fit_guard_on_localizer
+
+    result = fit_guard_on_localizer(
+        bundle,
+        archive,
+        quantile=quantile,
+        archive_share=archive_share,
+        heldout_fraction=heldout_fraction,
+        max_images=max_images,
+        seed=seed,
+        force=force,
+        source=source,
+    )
+    skipped = f"; {result.unreadable} unreadable images skipped" if result.unreadable else ""
+    Console().print(
+        f"{escape(str(result.folder))}: localizer domain guard fitted on {result.n_fit} images, "
+        f"threshold on {result.n_heldout} held-out images ({result.n_patients} patients)"
+        f"{skipped}\n  {escape(result.guard.describe())}",
         highlight=False,
     )
 

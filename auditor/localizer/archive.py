@@ -5,8 +5,11 @@ a scan would keep are localized. The box file has the columns ``scan --boxes`` r
 ``sop_instance_uid``, ``level``, ``x_min``..``y_max``, ``patient_id``, ``study_uid``) plus
 ``source`` (always ``localizer``), ``confidence`` (detection score), ``level_confidence`` and
 ``anchor`` for a person reviewing it. A second CSV beside it (``<stem>.images.csv``) lists every
-candidate with its outcome: how many boxes, partial bodies, the anchor, and the reason when
-nothing usable was found or the file could not be read. Nothing stops the batch. A scan with
+candidate with its outcome: how many boxes, partial bodies, the anchor, the reason when nothing
+usable was found or the file could not be read, and the localizer's domain-guard distance with
+whether it put the image out of distribution (:mod:`auditor.localizer.guard`: such an image gets
+no box and is counted with the images on which nothing usable was found). Nothing stops the
+batch. A scan with
 ``--pseudonymise`` has both files name each image as its reports do, without its identifiers
 (``shown`` of :func:`localize_archive`).
 """
@@ -51,12 +54,25 @@ BOX_COLUMNS = (
     "patient_id",
     "study_uid",
 )
-IMAGE_COLUMNS = ("image", "status", "boxes", "partial", "anchor", "level_confidence", "reason")
+IMAGE_COLUMNS = (
+    "image",
+    "status",
+    "boxes",
+    "partial",
+    "anchor",
+    "level_confidence",
+    "reason",
+    "distance",
+    "out_of_distribution",
+)
 
 
 @dataclass(frozen=True)
 class LocalizeSummary:
     """What ``localize_archive`` did: the boxes it found, each image's outcome, files and counts.
+
+    ``nothing_found`` counts every readable candidate without boxes; ``out_of_distribution`` those
+    of them the domain guard refused.
 
     ``found`` holds the boxes exactly as the box file states them (coordinates rounded as
     written, rows numbered as the file's data rows), so a caller can use them in memory and a
@@ -73,6 +89,7 @@ class LocalizeSummary:
     boxes: int
     found: tuple[VertebraBox, ...] = ()
     outcomes: tuple[LocalizerOutcome, ...] = ()
+    out_of_distribution: int = 0
 
 
 def _atomic_csv(path: Path, header: tuple[str, ...], rows: list[dict[str, object]]) -> None:
@@ -188,7 +205,7 @@ def localize_archive(
     found: list[VertebraBox] = []
     image_rows: list[dict[str, object]] = []
     outcomes: list[LocalizerOutcome] = []
-    localized = nothing = unreadable = 0
+    localized = nothing = unreadable = refused = 0
     out = Path(out)
     image_file = out.with_name(out.stem + ".images.csv")
     if records is None:  # the box files are this command's output, even inside the archive
@@ -211,6 +228,7 @@ def localize_archive(
             status = "localized" if result.boxes else "nothing_found"
             localized += bool(result.boxes)
             nothing += not result.boxes
+            refused += result.out_of_distribution
             image_rows.append(
                 {
                     "image": name,
@@ -220,9 +238,19 @@ def localize_archive(
                     "anchor": result.anchor,
                     "level_confidence": round(result.level_confidence, 4),
                     "reason": result.reason,
+                    "distance": "" if result.distance is None else round(result.distance, 4),
+                    "out_of_distribution": "yes" if result.out_of_distribution else "",
                 }
             )
-            outcomes.append(LocalizerOutcome(record.relpath, status, result.reason))
+            outcomes.append(
+                LocalizerOutcome(
+                    record.relpath,
+                    status,
+                    result.reason,
+                    result.distance,
+                    result.out_of_distribution,
+                )
+            )
             rows: list[dict[str, object]] = []
             stated_boxes: list[VertebraBox] = []
             for box in result.boxes:
@@ -267,7 +295,13 @@ def localize_archive(
                 progress(record.relpath)
     _atomic_csv(out, BOX_COLUMNS, box_rows)
     _atomic_csv(image_file, IMAGE_COLUMNS, image_rows)
-    logger.info("localized %d of %d candidates (%d boxes)", localized, candidates, len(box_rows))
+    logger.info(
+        "localized %d of %d candidates (%d boxes; %d out of distribution)",
+        localized,
+        candidates,
+        len(box_rows),
+        refused,
+    )
     return LocalizeSummary(
         out,
         image_file,
@@ -279,4 +313,5 @@ def localize_archive(
         len(box_rows),
         tuple(found),
         tuple(outcomes),
+        refused,
     )

@@ -1,8 +1,9 @@
 """The localizer's bundle: its card, and reading and writing the bundle folder.
 
 A bundle is a folder holding ``card.json`` (format marker, architecture, working size, decoding
-thresholds, training summary, measured figures, limits, the weights' SHA-256) and
-``weights.safetensors`` (the network's state dict). Loading never unpickles anything; the file
+thresholds, training summary, measured figures, limits, the weights' SHA-256, and optionally the
+record of a domain guard), ``weights.safetensors`` (the network's state dict) and, with a guard,
+``guard.safetensors`` (:mod:`auditor.localizer.guard`). Loading never unpickles anything; the file
 handling shared with the classifier's bundle is :mod:`auditor.bundle_files`. Running the network
 on radiographs is :mod:`auditor.localizer.infer`.
 """
@@ -20,7 +21,9 @@ from auditor import __version__
 from auditor.bundle_files import checked_sha256, read_card, read_weights, write_weights
 from auditor.errors import BundleError, TlauditError
 from auditor.files import write_text_atomic
+from auditor.localizer.guard import read_localizer_guard
 from auditor.localizer.network import HEAT_CHANNELS, LocalizerNet
+from auditor.model.stage_guard import StageGuard
 from auditor.resources import resource_path
 from auditor.vocab import Level
 
@@ -111,11 +114,13 @@ class LocalizerCard:
 
 @dataclass(frozen=True)
 class LocalizerBundle:
-    """A loaded bundle: the network (CPU, eval mode), its card and the folder it came from."""
+    """A loaded bundle: the network (CPU, eval mode), its card, the folder it came from and its
+    domain guard (None for a bundle without one)."""
 
     net: LocalizerNet
     card: LocalizerCard
     path: Path
+    guard: StageGuard | None = None
 
 
 def save_localizer(net: LocalizerNet, card: LocalizerCard, folder: Path) -> Path:
@@ -137,7 +142,8 @@ def load_localizer_bundle(path: Path | None = None) -> LocalizerBundle:
     ------
     BundleError
         When the folder is not a localizer bundle, its card is malformed, the weights do not
-        match the card's hash, or they do not fit the recorded architecture.
+        match the card's hash, or they do not fit the recorded architecture, or the card's
+        ``guard`` record is malformed or does not match its file or the network.
     """
     try:
         folder = resource_path("models", DEFAULT_LOCALIZER, explicit=path)
@@ -159,8 +165,11 @@ def load_localizer_bundle(path: Path | None = None) -> LocalizerBundle:
         )
     except RuntimeError as err:
         raise BundleError(f"{weights}: weights do not fit {card.architecture}: {err}") from err
+    guard = None
+    if "guard" in data:  # a bundle made before the localizer had a guard has none
+        guard = read_localizer_guard(folder, data["guard"], card_path, card.width)
     logger.info("loaded localizer %s from %s", card.name, folder)
-    return LocalizerBundle(net.eval(), card, folder)
+    return LocalizerBundle(net.eval(), card, folder, guard)
 
 
 def record_figures(folder: Path, figures: dict[str, Any], dataset: str) -> None:

@@ -2,7 +2,9 @@
 
 :func:`load_localizer` loads a bundle (:mod:`auditor.localizer.bundle`) and puts its network on
 the chosen device; :meth:`Localizer.locate` finds and names the vertebral bodies on one
-radiograph.
+radiograph. With the bundle's domain guard (:mod:`auditor.localizer.guard`) the same forward
+pass gives each image a distance from the training images, and an image beyond the guard's
+threshold gets no box.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import torch
 from auditor.localizer.bundle import LocalizerCard, load_localizer_bundle
 from auditor.localizer.decode import Detection, decode
 from auditor.localizer.geometry import Letterbox, normalise
+from auditor.localizer.guard import OUT_OF_DISTRIBUTION_REASON
 from auditor.localizer.levels import assign_levels
 from auditor.localizer.network import LocalizerNet
 from auditor.localizer.plausible import DEFAULT_RULES, NOT_TL, RunRules, check_run
 from auditor.localizer.targets import BODY, PARTIAL, SACRUM
-from auditor.records import VertebraBox
+from auditor.model.stage_guard import StageGuard, stage_statistics
+from auditor.model.taps import tap_outputs
+from auditor.records import VertebraBox, is_out_of_distribution
 from auditor.vocab import Level
 
 logger = logging.getLogger(__name__)
@@ -52,7 +57,9 @@ class LocalizerResult:
     ``row`` their 1-based position, ``image`` and ``sop_instance_uid`` empty (the caller knows
     them). ``anchor`` says how levels were named (``sacrum``, ``rib`` or ``none``) and
     ``level_confidence`` how sure that naming is. ``reason`` is empty, or says why nothing usable
-    was found.
+    was found. ``distance`` is the domain guard's distance of the image (None without a guard);
+    an image ``out_of_distribution`` has no boxes and the reason
+    :data:`~auditor.localizer.guard.OUT_OF_DISTRIBUTION_REASON`.
     """
 
     boxes: tuple[VertebraBox, ...]
@@ -60,6 +67,8 @@ class LocalizerResult:
     anchor: str
     level_confidence: float
     reason: str = ""
+    distance: float | None = None
+    out_of_distribution: bool = False
 
 
 class Localizer:
@@ -68,6 +77,10 @@ class Localizer:
     ``rules`` (:mod:`auditor.localizer.plausible`) decide whether the named boxes of an image are
     a thoracolumbar spine at all; an image that fails them gets no box and the reason
     "no thoracolumbar vertebrae found: ...". None turns the check off.
+
+    ``guard`` (:mod:`auditor.localizer.guard`), when given, measures each image in the same
+    forward pass (forward hooks on the stages it reads); an image beyond its threshold gets no
+    box and the reason :data:`~auditor.localizer.guard.OUT_OF_DISTRIBUTION_REASON`.
     """
 
     def __init__(
@@ -77,12 +90,15 @@ class Localizer:
         path: Path | None = None,
         device: torch.device | None = None,
         rules: RunRules | None = DEFAULT_RULES,
+        guard: StageGuard | None = None,
     ) -> None:
         self.device = device or torch.device("cpu")
         self.net = net.eval().to(self.device)
         self.card = card
         self.path = path
         self.rules = rules
+        self.guard = guard
+        self._measure = guard.to_device(self.device) if guard is not None else None
 
     @torch.inference_mode()
     def locate(
@@ -117,21 +133,17 @@ class Localizer:
         if not images:
             return []
         del pixel_spacings_mm  # see locate()
-        size = self.card.working_size
-        canvases, masks, letterboxes = [], [], []
-        for pixels in images:
-            arr = np.asarray(pixels)
-            if arr.ndim != 2 or arr.size == 0:
-                raise ValueError(f"expected a non-empty 2-D greyscale image, got shape {arr.shape}")
-            lb = Letterbox.fit(arr.shape[0], arr.shape[1], size)
-            canvases.append(lb.place(arr))
-            mask = torch.zeros((size, size), dtype=torch.bool)
-            mask[: lb.content_rows, : lb.content_cols] = True
-            masks.append(mask)
-            letterboxes.append(lb)
-        x = normalise(torch.stack(canvases)[:, None], torch.stack(masks)[:, None])
-        # the network runs on the chosen device; peaks are decoded on the host
-        out = {key: value.cpu() for key, value in self.net(x.to(self.device)).items()}
+        x, letterboxes = self._canvases(images)
+        stages = self.guard.stages if self.guard is not None else ()
+        with tap_outputs(self.net, stages) as taps:
+            raw = self.net(x.to(self.device))
+        distances: list[float | None] = [None] * len(images)
+        if self._measure is not None:
+            # the stage guard ignores the pooled features: an empty (N, 0) stands in for them
+            measured = self._measure(x.new_zeros((len(images), 0)), taps)
+            distances = [float(d) for d in measured.cpu().numpy()]
+        # peaks are decoded on the host
+        out = {key: value.cpu() for key, value in raw.items()}
         low = min(self.card.score_threshold, self.card.sacrum_peak_threshold)
         detections = [
             [
@@ -146,7 +158,60 @@ class Localizer:
             ]
             for dets in decode(out, threshold=low)
         ]
-        return [self._result(dets, lb) for dets, lb in zip(detections, letterboxes, strict=True)]
+        return [
+            self._guarded(dets, lb, distance)
+            for dets, lb, distance in zip(detections, letterboxes, distances, strict=True)
+        ]
+
+    @torch.inference_mode()
+    def stage_statistics(
+        self, images: Sequence[npt.NDArray[np.floating]], stages: Sequence[str]
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """What a guard measures of ``images`` (as :meth:`locate_batch` takes them): per stage
+        of ``stages``, the spatial mean and sd of each channel of its output, (N, 2C) float32
+        (:func:`auditor.model.stage_guard.stage_statistics`), from the localizing forward pass.
+
+        Raises
+        ------
+        ValueError
+            When an image is not a non-empty 2-D array.
+        AttributeError
+            When the network has no stage of one of the names.
+        """
+        x, _ = self._canvases(images)
+        with tap_outputs(self.net, stages) as taps:
+            self.net(x.to(self.device))
+        return {s: stage_statistics(taps[s]).cpu().numpy() for s in stages}
+
+    def _canvases(
+        self, images: Sequence[npt.NDArray[np.floating]]
+    ) -> tuple[torch.Tensor, list[Letterbox]]:
+        """The network's input for ``images``: each letterboxed onto the working canvas and
+        standardised over its content, (N, 1, S, S) on the host, and the letterboxes."""
+        size = self.card.working_size
+        canvases, masks, letterboxes = [], [], []
+        for pixels in images:
+            arr = np.asarray(pixels)
+            if arr.ndim != 2 or arr.size == 0:
+                raise ValueError(f"expected a non-empty 2-D greyscale image, got shape {arr.shape}")
+            lb = Letterbox.fit(arr.shape[0], arr.shape[1], size)
+            canvases.append(lb.place(arr))
+            mask = torch.zeros((size, size), dtype=torch.bool)
+            mask[: lb.content_rows, : lb.content_cols] = True
+            masks.append(mask)
+            letterboxes.append(lb)
+        return normalise(torch.stack(canvases)[:, None], torch.stack(masks)[:, None]), letterboxes
+
+    def _guarded(
+        self, dets: list[Detection], lb: Letterbox, distance: float | None
+    ) -> LocalizerResult:
+        """The result of one image: refused when the guard puts it out of distribution."""
+        threshold = self.guard.threshold if self.guard is not None else None
+        if is_out_of_distribution(distance, threshold):
+            return LocalizerResult(
+                (), (), "none", 0.0, OUT_OF_DISTRIBUTION_REASON, distance, out_of_distribution=True
+            )
+        return dataclasses.replace(self._result(dets, lb), distance=distance)
 
     def _result(self, dets: list[Detection], lb: Letterbox) -> LocalizerResult:
         bodies = [d for d in dets if d.channel == BODY]
@@ -228,7 +293,7 @@ def _partial(box: npt.NDArray[np.float32], score: float) -> PartialBody:
 def load_localizer(path: Path | None = None, device: torch.device | None = None) -> Localizer:
     """Load a localizer bundle (``None``: the bundled default, see
     :func:`~auditor.localizer.bundle.load_localizer_bundle`) with its network on ``device``
-    (default: the CPU).
+    (default: the CPU) and its domain guard, when the bundle has one.
 
     Raises
     ------
@@ -236,4 +301,4 @@ def load_localizer(path: Path | None = None, device: torch.device | None = None)
         When the folder is not a loadable localizer bundle.
     """
     bundle = load_localizer_bundle(path)
-    return Localizer(bundle.net, bundle.card, bundle.path, device)
+    return Localizer(bundle.net, bundle.card, bundle.path, device, guard=bundle.guard)
