@@ -17,6 +17,10 @@ Method (measurements behind each choice are in ``models/localizer-v2/MODEL_CARD.
   probable consecutive run of the level head (anchor ``rib`` when it spans T12/L1, else
   ``none`` at lower confidence) (:mod:`~auditor.localizer.levels`). Bodies cut by the edge are
   reported as partial, without a level.
+- Before any of that, the bundle's domain guard (:mod:`~auditor.localizer.guard`) measures, in
+  the same forward pass, how far the image lies from the training images; an image beyond its
+  threshold gets no box. The run check (:mod:`~auditor.localizer.plausible`) then refuses named
+  boxes that do not form a plausible T10..S1 run.
 - Training is from scratch on the synthetic world with heavy augmentation
   (:mod:`~auditor.localizer.data`): contrast, gamma, inversion, noise, blur, rotation, scale,
   crops that cut bodies, burned-in text, collimation.
