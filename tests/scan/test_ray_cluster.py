@@ -4,11 +4,15 @@ through the CLI on that cluster finds what a local scan finds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,9 @@ from tests.helpers.scan_world import ScanWorld, make_scan_world
 
 pytestmark = pytest.mark.slow
 
-RAY = str(Path(sys.executable).with_name("ray"))
+# Ray's command line, run by this interpreter: its `ray` script may sit in another bin folder
+# (a venv over system site-packages)
+RAY = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
 
 
 def _free_port() -> int:
@@ -38,18 +44,22 @@ def cluster() -> Iterator[tuple[str, dict[str, str]]]:
         RAY_USAGE_STATS_ENABLED="0",
     )
     address = f"127.0.0.1:{_free_port()}"
+    # a short folder of its own (Ray's socket paths must stay short): the cluster's processes
+    # are found by it afterwards, so no other Ray on the machine is touched
+    folder = tempfile.mkdtemp(prefix="tlray", dir="/tmp")
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     head = ["--head", "--port", address.split(":")[1], "--include-dashboard=false"]
+    head += ["--temp-dir", folder]
     try:
         subprocess.run(
-            [RAY, "start", *head, *common],
+            [*RAY, "start", *head, *common],
             env=env,
             check=True,
             capture_output=True,
             timeout=120,
         )
         subprocess.run(
-            [RAY, "start", "--address", address, *common],
+            [*RAY, "start", "--address", address, *common],
             env=env,
             check=True,
             capture_output=True,
@@ -57,7 +67,41 @@ def cluster() -> Iterator[tuple[str, dict[str, str]]]:
         )
         yield address, env
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _kill_cluster(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _kill_cluster(folder: str) -> None:
+    """SIGKILL the processes whose command line names ``folder`` (the nodes' GCS, raylets and
+    monitors) and all their descendants (their workers and agents). ``ray stop`` would stop
+    every Ray on the machine, a developer's own cluster included."""
+    parents: dict[int, int] = {}
+    roots: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            command = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if folder.encode() in command:
+            roots.add(int(proc.name))
+    mine: set[int] = set()  # never this process nor its ancestors
+    pid = os.getpid()
+    while pid > 1 and pid not in mine:
+        mine.add(pid)
+        pid = parents.get(pid, 0)
+    doomed = roots - mine
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in doomed} - doomed
+        doomed |= children
+        grew = bool(children)
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_tasks_run_on_both_nodes(cluster: tuple[str, dict[str, str]]) -> None:
