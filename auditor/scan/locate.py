@@ -109,10 +109,7 @@ def _localize(
     }
     if config.resume and out.is_file() and outcomes.is_file():
         with outcomes.open(newline="", encoding="utf-8") as handle:
-            stored = [
-                LocalizerOutcome(csv_unsafe(row["image"]), row["status"], csv_unsafe(row["reason"]))
-                for row in csv.DictReader(handle)
-            ]
+            stored = [_stored_outcome(row) for row in csv.DictReader(handle)]
         box_file = read_box_file(out, allow_empty=True)
         if all(o.image in real for o in stored) and all(b.image in real for b in box_file.rows):
             # the files name images as the reports do; the scan goes on with the archive's paths
@@ -149,6 +146,24 @@ def _localize(
         else:
             kept.append(box)
     return BoxFile(out, tuple(kept), tuple(rejected)), tuple(done.outcomes)
+
+
+def _stored_outcome(row: dict[str, str]) -> LocalizerOutcome:
+    """One row of ``<stem>.images.csv`` read back on ``--resume``, the localizer's domain-guard
+    distance and verdict included (files written before the guard have neither)."""
+    try:
+        distance: float | None = float(row.get("distance") or "nan")
+    except ValueError:
+        distance = None
+    if distance is not None and distance != distance:  # NaN: not measured
+        distance = None
+    return LocalizerOutcome(
+        csv_unsafe(row["image"]),
+        row["status"],
+        csv_unsafe(row["reason"]),
+        distance,
+        row.get("out_of_distribution", "") == "yes",
+    )
 
 
 def _localizer_errors(outcomes: Iterable[LocalizerOutcome]) -> tuple[RowError, ...]:

@@ -53,3 +53,15 @@ def test_a_foreign_image_gets_the_refusal_row_and_synthetic_views_keep_their_box
     foreign = images["foreign/noise.dcm"]
     assert foreign["status"] == "nothing_found" and foreign["out_of_distribution"] == "yes"
     assert float(foreign["distance"]) > 1.0
+    # a resumed scan reads the localizer's outcomes back, its guard's verdicts included
+    resumed = run_scan(
+        ScanConfig(
+            archive=world / "archive",
+            out=tmp_path / "run",
+            model=bundle,
+            heatmaps=HeatmapMode.NONE,
+            resume=True,
+        )
+    )
+    assert resumed.domain is not None
+    assert (resumed.domain.images, resumed.domain.images_out) == (3, 1)
