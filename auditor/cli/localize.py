@@ -131,6 +131,7 @@ def localize_command(
     table.add_row("lateral TL candidates", str(summary.candidates))
     table.add_row("localized", str(summary.localized))
     table.add_row("nothing usable found", str(summary.nothing_found))
+    table.add_row("  of them out of the localizer's distribution", str(summary.out_of_distribution))
     table.add_row("unreadable", str(summary.unreadable))
     table.add_row("boxes written", str(summary.boxes))
     console.print(table)

@@ -304,3 +304,27 @@ def test_the_box_files_localize_writes_have_the_run_folder_s_permissions(
     plain.write_text("x")
     for written in (out, out.with_name("boxes.images.csv")):
         assert written.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_the_summary_counts_the_images_out_of_the_localizer_s_distribution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import auditor.localizer.archive as localizer_archive
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+
+    def fake(archive: Path, out: Path, *args: object, **kwargs: object):
+        # 5 candidates: 2 localized, 3 without boxes of which the guard refused 2
+        return localizer_archive.LocalizeSummary(out, out, 6, 5, 2, 3, 0, 14, out_of_distribution=2)
+
+    monkeypatch.setattr(localizer_archive, "localize_archive", fake)
+    result = runner.invoke(app, ["localize", str(archive), "--out", str(tmp_path / "b.csv")])
+    assert result.exit_code == 0, result.output
+    rows = {
+        cells[1].strip(): cells[2].strip()
+        for line in result.output.splitlines()
+        if len(cells := line.split("│")) == 4
+    }
+    assert rows["nothing usable found"] == "3"
+    assert rows["of them out of the localizer's distribution"] == "2"
