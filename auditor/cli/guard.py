@@ -207,7 +207,18 @@ def guard_rates_command(
             help="COCO detection file of real vertebrae (lateral views, images/ beside it).",
         ),
     ] = None,
+    drr: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            help="With --task localizer: DRRs of real spines, a file or a folder (its images/ "
+            "subfolder when it has one); repeat for several; foreign.",
+        ),
+    ] = None,
     max_crops: Annotated[int, typer.Option(min=1, help="Most crops per synthetic set.")] = 400,
+    max_images: Annotated[
+        int, typer.Option(min=1, help="With --task localizer: most images per held-out world.")
+    ] = 250,
     seed: Annotated[int, typer.Option(help="Seed of the subsampling and the noise.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.AUTO,
     cost: Annotated[
@@ -216,15 +227,31 @@ def guard_rates_command(
     out: Annotated[
         Path | None, typer.Option(dir_okay=False, help="Write the figures as JSON here.")
     ] = None,
+    task: Annotated[
+        Task, typer.Option(help="Measure a fracture classifier's or a vertebra localizer's guard.")
+    ] = Task.CLASSIFIER,
 ) -> None:
     """Measure a bundle's domain guard: the share of crops it marks out of distribution on
     held-out synthetic worlds (should be low) and on foreign sets (should be high), and its cost.
 
     For comparison the energy score (thresholded at the 0.99 quantile of the first held-out
     world) is counted on the same crops.
-    """
-    import json
 
+    With --task localizer: BUNDLE is a localizer bundle and the share is of whole images the
+    guard refuses, through the localizer as a scan runs it: the held-out worlds' lateral TL
+    candidates (at most --max-images each), the first world's images inverted and with Gaussian
+    noise at full resolution and at the network's input size, every readable file of --corpus
+    and the --drr images; the cost is the guard against the localizing forward pass.
+    """
+    if task is Task.LOCALIZER:
+        if spacing or detections:
+            raise UsageError("--task localizer takes no --spacing and no --detections")
+        _guard_rates_localizer(
+            bundle, heldout, corpus, drr or [], max_images, seed, device, cost, out
+        )
+        return
+    if drr:
+        raise UsageError("--drr is for --task localizer; give a classifier --detections")
     from auditor.model.bundle import load_bundle
     from auditor.model.infer import select_device
     from auditor.training import guard_rates as gr
@@ -274,11 +301,9 @@ def guard_rates_command(
     dev = select_device(device.value)
     rates = gr.measure_guard(loaded, sets, dev)
     for r in rates:
-        kind = "foreign" if r.foreign else "held-out"
         energy = "" if r.energy_flagged is None else f"; energy score {r.energy_flagged / r.n:6.1%}"
         console.print(
-            f"{escape(r.name):<32} {kind:<8} {r.flagged:>5} of {r.n:>5} flagged "
-            f"({r.share:6.1%}); median distance {r.median_distance:.2f}{energy}",
+            _rate_line(r.name, r.foreign, r.flagged, r.n, r.median_distance) + energy,
             highlight=False,
         )
     result: dict[str, object] = {
@@ -297,5 +322,99 @@ def guard_rates_command(
             highlight=False,
         )
         result["cost"] = measured.as_dict()
+    _write_figures(out, result)
+
+
+def _rate_line(name: str, foreign: bool, flagged: int, n: int, median_distance: float) -> str:
+    """One row of ``guard-rates``' table, markup escaped."""
+    kind = "foreign" if foreign else "held-out"
+    return (
+        f"{escape(name):<32} {kind:<8} {flagged:>5} of {n:>5} flagged "
+        f"({flagged / n:6.1%}); median distance {median_distance:.2f}"
+    )
+
+
+def _write_figures(out: Path | None, result: dict[str, object]) -> None:
+    """Write ``guard-rates``' figures as JSON to ``out``, when given."""
+    import json
+
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _guard_rates_localizer(
+    bundle: Path,
+    heldout: list[Path],
+    corpus: Path | None,
+    drr: list[Path],
+    max_images: int,
+    seed: int,
+    device: Device,
+    cost: bool,
+    out: Path | None,
+) -> None:
+    """``tlaudit guard-rates --task localizer``."""
+    import torch
+
+    from auditor.localizer import guard_rates as lgr
+    from auditor.localizer.infer import load_localizer
+    from auditor.model.infer import select_device
+
+    # one thread: the timings are per image on a shared machine, and comparable between runs
+    torch.set_num_threads(1)
+    console = Console(highlight=False)
+    localizer = load_localizer(bundle, select_device(device.value))
+    guard = localizer.guard
+    if guard is None:
+        raise UsageError(
+            f"{bundle} has no domain guard; fit one with tlaudit guard --task localizer"
+        )
+    sets: list[lgr.ImageSet] = []
+    for i, world in enumerate(heldout):
+        paths = lgr.world_images(world, max_images, seed + i)
+        sets.append(lgr.ImageSet(f"held-out {world.name}", paths, False, str(world)))
+    first, name = sets[0].paths, heldout[0].name
+    size = localizer.card.working_size
+    # inverted images and full-resolution noise should be accepted: the localizer was trained
+    # with both (auditor.localizer.data); noise at its input size should be refused
+    for label, change, foreign in (
+        ("inverted", lgr.Change.INVERTED, False),
+        ("noise, full resolution", lgr.Change.NOISE_FULL, False),
+        (f"noise, at {size} px input", lgr.Change.NOISE_INPUT, True),
+    ):
+        sd = "" if change is lgr.Change.INVERTED else f", sd {lgr.NOISE_SD}"
+        sets.append(lgr.ImageSet(label, first, foreign, f"{name}, {change.value}{sd}", change))
+    if corpus is not None:
+        files = lgr.image_files([corpus])
+        sets.append(
+            lgr.ImageSet(f"corpus {corpus.name}", files, True, f"readable files of {corpus}")
+        )
+    if drr:
+        files = lgr.image_files(drr)
+        where = ", ".join(str(p) for p in drr)
+        sets.append(lgr.ImageSet("DRRs", files, True, f"DRRs of real spines: {where}"))
+    rates = lgr.measure_localizer_guard(localizer, sets, seed)
+    for r in rates:
+        if r.unreadable:
+            console.print(f"  {escape(r.name)}: {len(r.unreadable)} unreadable files skipped")
+        console.print(_rate_line(r.name, r.foreign, r.flagged, r.n, r.median_distance))
+    result: dict[str, object] = {
+        "bundle": str(localizer.path),
+        "task": "localizer",
+        "guard_sha256": guard.sha256,
+        "threshold": guard.threshold,
+        "seed": seed,
+        "rates": [r.as_dict() for r in rates],
+    }
+    if cost:
+        from auditor.io.radiograph import read_radiograph
+
+        images = [read_radiograph(p).pixels for p in first[:16]]
+        measured = lgr.localizer_guard_cost(localizer, images)
+        console.print(
+            f"guard cost: {measured.guard_s * 1e6:.1f} us per image against "
+            f"{measured.forward_s * 1e3:.1f} ms for the localizing forward pass "
+            f"({measured.share:.3%}; 1 thread, batch of {measured.batch})"
+        )
+        result["cost"] = measured.as_dict()
+    _write_figures(out, result)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from auditor.checksums import file_sha256
@@ -13,6 +15,8 @@ from auditor.cli.app import app
 from auditor.errors import UsageError
 from auditor.model.bundle import CARD_FILE, WEIGHTS_FILE, create_untrained_bundle, load_bundle
 from auditor.model.guard import GUARD_FILE
+from auditor.resources import resource_path
+from auditor.synth import SynthConfig, write_archive
 from tests.helpers.train_world import make_world
 
 runner = CliRunner()
@@ -51,3 +55,44 @@ def test_guard_fits_stores_and_refuses_to_overwrite_without_force(tmp_path: Path
     assert replaced.quantiles["0.9"] == pytest.approx(replaced.threshold)
     assert "the 0.9 quantile" in replaced.fitted_on["threshold_rule"]
     assert file_sha256(bundle_dir / WEIGHTS_FILE) == weights_sha
+
+
+def test_guard_rates_of_the_localizer_flag_noise_and_keep_held_out_images(tmp_path: Path) -> None:
+    world = tmp_path / "world"
+    write_archive(world, studies=4, seed=31, config=SynthConfig(max_side=700, distractor_rate=0))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (300, 200), dtype=np.uint8)
+    Image.fromarray(noise).save(corpus / "noise.png")
+    (corpus / "notes.txt").write_text("not an image\n")
+    out = tmp_path / "rates.json"
+    bundle = resource_path("models", "localizer-v2")
+    args = ["guard-rates", "--task", "localizer", str(bundle), "--heldout", str(world)]
+    result = runner.invoke(app, [*args, "--corpus", str(corpus), "--seed", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())  # rich wraps lines at the terminal's width
+    assert "corpus corpus: 1 unreadable files skipped" in output
+    assert "guard cost:" in output
+    figures = json.loads(out.read_text())
+    rates = {r["set"]: r for r in figures["rates"]}
+    assert list(rates) == [
+        "held-out world",
+        "inverted",
+        "noise, full resolution",
+        "noise, at 192 px input",
+        "corpus corpus",
+    ]
+    for name, r in rates.items():
+        assert f"{name} " in output and f"{r['flagged']} of {r['n']} flagged" in output
+    held = rates["held-out world"]
+    assert held["n"] >= 4 and not held["foreign"]
+    assert held["flagged"] <= held["n"] // 4  # mostly kept (the bundled guard: 0-0.4 %)
+    assert rates["inverted"]["n"] == held["n"]
+    assert rates["corpus corpus"] == {**rates["corpus corpus"], "n": 1, "flagged": 1}
+    noisy = rates["noise, at 192 px input"]
+    assert noisy["foreign"] and noisy["flagged"] == noisy["n"]
+    assert figures["threshold"] > 0 and figures["cost"]["batch"] >= 1
+
+    refused = runner.invoke(app, [*args, "--detections", str(out)])
+    assert isinstance(refused.exception, UsageError)
+    assert "takes no --spacing and no --detections" in str(refused.exception)
