@@ -97,6 +97,7 @@ class BenchConfig:
     # alternating with the local engine, to measure Ray's overhead
     ray: bool = False
     ray_address: str | None = None
+    model_in_workers: bool = False  # the scan's workers run the model too (scan --model-in-workers)
 
 
 @dataclass(frozen=True)
@@ -457,6 +458,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
             workers=workers,
             threads=config.threads,
             heatmaps=HeatmapMode.POSITIVE,
+            model_in_workers=config.model_in_workers,
         )
         scan: ScanResult = run_scan(scan_config)
         threads = torch.get_num_threads() if config.threads is None else config.threads

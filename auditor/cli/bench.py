@@ -86,6 +86,13 @@ def bench(
             "localizer's decode and with a second decode (twice each), and report the speed-up.",
         ),
     ] = False,
+    model_in_workers: Annotated[
+        bool,
+        typer.Option(
+            "--model-in-workers",
+            help="The scan's worker processes run the model too (as scan --model-in-workers).",
+        ),
+    ] = False,
     ray: Annotated[
         bool,
         typer.Option(
@@ -230,6 +237,7 @@ def bench(
             localizer_scan=localizer_scan,
             ray=ray,
             ray_address=ray_address,
+            model_in_workers=model_in_workers,
         ),
         say=lambda message: console.print(escape(message), highlight=False),
     )

@@ -171,10 +171,20 @@ def scan(
     engine: Annotated[
         Engine,
         typer.Option(
-            help="Where images are decoded and cut into crops: worker processes on this machine, "
-            "or tasks on a Ray cluster (needs: pip install 'tlaudit[ray]'); the model runs here.",
+            help="Where images are decoded, cut into crops and (on Ray) classified: worker "
+            "processes on this machine, or tasks on a Ray cluster (needs: pip install "
+            "'tlaudit[ray]').",
         ),
     ] = Engine.LOCAL,
+    model_in_workers: Annotated[
+        bool,
+        typer.Option(
+            "--model-in-workers",
+            help="The local worker processes classify the crops they cut (one model and one "
+            "thread each) instead of this process running the model beside them; CPU only. "
+            "Same findings; faster on a 2-core CPU with --workers 2 (docs/speed.md).",
+        ),
+    ] = False,
     ray_address: Annotated[
         str | None,
         typer.Option(
@@ -279,6 +289,7 @@ def scan(
         workers=workers,
         engine=engine,
         ray_address=ray_address,
+        model_in_workers=model_in_workers,
         resume=resume,
         pseudonymise=pseudonymise,
         pseudonym_salt=pseudonym_salt,

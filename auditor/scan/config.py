@@ -75,6 +75,9 @@ class ScanConfig:
     # ray_address (None: a Ray instance started on this machine); the model runs in this process
     engine: Engine | str = Engine.LOCAL
     ray_address: str | None = None
+    # the local engine's worker processes classify the crops they cut too (one model and one
+    # thread each) instead of this process running the model beside them; CPU only
+    model_in_workers: bool = False
     resume: bool = False
     pseudonymise: bool = False
     pseudonym_salt: str | None = None

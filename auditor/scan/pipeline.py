@@ -277,13 +277,17 @@ def _classify(
 
 
 def _on_workers(config: ScanConfig, model: _Model) -> ModelSpec | None:
-    """On Ray the workers that cut the crops classify them too, one model each; locally the
-    model runs here, on the threads the crop workers leave."""
-    if config.engine is not Engine.RAY:
+    """On Ray, and locally with ``--model-in-workers``, the workers that cut the crops classify
+    them too, one model each; otherwise the model runs here, on the threads the crop workers
+    leave."""
+    if config.engine is not Engine.RAY and not config.model_in_workers:
         return None
+    what = "--engine ray" if config.engine is Engine.RAY else "--model-in-workers"
     classifier = model.classifier
     if classifier.device.type != "cpu":
-        raise UsageError("--engine ray runs the model on the workers' CPUs: use --device cpu")
+        raise UsageError(f"{what} runs the model on the workers' CPUs: use --device cpu")
+    if config.engine is Engine.LOCAL and config.workers == 0:
+        raise UsageError("--model-in-workers needs worker processes: --workers 1 or more")
     return ModelSpec(
         config.model, model.bundle.sha256, str(classifier.precision), classifier.heatmap
     )

@@ -669,3 +669,13 @@ def test_resume_keeps_a_reviewed_workbook_and_carries_its_verdicts_over(
     # a workbook without verdicts is simply replaced, and a second resume keeps the next one apart
     third = run_scan(_config(world, bundle, out, heatmaps=HeatmapMode.NONE, resume=True))
     assert third.reports["xlsx (the reviewed workbook, kept)"] == out / "audit.reviewed-2.xlsx"
+
+
+def test_the_model_in_the_workers_finds_the_same(
+    world: ScanWorld, bundle: Path, scanned: ScanResult, tmp_path: Path
+) -> None:
+    result = run_scan(_config(world, bundle, tmp_path / "run", workers=2, model_in_workers=True))
+    assert result.n_vertebrae == scanned.n_vertebrae
+    assert result.reports["csv"].read_bytes() == scanned.reports["csv"].read_bytes()
+    with pytest.raises(UsageError, match="--workers 1 or more"):
+        run_scan(_config(world, bundle, tmp_path / "none", workers=0, model_in_workers=True))
