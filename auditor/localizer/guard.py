@@ -27,7 +27,9 @@ Storage: ``guard.safetensors`` beside the localizer's weights and a ``guard`` re
 ``card.json``, both as a classifier's stage guard writes them
 (:func:`auditor.model.stage_guard.write_domain_guard`). Loading validates the record, the file's
 SHA-256 and every part's stage and width against the bundle's network and runs no code
-(:func:`read_localizer_guard`). A bundle without a ``guard`` record loads without a guard.
+(:func:`read_localizer_guard`, through the one reader of stage guards,
+:func:`auditor.model.stage_guard.read_stage_guard`). A bundle without a ``guard`` record loads
+without a guard.
 """
 
 from __future__ import annotations
@@ -37,22 +39,17 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from auditor.bundle_files import checked_sha256, read_weights
-from auditor.errors import BundleError
 from auditor.files import write_text_atomic
 from auditor.model.guard import DEFAULT_ARCHIVE_SHARE, DEFAULT_QUANTILE, GUARD_FILE, GuardFeatures
 from auditor.model.stage_guard import (
-    MAX_PARTS,
-    STAGE_METHOD,
     PartSpec,
     StageGuard,
-    StagePart,
     fit_stage_guard,
+    read_stage_guard,
     write_domain_guard,
 )
 
@@ -91,19 +88,11 @@ def localizer_stages(width: int) -> dict[str, int]:
 def check_localizer_guard(guard: StageGuard, width: int) -> None:
     """Raise :class:`BundleError` unless every part of ``guard`` reads a stage of a localizer
     network of ``width`` (:func:`localizer_stages`) at that stage's width."""
-    stages = localizer_stages(width)
-    for i, part in enumerate(guard.parts):
-        if part.stage not in stages:
-            raise BundleError(
-                f"guard part {i} reads stage {part.stage!r}; the localizer network has "
-                f"{', '.join(stages)}"
-            )
-        expected = stages[part.stage] * (2 if part.statistics == "mean+sd" else 1)
-        if part.width != expected:
-            raise BundleError(
-                f"guard part {i} measures {part.width} numbers of {part.stage}; its "
-                f"{part.statistics} has {expected} in a localizer of width {width}"
-            )
+    guard.check_stages(localizer_stages(width), _network(width))
+
+
+def _network(width: int) -> str:
+    return f"a localizer network of width {width}"
 
 
 def fit_localizer_guard(
@@ -160,12 +149,10 @@ def write_localizer_guard(folder: Path, card_file: Path, guard: StageGuard | Non
         (folder / GUARD_FILE).unlink(missing_ok=True)
 
 
-_PART_KEYS = frozenset({"stage", "statistics", "normalised", "features", "classes", "scale"})
-
-
 def read_localizer_guard(folder: Path, record: object, card_path: Path, width: int) -> StageGuard:
     """The guard a localizer card's ``guard`` ``record`` describes, read from ``folder`` and
-    validated against a localizer network of ``width``.
+    validated against a localizer network of ``width``
+    (:func:`auditor.model.stage_guard.read_stage_guard`).
 
     Raises
     ------
@@ -174,70 +161,12 @@ def read_localizer_guard(folder: Path, record: object, card_path: Path, width: i
         missing, does not match its SHA-256 or cannot be read, or the guard does not fit the
         network.
     """
-    where = f"{card_path}: localizer domain guard"
-    if not isinstance(record, Mapping):
-        raise BundleError(f"{where} must be a JSON object, not {type(record).__name__}")
-    if record.get("method") != STAGE_METHOD:
-        raise BundleError(f"{where} method {record.get('method')!r}; expected {STAGE_METHOD!r}")
-    if record.get("file") != GUARD_FILE:
-        raise BundleError(
-            f"{where} file {record.get('file')!r}; expected {GUARD_FILE!r} beside the weights"
-        )
-    path = Path(folder) / GUARD_FILE
-    if not path.is_file():
-        raise BundleError(
-            f"{where} file {GUARD_FILE} is missing from {folder}: copy it with the bundle, or "
-            "remove the card's 'guard' entry to localize without the guard"
-        )
-    specs = record.get("parts")
-    if not isinstance(specs, list) or not 1 <= len(specs) <= MAX_PARTS:
-        raise BundleError(f"{where} parts must be a list of 1 to {MAX_PARTS} objects")
-    sha256 = checked_sha256(path, record.get("sha256"), card_path)
-    tensors = read_weights(path)
-    expected = {f"part{i}.{k}" for i in range(len(specs)) for k in ("centres", "covariance")}
-    if set(tensors) != expected:
-        raise BundleError(f"{where} file holds {sorted(tensors)}; expected {sorted(expected)}")
-    try:
-        parts = tuple(_part(i, spec, tensors) for i, spec in enumerate(specs))
-        fitted_on = record.get("fitted_on", {})
-        if not isinstance(fitted_on, Mapping):
-            raise BundleError("fitted_on must be a JSON object")
-        for key in ("threshold", "archive_share"):
-            if isinstance(record.get(key), bool):
-                raise BundleError(f"{key} {record[key]!r}; expected a number")
-        guard = StageGuard(
-            parts,
-            threshold=float(record["threshold"]),
-            quantiles=dict(record.get("quantiles", {})),
-            archive_share=float(record.get("archive_share", DEFAULT_ARCHIVE_SHARE)),
-            fitted_on=dict(fitted_on),
-            sha256=sha256,
-        )
-        check_localizer_guard(guard, width)
-    except BundleError as err:
-        raise BundleError(f"{where}: {err}") from err
-    except (KeyError, TypeError, ValueError) as err:
-        raise BundleError(f"{where} is malformed: {err!r}") from err
-    return guard
-
-
-def _part(i: int, spec: object, tensors: Mapping[str, Any]) -> StagePart:
-    """Part ``i`` of a guard record, with its arrays from the guard file."""
-    if not isinstance(spec, Mapping) or set(spec) != _PART_KEYS:
-        raise BundleError(f"part {i} must be an object with the keys {sorted(_PART_KEYS)}")
-    centres = tensors[f"part{i}.centres"].float().numpy()
-    if [spec["features"], spec["classes"]] != [centres.shape[1], centres.shape[0]]:
-        raise BundleError(
-            f"part {i} records {spec['classes']} x {spec['features']} centres; the file holds "
-            f"{centres.shape[0]} x {centres.shape[1]}"
-        )
-    if not isinstance(spec["stage"], str) or isinstance(spec["scale"], bool):
-        raise BundleError(f"part {i} has a malformed stage or scale")
-    return StagePart(
-        spec["stage"],
-        str(spec["statistics"]),
-        spec["normalised"],
-        centres,
-        tensors[f"part{i}.covariance"].float().numpy(),
-        scale=float(spec["scale"]),
+    return read_stage_guard(
+        folder,
+        record,
+        card_path,
+        localizer_stages(width),
+        _network(width),
+        label="localizer domain guard",
+        use="localize",
     )

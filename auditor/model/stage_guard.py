@@ -32,7 +32,8 @@ statistics and distances are computed on the device, in float32.
 Storage: ``guard.safetensors`` holds ``part{i}.centres`` and ``part{i}.covariance`` for each
 part; the card's record names each part's stage, statistics, normalisation, width, classes and
 scale (:meth:`StageGuard.record`). Loading validates every field against the architecture's
-stages (:data:`auditor.model.network.GUARD_STAGES`) and runs no code (:func:`read_domain_guard`).
+stages (:data:`auditor.model.network.GUARD_STAGES`) and runs no code (:func:`read_stage_guard`,
+the one reader of stage guards, a classifier's and a localizer's).
 """
 
 from __future__ import annotations
@@ -213,18 +214,22 @@ class StageGuard:
     def check_fits(self, architecture: str) -> None:
         """Raise :class:`BundleError` unless every part reads a stage of ``architecture``
         (:data:`auditor.model.network.GUARD_STAGES`) at that stage's width."""
-        stages = GUARD_STAGES.get(architecture, {})
+        self.check_stages(GUARD_STAGES.get(architecture, {}), f"a {architecture}")
+
+    def check_stages(self, stages: Mapping[str, int], network: str) -> None:
+        """Raise :class:`BundleError` unless every part reads one of ``stages`` (stage name:
+        output channels of the ``network`` the guard rides on) at that stage's width."""
         for i, part in enumerate(self.parts):
             if part.stage not in stages:
                 raise BundleError(
-                    f"guard part {i} reads stage {part.stage!r}; a {architecture} has "
+                    f"guard part {i} reads stage {part.stage!r}; {network} has "
                     f"{', '.join(stages) or 'no stages a guard may read'}"
                 )
             width = stages[part.stage] * (2 if part.statistics == "mean+sd" else 1)
             if part.width != width:
                 raise BundleError(
                     f"guard part {i} measures {part.width} numbers of {part.stage}; its "
-                    f"{part.statistics} has {width}"
+                    f"{part.statistics} has {width} in {network}"
                 )
 
     def distances(self, statistics: Mapping[str, npt.ArrayLike]) -> npt.NDArray[np.float32]:
@@ -412,8 +417,8 @@ def write_domain_guard(directory: Path, guard: DomainGuard) -> dict[str, Any]:
 def read_domain_guard(
     folder: Path, record: object, card_path: Path, architecture: str
 ) -> DomainGuard:
-    """The guard a card's ``guard`` ``record`` describes, of any method, read from ``folder``
-    and validated against a network of ``architecture``.
+    """The guard a classifier card's ``guard`` ``record`` describes, of any method, read from
+    ``folder`` and validated against a network of ``architecture``.
 
     Raises
     ------
@@ -423,7 +428,42 @@ def read_domain_guard(
     """
     if not (isinstance(record, Mapping) and record.get("method") == STAGE_METHOD):
         return read_guard(folder, record, card_path, penultimate_width(architecture))
-    where = f"{card_path}: domain guard"
+    return read_stage_guard(
+        folder, record, card_path, GUARD_STAGES.get(architecture, {}), f"a {architecture}"
+    )
+
+
+_PART_KEYS = frozenset({"stage", "statistics", "normalised", "features", "classes", "scale"})
+
+
+def read_stage_guard(
+    folder: Path,
+    record: object,
+    card_path: Path,
+    stages: Mapping[str, int],
+    network: str,
+    *,
+    label: str = "domain guard",
+    use: str = "scan",
+) -> StageGuard:
+    """The stage guard a card's ``guard`` ``record`` describes, read from :data:`GUARD_FILE` in
+    ``folder`` and validated against ``stages`` (stage name: output channels) of ``network``
+    (for the messages, e.g. "a resnet18"). The one reader of stage guards, a classifier's
+    (:func:`read_domain_guard`) and a localizer's (:mod:`auditor.localizer.guard`); ``label``
+    names the guard in messages and ``use`` what the bundle does without one ("scan").
+
+    Raises
+    ------
+    BundleError
+        When the record is not an object of :data:`STAGE_METHOD`, is malformed or does not match
+        its file, the file is missing, does not match its SHA-256 or cannot be read, or a part
+        reads a stage ``stages`` lacks or at another width.
+    """
+    where = f"{card_path}: {label}"
+    if not isinstance(record, Mapping):
+        raise BundleError(f"{where} must be a JSON object, not {type(record).__name__}")
+    if record.get("method") != STAGE_METHOD:
+        raise BundleError(f"{where} method {record.get('method')!r}; expected {STAGE_METHOD!r}")
     if record.get("file") != GUARD_FILE:
         raise BundleError(
             f"{where} file {record.get('file')!r}; expected {GUARD_FILE!r} beside the weights"
@@ -432,7 +472,7 @@ def read_domain_guard(
     if not path.is_file():
         raise BundleError(
             f"{where} file {GUARD_FILE} is missing from {folder}: copy it with the bundle, or "
-            "remove the card's 'guard' entry to scan without the guard"
+            f"remove the card's 'guard' entry to {use} without the guard"
         )
     specs = record.get("parts")
     if not isinstance(specs, list) or not 1 <= len(specs) <= MAX_PARTS:
@@ -442,44 +482,47 @@ def read_domain_guard(
     expected = {f"part{i}.{k}" for i in range(len(specs)) for k in ("centres", "covariance")}
     if set(tensors) != expected:
         raise BundleError(f"{where} file holds {sorted(tensors)}; expected {sorted(expected)}")
-    keys = {"stage", "statistics", "normalised", "features", "classes", "scale"}
     try:
-        parts = []
-        for i, spec in enumerate(specs):
-            if not isinstance(spec, Mapping) or set(spec) != keys:
-                raise BundleError(f"part {i} must be an object with the keys {sorted(keys)}")
-            centres = tensors[f"part{i}.centres"].float().numpy()
-            if [spec["features"], spec["classes"]] != [centres.shape[1], centres.shape[0]]:
-                raise BundleError(
-                    f"part {i} records {spec['classes']} x {spec['features']} centres; the "
-                    f"file holds {centres.shape[0]} x {centres.shape[1]}"
-                )
-            if not isinstance(spec["stage"], str) or isinstance(spec["scale"], bool):
-                raise BundleError(f"part {i} has a malformed stage or scale")
-            parts.append(
-                StagePart(
-                    spec["stage"],
-                    str(spec["statistics"]),
-                    spec["normalised"],
-                    centres,
-                    tensors[f"part{i}.covariance"].float().numpy(),
-                    scale=float(spec["scale"]),
-                )
-            )
+        parts = tuple(_read_part(i, spec, tensors) for i, spec in enumerate(specs))
         fitted_on = record.get("fitted_on", {})
         if not isinstance(fitted_on, Mapping):
             raise BundleError("fitted_on must be a JSON object")
+        for key in ("threshold", "archive_share"):
+            if isinstance(record.get(key), bool):
+                raise BundleError(f"{key} {record[key]!r}; expected a number")
         guard = StageGuard(
-            tuple(parts),
+            parts,
             threshold=float(record["threshold"]),
             quantiles=dict(record.get("quantiles", {})),
             archive_share=float(record.get("archive_share", DEFAULT_ARCHIVE_SHARE)),
             fitted_on=dict(fitted_on),
             sha256=sha256,
         )
-        guard.check_fits(architecture)
+        guard.check_stages(stages, network)
     except BundleError as err:
         raise BundleError(f"{where}: {err}") from err
     except (KeyError, TypeError, ValueError) as err:
         raise BundleError(f"{where} is malformed: {err!r}") from err
     return guard
+
+
+def _read_part(i: int, spec: object, tensors: Mapping[str, torch.Tensor]) -> StagePart:
+    """Part ``i`` of a stage guard's record, with its arrays from the guard file."""
+    if not isinstance(spec, Mapping) or set(spec) != _PART_KEYS:
+        raise BundleError(f"part {i} must be an object with the keys {sorted(_PART_KEYS)}")
+    centres = tensors[f"part{i}.centres"].float().numpy()
+    if [spec["features"], spec["classes"]] != [centres.shape[1], centres.shape[0]]:
+        raise BundleError(
+            f"part {i} records {spec['classes']} x {spec['features']} centres; the file holds "
+            f"{centres.shape[0]} x {centres.shape[1]}"
+        )
+    if not isinstance(spec["stage"], str) or isinstance(spec["scale"], bool):
+        raise BundleError(f"part {i} has a malformed stage or scale")
+    return StagePart(
+        spec["stage"],
+        str(spec["statistics"]),
+        spec["normalised"],
+        centres,
+        tensors[f"part{i}.covariance"].float().numpy(),
+        scale=float(spec["scale"]),
+    )
