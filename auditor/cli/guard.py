@@ -254,6 +254,7 @@ def guard_rates_command(
         raise UsageError("--drr is for --task localizer; give a classifier --detections")
     from auditor.model.bundle import load_bundle
     from auditor.model.infer import select_device
+    from auditor.model.perturb import HEAVY_NOISE, inverted, noisy
     from auditor.training import guard_rates as gr
 
     console = Console()
@@ -264,13 +265,13 @@ def guard_rates_command(
         crops = gr.world_crops(world, size, margin, max_crops, seed + i)
         sets.append(gr.CropSet(f"held-out {world.name}", crops, False, str(world)))
     first = sets[0].crops
-    sets.append(gr.CropSet("inverted", gr.inverted(first), True, f"{heldout[0].name}, inverted"))
+    sets.append(gr.CropSet("inverted", inverted(first), True, f"{heldout[0].name}, inverted"))
     sets.append(
         gr.CropSet(
             "heavy noise",
-            gr.noisy(first, seed=seed),
+            noisy(first, seed=seed),
             True,
-            f"{heldout[0].name} + Gaussian noise sd {gr.HEAVY_NOISE}",
+            f"{heldout[0].name} + Gaussian noise sd {HEAVY_NOISE}",
         )
     )
     for i, world in enumerate(spacing or []):
@@ -359,6 +360,7 @@ def _guard_rates_localizer(
     from auditor.localizer import guard_rates as lgr
     from auditor.localizer.infer import load_localizer
     from auditor.model.infer import select_device
+    from auditor.model.perturb import HEAVY_NOISE
 
     # one thread: the timings are per image on a shared machine, and comparable between runs
     torch.set_num_threads(1)
@@ -382,7 +384,7 @@ def _guard_rates_localizer(
         ("noise, full resolution", lgr.Change.NOISE_FULL, False),
         (f"noise, at {size} px input", lgr.Change.NOISE_INPUT, True),
     ):
-        sd = "" if change is lgr.Change.INVERTED else f", sd {lgr.NOISE_SD}"
+        sd = "" if change is lgr.Change.INVERTED else f", sd {HEAVY_NOISE}"
         sets.append(lgr.ImageSet(label, first, foreign, f"{name}, {change.value}{sd}", change))
     if corpus is not None:
         files = lgr.image_files([corpus])

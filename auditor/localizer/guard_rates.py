@@ -9,9 +9,12 @@ the one a scan gives. The sets (:class:`ImageSet`) are lists of files, each read
 
 - as it is (held-out worlds, the real radiographs of a corpus, DRRs);
 - inverted (a MONOCHROME1 image read as MONOCHROME2);
-- with Gaussian noise of sd :data:`NOISE_SD` on the [0, 1] grey scale, either at the image's full
-  resolution (the letterbox to the network's working size averages most of it away) or at that
-  working size (the image first shrunk as the letterbox would, so the network sees the noise).
+- with Gaussian noise of sd :data:`~auditor.model.perturb.HEAVY_NOISE` on the [0, 1] grey
+  scale, either at the image's full resolution (the letterbox to the network's working size
+  averages most of it away) or at that working size (the image first shrunk as the letterbox
+  would, so the network sees the noise).
+
+Inversion and noise are :mod:`auditor.model.perturb`'s, shared with the classifier's measure.
 
 The cost (:func:`localizer_guard_cost`) is the guard's statistics and distance alone against the
 localizing forward pass it rides on, on the same batch.
@@ -36,13 +39,12 @@ from auditor.errors import READ_FAILURES, UsageError, read_failure_reason
 from auditor.io.radiograph import read_radiograph
 from auditor.localizer.geometry import Letterbox
 from auditor.localizer.infer import Localizer
+from auditor.model.perturb import HEAVY_NOISE, inverted, noisy
 from auditor.model.taps import tap_outputs
 from auditor.vocab import FileStatus
 
 logger = logging.getLogger(__name__)
 
-#: Standard deviation of the added Gaussian noise, on the [0, 1] grey scale.
-NOISE_SD = 0.25
 #: Images per localizing forward pass.
 BATCH = 8
 
@@ -155,14 +157,12 @@ def changed(
     if change is Change.NONE:
         return pixels
     if change is Change.INVERTED:
-        return (1.0 - pixels).astype(np.float32)
+        return inverted(pixels)
     if change is Change.NOISE_INPUT:
         # shrink as the letterbox does, so that the network sees noise pixel for pixel
         lb = Letterbox.fit(pixels.shape[0], pixels.shape[1], working_size)
         pixels = lb.place(pixels).numpy()[: lb.content_rows, : lb.content_cols]
-    rng = np.random.default_rng(list(seed))
-    noisy = pixels + rng.normal(0.0, NOISE_SD, pixels.shape)
-    return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+    return noisy(pixels, HEAVY_NOISE, seed)
 
 
 def measure_localizer_guard(

@@ -6,8 +6,8 @@ commands that produced them. The crop sets:
 
 - :func:`world_crops`: the labelled vertebrae of a ``tlaudit synth`` output folder (its
   ``archive/`` and ``ground_truth.csv``);
-- :func:`inverted` and :func:`noisy`: those crops with the grey scale turned over (a MONOCHROME1
-  image read as MONOCHROME2) or with heavy Gaussian noise;
+- those crops with the grey scale turned over (a MONOCHROME1 image read as MONOCHROME2) or with
+  heavy Gaussian noise (:mod:`auditor.model.perturb`, shared with the localizer's measure);
 - :func:`grid_crops`: square boxes on a grid over radiographs that hold no thoracolumbar spine
   (the real DICOM corpus: chest, hip, tibia, dental), as a forced box file would give;
 - :func:`coco_crops`: the boxes of a COCO detection file, e.g. the vertebrae of lateral DRRs
@@ -47,8 +47,6 @@ logger = logging.getLogger(__name__)
 
 #: The file of a ``tlaudit synth`` folder that labels its vertebrae.
 WORLD_ANNOTATIONS = "ground_truth.csv"
-#: Standard deviation of :func:`noisy`'s noise, on the [0, 1] grey scale.
-HEAVY_NOISE = 0.25
 
 
 @dataclass(frozen=True)
@@ -103,20 +101,6 @@ def world_crops(
     )
     index = subsample(np.arange(len(data.crops), dtype=np.int64), max_crops, seed)
     return data.crops[index]
-
-
-def inverted(crops: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """The crops with the grey scale turned over (bone dark), as an unhandled MONOCHROME1."""
-    return (1.0 - np.asarray(crops, dtype=np.float32)).astype(np.float32)
-
-
-def noisy(
-    crops: npt.NDArray[np.float32], sigma: float = HEAVY_NOISE, seed: int = 0
-) -> npt.NDArray[np.float32]:
-    """The crops with Gaussian noise of standard deviation ``sigma`` added, clipped to [0, 1]."""
-    rng = np.random.default_rng(seed)
-    out = np.asarray(crops, dtype=np.float32) + rng.normal(0.0, sigma, np.shape(crops))
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def grid_crops(

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.localizer.guard_rates import NOISE_SD, Change, changed, image_files
+from auditor.localizer.guard_rates import Change, changed, image_files
+from auditor.model.perturb import HEAVY_NOISE
 
 
 def test_image_files_of_folders_files_and_a_drr_set(
@@ -52,4 +53,4 @@ def test_changes_leave_the_caller_s_image_alone(change: Change) -> None:
     else:
         assert out.shape == pixels.shape
     if change is Change.NOISE_FULL:
-        assert 0.5 * NOISE_SD < float(np.std(out - pixels)) < NOISE_SD
+        assert 0.5 * HEAVY_NOISE < float(np.std(out - pixels)) < HEAVY_NOISE
