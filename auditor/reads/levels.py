@@ -93,23 +93,29 @@ class LevelFinder:
         regions = alternation(tuple(rules.regions))
         ordinal = alternation(tuple(rules.ordinals))
         vertebra = alternation(rules.words["vertebra"])
+        filler = alternation(rules.words["filler"])
+        range_words = alternation(rules.words["range_words"])
+        list_words = alternation(rules.words["list_words"])
+        # "the second and third lumbar vertebrae", "de la deuxième à la quatrième vertèbre lombaire"
+        joiner = rf"\s*(?:,|{list_words}|{range_words})\s*(?:{filler}\s+)*"
+        self._ordinal_word = re.compile(ordinal, re.I)
+        self._joiner = re.compile(joiner, re.I)
         atoms = [
             rf"(?P<dot>\d{{1,2}})\.\s?(?P<dot_noun>{noun})",
-            rf"(?P<ord>{ordinal})\s+(?:{vertebra}\s+)?(?P<ord_region>{regions})(?:\s+{vertebra})?",
-            rf"(?P<ord2>{ordinal})\s+(?P<ord_noun>{noun})",
+            rf"(?P<ord>{ordinal}(?:{joiner}{ordinal})*)\s+(?:{vertebra}\s+)?"
+            rf"(?P<ord_region>{regions})(?:\s+{vertebra})?",
+            rf"(?P<ord2>{ordinal}(?:{joiner}{ordinal})*)\s+(?P<ord_noun>{noun})",
             rf"(?<![\w.])(?P<prefix>{prefix})[ \-]?(?P<num>\d{{1,2}}){_NOT_A_UNIT}",
             rf"(?P<noun>{noun})[ \-]?(?P<noun_num>\d{{1,2}}){_NOT_A_UNIT}",
         ]
         self._atom = re.compile("|".join(f"(?:{atom})" for atom in atoms), re.I)
-        range_words = alternation(rules.words["range_words"])
-        list_words = alternation(rules.words["list_words"])
         self._continuation = re.compile(
             rf"\s*(?:(?P<range>{range_words})|(?P<list>,|{list_words}))\s*"
             rf"(?P<n>\d{{1,2}}){_NOT_A_UNIT}",
             re.I,
         )
         # "T11 through the first lumbar vertebra": filler words may follow the range word
-        filler = alternation(rules.words["filler"])
+        self._range_word = re.compile(range_words, re.I)
         self._range_between = re.compile(rf"\s*(?:{range_words})\s*(?:{filler}\s+)*", re.I)
 
     def search(self, text: str) -> bool:
@@ -122,6 +128,12 @@ class LevelFinder:
         position = 0
         while (match := self._atom.search(text, position)) is not None:
             position = match.end()
+            words = match.group("ord") or match.group("ord2")
+            if words is not None and not self._ordinal(words):  # several ordinals
+                listed = self._ordinal_list(match, words)
+                if listed is not None:
+                    atoms.append(listed)
+                continue
             region, number = self._read_atom(match)
             if region is None or not 1 <= number <= _REGION_MAX[region]:
                 continue
@@ -139,6 +151,31 @@ class LevelFinder:
             atoms.append(LevelSpan(match.start(), end, _ordered(levels)))
             position = end
         return self._join_ranges(text, atoms)
+
+    def _ordinal_list(self, match: re.Match[str], words: str) -> LevelSpan | None:
+        """The levels of "the second and third lumbar vertebrae", "erster bis dritter LWK": every
+        ordinal named, and those between two joined by a range word; None where one is out of
+        its region's range."""
+        region = (
+            self._regions.get(match.group("ord_region").lower())
+            if match.group("ord") is not None
+            else self._noun_region(match.group("ord_noun"))
+        )
+        if region is None:
+            return None
+        numbers: list[int] = []
+        ranged = False
+        for word in self._ordinal_word.finditer(words):
+            n = self._ordinal(word.group())
+            if not 1 <= n <= _REGION_MAX[region]:
+                return None
+            if ranged and numbers:
+                numbers += range(numbers[-1] + 1, n)
+            numbers.append(n)
+            joiner = self._joiner.match(words, word.end())
+            ranged = joiner is not None and self._range_word.search(joiner.group()) is not None
+        levels = _ordered([f"{region}{n}" for n in numbers])
+        return LevelSpan(match.start(), match.end(), levels)
 
     def _read_atom(self, match: re.Match[str]) -> tuple[str | None, int]:
         groups = match.groupdict()

@@ -18,12 +18,15 @@ Keys of a language (each optional in an added file):
 * word lists found anywhere in a sentence: ``fracture`` (a fracture word: fracture, wedge,
   Sinterung, tassement...), ``doubtful`` (a fracture word that holds its own doubt, read as
   uncertain: Frakturverdacht), ``treated`` (a treated fracture, read as old: vertebroplasty),
-  ``injury`` (counts only when negated: "no osseous injury"), ``normal`` (a level said to be
-  normal: intact, unauffällig; read as negated), ``height`` (with a ``normal`` word and no level:
-  "vertebral body heights are maintained", read as a study-wide negation), ``spine`` (the
-  whole spine, which a ``normal`` word with no level also negates study-wide: "unremarkable
-  thoracolumbar spine", "unauffällige LWS") and ``normal_exclusions`` (a ``normal`` word next
-  to one of these is about something else: alignment, discs);
+  ``injury`` (counts only when negated: "no osseous injury"), ``associated`` (a feature beside
+  a fracture, never a fracture mention itself, so that a cue about it stays with it: "posterior
+  wall involvement cannot be excluded", "Hinterkantenbeteiligung nicht auszuschließen"),
+  ``normal`` (a level said to be normal: intact, unauffällig; read as negated), ``height``
+  (with a ``normal`` word and no level: "vertebral body heights are maintained", read as a
+  study-wide negation), ``spine`` (the whole spine or all its bodies, which a ``normal`` word
+  with no level also negates study-wide: "unremarkable thoracolumbar spine", "unauffällige
+  LWS", "intact vertebral bodies") and ``normal_exclusions`` (a ``normal`` word next to one of
+  these is about something else: alignment, discs);
 * cue phrases, each with ``preceding``, ``following`` and ``pseudo`` lists as NegEx has them:
   ``negated``, ``uncertain``, ``old`` and ``acute`` (acute overrides old);
 * ``termination`` (words that end a cue's scope: but, jedoch, mais), ``sections`` and
@@ -31,14 +34,15 @@ Keys of a language (each optional in an added file):
   not read up to the next heading or the end of its line), ``abbreviations`` (no sentence ends
   after these).
 
-Matching ignores case and accents (:func:`fold`). In the word lists a ``*`` at the start or end
-of a word stands for any letters and a space for any white space; cue phrases are matched token
-by token.
+Matching ignores case and accents (:func:`fold`), and German "ß" matches "ss". In the word
+lists a ``*`` at the start or end of a word stands for any letters and a space for any white
+space; cue phrases are matched token by token.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +62,7 @@ WORD_KEYS = (
     "doubtful",
     "treated",
     "injury",
+    "associated",
     "normal",
     "height",
     "spine",
@@ -218,7 +223,19 @@ def _strings(items: Any) -> bool:
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(fold(item).strip() for item in items))
+    return tuple(dict.fromkeys(spelling for item in items for spelling in _spellings(item)))
+
+
+def _spellings(item: str) -> tuple[str, ...]:
+    """A folded term, and its twin with German "ß" written "ss" or the other way round: reports
+    write "auszuschließen", Swiss ones and the rules "auszuschliessen" (:func:`fold` keeps "ß",
+    so that offsets stay put)."""
+    term = fold(item).strip()
+    if "ß" in term:
+        return (term, term.replace("ß", "ss"))
+    if "ss" in term.lower():
+        return (term, re.sub("ss", "ß", term, flags=re.I))
+    return (term,)
 
 
 def _merge(documents: Sequence[tuple[str, dict[str, Any]]]) -> ReportRules:

@@ -12,17 +12,20 @@
    and not the spine is skipped without running the NLP; this is what makes the parser fast.
 3. **Targets.** In each remaining sentence: the levels (:mod:`auditor.reads.levels`) and the
    findings: fracture words (``FRACTURE``), treated fractures (``TREATED``, read as old),
-   injury words (``INJURY``, counted only when negated) and "normal" words (``NORMAL``, "L2
-   intact", read as negated). The sentence is cut into segments at commas, semicolons, the
-   rules' termination words (but, jedoch, mais) and at "and" between two findings
-   ("old fracture of T12 and new fracture of L1"); a segment with neither a level nor a finding
-   joins the next.
-4. **Context.** negspacy's NegEx (:class:`negspacy.negation.Negex`), one per cue kind on a blank
-   spaCy pipeline with the rules' negation, uncertainty, history and acuity phrases, marks each
-   finding negated, uncertain, old or acute within its segment; each runs only on a sentence
-   that holds one of its preceding or following phrases (elsewhere it would mark nothing). A
-   finding's mention is then ``negated`` if negated, else ``old`` if old and not acute (a
-   treated fracture is old), else ``uncertain`` if uncertain, else ``affirmed``.
+   injury words (``INJURY``, counted only when negated), "normal" words (``NORMAL``, "L2
+   intact", read as negated) and features beside a fracture (``ASSOCIATED``, posterior wall
+   involvement: never a mention; the cues about them stay with them). The sentence is cut
+   into segments at commas, semicolons, the rules' termination words (but, jedoch, mais) and
+   at "and" between two findings ("old fracture of T12 and new fracture of L1"); a segment
+   with neither a level nor a finding joins the next.
+4. **Context.** negspacy's NegEx (as :class:`~auditor.reads.context.ScopedNegex`), one per cue
+   kind on a blank spaCy pipeline with the rules' negation, uncertainty, history and acuity
+   phrases, marks each finding negated, uncertain, old or acute within its segment; each runs
+   only on a sentence that holds one of its preceding or following phrases (elsewhere it would
+   mark nothing). A doubting, dating or acuity phrase that holds a negation phrase ("cannot be
+   excluded", "no se descarta", "not present on prior") never negates. A finding's mention is
+   then ``negated`` if negated, else ``old`` if old and not acute (a treated fracture is old),
+   else ``uncertain`` if uncertain, else ``affirmed``.
 5. **Levels.** Each level takes the nearest finding of its segment. A segment of levels only
    ("..., L1 or L2") takes the finding of the segment before it (or, first in its sentence, of
    the one after it). A finding that no level of its sentence took is a study-wide mention
@@ -56,7 +59,7 @@ if TYPE_CHECKING:
 
 #: Finding labels, strongest first (the first wins where two overlap: "sans lésion traumatique"
 #: is a negated injury, not the "normal" words "sans lésion").
-FINDING_LABELS = ("DOUBTFUL", "FRACTURE", "TREATED", "INJURY", "NORMAL")
+FINDING_LABELS = ("DOUBTFUL", "FRACTURE", "TREATED", "INJURY", "NORMAL", "ASSOCIATED")
 #: Which mention wins where one level is mentioned in several sentences: the most specific.
 _SPECIFICITY = {Mention.OLD: 0, Mention.UNCERTAIN: 1, Mention.AFFIRMED: 2, Mention.NEGATED: 3}
 _LABEL_WORDS = {label: label.lower() for label in FINDING_LABELS}  # label -> word list
@@ -129,6 +132,13 @@ class ReportParser:
             for a in sorted(rules.abbreviations, key=len, reverse=True)
         )
         self._abbreviation = re.compile(rf"(?<![\w.])(?:{abbreviations})\Z", re.I)
+        # "Z. n.", "V. a.", "p. ex.": no sentence ends at the inner period either
+        heads = "|".join(
+            rf"{re.escape(head)}(?=\s*{re.escape(tail)})"
+            for a in rules.abbreviations
+            for head, tail in _inner_splits(a)
+        )
+        self._abbreviation_head = re.compile(rf"(?<![\w.])(?:{heads or '(?!x)x'})", re.I)
         nouns = alternation((*rules.region_nouns, *rules.prefixes["T"], *rules.prefixes["L"]))
         self._ordinal_dot = re.compile(r"(?<![\w.])\d{1,2}\.\Z")
         self._level_dot = re.compile(rf"{nouns}[ \-]?\d{{1,2}}\.\Z", re.I)
@@ -207,6 +217,12 @@ class ReportParser:
         """True where a period ends no sentence: after an abbreviation, or a German ordinal."""
         stop = match.start() + 1
         if self._abbreviation.search(text, max(0, stop - 16), stop):
+            return True
+        if any(
+            head.end() == stop
+            for head in self._abbreviation_head.finditer(text, max(0, stop - 16), end)
+            if head.start() < stop
+        ):
             return True
         return bool(
             self._ordinal_dot.search(text, max(0, stop - 4), stop)
@@ -401,20 +417,23 @@ class ReportParser:
 
 
 def build_pipeline(rules: ReportRules) -> Language:
-    """A blank spaCy pipeline with four negspacy NegEx components, one per cue kind of the rules
-    (negated, uncertain, old, acute); each marks entities with ``span._.tlaudit_<kind>``."""
+    """A blank spaCy pipeline with four NegEx components (:class:`~auditor.reads.context.
+    ScopedNegex`), one per cue kind of the rules (negated, uncertain, old, acute); each marks
+    entities with ``span._.tlaudit_<kind>``."""
     import spacy
-    from negspacy.negation import Negex  # noqa: F401  (registers the "negex" factory)
+
+    from auditor.reads import context  # registers its NegEx component
 
     nlp = spacy.blank("xx")
     for kind, extension in _EXTENSIONS.items():
         cues = rules.cues[kind]
+        pseudo = (*cues.pseudo, *_negation_pseudo(rules)) if kind == "negated" else cues.pseudo
         nlp.add_pipe(
-            "negex",
+            context.FACTORY,
             name=extension,
             config={
                 "neg_termset": {
-                    "pseudo_negations": cue_tokens(cues.pseudo),
+                    "pseudo_negations": cue_tokens(pseudo),
                     "preceding_negations": cue_tokens(cues.preceding),
                     "following_negations": cue_tokens(cues.following),
                     "termination": cue_tokens(rules.termination),
@@ -423,6 +442,25 @@ def build_pipeline(rules: ReportRules) -> Language:
             },
         )
     return nlp
+
+
+def _negation_pseudo(rules: ReportRules) -> tuple[str, ...]:
+    """The doubting, dating and acuity phrases that hold a negation phrase ("cannot be excluded",
+    "ne pouvant être exclue", "no se descarta", "no change in", "not present on prior"): each
+    says its own thing, never that the finding is absent, so none of them negates."""
+    negations = rules.cues["negated"]
+    words = [_TOKEN.findall(p.lower()) for p in (*negations.preceding, *negations.following)]
+    found = []
+    for kind in ("uncertain", "old", "acute"):
+        for phrase in (*rules.cues[kind].preceding, *rules.cues[kind].following):
+            tokens = _TOKEN.findall(phrase.lower())
+            if any(_holds(tokens, w) for w in words if w):
+                found.append(phrase)
+    return tuple(found)
+
+
+def _holds(tokens: list[str], part: list[str]) -> bool:
+    return any(tokens[k : k + len(part)] == part for k in range(len(tokens) - len(part) + 1))
 
 
 def cue_tokens(phrases: Iterable[str]) -> list[str]:
@@ -441,6 +479,8 @@ def _mention(label: str, kinds: frozenset[str], excluded: bool) -> Mention | Non
         )
     if label == "INJURY":
         return Mention.NEGATED if negated else None
+    if label == "ASSOCIATED":  # posterior wall involvement: what is said of it stays with it
+        return None
     if negated:
         return Mention.NEGATED
     if label == "TREATED" or (old and not acute):
@@ -535,6 +575,12 @@ def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
                 continue
             out.append((STUDY_WIDE, f.mention))
     return out
+
+
+def _inner_splits(abbreviation: str) -> list[tuple[str, str]]:
+    """An abbreviation cut at each period followed by a space: ``z. n.`` gives (``z.``, ``n.``)."""
+    parts = re.split(r"(?<=\.)\s+", abbreviation.strip())
+    return [(" ".join(parts[:k]), " ".join(parts[k:])) for k in range(1, len(parts))]
 
 
 def _distance(start: int, end: int, finding: _Finding) -> int:
