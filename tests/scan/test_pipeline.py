@@ -12,6 +12,7 @@ import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -672,9 +673,23 @@ def test_resume_keeps_a_reviewed_workbook_and_carries_its_verdicts_over(
 
 
 def test_the_model_in_the_workers_finds_the_same(
-    world: ScanWorld, bundle: Path, scanned: ScanResult, tmp_path: Path
+    world: ScanWorld, bundle: Path, scanned: ScanResult, tmp_path: Path, monkeypatch: Any
 ) -> None:
+    from auditor.model.infer import Classifier
+    from auditor.scan import classify
+
+    # Every call of predict in this process is recorded; the workers' calls land in their own
+    # copies of the list, so an empty list here means the model ran only in the workers.
+    here: list[int] = []
+    predict = Classifier.predict
+
+    def recorded(self: Classifier, *args: Any, **kwargs: Any) -> Any:
+        here.append(os.getpid())
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict", recorded)
     result = run_scan(_config(world, bundle, tmp_path / "run", workers=2, model_in_workers=True))
+    assert here == [] and not classify._WORKER_MODELS
     assert result.n_vertebrae == scanned.n_vertebrae
     assert result.reports["csv"].read_bytes() == scanned.reports["csv"].read_bytes()
     with pytest.raises(UsageError, match="--workers 1 or more"):
