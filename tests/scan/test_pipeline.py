@@ -29,6 +29,7 @@ from auditor.reports.pseudonym import Pseudonymiser
 from auditor.scan.config import HeatmapMode
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import ScanConfig, ScanEvent, ScanResult, run_scan
+from tests.helpers.interrupt import stop_after_batches
 from tests.helpers.scan_world import (
     BAD_BOX_ROWS,
     BAD_READ_ROWS,
@@ -233,17 +234,8 @@ def test_resume_after_interruption_gives_identical_findings(
     world: ScanWorld, bundle: Path, scanned: ScanResult, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    batches = 0
-
-    def stop_after_one_batch(event: ScanEvent) -> None:
-        nonlocal batches
-        if event.kind == "batch":
-            batches += 1
-            if batches == 1:
-                raise KeyboardInterrupt("simulated kill")
-
     with pytest.raises(KeyboardInterrupt):
-        run_scan(_config(world, bundle, out), stop_after_one_batch)
+        run_scan(_config(world, bundle, out), stop_after_batches(1))
     assert not (out / "findings.csv").exists()
     with sqlite3.connect(out / JOURNAL_NAME) as db:
         assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 2  # one batch

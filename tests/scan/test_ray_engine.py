@@ -17,9 +17,10 @@ import ray
 from auditor.errors import BundleError
 from auditor.parallel import RayTasks
 from auditor.scan.classify import ModelSpec, _worker_classifier
-from auditor.scan.config import ScanConfig, ScanEvent, ScanResult
+from auditor.scan.config import ScanConfig, ScanResult
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import run_scan
+from tests.helpers.interrupt import stop_after_batches
 from tests.helpers.scan_world import ScanWorld, make_scan_world, scan_config
 
 # compares numbers between code paths: CI reruns it on AVX2 kernels and with bf16 for auto
@@ -65,17 +66,8 @@ def test_a_scan_resumes_on_the_other_engine(
     world: ScanWorld, bundle: Path, local: ScanResult, tmp_path: Path, first: str, then: str
 ) -> None:
     out = tmp_path / "run"
-    batches = 0
-
-    def stop_after_one_batch(event: ScanEvent) -> None:
-        nonlocal batches
-        if event.kind == "batch":
-            batches += 1
-            if batches == 1:
-                raise KeyboardInterrupt("simulated kill")
-
     with pytest.raises(KeyboardInterrupt):
-        run_scan(_config(world, bundle, out, engine=first, batch_size=4), stop_after_one_batch)
+        run_scan(_config(world, bundle, out, engine=first, batch_size=4), stop_after_batches(1))
     with sqlite3.connect(out / JOURNAL_NAME) as db:
         done = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
     assert 0 < done < N_STUDIES
