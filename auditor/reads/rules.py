@@ -18,9 +18,11 @@ Keys of a language (each optional in an added file):
 * word lists found anywhere in a sentence: ``fracture`` (a fracture word: fracture, wedge,
   Sinterung, tassement...), ``doubtful`` (a fracture word that holds its own doubt, read as
   uncertain: Frakturverdacht), ``treated`` (a treated fracture, read as old: vertebroplasty),
-  ``injury`` (counts only when negated: "no osseous injury"), ``associated`` (a feature beside
-  a fracture, never a fracture mention itself, so that a cue about it stays with it: "posterior
-  wall involvement cannot be excluded", "Hinterkantenbeteiligung nicht auszuschließen"),
+  ``injury`` (counts only when negated: "no osseous injury"), ``other`` (something else than a
+  fracture that a fracture word may be part of or stand beside: "disc height loss",
+  "Höhenminderung des Bandscheibenfachs", "posterior wall involvement"; never a mention, it wins
+  over a fracture word it overlaps, and a cue about it stays with it: "posterior wall
+  involvement cannot be excluded"),
   ``normal`` (a level said to be normal: intact, unauffällig; read as negated), ``height``
   (with a ``normal`` word and no level: "vertebral body heights are maintained", read as a
   study-wide negation), ``spine`` (the whole spine or all its bodies, which a ``normal`` word
@@ -62,7 +64,7 @@ WORD_KEYS = (
     "doubtful",
     "treated",
     "injury",
-    "associated",
+    "other",
     "normal",
     "height",
     "spine",

@@ -13,8 +13,9 @@
 3. **Targets.** In each remaining sentence: the levels (:mod:`auditor.reads.levels`) and the
    findings: fracture words (``FRACTURE``), treated fractures (``TREATED``, read as old),
    injury words (``INJURY``, counted only when negated), "normal" words (``NORMAL``, "L2
-   intact", read as negated) and features beside a fracture (``ASSOCIATED``, posterior wall
-   involvement: never a mention; the cues about them stay with them). The sentence is cut
+   intact", read as negated) and other things (``OTHER``, disc height loss, posterior wall
+   involvement: never a mention; they win over a fracture word they overlap, and the cues
+   about them stay with them). The sentence is cut
    into segments at commas, semicolons, the rules' termination words (but, jedoch, mais) and
    at "and" between two findings ("old fracture of T12 and new fracture of L1"); a segment
    with neither a level nor a finding joins the next.
@@ -22,8 +23,9 @@
    kind on a blank spaCy pipeline with the rules' negation, uncertainty, history and acuity
    phrases, marks each finding negated, uncertain, old or acute within its segment; each runs
    only on a sentence that holds one of its preceding or following phrases (elsewhere it would
-   mark nothing). A doubting, dating or acuity phrase that holds a negation phrase ("cannot be
-   excluded", "no se descarta", "not present on prior") never negates. A finding's mention is
+   mark nothing). A phrase of one cue kind that holds a phrase of another is no cue of that
+   other kind ("cannot be excluded", "no se descarta" and "not present on prior" never negate;
+   "nicht frisch" is old, not acute). A finding's mention is
    then ``negated`` if negated, else ``old`` if old and not acute (a treated fracture is old),
    else ``uncertain`` if uncertain, else ``affirmed``.
 5. **Levels.** Each level takes the nearest finding of its segment. A segment of levels only
@@ -58,8 +60,8 @@ if TYPE_CHECKING:
     from spacy.tokens import Doc
 
 #: Finding labels, strongest first (the first wins where two overlap: "sans lésion traumatique"
-#: is a negated injury, not the "normal" words "sans lésion").
-FINDING_LABELS = ("DOUBTFUL", "FRACTURE", "TREATED", "INJURY", "NORMAL", "ASSOCIATED")
+#: is a negated injury, not the "normal" words "sans lésion"; "disc height loss" is no fracture).
+FINDING_LABELS = ("OTHER", "DOUBTFUL", "FRACTURE", "TREATED", "INJURY", "NORMAL")
 #: Which mention wins where one level is mentioned in several sentences: the most specific.
 _SPECIFICITY = {Mention.OLD: 0, Mention.UNCERTAIN: 1, Mention.AFFIRMED: 2, Mention.NEGATED: 3}
 _LABEL_WORDS = {label: label.lower() for label in FINDING_LABELS}  # label -> word list
@@ -427,7 +429,7 @@ def build_pipeline(rules: ReportRules) -> Language:
     nlp = spacy.blank("xx")
     for kind, extension in _EXTENSIONS.items():
         cues = rules.cues[kind]
-        pseudo = (*cues.pseudo, *_negation_pseudo(rules)) if kind == "negated" else cues.pseudo
+        pseudo = (*cues.pseudo, *_held_phrases(rules, kind))
         nlp.add_pipe(
             context.FACTORY,
             name=extension,
@@ -444,17 +446,20 @@ def build_pipeline(rules: ReportRules) -> Language:
     return nlp
 
 
-def _negation_pseudo(rules: ReportRules) -> tuple[str, ...]:
-    """The doubting, dating and acuity phrases that hold a negation phrase ("cannot be excluded",
-    "ne pouvant être exclue", "no se descarta", "no change in", "not present on prior"): each
-    says its own thing, never that the finding is absent, so none of them negates."""
-    negations = rules.cues["negated"]
-    words = [_TOKEN.findall(p.lower()) for p in (*negations.preceding, *negations.following)]
+def _held_phrases(rules: ReportRules, kind: str) -> tuple[str, ...]:
+    """The phrases of the other cue kinds that hold a phrase of ``kind``: each says its own
+    thing, so none of them is a cue of ``kind``. "cannot be excluded", "no se descarta", "no
+    change in" and "not present on prior" hold a negation and never negate; "nicht frisch"
+    holds "frisch" and does not make a fracture acute; "not previously known" does not date it."""
+    own = rules.cues[kind]
+    parts = [_TOKEN.findall(p.lower()) for p in (*own.preceding, *own.following)]
     found = []
-    for kind in ("uncertain", "old", "acute"):
-        for phrase in (*rules.cues[kind].preceding, *rules.cues[kind].following):
+    for other in _EXTENSIONS:
+        if other == kind:
+            continue
+        for phrase in (*rules.cues[other].preceding, *rules.cues[other].following):
             tokens = _TOKEN.findall(phrase.lower())
-            if any(_holds(tokens, w) for w in words if w):
+            if any(_holds(tokens, part) for part in parts if part and len(part) < len(tokens)):
                 found.append(phrase)
     return tuple(found)
 
@@ -479,7 +484,7 @@ def _mention(label: str, kinds: frozenset[str], excluded: bool) -> Mention | Non
         )
     if label == "INJURY":
         return Mention.NEGATED if negated else None
-    if label == "ASSOCIATED":  # posterior wall involvement: what is said of it stays with it
+    if label == "OTHER":  # disc height loss, posterior wall involvement: no fracture mention
         return None
     if negated:
         return Mention.NEGATED

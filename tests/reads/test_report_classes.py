@@ -1,0 +1,80 @@
+"""The report parser on classes of phrasing, one sentence per mechanism that closes a class:
+what each guards is the mechanism (a rule of the parser), not the sentence. The hand-written
+table (tests/data/report_sentences.csv) measures how often the classes come up; these name them."""
+
+from __future__ import annotations
+
+import pytest
+
+from auditor.reads.levels import LevelFinder
+from auditor.reads.rules import fold, load_rules
+from auditor.reads.text import ReportParser
+
+
+@pytest.fixture(scope="module")
+def parser() -> ReportParser:
+    return ReportParser(memory=0)
+
+
+def _read(parser: ReportParser, text: str) -> dict[str, str]:
+    return {m.level: m.mention.value for m in parser.parse(text)}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a phrase of one cue kind that holds a phrase of another is no cue of that other kind
+        ("Fracture de L3 ne pouvant être exclue.", {"L3": "uncertain"}),
+        ("A fracture of L1 can not be entirely ruled out.", {"L1": "uncertain"}),
+        ("Compression fracture of L3, not present on prior.", {"L3": "affirmed"}),
+        ("Aplastamiento de L3 no conocido previamente.", {"L3": "affirmed"}),
+        ("Fraktur LWK 2, nicht frisch.", {"L2": "old"}),
+        # a pseudo phrase hides the cues inside it, not the one right after it
+        ("Höhenminderung LWK 3, im Vergleich zur Voraufnahme unverändert.", {"L3": "old"}),
+        # German ß and ss are one spelling
+        ("Fraktur von LWK 1 nicht auszuschließen.", {"L1": "uncertain"}),
+        ("Fraktur von LWK 1 nicht auszuschliessen.", {"L1": "uncertain"}),
+        # no sentence ends inside a spaced abbreviation
+        ("Z. n. Fraktur LWK 2.", {"L2": "old"}),
+        # the noun "Alter" (age) dates nothing
+        ("Keilwirbel BWK 12, Alter nicht eindeutig bestimmbar.", {"T12": "affirmed"}),
+        # inflected dating and doubting words, before and after the noun
+        ("Aplastamientos crónicos de D11 y D12.", {"T11": "old", "T12": "old"}),
+        ("Fratture di D11 e D12 pregresse.", {"T11": "old", "T12": "old"}),
+        ("Éventuelles fractures de L2.", {"L2": "uncertain"}),
+        ("Fraglicher Deckplatteneinbruch BWK 12.", {"T12": "uncertain"}),
+        # what is said of something else than the fracture stays with it
+        (
+            "Kompressionsfraktur LWK 2, eine Hinterkantenbeteiligung ist nicht auszuschließen.",
+            {"L2": "affirmed"},
+        ),
+        ("Osteochondrose L4/5 mit Höhenminderung des Bandscheibenfachs.", {}),
+        ("Loss of disc height at L4/5.", {}),
+        ("Disminución de altura del espacio discal L5-S1.", {}),
+        # study-wide statements about all the vertebral bodies
+        ("Intact vertebral bodies.", {"*": "negated"}),
+        ("Wirbelkörper regelrecht hoch.", {"*": "negated"}),
+        ("Altezza dei soma vertebrali nei limiti.", {"*": "negated"}),
+    ],
+)
+def test_a_class_of_phrasing_is_read(
+    parser: ReportParser, text: str, expected: dict[str, str]
+) -> None:
+    assert _read(parser, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "levels"),
+    [
+        ("the second and third lumbar vertebrae", ("L2", "L3")),
+        ("the first to third lumbar vertebrae", ("L1", "L2", "L3")),
+        ("des ersten und zweiten Lendenwirbelkörpers", ("L1", "L2")),
+        ("de la deuxième et de la troisième vertèbre lombaire", ("L2", "L3")),
+        ("della seconda e terza vertebra lombare", ("L2", "L3")),
+        ("de la segunda y tercera vértebras lumbares", ("L2", "L3")),
+        ("the fourth lumbar vertebra", ("L4",)),
+    ],
+)
+def test_lists_and_ranges_of_ordinals_name_each_level(text: str, levels: tuple[str, ...]) -> None:
+    found = LevelFinder(load_rules()).find(fold(text))
+    assert [span.levels for span in found] == [levels]
