@@ -25,6 +25,7 @@ from auditor.vocab import (
 
 if TYPE_CHECKING:
     from auditor.archive.inventory import FileRecord
+    from auditor.scan.feed import ImageFeed
 
 _Choice = TypeVar("_Choice", bound=Enum)
 
@@ -97,6 +98,11 @@ class ScanConfig:
     # ``source`` names the PACS in the reports instead of that folder.
     extra_records: tuple[FileRecord, ...] = ()
     source: str = ""
+    # A streamed PACS scan (auditor.pacs.stream): ``records`` are every instance's accounting
+    # row from the query, in place of a walk of ``archive`` (whose files arrive while the scan
+    # runs), and ``feed`` brings the images' files into ``archive`` (auditor.scan.feed).
+    records: tuple[FileRecord, ...] | None = None
+    feed: ImageFeed | None = None
     # the reads file: (role, export column names) the user gave (auditor.reads.columns), report
     # rule files extending the shipped ones, and whether a reads warning makes the command fail
     reads_columns: tuple[tuple[str, tuple[str, ...]], ...] = ()

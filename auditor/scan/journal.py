@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -119,6 +119,9 @@ class RunJournal:
     resume
         True to continue a run in the journal; False to start one (refused when the directory
         already holds a journal with results).
+    on_record
+        Called with the images of each batch once it is committed (a streamed archive then
+        removes their files, :mod:`auditor.scan.feed`).
 
     Raises
     ------
@@ -129,8 +132,15 @@ class RunJournal:
         When the journal file is not an SQLite database of ours.
     """
 
-    def __init__(self, run_dir: Path, fingerprint: Mapping[str, Any], resume: bool) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        fingerprint: Mapping[str, Any],
+        resume: bool,
+        on_record: Callable[[Sequence[str]], None] | None = None,
+    ) -> None:
         self.path = Path(run_dir) / JOURNAL_NAME
+        self._on_record = on_record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         existed = self.path.exists()
         try:
@@ -197,8 +207,10 @@ class RunJournal:
 
     def record(self, outcomes: Iterable[ImageOutcome]) -> None:
         """Commit the outcomes of one batch in a single transaction."""
+        images: list[str] = []
         with self._db:
             for outcome in outcomes:
+                images.append(outcome.image)
                 self._db.execute(
                     "INSERT OR REPLACE INTO images VALUES (?, ?, ?)",
                     (outcome.image, outcome.status, outcome.reason),
@@ -218,6 +230,16 @@ class RunJournal:
                         for v in outcome.vertebrae
                     ],
                 )
+        if self._on_record is not None:
+            self._on_record(images)
+
+    def forget(self, images: Iterable[str]) -> None:
+        """Remove these images' outcomes, so that ``--resume`` classifies them again (a
+        streamed image whose file never arrived, :mod:`auditor.scan.feed`)."""
+        keys = [(image,) for image in images]
+        with self._db:
+            self._db.executemany("DELETE FROM vertebrae WHERE image = ?", keys)
+            self._db.executemany("DELETE FROM images WHERE image = ?", keys)
 
     def outcomes(self) -> dict[str, ImageOutcome]:
         """Every committed image outcome, keyed by image, vertebrae in box-row order."""

@@ -188,9 +188,16 @@ def find_boxes(
     ``localizer_s``)."""
     t0 = time.perf_counter()
     # the run folder may lie inside the archive: its files are the scan's, not the archive's
-    records = list(
-        inventory(
-            config.archive, config.triage, verify_pixels=config.verify_pixels, skip=(config.out,)
+    records = (
+        list(config.records)  # a streamed PACS scan: the query's rows, the files arrive later
+        if config.records is not None
+        else list(
+            inventory(
+                config.archive,
+                config.triage,
+                verify_pixels=config.verify_pixels,
+                skip=(config.out,),
+            )
         )
     )
     files = tuple(_file_entry(record) for record in records)

@@ -29,19 +29,20 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from auditor import __version__
+from auditor.archive.inventory import FileRecord
 from auditor.archive.triage import TriageRules
 from auditor.checksums import file_sha256
 from auditor.errors import UsageError
 from auditor.model.bundle import ModelBundle, load_bundle
 from auditor.model.guard import DEFAULT_ARCHIVE_SHARE
 from auditor.model.infer import Classifier, select_device
-from auditor.parallel import Executor, LocalProcesses, RayTasks
+from auditor.parallel import Executor, LocalProcesses, RayTasks, Work
 from auditor.records import (
     DomainCheck,
     SummaryValue,
@@ -61,6 +62,7 @@ from auditor.scan.config import (
     default_workers,
 )
 from auditor.scan.dataset import PRECUT_DIR, ImageJob, pack_batches, precut_path
+from auditor.scan.feed import wait_for_files
 from auditor.scan.journal import (
     IMAGE_KEYS,
     JOURNAL_NAME,
@@ -74,7 +76,7 @@ from auditor.scan.locate import FoundBoxes, find_boxes
 from auditor.scan.locate import _file_entry as file_entry  # one accounting row, as reports carry it
 from auditor.scan.runfolder import claim_run_folder
 from auditor.scan.viewer import check_viewer_url
-from auditor.vocab import Engine
+from auditor.vocab import Engine, FileStatus
 
 __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
 
@@ -141,6 +143,8 @@ class _Classified:
     stats: ClassifyStats
     workers: int
     precut_images: int
+    # a streamed archive's final row of every file it was asked for (auditor.scan.feed)
+    fed: Mapping[Path, FileRecord] = dataclasses.field(default_factory=dict)
 
 
 def _load_model(config: ScanConfig, emit: Progress) -> _Model:
@@ -237,7 +241,15 @@ def _classify(
         for image, image_boxes in boxes.resolved.by_image.items()
     ]
     workers = default_workers() if config.workers is None else config.workers
-    with RunJournal(config.out, fingerprint, config.resume) as journal:
+    feed = config.feed
+    on_record = None
+    if feed is not None:
+        by_key = {job.image: job.path for job in jobs}
+
+        def on_record(keys: Sequence[str]) -> None:  # each batch's files go once committed
+            feed.journaled([by_key[key] for key in keys if key in by_key])
+
+    with RunJournal(config.out, fingerprint, config.resume, on_record) as journal:
         if config.pseudonym_salt is None and journal.get_meta("salt") is None:
             journal.set_meta("salt", salt)
         journal.set_meta(IMAGE_KEYS, "ref" if config.pseudonymise else "path")
@@ -253,6 +265,11 @@ def _classify(
         t0 = time.perf_counter()
         emit(ScanEvent("start", total=todo))
         executor = _executor(config, workers, pin_memory=classifier.device.type == "cuda")
+        fed: Mapping[Path, FileRecord] = {}
+        if feed is not None:
+            files = [tuple(jobs[i].path for i in batch) for batch in batches]
+            feed.start(files)
+            executor = _Arriving(executor, tuple(files))
         with _torch_threads(config.threads):
             stats = classify_batches(
                 jobs,
@@ -265,6 +282,12 @@ def _classify(
                 emit,
                 on_workers=_on_workers(config, model),
             )
+        if feed is not None:
+            fed = feed.finish()
+            # an image whose file never arrived is its feed's row, not a result: forgotten, so
+            # that --resume classifies it
+            missing = {p for p, row in fed.items() if row.status is not FileStatus.CANDIDATE}
+            journal.forget(job.image for job in jobs if job.path in missing)
         timings["classification_s"] = time.perf_counter() - t0
         outcomes = {
             relpath.get(key, key): dataclasses.replace(outcome, image=relpath.get(key, key))
@@ -273,7 +296,37 @@ def _classify(
     # Every image is in the journal now; the crops cut during localization are spent.
     shutil.rmtree(config.out / PRECUT_DIR, ignore_errors=True)
     precut = sum(job.precut is not None for job in jobs)
-    return _Classified(outcomes, salt, stats, workers, precut)
+    return _Classified(outcomes, salt, stats, workers, precut, fed)
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _ArrivingWork:
+    """``work`` whose item ``k`` first waits for the files of batch ``k`` (in the worker process
+    that computes it; picklable)."""
+
+    work: Work[Any]
+    files: tuple[tuple[Path, ...], ...]
+
+    def __getitem__(self, index: int) -> Any:
+        wait_for_files(self.files[index])
+        return self.work[index]
+
+    def lost(self, index: int, reason: str) -> Any:
+        return self.work.lost(index, reason)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class _Arriving:
+    """An executor whose batches wait for their files to arrive (:mod:`auditor.scan.feed`)."""
+
+    executor: Executor
+    files: tuple[tuple[Path, ...], ...]
+
+    def map_in_order(self, work: Work[_T], size: int) -> Iterator[_T]:
+        return self.executor.map_in_order(_ArrivingWork(work, self.files), size)
 
 
 def _on_workers(config: ScanConfig, model: _Model) -> ModelSpec | None:
@@ -440,6 +493,10 @@ def _run(config: ScanConfig, emit: Progress) -> ScanResult:
         extra = tuple(file_entry(record) for record in config.extra_records)
         boxes = dataclasses.replace(boxes, files=boxes.files + extra)
     done = _classify(config, model, boxes, timings, emit, salt)
+    if done.fed:  # a streamed archive: its rows as they ended (retrieved, or not with why)
+        by_path = {path: file_entry(record) for path, record in done.fed.items()}
+        files = tuple(by_path.get(f.path, f) for f in boxes.files)
+        boxes = dataclasses.replace(boxes, files=files)
     stats = done.stats
     timings.update(
         classified_this_session=float(stats.vertebrae),
