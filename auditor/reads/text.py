@@ -441,6 +441,8 @@ def build_pipeline(rules: ReportRules) -> Language:
                     "termination": cue_tokens(rules.termination),
                 },
                 "extension_name": extension,
+                # a cue right before a finding is about it, unless the finding is a "normal" word
+                "claiming": [label for label in FINDING_LABELS if label != "NORMAL"],
             },
         )
     return nlp

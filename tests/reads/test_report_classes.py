@@ -51,6 +51,13 @@ def _read(parser: ReportParser, text: str) -> dict[str, str]:
         ("Osteochondrose L4/5 mit Höhenminderung des Bandscheibenfachs.", {}),
         ("Loss of disc height at L4/5.", {}),
         ("Disminución de altura del espacio discal L5-S1.", {}),
+        # a cue right before a finding is about it, not about the finding before it
+        ("Fracture of L1 with possible retropulsion.", {"L1": "affirmed"}),
+        ("Frattura di L1 con possibile retropulsione.", {"L1": "affirmed"}),
+        ("Anterior wedging of T12 versus normal variant.", {"T12": "uncertain"}),
+        # doubt about the age is no doubt about the fracture
+        ("L1 compression fracture, likely acute.", {"L1": "affirmed"}),
+        ("Fraktur LWK 1, wahrscheinlich frisch.", {"L1": "affirmed"}),
         # study-wide statements about all the vertebral bodies
         ("Intact vertebral bodies.", {"*": "negated"}),
         ("Wirbelkörper regelrecht hoch.", {"*": "negated"}),
