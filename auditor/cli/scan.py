@@ -245,7 +245,9 @@ def scan(
         float,
         typer.Option(
             min=1,
-            help="PACS: most MB of retrieved images kept in RUN_DIR/cache.",
+            help="PACS: most MB of retrieved images in RUN_DIR/cache at once; with --boxes the "
+            "retrieval waits for room as images are classified (the cap must hold one batch), "
+            "without, or with --keep-cache, it must hold every candidate.",
             rich_help_panel=PACS_PANEL,
         ),
     ] = 20_000,
@@ -253,7 +255,8 @@ def scan(
         bool,
         typer.Option(
             "--keep-cache",
-            help="PACS: keep RUN_DIR/cache after the scan (tlaudit review shows its images).",
+            help="PACS: keep the retrieved images in RUN_DIR/cache after the scan (tlaudit "
+            "review shows them); the cache is otherwise cleaned image by image.",
             rich_help_panel=PACS_PANEL,
         ),
     ] = False,

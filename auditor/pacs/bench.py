@@ -92,10 +92,12 @@ class PacsBenchResult:
     pacs_scans_s: tuple[float, ...]
     pacs_inner_scans_s: tuple[float, ...]  # inside each PACS scan: the scan of its cache
     pacs_query_s: float  # inside the PACS scan: querying and triage
-    pacs_retrieve_s: float  # inside the PACS scan: retrieval
+    pacs_retrieve_s: float  # inside the PACS scan: retrieval (beside the scan of the images)
     images: int  # images classified by each scan
     vertebrae: int
     mismatch: str = ""  # how the two scans differ ("" when they classified the same)
+    peak_cache_bytes: int = 0  # the most the last PACS scan's cache held at once
+    cache_cap_bytes: int = 0  # against its cap (--cache-cap-mb)
 
     @property
     def qido_ips(self) -> float:
@@ -164,16 +166,20 @@ class PacsBenchResult:
                 ),
             ),
             (
-                "Last PACS scan (s): query / retrieval / scan of the cache",
+                "Last PACS scan (s): query / retrieval (beside the scan) / scan",
                 f"{self.pacs_query_s:.2f} / {self.pacs_retrieve_s:.2f} / "
                 f"{self.pacs_inner_scans_s[-1]:.2f}",
+            ),
+            (
+                "Last PACS scan: cache at most / cap (MB)",
+                f"{self.peak_cache_bytes / 1e6:.1f} / {self.cache_cap_bytes / 1e6:g}",
             ),
             ("Images / vertebrae classified", f"{self.images} / {self.vertebrae}"),
             (
                 "PACS scan / file scan throughput, median of the rounds",
                 f"{self.ratio:.2f} ({', '.join(f'{r:.2f}' for r in self.ratios)})",
             ),
-            ("PACS scan: scan of its cache / whole, median", f"{self.own_share:.2f}"),
+            ("PACS scan: its scan / whole, median", f"{self.own_share:.2f}"),
         ]
 
 
@@ -332,4 +338,6 @@ def run_pacs_bench(
         images=files.n_images,
         vertebrae=files.n_vertebrae,
         mismatch=mismatch,
+        peak_cache_bytes=pacs.stream.peak_bytes if pacs.stream else 0,
+        cache_cap_bytes=int(source.cache_cap_mb * 1e6),
     )

@@ -28,7 +28,8 @@ import dataclasses
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,9 @@ class ImageCalls:
     image: str = ""
     study: str = ""
 
+
+PixelSource = Callable[["ImageCalls"], AbstractContextManager[Path]]
+"""Gives, for as long as its block runs, the file holding an image's pixels."""
 
 #: Attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1) that are Type 2
 #: (present, possibly empty) and that the results copy from their source images. Many archived
@@ -386,6 +390,7 @@ def write_dicom_results(
     uid_root: str | None = None,
     reviews: Mapping[str, ReviewedStudy] | None = None,
     crop_margin: float | None = None,
+    pixels: PixelSource | None = None,
 ) -> list[WrittenStudy]:
     """Write the DICOM results of a run into ``out_dir``: per classified study its SR
     (``STUDY_UID.sr.dcm``), per classified image a presentation state (``SOP_UID.pr.dcm``) and,
@@ -408,6 +413,10 @@ def write_dicom_results(
         entry gets the AI's report alone.
     crop_margin
         The model card's crop margin, to place the heatmaps; None writes no captures.
+    pixels
+        Where a capture finds its source image's pixels (None: the file in ``archive``). A
+        streamed PACS scan's ``archive`` holds each image's header only
+        (:mod:`auditor.pacs.stream`), and this retrieves the image again.
 
     Returns
     -------
@@ -469,7 +478,7 @@ def write_dicom_results(
                 error=f"{type(err).__name__}: {err}",
             )
         captures, missed = (
-            _write_captures(run_dir, sources, algorithm, out_dir, uid_root, crop_margin)
+            _write_captures(run_dir, sources, algorithm, out_dir, uid_root, crop_margin, pixels)
             if crop_margin is not None and done.report is not None
             else ((), [])
         )
@@ -513,6 +522,7 @@ def _write_captures(
     out_dir: Path,
     uid_root: str | None,
     crop_margin: float,
+    pixels: PixelSource | None = None,
 ) -> tuple[tuple[Path, ...], list[str]]:
     """The heatmap captures of one study's images (one new series), and what was skipped."""
     from auditor.errors import ReadError
@@ -535,14 +545,15 @@ def _write_captures(
             for call in image.calls
         ]
         try:
-            radiograph = read_radiograph(image.path)
-            pixels, scale = heatmap_sc.render_capture(
+            with nullcontext(image.path) if pixels is None else pixels(image) as found:
+                radiograph = read_radiograph(found)
+            drawn, scale = heatmap_sc.render_capture(
                 radiograph, calls, crop_margin, heatmap_sc.MAX_SIDE
             )
             spacing = radiograph.meta.pixel_spacing_mm
             capture = heatmap_sc.secondary_capture(
                 source,
-                pixels,
+                drawn,
                 None if spacing is None else (spacing[0] / scale[0], spacing[1] / scale[1]),
                 algorithm.name,
                 series_uid=series,
@@ -550,8 +561,11 @@ def _write_captures(
             )
             path = out_dir / f"{source.SOPInstanceUID}.sc.dcm"
             capture.save_as(path, enforce_file_format=True)
-        except (OSError, ReadError, ValueError, TypeError, AttributeError, KeyError) as err:
-            # this capture only (an image that no longer decodes, a thumbnail gone or damaged)
+        except (
+            OSError, ReadError, PacsError, ValueError, TypeError, AttributeError, KeyError
+        ) as err:  # fmt: skip
+            # this capture only (an image that no longer decodes or cannot be retrieved again,
+            # a thumbnail gone or damaged)
             reason = f"{image.image}: no heatmap capture ({type(err).__name__}: {err})"
             logger.warning("%s", reason)
             missed.append(reason)

@@ -21,6 +21,7 @@ from auditor.pacs.connect import PacsConnection
 from auditor.pacs.dicom_out import (
     Algorithm,
     DicomOutputError,
+    PixelSource,
     WrittenStudy,
     check_options,
     stow,
@@ -61,10 +62,11 @@ def write_and_send(
     results: DicomResults,
     reviews: Mapping[str, ReviewedStudy] | None = None,
     progress: Progress | None = None,
+    pixels: PixelSource | None = None,
 ) -> list[WrittenStudy]:
     """Write a run's DICOM results (:func:`~auditor.pacs.dicom_out.write_dicom_results`, with
-    heatmap captures), say what was written and skipped on ``progress``, and send them with
-    STOW-RS when ``results`` names a PACS.
+    heatmap captures, their pixels from ``pixels`` when given), say what was written and
+    skipped on ``progress``, and send them with STOW-RS when ``results`` names a PACS.
 
     Raises
     ------
@@ -80,6 +82,7 @@ def write_and_send(
         uid_root=results.uid_root,
         reviews=reviews,
         crop_margin=bundle.card.crop_margin,
+        pixels=pixels,
     )
     n_sr = sum(w.report is not None for w in written)
     n_ko = sum(w.key_objects is not None for w in written)

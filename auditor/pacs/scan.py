@@ -1,29 +1,54 @@
 """``tlaudit scan dicomweb+https://...``: the audit of studies held by a PACS.
 
-:func:`scan_pacs` gathers the candidates into ``RUN_DIR/cache``
-(:func:`auditor.pacs.source.gather`), writes every instance's accounting row to
-``RUN_DIR/pacs_accounting.csv``, runs the ordinary scan (:func:`auditor.scan.pipeline.run_scan`)
-on the cache with the rows of the instances not retrieved, and removes the cache when the scan
-has finished (``keep_cache`` keeps it, e.g. for ``tlaudit review``, which shows the images). An
-interrupted scan leaves the cache in place, so ``--resume`` retrieves only what is missing and
-classifies only what the journal lacks.
+:func:`scan_pacs` asks the PACS for its instances and triages them from the answer
+(:func:`auditor.pacs.source.triage_instances`), then:
+
+* **with a box file** it runs the ordinary scan (:func:`auditor.scan.pipeline.run_scan`) on the
+  query's rows while :class:`auditor.pacs.stream.CacheStream` retrieves the images it classifies,
+  in its order, into ``RUN_DIR/cache``: retrieval and classification overlap, the cache stays
+  within ``--cache-cap-mb`` (the retrieval waits for the room classified images free), and each
+  image's file goes as soon as its results are journaled, so an archive larger than the cap is
+  audited in one run. The DICOM results are made afterwards from the headers the stream kept
+  (``RUN_DIR/pacs_headers``), each heatmap capture's source image retrieved once more;
+* **without one** the localizer reads every candidate before anything is classified, so the
+  candidates are first all retrieved (:func:`auditor.pacs.source.gather`; those beyond the cap
+  are rows saying to rerun with a larger cap) and the cache holds them all until the scan ends.
+
+``RUN_DIR/pacs_accounting.csv`` gets every instance's final row. The cache is removed when the
+scan has finished (``keep_cache`` keeps the images, e.g. for ``tlaudit review``, which shows
+them; the cap must then hold them all). An interrupted scan leaves what it retrieved in place:
+``--resume`` retrieves only what the journal lacks and classifies only that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
 import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.archive.inventory import NoCandidatesError, summarise, write_accounting_csv
+from auditor.archive.inventory import FileRecord, NoCandidatesError, summarise, write_accounting_csv
+from auditor.archive.triage import TriageRules
 from auditor.errors import UsageError
 from auditor.pacs.connect import PacsConnection, dicomweb_url, load_credentials
-from auditor.pacs.dicom_out import WrittenStudy, check_options
+from auditor.pacs.dicom_out import ImageCalls, PixelSource, WrittenStudy, check_options
 from auditor.pacs.export import DicomResults, write_and_send
-from auditor.pacs.source import CACHE_DIR, Gathered, PacsSource, gather, parse_study_date
+from auditor.pacs.source import (
+    CACHE_DIR,
+    Gathered,
+    PacsSource,
+    Sessions,
+    gather,
+    parse_study_date,
+    triage_instances,
+)
+from auditor.pacs.stream import HEADERS_DIR, CacheStream, StreamStats
 from auditor.scan.config import Progress, ScanConfig, ScanEvent, ScanResult
 from auditor.scan.journal import JOURNAL_NAME, run_in_use
 from auditor.vocab import FileStatus
@@ -89,7 +114,11 @@ def check_uid_root(root: str) -> None:
 
 
 def export_results(
-    config: ScanConfig, result: ScanResult, results: DicomResults, progress: Progress | None = None
+    config: ScanConfig,
+    result: ScanResult,
+    results: DicomResults,
+    progress: Progress | None = None,
+    pixels: PixelSource | None = None,
 ) -> list[WrittenStudy]:
     """Write (and send) the DICOM results of a finished scan (:mod:`auditor.pacs.dicom_out`,
     :func:`auditor.pacs.export.write_and_send`).
@@ -106,17 +135,24 @@ def export_results(
     check_options(config.pseudonymise, results.out_dir)
     bundle = load_bundle(config.model)
     return write_and_send(
-        config.out, config.archive, bundle, result.threshold, results, progress=progress
-    )
+        config.out, config.archive, bundle, result.threshold, results, progress=progress,
+        pixels=pixels,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class PacsScanResult:
-    """A finished PACS scan: the scan's own result and what the retrieval did."""
+    """A finished PACS scan: the scan's own result and what the retrieval did.
+
+    ``gathered`` holds every instance's final row and the retrieval's counts either way;
+    ``stream`` is what the streamed retrieval did (None without a box file: then everything
+    was gathered first).
+    """
 
     scan: ScanResult
     gathered: Gathered
     accounting: Path
+    stream: StreamStats | None = None
 
 
 def source_from_options(
@@ -162,7 +198,7 @@ def scan_pacs(
     keep_cache
         Keep the retrieved instances in ``RUN_DIR/cache`` after the scan.
     results
-        Also write (and send) DICOM results (:func:`export_results`), before the cache goes.
+        Also write (and send) DICOM results (:func:`export_results`).
 
     Raises
     ------
@@ -186,6 +222,88 @@ def scan_pacs(
             "info", f"Querying {source.describe()} ({source.connection.credentials.describe()})"
         )
     )
+    if config.boxes is None:
+        return _gather_then_scan(config, source, emit, keep_cache, results)
+    t0 = time.perf_counter()
+    records = query(source, config.triage, out / CACHE_DIR)
+    query_s = time.perf_counter() - t0
+    summary = summarise(records)
+    counts = ", ".join(f"{n} {status}" for status, n in summary.by_status.items() if n)
+    emit(ScanEvent("info", f"PACS: {summary.total} instances ({counts}) in {query_s:.1f} s"))
+    if not any(r.status is FileStatus.CANDIDATE for r in records):
+        raise NoCandidatesError(source.connection.url, summary)
+    cache = out / CACHE_DIR
+    cache.mkdir(parents=True, exist_ok=True)
+    stream = CacheStream(source, config.triage, records, cache, out / HEADERS_DIR, keep_cache)
+    scan_config = dataclasses.replace(
+        config, archive=cache, records=tuple(records), feed=stream, source=source.describe()
+    )
+    try:
+        result = run_scan(scan_config, emit)
+    finally:
+        stream.close()  # a scan that failed leaves no retrieval running
+    stats = stream.stats()
+    final = stream.finish()
+    rows = tuple(final.get(r.path, r) for r in records)
+    accounting = out / ACCOUNTING_NAME
+    write_accounting_csv(rows, accounting)
+    emit(
+        ScanEvent(
+            "info",
+            f"PACS: {stats.retrieved} retrieved ({stats.retrieved_bytes / 1e6:.1f} MB in "
+            f"{stats.retrieve_s:.1f} s, beside the scan), {stats.reused} already in the cache, "
+            f"{stats.not_retrieved} not retrieved; the cache held at most "
+            f"{stats.peak_bytes / 1e6:.1f} MB (cap {stats.cap_bytes / 1e6:g} MB); "
+            f"rows in {accounting}",
+        )
+    )
+    if results is not None:
+        header_config = dataclasses.replace(scan_config, archive=out / HEADERS_DIR)
+        export_results(header_config, result, results, emit, _again(stream, out))
+    if not keep_cache:
+        remove_cache(out)
+    gathered = Gathered(
+        cache,
+        rows,
+        stats.retrieved,
+        stats.reused,
+        stats.retrieved_bytes,
+        query_s,
+        stats.retrieve_s,
+    )
+    return PacsScanResult(result, gathered, accounting, stats)
+
+
+def query(source: PacsSource, rules: TriageRules, cache: Path) -> list[FileRecord]:
+    """Every instance of the PACS query, triaged from its metadata (not retrieved), in query
+    order (:func:`auditor.pacs.source.triage_instances`)."""
+    sessions = Sessions(source.connection)
+    with ThreadPoolExecutor(source.connections, thread_name_prefix="tlaudit-pacs") as pool:
+        return list(triage_instances(sessions, source, rules, cache, pool))
+
+
+def _again(stream: CacheStream, run_dir: Path) -> PixelSource:
+    """The heatmap captures' pixels: each source image retrieved once more into the cache."""
+
+    @contextlib.contextmanager
+    def pixels(image: ImageCalls) -> Iterator[Path]:
+        with stream.retrieved_again(run_dir / CACHE_DIR / image.image) as path:
+            yield path
+
+    return pixels
+
+
+def _gather_then_scan(
+    config: ScanConfig,
+    source: PacsSource,
+    emit: Progress,
+    keep_cache: bool,
+    results: DicomResults | None,
+) -> PacsScanResult:
+    """Without a box file: every candidate retrieved first, then the scan of the cache."""
+    from auditor.scan.pipeline import run_scan  # torch loads here
+
+    out = Path(config.out)
     gathered = gather(source, config.triage, out)
     accounting = out / ACCOUNTING_NAME
     summary = write_accounting_csv(gathered.records, accounting)

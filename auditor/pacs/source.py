@@ -448,7 +448,7 @@ READ_CHUNK = 1 << 20
 read 9 MB answers at 349 instead of 453 MB/s (docs/speed.md)."""
 
 
-def _fetch(session: requests.Session, url: str, timeout_s: float) -> tuple[bytes, str]:
+def fetch_answer(session: requests.Session, url: str, timeout_s: float) -> tuple[bytes, str]:
     """One WADO-RS answer: (its body, its Content-Type); an answer that breaks off is a
     connection error (retried)."""
     try:
@@ -473,7 +473,7 @@ def _store(session: requests.Session, source: PacsSource, record: FileRecord) ->
     )
     body, content_type = call(
         f"WADO-RS instance {meta.sop_uid}",
-        functools.partial(_fetch, session, url, source.connection.timeout_s),
+        functools.partial(fetch_answer, session, url, source.connection.timeout_s),
         source.retry,
     )
     data = dicom_part(body, content_type)

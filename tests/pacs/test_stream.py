@@ -1,0 +1,196 @@
+"""A PACS scan that retrieves while it classifies, in a cache smaller than the archive, against a
+real Orthanc: every candidate classified with the file scan's findings, the cache never above its
+cap (sampled while the scan runs) and empty at the end, a retrieval that fails mid-stream one
+counted row that ``--resume`` completes, and the DICOM results made after the cache is gone."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+
+from auditor.archive.inventory import inventory
+from auditor.archive.triage import TriageRules
+from auditor.pacs.export import DicomResults
+from auditor.pacs.scan import scan_pacs
+from auditor.pacs.source import CACHE_DIR
+from auditor.pacs.stream import HEADERS_DIR
+from auditor.scan.config import ScanEvent
+from auditor.scan.journal import JOURNAL_NAME
+from auditor.scan.pipeline import run_scan
+from auditor.vocab import FileStatus
+from tests.pacs.conftest import PacsWorld, make_pacs_world, start_orthanc, upload
+from tests.pacs.orthanc import Orthanc
+from tests.pacs.test_scan_pacs import _accounting, _config, _findings, _source
+
+pytestmark = pytest.mark.slow
+
+
+def _candidate_sizes(world: PacsWorld) -> list[int]:
+    """Sizes of the archive's candidates (the files the stream retrieves)."""
+    records = inventory(world.root / "archive", TriageRules())
+    return [r.size for r in records if r.status is FileStatus.CANDIDATE]
+
+
+@contextmanager
+def _sampled(cache: Path) -> Iterator[list[int]]:
+    """The bytes the cache folder holds, sampled every few milliseconds while the block runs."""
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            total = 0
+            for folder, _, names in os.walk(cache):  # a folder removed meanwhile is passed over
+                for name in names:
+                    with contextlib.suppress(FileNotFoundError):  # removed since the listing
+                        total += os.stat(os.path.join(folder, name)).st_size
+            samples.append(total)
+            stop.wait(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_an_archive_larger_than_the_cache_is_audited_in_one_run(
+    pacs_world: tuple[Orthanc, PacsWorld], bundle: Path, tmp_path: Path
+) -> None:
+    server, world = pacs_world
+    sizes = _candidate_sizes(world)
+    cap = max(sizes) * 1.5  # one image at a time, and no two of the largest together
+    assert sum(sizes) > cap
+    disk = run_scan(_config(world, bundle, tmp_path / "disk", batch_size=1))
+    with _sampled(tmp_path / "pacs" / CACHE_DIR) as samples:
+        pacs = scan_pacs(
+            _config(world, bundle, tmp_path / "pacs", batch_size=1),
+            _source(server, cache_cap_mb=cap / 1e6),
+        )
+    assert samples and max(samples) <= cap
+    assert pacs.stream is not None and 0 < pacs.stream.peak_bytes <= cap
+    assert pacs.stream.retrieved == disk.n_candidates == 4 and pacs.stream.not_retrieved == 0
+    assert _findings(tmp_path / "pacs") == _findings(tmp_path / "disk")
+    assert pacs.scan.n_images == disk.n_images
+    # every instance the query returned is one row, each SOP Instance UID once
+    rows = _accounting(tmp_path / "pacs")
+    uids = [r["sop_instance_uid"] for r in rows]
+    assert len(uids) == len(set(uids)) == len(pacs.gathered.records)
+    assert sum(r["status"] == "candidate" for r in rows) == 4
+    assert all(int(r["size_bytes"]) > 0 for r in rows if r["status"] == "candidate")
+    assert not (tmp_path / "pacs" / CACHE_DIR).exists()
+    # each image's header, without its pixels, stays for the DICOM results
+    headers = list((tmp_path / "pacs" / HEADERS_DIR).rglob("*.dcm"))
+    assert len(headers) == 4
+    assert all("PixelData" not in pydicom.dcmread(h) for h in headers)
+
+
+def test_a_retrieval_that_fails_mid_stream_is_a_row_and_resume_completes_it(
+    bundle: Path, tmp_path: Path
+) -> None:
+    server = start_orthanc(tmp_path / "orthanc")
+    try:
+        root = make_pacs_world(tmp_path / "world")
+        stored, refused = upload(server, root / "archive")
+        world = PacsWorld(root, stored, refused)
+        session = requests.Session()
+        session.auth = server.auth
+        removed: list[str] = []
+
+        def remove_one_after_the_query(event: ScanEvent) -> None:
+            # an instance deleted between the QIDO-RS query and its WADO-RS retrieval
+            if event.message.startswith("PACS:") and not removed:
+                uid = next(u for u, m in stored.items() if m in ("CR", "DX"))
+                (found,) = session.post(f"{server.url}/tools/lookup", data=uid).json()
+                session.delete(f"{server.url}/instances/{found['ID']}").raise_for_status()
+                removed.append(uid)
+
+        cap = max(_candidate_sizes(world)) * 1.5
+        run = tmp_path / "pacs"
+        first = scan_pacs(
+            _config(world, bundle, run, batch_size=1),
+            _source(server, cache_cap_mb=cap / 1e6),
+            remove_one_after_the_query,
+        )
+        assert first.stream is not None
+        assert (first.stream.retrieved, first.stream.not_retrieved) == (3, 1)
+        (row,) = [r for r in _accounting(run) if r["sop_instance_uid"] == removed[0]]
+        assert row["status"] == "unreadable" and "rerun with --resume" in row["detail"]
+        assert first.scan.n_images == 3  # the three others classified
+        with contextlib.closing(sqlite3.connect(run / JOURNAL_NAME)) as db:
+            done = [str(image) for (image,) in db.execute("SELECT image FROM images")]
+        assert len(done) == 3 and not any(removed[0] in image for image in done)
+        assert not (run / CACHE_DIR).exists()
+
+        upload(server, root / "archive")  # the instance is back
+        again = scan_pacs(
+            _config(world, bundle, run, batch_size=1, resume=True),
+            _source(server, cache_cap_mb=cap / 1e6),
+        )
+        assert again.stream is not None
+        assert (again.stream.retrieved, again.stream.not_retrieved) == (1, 0)  # only the missing
+        disk = run_scan(_config(world, bundle, tmp_path / "disk", batch_size=1))
+        assert _findings(run) == _findings(tmp_path / "disk")
+        assert again.scan.n_images == disk.n_images == 4
+        assert not [r for r in _accounting(run) if "not retrieved" in r["detail"]]
+    finally:
+        server.stop()
+
+
+def test_dicom_results_are_made_after_the_cache_is_cleaned(
+    pacs_world: tuple[Orthanc, PacsWorld], bundle: Path, tmp_path: Path
+) -> None:
+    server, world = pacs_world
+    cap = max(_candidate_sizes(world)) * 1.5
+    out = tmp_path / "dicom"
+    pacs = scan_pacs(
+        _config(world, bundle, tmp_path / "run", batch_size=1, heatmaps="all"),
+        _source(server, cache_cap_mb=cap / 1e6),
+        results=DicomResults(out),
+    )
+    assert pacs.stream is not None and pacs.stream.peak_bytes <= cap
+    reports = sorted(out.glob("*.sr.dcm"))
+    states = sorted(out.glob("*.pr.dcm"))
+    captures = sorted(out.glob("*.sc.dcm"))
+    studies = {
+        pydicom.dcmread(h).StudyInstanceUID for h in (tmp_path / "run" / HEADERS_DIR).rglob("*.dcm")
+    }
+    assert len(reports) == len(studies) == 4
+    assert len(states) == len(captures) == pacs.scan.n_images == 4  # every image, pixels again
+    for capture in captures:
+        dataset = pydicom.dcmread(capture)
+        assert dataset.Rows > 0 and dataset.SamplesPerPixel == 3
+    sources = {pydicom.dcmread(s).ReferencedSeriesSequence[0].ReferencedImageSequence[0]
+               .ReferencedSOPInstanceUID for s in states}  # fmt: skip
+    assert len(sources) == 4
+    assert not (tmp_path / "run" / CACHE_DIR).exists()
+
+
+def test_without_a_box_file_the_cap_must_hold_every_candidate(
+    pacs_world: tuple[Orthanc, PacsWorld], bundle: Path, tmp_path: Path
+) -> None:
+    # the localizer reads every candidate before classification: they are all retrieved first,
+    # and those beyond the cap are rows saying so (documented in docs/pacs.md)
+    server, world = pacs_world
+    pacs = scan_pacs(
+        _config(world, bundle, tmp_path / "run", boxes=None),
+        _source(server, cache_cap_mb=0.01, connections=1),  # full after the first candidate
+    )
+    assert pacs.stream is None  # gathered first, not streamed
+    rows = _accounting(tmp_path / "run")
+    refused = [r for r in rows if "larger --cache-cap-mb" in r["detail"]]
+    assert len(refused) == 3 and all(r["status"] == "unreadable" for r in refused)
+    assert sum(r["status"] == "candidate" for r in rows) == 1
+    assert pacs.scan.n_images <= 1
+    assert not (tmp_path / "run" / CACHE_DIR).exists()
