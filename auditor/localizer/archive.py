@@ -30,12 +30,16 @@ from torch.utils.data import Dataset
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
 from auditor.boxes import BOX_COORDS
-from auditor.errors import READ_FAILURES, read_failure_reason
+from auditor.checksums import file_sha256
+from auditor.errors import READ_FAILURES, BundleError, TlauditError, read_failure_reason
 from auditor.files import atomic_path, csv_safe
 from auditor.io.radiograph import read_radiograph
-from auditor.localizer.infer import Localizer, load_localizer
-from auditor.parallel import map_in_order
+from auditor.localizer.bundle import CARD_FILE, DEFAULT_LOCALIZER
+from auditor.localizer.infer import Localizer, LocalizerResult, load_localizer
+from auditor.localizer.plausible import RunRules
+from auditor.parallel import Executor, map_in_order
 from auditor.records import LocalizerOutcome, Radiograph, VertebraBox
+from auditor.resources import resource_path
 from auditor.vocab import FileStatus
 
 logger = logging.getLogger(__name__)
@@ -128,6 +132,114 @@ def decode_in_order(paths: Sequence[Path], workers: int) -> Iterator[Radiograph 
     yield from map_in_order(decoder, len(decoder), workers)
 
 
+@dataclass(frozen=True)
+class LocalizerSpec:
+    """What a worker process needs to load the caller's localizer itself (``--engine ray``).
+
+    ``bundle`` None is the bundled localizer of the worker's own tlaudit; either way the card a
+    worker loads must have the SHA-256 the caller's has (the card records the weights' and the
+    guard's hashes, checked when the bundle loads), so every node runs the same localizer.
+    ``rules`` and ``guarded`` repeat how the caller's localizer was set up.
+    """
+
+    bundle: Path | None
+    card_sha256: str
+    rules: RunRules | None
+    guarded: bool
+
+    @classmethod
+    def of(cls, localizer: Localizer) -> LocalizerSpec:
+        """The spec of a localizer loaded from a bundle folder.
+
+        Raises
+        ------
+        BundleError
+            For a localizer that was not loaded from a bundle (its workers could not load it).
+        """
+        if localizer.path is None:
+            raise BundleError("a localizer built in memory cannot be loaded by worker processes")
+        folder = Path(localizer.path)
+        try:
+            bundled = folder.resolve() == resource_path("models", DEFAULT_LOCALIZER).resolve()
+        except TlauditError:  # no bundled localizer here: the folder is named as it is
+            bundled = False
+        return cls(
+            None if bundled else folder,
+            file_sha256(folder / CARD_FILE),
+            localizer.rules,
+            localizer.guard is not None,
+        )
+
+
+_WORKER_LOCALIZERS: dict[LocalizerSpec, Localizer] = {}
+
+
+def worker_localizer(spec: LocalizerSpec) -> Localizer:
+    """The localizer of ``spec``, loaded once per worker process, on its CPU.
+
+    Raises
+    ------
+    BundleError
+        When the bundle this worker finds is not the one the caller loaded.
+    """
+    if spec not in _WORKER_LOCALIZERS:
+        loaded = load_localizer(spec.bundle)
+        found = file_sha256(Path(str(loaded.path)) / CARD_FILE)
+        if found != spec.card_sha256:
+            raise BundleError(
+                f"a worker found localizer {loaded.path} with card SHA-256 {found[:12]}..., not "
+                f"the scan's {spec.card_sha256[:12]}...: every node needs the same bundle"
+            )
+        _WORKER_LOCALIZERS[spec] = Localizer(
+            loaded.net,
+            loaded.card,
+            loaded.path,
+            rules=spec.rules,
+            guard=loaded.guard if spec.guarded else None,
+        )
+    return _WORKER_LOCALIZERS[spec]
+
+
+@dataclass(frozen=True)
+class _Located:
+    """Decodes and localizes one candidate per item, in the worker process that runs it: the
+    localizer's result, or the reason the file cannot be read."""
+
+    paths: tuple[Path, ...]
+    spec: LocalizerSpec
+
+    def __getitem__(self, index: int) -> LocalizerResult | str:
+        try:
+            radiograph = read_radiograph(self.paths[index])
+        except READ_FAILURES as err:
+            return read_failure_reason(err)
+        localizer = worker_localizer(self.spec)
+        return localizer.locate(radiograph.pixels, radiograph.meta.pixel_spacing_mm)
+
+    def lost(self, index: int, reason: str) -> str:
+        """The image whose worker died every time it was tried: a reason, like a failure."""
+        return reason
+
+
+def _results(
+    loc: Localizer, paths: Sequence[Path], workers: int, executor: Executor | None
+) -> Iterator[tuple[Radiograph | None, LocalizerResult | str]]:
+    """Each candidate's decode (None when it was decoded elsewhere) and localizer result (or the
+    reason it cannot be read), in order: decoded ahead in ``workers`` processes and localized
+    here, or both done as tasks of ``executor``."""
+    if executor is not None:
+        located = _Located(tuple(paths), LocalizerSpec.of(loc))
+        for result in executor.map_in_order(located, len(paths)):
+            yield None, result
+        return
+    with _cores_for_decoders(workers):
+        for radiograph in decode_in_order(paths, workers):
+            if isinstance(radiograph, str):
+                yield None, radiograph
+            else:
+                yield radiograph, loc.locate(radiograph.pixels, radiograph.meta.pixel_spacing_mm)
+
+
 @contextmanager
 def _cores_for_decoders(workers: int) -> Iterator[None]:
     """Leave the decoding workers their cores: torch's threads in this process drop to the cores
@@ -156,6 +268,7 @@ def localize_archive(
     workers: int = 0,
     device: torch.device | None = None,
     shown: Callable[[FileRecord], str] | None = None,
+    executor: Executor | None = None,
 ) -> LocalizeSummary:
     """Localize every candidate radiograph of ``archive`` and write the box file ``out``.
 
@@ -192,6 +305,11 @@ def localize_archive(
         scan with ``--pseudonymise`` passes the reports' pseudonymised path), the files also
         leave the SOP Instance UID, patient ID and Study Instance UID columns blank; the boxes
         in ``found`` keep the real path and identifiers.
+    executor
+        Decode and localize each candidate as a task of this executor instead (``--engine
+        ray``: a Ray task per image, the localizer loaded once in each worker process, checked
+        against this one's card); ``workers`` is then unused, and ``on_located`` is not called
+        (no decode comes back to this process: the scan's classifying tasks decode again).
 
     Raises
     ------
@@ -214,85 +332,83 @@ def localize_archive(
     files = len(walked)
     chosen = [record for record in walked if record.status is FileStatus.CANDIDATE]
     candidates = len(chosen)
-    with _cores_for_decoders(workers):
-        decoded = decode_in_order([record.path for record in chosen], workers)
-        for record, radiograph in zip(chosen, decoded, strict=True):
-            meta = record.meta
-            name = record.relpath if shown is None else shown(record)
-            if isinstance(radiograph, str):
-                unreadable += 1
-                image_rows.append({"image": name, "status": "unreadable", "reason": radiograph})
-                outcomes.append(LocalizerOutcome(record.relpath, "unreadable", radiograph))
-                continue
-            result = loc.locate(radiograph.pixels, radiograph.meta.pixel_spacing_mm)
-            status = "localized" if result.boxes else "nothing_found"
-            localized += bool(result.boxes)
-            nothing += not result.boxes
-            refused += result.out_of_distribution
-            image_rows.append(
+    results = _results(loc, [record.path for record in chosen], workers, executor)
+    for record, (radiograph, result) in zip(chosen, results, strict=True):
+        meta = record.meta
+        name = record.relpath if shown is None else shown(record)
+        if isinstance(result, str):
+            unreadable += 1
+            image_rows.append({"image": name, "status": "unreadable", "reason": result})
+            outcomes.append(LocalizerOutcome(record.relpath, "unreadable", result))
+            continue
+        status = "localized" if result.boxes else "nothing_found"
+        localized += bool(result.boxes)
+        nothing += not result.boxes
+        refused += result.out_of_distribution
+        image_rows.append(
+            {
+                "image": name,
+                "status": status,
+                "boxes": len(result.boxes),
+                "partial": len(result.partial),
+                "anchor": result.anchor,
+                "level_confidence": round(result.level_confidence, 4),
+                "reason": result.reason,
+                "distance": "" if result.distance is None else round(result.distance, 4),
+                "out_of_distribution": "yes" if result.out_of_distribution else "",
+            }
+        )
+        outcomes.append(
+            LocalizerOutcome(
+                record.relpath,
+                status,
+                result.reason,
+                result.distance,
+                result.out_of_distribution,
+            )
+        )
+        rows: list[dict[str, object]] = []
+        stated_boxes: list[VertebraBox] = []
+        for box in result.boxes:
+            stated = VertebraBox(
+                row=len(box_rows) + len(rows) + 1,
+                image=record.relpath,
+                sop_instance_uid=meta.sop_uid if meta else "",
+                level=box.level,
+                x_min=round(box.x_min, 2),
+                y_min=round(box.y_min, 2),
+                x_max=round(box.x_max, 2),
+                y_max=round(box.y_max, 2),
+                patient_id=meta.patient_id if meta else "",
+                study_uid=meta.study_uid if meta else "",
+                source=box.source,
+                confidence=box.confidence,
+            )
+            stated_boxes.append(stated)
+            identifiers = shown is None
+            rows.append(
                 {
                     "image": name,
-                    "status": status,
-                    "boxes": len(result.boxes),
-                    "partial": len(result.partial),
-                    "anchor": result.anchor,
+                    "sop_instance_uid": stated.sop_instance_uid if identifiers else "",
+                    "level": stated.level.value,
+                    "x_min": stated.x_min,
+                    "y_min": stated.y_min,
+                    "x_max": stated.x_max,
+                    "y_max": stated.y_max,
+                    "source": stated.source,
+                    "confidence": stated.confidence,
                     "level_confidence": round(result.level_confidence, 4),
-                    "reason": result.reason,
-                    "distance": "" if result.distance is None else round(result.distance, 4),
-                    "out_of_distribution": "yes" if result.out_of_distribution else "",
+                    "anchor": result.anchor,
+                    "patient_id": stated.patient_id if identifiers else "",
+                    "study_uid": stated.study_uid if identifiers else "",
                 }
             )
-            outcomes.append(
-                LocalizerOutcome(
-                    record.relpath,
-                    status,
-                    result.reason,
-                    result.distance,
-                    result.out_of_distribution,
-                )
-            )
-            rows: list[dict[str, object]] = []
-            stated_boxes: list[VertebraBox] = []
-            for box in result.boxes:
-                stated = VertebraBox(
-                    row=len(box_rows) + len(rows) + 1,
-                    image=record.relpath,
-                    sop_instance_uid=meta.sop_uid if meta else "",
-                    level=box.level,
-                    x_min=round(box.x_min, 2),
-                    y_min=round(box.y_min, 2),
-                    x_max=round(box.x_max, 2),
-                    y_max=round(box.y_max, 2),
-                    patient_id=meta.patient_id if meta else "",
-                    study_uid=meta.study_uid if meta else "",
-                    source=box.source,
-                    confidence=box.confidence,
-                )
-                stated_boxes.append(stated)
-                identifiers = shown is None
-                rows.append(
-                    {
-                        "image": name,
-                        "sop_instance_uid": stated.sop_instance_uid if identifiers else "",
-                        "level": stated.level.value,
-                        "x_min": stated.x_min,
-                        "y_min": stated.y_min,
-                        "x_max": stated.x_max,
-                        "y_max": stated.y_max,
-                        "source": stated.source,
-                        "confidence": stated.confidence,
-                        "level_confidence": round(result.level_confidence, 4),
-                        "anchor": result.anchor,
-                        "patient_id": stated.patient_id if identifiers else "",
-                        "study_uid": stated.study_uid if identifiers else "",
-                    }
-                )
-            box_rows.extend(rows)
-            found.extend(stated_boxes)
-            if stated_boxes and on_located is not None:
-                on_located(record.relpath, radiograph, stated_boxes)
-            if progress is not None:
-                progress(record.relpath)
+        box_rows.extend(rows)
+        found.extend(stated_boxes)
+        if stated_boxes and on_located is not None and radiograph is not None:
+            on_located(record.relpath, radiograph, stated_boxes)
+        if progress is not None:
+            progress(record.relpath)
     _atomic_csv(out, BOX_COLUMNS, box_rows)
     _atomic_csv(image_file, IMAGE_COLUMNS, image_rows)
     logger.info(

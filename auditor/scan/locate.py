@@ -29,13 +29,14 @@ from auditor.boxes import BoxFile, ResolvedBoxes, degenerate_reason, read_box_fi
 from auditor.errors import InputFileError
 from auditor.files import csv_unsafe
 from auditor.model.bundle import ModelCard
+from auditor.parallel import RayTasks
 from auditor.records import LocalizerOutcome, Radiograph, RadiographMeta, RowError, VertebraBox
 from auditor.reports.pseudonym import Pseudonymiser
 from auditor.scan.assemble import FileEntry, shown_path
 from auditor.scan.config import Progress, ScanConfig, ScanEvent, default_decode_workers
 from auditor.scan.dataset import precut_path, write_precut
 from auditor.scan.reads import ReadsFile, read_reads_file
-from auditor.vocab import FileStatus
+from auditor.vocab import Engine, FileStatus
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ def _localize(
         workers=default_decode_workers() if config.workers is None else config.workers,
         device=device,
         shown=(lambda r: shown_path(anon, r.relpath, r.meta)) if anon.enabled else None,
+        # on Ray each image is decoded and localized by a task, the localizer loaded per worker
+        executor=RayTasks(config.ray_address) if config.engine is Engine.RAY else None,
     )
     emit(
         ScanEvent(

@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -132,3 +133,47 @@ def test_a_worker_refuses_a_bundle_other_than_the_scans(bundle: Path) -> None:
     spec = ModelSpec(bundle, "0" * 64, "fp32", "cam")
     with pytest.raises(BundleError, match="every node needs the same bundle"):
         _worker_classifier(spec)
+
+
+def test_a_ray_scan_without_boxes_localizes_in_the_workers(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a box file the localizer stage runs as Ray tasks too (decode and localize per
+    image, the localizer loaded in each worker): same box file and findings as the local engine,
+    and the localizer never runs in the scanning process."""
+    from auditor.localizer import archive
+    from auditor.localizer.infer import Localizer
+    from auditor.synth.archive import write_archive
+    from auditor.synth.config import SynthConfig
+
+    world = tmp_path / "world"
+    synth = SynthConfig(max_side=700, distractor_rate=0.0, compressed_share=0.0)
+    write_archive(world, studies=3, seed=5, config=synth)
+
+    def config(out: Path, engine: str) -> ScanConfig:
+        return ScanConfig(
+            archive=world / "archive", out=out, model=bundle, heatmaps="none", engine=engine
+        )
+
+    local = run_scan(config(tmp_path / "local", "local"))
+    here: list[int] = []
+    locate = Localizer.locate
+
+    def recorded(self: Localizer, *args: Any, **kwargs: Any) -> Any:
+        here.append(os.getpid())
+        return locate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Localizer, "locate", recorded)
+    on_ray = run_scan(config(tmp_path / "ray", "ray"))
+    assert here == [] and not archive._WORKER_LOCALIZERS  # localized in the workers only
+    assert local.n_vertebrae == on_ray.n_vertebrae > 0
+    for name in ("localizer_boxes.csv", "localizer_boxes.images.csv", "findings.csv"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_a_worker_refuses_a_localizer_other_than_the_scans() -> None:
+    from auditor.localizer.archive import LocalizerSpec, worker_localizer
+    from auditor.localizer.plausible import DEFAULT_RULES
+
+    with pytest.raises(BundleError, match="every node needs the same bundle"):
+        worker_localizer(LocalizerSpec(None, "0" * 64, DEFAULT_RULES, guarded=True))
