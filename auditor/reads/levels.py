@@ -24,9 +24,13 @@ _NOT_A_UNIT = r"(?!\w|[.,]\d|\s?(?:%|mm|cm|°))"
 
 def term_pattern(term: str) -> str:
     """A regular expression for one word-list term of the rules: ``*`` at a word's start or end
-    stands for any letters, a space for any white space."""
+    stands for any letters, a ``*`` alone for one to three words ("loss of * height"), a space
+    for any white space."""
     parts = []
     for word in term.split():
+        if word == "*":
+            parts.append(r"[^\W\d_]+(?:\s+[^\W\d_]+){0,2}")  # words, not "L1"
+            continue
         core = word.strip("*") or word
         lead = r"\w*" if word.startswith("*") and len(word) > 1 else ""
         trail = r"\w*" if word.endswith("*") and len(word) > 1 else ""

@@ -37,8 +37,8 @@ Keys of a language (each optional in an added file):
   after these).
 
 Matching ignores case and accents (:func:`fold`), and German "ß" matches "ss". In the word
-lists a ``*`` at the start or end of a word stands for any letters and a space for any white
-space; cue phrases are matched token by token.
+lists a ``*`` at the start or end of a word stands for any letters, a ``*`` alone for one to
+three words of letters and a space for any white space; cue phrases are matched token by token.
 """
 
 from __future__ import annotations

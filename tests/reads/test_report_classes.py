@@ -58,6 +58,14 @@ def _read(parser: ReportParser, text: str) -> dict[str, str]:
         # doubt about the age is no doubt about the fracture
         ("L1 compression fracture, likely acute.", {"L1": "affirmed"}),
         ("Fraktur LWK 1, wahrscheinlich frisch.", {"L1": "affirmed"}),
+        # adverbs inside a doubting phrase, and fracture words of osteoporosis
+        ("A fracture of L2 cannot be confidently excluded.", {"L2": "uncertain"}),
+        ("Une fracture de L1 ne peut être totalement exclue.", {"L1": "uncertain"}),
+        ("Biconcave deformity of L2.", {"L2": "affirmed"}),
+        ("Fischwirbel LWK 2.", {"L2": "affirmed"}),
+        # a lone "*" in a word list stands for words, never for a level
+        ("No reduction in vertebral body height.", {"*": "negated"}),
+        ("L1 anterior height loss.", {"L1": "affirmed"}),
         # study-wide statements about all the vertebral bodies
         ("Intact vertebral bodies.", {"*": "negated"}),
         ("Wirbelkörper regelrecht hoch.", {"*": "negated"}),
