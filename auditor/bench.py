@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -133,6 +134,9 @@ class BenchResult:
     ray_vps: float | None = None
     ray_local_vps: float | None = None
     ray_cpus: int = 0  # CPUs of the Ray cluster
+    # classification alone, one model per core on one thread each, all at once (CPU only)
+    model_per_core_vps: float | None = None
+    model_in_workers: bool = False  # the scan ran the model in its workers
 
     @property
     def ray_overhead(self) -> float | None:
@@ -150,8 +154,16 @@ class BenchResult:
         parts = [
             ("inventory and triage", t.get("inventory_s", 0.0)),
             ("localizer", t.get("localizer_s", 0.0)),
-            ("loader wait (decode, crop, transfer not hidden)", t.get("loader_wait_s", 0.0)),
-            ("model", t.get("model_s", 0.0) - maps),
+            (
+                "wait for the workers (decode, crop and model)"
+                if self.model_in_workers
+                else "loader wait (decode, crop, transfer not hidden)",
+                t.get("loader_wait_s", 0.0),
+            ),
+            (
+                "model" + (", in this process" if self.model_in_workers else ""),
+                t.get("model_s", 0.0) - maps,
+            ),
             ("heatmap pass", maps),
             ("thumbnails", t.get("heatmap_thumbnails_s", 0.0)),
             ("journal", t.get("journal_s", 0.0)),
@@ -185,11 +197,18 @@ class BenchResult:
         return self.localizer_scan_vps / self.localizer_scan_decode_twice_vps
 
     @property
+    def model_only_best_vps(self) -> float:
+        """The machine's model-only throughput without heatmaps: the faster of one model on
+        torch's threads and one model per core (when measured)."""
+        return max(self.model_only_no_cam_vps, self.model_per_core_vps or 0.0)
+
+    @property
     def ratio(self) -> float:
-        """End-to-end throughput as a share of model-only throughput without heatmaps."""
-        if not self.model_only_no_cam_vps:
+        """End-to-end throughput as a share of the machine's model-only throughput without
+        heatmaps (:attr:`model_only_best_vps`)."""
+        if not self.model_only_best_vps:
             return 0.0
-        return self.end_to_end_vps / self.model_only_no_cam_vps
+        return self.end_to_end_vps / self.model_only_best_vps
 
     @property
     def cam_overhead(self) -> float:
@@ -297,6 +316,60 @@ def measure_model_only(
     return ModelTimes(
         tuple(times[True]), tuple(times[False]), (time.perf_counter() - start) / len(cams)
     )
+
+
+def _model_on_one_core(
+    model: Path | None,
+    precision: str,
+    heatmap_method: str,
+    batch_size: int,
+    rounds: int,
+    start: Any,
+    results: Any,
+) -> None:
+    """One copy of :func:`measure_model_per_core`: in its own process, on one thread."""
+    torch.set_num_threads(1)
+    classifier = Classifier(load_bundle(model), torch.device("cpu"), precision, heatmap_method)
+    size = classifier.card.input_size
+    batch = torch.randn((batch_size, 3, size, size), generator=torch.Generator().manual_seed(0))
+    classifier.predict(batch, cam=False)  # warm-up: allocator, oneDNN kernel choice
+    start.wait()
+    times = []
+    for _ in range(rounds):
+        begin = time.perf_counter()
+        classifier.predict(batch, cam=False)
+        times.append(time.perf_counter() - begin)
+    results.put(times)
+
+
+def measure_model_per_core(
+    model: Path | None,
+    precision: str,
+    heatmap_method: str,
+    batch_size: int,
+    rounds: int,
+    copies: int,
+) -> float:
+    """Vertebrae/s of ``copies`` copies of the model on the CPU, one process and one thread each,
+    all running at once: the arrangement of ``scan --model-in-workers`` and of the Ray engine's
+    tasks, whose model-only reference this is. Each copy times ``rounds`` batches of random crops
+    without heatmaps after a warm-up; the result is the sum of each copy's batch size over its
+    median batch time. The processes are spawned (a fresh interpreter each), and only the
+    batches are timed, not their start-up.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(copies)
+    results = context.Queue()
+    args = (model, precision, heatmap_method, batch_size, rounds, start, results)
+    processes = [context.Process(target=_model_on_one_core, args=args) for _ in range(copies)]
+    for process in processes:
+        process.start()
+    times = [results.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join()
+    return sum(batch_size / statistics.median(each) for each in times)
 
 
 def measure_localizer(
@@ -469,6 +542,18 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
                     classifier, config.batch_size, config.rounds - first, work, warm_up=False
                 )
             )
+        per_core = None
+        cores = os.cpu_count() or 1
+        if classifier.device.type == "cpu" and cores > 1:
+            tell(f"Model-only, one model per core: {cores} processes of one thread each")
+            per_core = measure_model_per_core(
+                model_path,
+                config.precision,
+                config.heatmap_method,
+                config.batch_size,
+                max(3, 2 * config.rounds),
+                cores,
+            )
         localizer_vps: dict[bool, float] = {}
         if config.localizer_scan:
             # Alternate the two ways (twice each, best kept) so that load changes hit both alike.
@@ -520,6 +605,8 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         workers=workers,
         model_only_vps=config.batch_size / statistics.median(times.with_cam),
         model_only_no_cam_vps=config.batch_size / statistics.median(times.without_cam),
+        model_per_core_vps=per_core,
+        model_in_workers=config.model_in_workers,
         overlay_s=times.overlay_s,
         end_to_end_vps=scan.n_vertebrae / timings["total_s"] if timings["total_s"] else 0.0,
         n_images=scan.n_images,
