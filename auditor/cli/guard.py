@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,6 +14,12 @@ from rich.markup import escape
 from auditor.cli.evaluate import Task
 from auditor.errors import UsageError
 from auditor.vocab import Device
+
+if TYPE_CHECKING:  # the CLI never loads torch at import
+    import numpy.typing as npt
+    import torch
+
+    from auditor.localizer.infer import Localizer
 
 
 def guard_command(
@@ -230,12 +238,24 @@ def guard_rates_command(
     task: Annotated[
         Task, typer.Option(help="Measure a fracture classifier's or a vertebra localizer's guard.")
     ] = Task.CLASSIFIER,
+    localizer: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="A localizer bundle with a guard: also ask its guard about each crop's whole "
+            "image (the image-level check with a box file), and count the crops either check "
+            "flags.",
+        ),
+    ] = None,
 ) -> None:
     """Measure a bundle's domain guard: the share of crops it marks out of distribution on
     held-out synthetic worlds (should be low) and on foreign sets (should be high), and its cost.
 
     For comparison the energy score (thresholded at the 0.99 quantile of the first held-out
-    world) is counted on the same crops.
+    world) is counted on the same crops. With --localizer, the localizer's guard is also asked
+    about the image each crop was cut from (inverted for the inverted crops; as it is for the
+    noisy ones, whose noise is the crops'), and the crops flagged by either check are counted.
 
     With --task localizer: BUNDLE is a localizer bundle and the share is of whole images the
     guard refuses, through the localizer as a scan runs it: the held-out worlds' lateral TL
@@ -244,8 +264,10 @@ def guard_rates_command(
     and the --drr images; the cost is the guard against the localizing forward pass.
     """
     if task is Task.LOCALIZER:
-        if spacing or detections:
-            raise UsageError("--task localizer takes no --spacing and no --detections")
+        if spacing or detections or localizer:
+            raise UsageError(
+                "--task localizer takes no --spacing, no --detections and no --localizer"
+            )
         _guard_rates_localizer(
             bundle, heldout, corpus, drr or [], max_images, seed, device, cost, out
         )
@@ -260,26 +282,40 @@ def guard_rates_command(
     console = Console()
     loaded = load_bundle(bundle)
     size, margin = loaded.card.input_size, loaded.card.crop_margin
+    dev = select_device(device.value)
+    check = _ImageCheck.load(localizer, dev)
     sets: list[gr.CropSet] = []
     for i, world in enumerate(heldout):
-        crops = gr.world_crops(world, size, margin, max_crops, seed + i)
-        sets.append(gr.CropSet(f"held-out {world.name}", crops, False, str(world)))
-    first = sets[0].crops
-    sets.append(gr.CropSet("inverted", inverted(first), True, f"{heldout[0].name}, inverted"))
+        crops, images = gr.world_crops(world, size, margin, max_crops, seed + i)
+        sets.append(gr.CropSet(f"held-out {world.name}", crops, False, str(world), check(images)))
+    first, first_images = (
+        sets[0].crops,
+        gr.world_crops(heldout[0], size, margin, max_crops, seed)[1],
+    )
+    sets.append(
+        gr.CropSet(
+            "inverted",
+            inverted(first),
+            True,
+            f"{heldout[0].name}, inverted",
+            check(first_images, inverted=True),
+        )
+    )
     sets.append(
         gr.CropSet(
             "heavy noise",
             noisy(first, seed=seed),
             True,
             f"{heldout[0].name} + Gaussian noise sd {HEAVY_NOISE}",
+            sets[0].image_out,
         )
     )
     for i, world in enumerate(spacing or []):
-        crops = gr.world_crops(world, size, margin, max_crops, seed + 100 + i)
-        sets.append(gr.CropSet(f"spacing {world.name}", crops, True, str(world)))
+        crops, images = gr.world_crops(world, size, margin, max_crops, seed + 100 + i)
+        sets.append(gr.CropSet(f"spacing {world.name}", crops, True, str(world), check(images)))
     if corpus is not None:
         files = [p for p in corpus.rglob("*") if p.is_file() and not p.name.startswith(".")]
-        crops, skipped = gr.grid_crops(files, size, margin)
+        crops, skipped, images = gr.grid_crops(files, size, margin)
         for reason in skipped:
             console.print(f"  corpus: skipped {escape(reason)}", highlight=False)
         sets.append(
@@ -288,23 +324,30 @@ def guard_rates_command(
                 crops,
                 True,
                 f"{len(files) - len(skipped)} readable radiographs of {corpus}, 4 x 4 forced boxes",
+                check(images),
             )
         )
     for path in detections or []:
+        crops, images = gr.coco_crops(path, size, margin)
         sets.append(
             gr.CropSet(
                 f"real vertebrae {path.parent.name}",
-                gr.coco_crops(path, size, margin),
+                crops,
                 True,
                 f"lateral-view boxes of {path}",
+                check(images),
             )
         )
-    dev = select_device(device.value)
     rates = gr.measure_guard(loaded, sets, dev)
     for r in rates:
         energy = "" if r.energy_flagged is None else f"; energy score {r.energy_flagged / r.n:6.1%}"
+        either = (
+            ""
+            if r.either_flagged is None
+            else f"; image check {r.image_flagged}, either {r.either_flagged / r.n:6.1%}"
+        )
         console.print(
-            _rate_line(r.name, r.foreign, r.flagged, r.n, r.median_distance) + energy,
+            _rate_line(r.name, r.foreign, r.flagged, r.n, r.median_distance) + energy + either,
             highlight=False,
         )
     result: dict[str, object] = {
@@ -323,7 +366,75 @@ def guard_rates_command(
             highlight=False,
         )
         result["cost"] = measured.as_dict()
+        if check.localizer is not None:
+            per_image = gr.boxes_per_image(heldout[0])
+            image_s = check.cost(sorted(set(first_images))[:16])
+            share = image_s / (measured.forward_s * per_image)
+            console.print(
+                f"image check cost: {image_s * 1e3:.1f} ms per image against "
+                f"{measured.forward_s * per_image * 1e3:.1f} ms for classifying its "
+                f"{per_image:.1f} vertebrae ({share:.1%}; the image already decoded)",
+                highlight=False,
+            )
+            result["image_check_cost"] = {
+                "s_per_image": image_s,
+                "crops_per_image": per_image,
+                "share_of_classifying_pass": share,
+            }
+    if check.localizer is not None:
+        result["localizer"] = str(check.localizer.path)
+        assert check.localizer.guard is not None
+        result["localizer_guard_sha256"] = check.localizer.guard.sha256
     _write_figures(out, result)
+
+
+@dataclass
+class _ImageCheck:
+    """``guard-rates --localizer``: the localizer guard's verdict on each crop's whole image,
+    each file read once per change (None without a localizer: no verdicts)."""
+
+    localizer: Localizer | None = None
+    seen: dict[tuple[Path, bool], bool] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, bundle: Path | None, device: torch.device) -> _ImageCheck:
+        if bundle is None:
+            return cls()
+        from auditor.localizer.infer import load_localizer
+
+        loaded = load_localizer(bundle, device)
+        if loaded.guard is None:
+            raise UsageError(
+                f"{bundle} has no domain guard; fit one with tlaudit guard --task localizer"
+            )
+        return cls(loaded)
+
+    def __call__(self, images: Sequence[Path], inverted: bool = False) -> npt.NDArray[Any] | None:
+        """Per crop, whether its image (``images``, one per crop) is refused; None without a
+        localizer. An image that cannot be read counts as not refused."""
+        if self.localizer is None or self.localizer.guard is None:
+            return None
+        import numpy as np
+
+        from auditor.localizer import guard_rates as lgr
+
+        todo = sorted({p for p in images if (p, inverted) not in self.seen})
+        change = lgr.Change.INVERTED if inverted else lgr.Change.NONE
+        distances = lgr.image_verdicts(self.localizer, todo, change)
+        threshold = self.localizer.guard.threshold
+        for p in todo:
+            self.seen[(p, inverted)] = distances.get(p, 0.0) > threshold
+        return np.array([self.seen[(p, inverted)] for p in images], dtype=bool)
+
+    def cost(self, paths: Sequence[Path]) -> float:
+        """Seconds per image of the check
+        (:func:`~auditor.localizer.guard_rates.image_check_cost`)."""
+        assert self.localizer is not None
+        from auditor.io.radiograph import read_radiograph
+        from auditor.localizer import guard_rates as lgr
+
+        images = [read_radiograph(p).pixels for p in paths]
+        return lgr.image_check_cost(self.localizer, images)
 
 
 def _rate_line(name: str, foreign: bool, flagged: int, n: int, median_distance: float) -> str:

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import torch
+from torch import nn
 
 from auditor.files import write_text_atomic
 from auditor.model.guard import DEFAULT_ARCHIVE_SHARE, DEFAULT_QUANTILE, GUARD_FILE, GuardFeatures
@@ -50,8 +52,10 @@ from auditor.model.stage_guard import (
     StageGuard,
     fit_stage_guard,
     read_stage_guard,
+    stage_statistics,
     write_domain_guard,
 )
+from auditor.model.taps import outputs_until
 
 logger = logging.getLogger(__name__)
 
@@ -170,3 +174,19 @@ def read_localizer_guard(folder: Path, record: object, card_path: Path, width: i
         label="localizer domain guard",
         use="localize",
     )
+
+
+def image_distances(
+    net: nn.Module, canvases: torch.Tensor, guard: StageGuard
+) -> npt.NDArray[np.float32]:
+    """The localizer guard's distance of each of the (N, 1, S, S) network inputs ``canvases``
+    (as :class:`~auditor.localizer.infer.Localizer` letterboxes and standardises an image), from
+    a forward pass of the localizer network ``net`` that stops once the guard's stages have run
+    (:func:`auditor.model.taps.outputs_until`): the image-level check alone, for images whose
+    boxes come from elsewhere (a box file), at about two thirds of a full pass's cost
+    (``docs/models.md``). The same distances :meth:`Localizer.locate_batch` gives."""
+    device = next(net.parameters()).device
+    with torch.inference_mode():
+        maps = outputs_until(net, canvases.to(device), guard.stages)
+        stats = {stage: stage_statistics(out).cpu().numpy() for stage, out in maps.items()}
+    return guard.distances(stats)

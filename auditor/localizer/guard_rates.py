@@ -18,6 +18,11 @@ Inversion and noise are :mod:`auditor.model.perturb`'s, shared with the classifi
 
 The cost (:func:`localizer_guard_cost`) is the guard's statistics and distance alone against the
 localizing forward pass it rides on, on the same batch.
+
+With a box file the localizer does not run, and its guard can still be asked about each image
+by itself (:func:`auditor.localizer.guard.image_distances`): :func:`image_verdicts` gives those
+distances for the images a classifier guard's crops were cut from (``tlaudit guard-rates
+--localizer``), and :func:`image_check_cost` times that check.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from auditor.archive.inventory import inventory
 from auditor.errors import READ_FAILURES, UsageError, read_failure_reason
 from auditor.io.radiograph import read_radiograph
 from auditor.localizer.geometry import Letterbox
+from auditor.localizer.guard import image_distances
 from auditor.localizer.infer import Localizer
 from auditor.model.perturb import HEAVY_NOISE, inverted, noisy
 from auditor.model.taps import tap_outputs
@@ -297,3 +303,75 @@ def localizer_guard_cost(
             part.append(time.perf_counter() - start)
     n = len(images)
     return LocalizerGuardCost(min(forward) / n, min(part) / n, n, repeats)
+
+
+def image_verdicts(
+    localizer: Localizer,
+    paths: Iterable[Path],
+    change: Change = Change.NONE,
+    seed: int = 0,
+    batch: int = BATCH,
+) -> dict[Path, float]:
+    """The localizer guard's distance of each readable file of ``paths`` after ``change``, from
+    the image-level check alone (:func:`auditor.localizer.guard.image_distances`, as with a box
+    file); unreadable files are left out. Noise is drawn from ``seed`` and the file's place.
+
+    Raises
+    ------
+    UsageError
+        When the localizer has no guard.
+    """
+    guard = localizer.guard
+    if guard is None:
+        raise UsageError(
+            f"{localizer.path} has no domain guard; fit one with tlaudit guard --task localizer"
+        )
+    done: dict[Path, float] = {}
+    pending: list[tuple[Path, npt.NDArray[np.float32]]] = []
+
+    def flush() -> None:
+        x = localizer._canvases([image for _, image in pending])[0]
+        for (path, _), d in zip(pending, image_distances(localizer.net, x, guard), strict=True):
+            done[path] = float(d)
+        pending.clear()
+
+    for j, path in enumerate(sorted(set(map(Path, paths)))):
+        try:
+            pixels = read_radiograph(path).pixels
+        except READ_FAILURES as err:
+            logger.info("image check: %s unreadable (%s)", path, read_failure_reason(err))
+            continue
+        pending.append((path, changed(pixels, change, localizer.card.working_size, (seed, j))))
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    return done
+
+
+def image_check_cost(
+    localizer: Localizer, images: Sequence[npt.NDArray[np.float32]], repeats: int = 5
+) -> float:
+    """Seconds per image of the image-level check with a box file, for one image at a time as
+    a scan's images come: letterbox, the localizer network up to the guard's stages, the
+    statistics and the distance (:func:`auditor.localizer.guard.image_distances`); the median
+    over ``images`` of each image's best of ``repeats`` runs.
+
+    Raises
+    ------
+    UsageError
+        When the localizer has no guard or ``images`` is empty.
+    """
+    guard = localizer.guard
+    if guard is None or not images:
+        raise UsageError(f"{localizer.path}: no guard, or no image to time its check on")
+    times = []
+    for pixels in images:
+        image_distances(localizer.net, localizer._canvases([pixels])[0], guard)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            image_distances(localizer.net, localizer._canvases([pixels])[0], guard)
+            best = min(best, time.perf_counter() - start)
+        times.append(best)
+    return float(np.median(times))

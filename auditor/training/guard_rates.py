@@ -33,6 +33,7 @@ import numpy.typing as npt
 import torch
 from torchvision import models
 
+from auditor.boxes import read_box_file
 from auditor.crops import crop_vertebra
 from auditor.errors import TlauditError, UsageError
 from auditor.io.radiograph import read_radiograph
@@ -51,12 +52,19 @@ WORLD_ANNOTATIONS = "ground_truth.csv"
 
 @dataclass(frozen=True)
 class CropSet:
-    """A named set of greyscale crops (N, S, S) in [0, 1] and whether the guard should flag it."""
+    """A named set of greyscale crops (N, S, S) in [0, 1] and whether the guard should flag it.
+
+    ``image_out``, when measured, says for each crop whether an image-level check refused the
+    image it was cut from (the localizer's guard asked about the whole image, as with a box
+    file: :func:`auditor.localizer.guard_rates.image_verdicts`); a scan would then mark every
+    crop of that image out of distribution.
+    """
 
     name: str
     crops: npt.NDArray[np.float32]
     foreign: bool
     description: str
+    image_out: npt.NDArray[np.bool_] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,11 @@ class GuardRate:
     energy_flagged: int | None = None
     """Crops the energy score (:func:`energy_scores`) would flag at the threshold of
     :func:`measure_guard` (None for a network without a ResNet head)."""
+    image_flagged: int | None = None
+    """Crops whose image the image-level check refused (None: not measured)."""
+    either_flagged: int | None = None
+    """Crops the guard flagged or whose image the image-level check refused (None: not
+    measured)."""
 
     @property
     def share(self) -> float:
@@ -88,19 +101,28 @@ class GuardRate:
             "description": self.description,
             "energy_flagged": self.energy_flagged,
             "energy_share": None if self.energy_flagged is None else self.energy_flagged / self.n,
+            "image_flagged": self.image_flagged,
+            "either_flagged": self.either_flagged,
+            "either_share": None if self.either_flagged is None else self.either_flagged / self.n,
         }
 
 
 def world_crops(
     world: Path, size: int, margin: float, max_crops: int, seed: int = 0, workers: int = 0
-) -> npt.NDArray[np.float32]:
+) -> tuple[npt.NDArray[np.float32], tuple[Path, ...]]:
     """The crops of every labelled vertebra of a ``tlaudit synth`` folder (at most ``max_crops``,
-    drawn from ``seed``)."""
-    data = load_crop_set(
-        Path(world) / "archive", Path(world) / WORLD_ANNOTATIONS, size, margin, workers=workers
-    )
+    drawn from ``seed``) and the image file each was cut from."""
+    archive = Path(world) / "archive"
+    data = load_crop_set(archive, Path(world) / WORLD_ANNOTATIONS, size, margin, workers=workers)
     index = subsample(np.arange(len(data.crops), dtype=np.int64), max_crops, seed)
-    return data.crops[index]
+    return data.crops[index], tuple(archive / data.records[i].image for i in index)
+
+
+def boxes_per_image(world: Path) -> float:
+    """The mean number of labelled vertebrae per image of a ``tlaudit synth`` folder: the crops
+    a scan classifies per image there (:func:`world_crops` subsamples them)."""
+    rows = read_box_file(Path(world) / WORLD_ANNOTATIONS).rows
+    return len(rows) / max(1, len({row.image for row in rows}))
 
 
 def grid_crops(
@@ -109,15 +131,16 @@ def grid_crops(
     margin: float,
     per_side: int = 4,
     box_share: float = 0.2,
-) -> tuple[npt.NDArray[np.float32], list[str]]:
+) -> tuple[npt.NDArray[np.float32], list[str], tuple[Path, ...]]:
     """Crops of square boxes on a ``per_side`` x ``per_side`` grid over each readable radiograph,
     each box ``box_share`` of the image's shorter side: a forced box file on images without a
     thoracolumbar spine. Files that cannot be read as one greyscale image are skipped and named.
 
-    Returns the crops and the skipped files with the reason.
+    Returns the crops, the skipped files with the reason, and the file each crop was cut from.
     """
     crops: list[npt.NDArray[np.float32]] = []
     skipped: list[str] = []
+    images: list[Path] = []
     for path in sorted(Path(p) for p in paths):
         try:
             pixels = read_radiograph(path).pixels
@@ -130,8 +153,9 @@ def grid_crops(
             for cx in np.linspace(side / 2, cols - side / 2, per_side):
                 box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
                 crops.append(crop_vertebra(pixels, box, margin, size))
+                images.append(path)
     out = np.stack(crops) if crops else np.zeros((0, size, size), np.float32)
-    return out.astype(np.float32), skipped
+    return out.astype(np.float32), skipped, tuple(images)
 
 
 def coco_crops(
@@ -141,10 +165,10 @@ def coco_crops(
     images: Path | None = None,
     view_key: str = "APorLA",
     views: Sequence[str] = ("LA",),
-) -> npt.NDArray[np.float32]:
+) -> tuple[npt.NDArray[np.float32], tuple[Path, ...]]:
     """Crops of every box of a COCO detection file whose image is of one of ``views`` (the
     image's ``view_key`` field; images without it all count) and exists under ``images``
-    (default: the ``images`` folder beside the file)."""
+    (default: the ``images`` folder beside the file), and the image file each was cut from."""
     detections = Path(detections)
     folder = Path(images) if images is not None else detections.parent / "images"
     data = json.loads(detections.read_text())
@@ -154,6 +178,7 @@ def coco_crops(
         if str(im.get(view_key, views[0])) in views and (folder / str(im["file_name"])).is_file()
     }
     crops: list[npt.NDArray[np.float32]] = []
+    sources: list[Path] = []
     for image_id, path in sorted(wanted.items()):
         pixels = read_radiograph(path).pixels
         for ann in data["annotations"]:
@@ -161,8 +186,9 @@ def coco_crops(
                 continue
             x, y, w, h = (float(v) for v in ann["bbox"])
             crops.append(crop_vertebra(pixels, (x, y, x + w, y + h), margin, size))
+            sources.append(path)
     out = np.stack(crops) if crops else np.zeros((0, size, size), np.float32)
-    return out.astype(np.float32)
+    return out.astype(np.float32), tuple(sources)
 
 
 def energy_scores(
@@ -188,12 +214,14 @@ def measure_guard(
 
     For comparison the energy score is thresholded at ``quantile`` of its values on the first
     set that is not foreign (a held-out world: about the guard's false-alarm rate there) and
-    its flags are counted too.
+    its flags are counted too. Where a set carries image-level verdicts (``image_out``), the
+    crops they flag and those flagged by either are counted as well.
 
     Raises
     ------
     UsageError
-        When the bundle has no guard or a set is empty.
+        When the bundle has no guard, a set is empty, or its image verdicts do not match its
+        crops.
     """
     guard = bundle.card.guard
     if guard is None:
@@ -209,15 +237,24 @@ def measure_guard(
     rates = []
     for crop_set, f, energy in zip(sets, features, energies, strict=True):
         distances = guard.score(f)
+        out = guard.is_out(distances)
+        image_out = crop_set.image_out
+        if image_out is not None and len(image_out) != len(distances):
+            raise UsageError(
+                f"crop set {crop_set.name!r}: {len(image_out)} image verdicts for "
+                f"{len(distances)} crops"
+            )
         rates.append(
             GuardRate(
                 name=crop_set.name,
                 foreign=crop_set.foreign,
                 n=len(distances),
-                flagged=int(guard.is_out(distances).sum()),
+                flagged=int(out.sum()),
                 median_distance=float(np.median(distances)),
                 description=crop_set.description,
                 energy_flagged=None if energy is None or cut is None else int((energy > cut).sum()),
+                image_flagged=None if image_out is None else int(np.sum(image_out)),
+                either_flagged=None if image_out is None else int(np.sum(out | image_out)),
             )
         )
     return rates

@@ -95,4 +95,36 @@ def test_guard_rates_of_the_localizer_flag_noise_and_keep_held_out_images(tmp_pa
 
     refused = runner.invoke(app, [*args, "--detections", str(out)])
     assert isinstance(refused.exception, UsageError)
-    assert "takes no --spacing and no --detections" in str(refused.exception)
+    assert "takes no --spacing, no --detections and no --localizer" in str(refused.exception)
+
+
+@pytest.mark.slow
+def test_guard_rates_with_the_localizer_s_image_check_count_either_flag(tmp_path: Path) -> None:
+    world = tmp_path / "world"
+    write_archive(world, studies=4, seed=32, config=SynthConfig(max_side=700, distractor_rate=0))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    noise = np.random.default_rng(1).integers(0, 256, (300, 200), dtype=np.uint8)
+    Image.fromarray(noise).save(corpus / "noise.png")
+    out = tmp_path / "rates.json"
+    args = ["guard-rates", str(resource_path("models", "tl-resnet18-synthetic"))]
+    args += ["--heldout", str(world), "--corpus", str(corpus), "--device", "cpu"]
+    args += ["--localizer", str(resource_path("models", "localizer-v2")), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "image check cost:" in output and "the image already decoded" in output
+    figures = json.loads(out.read_text())
+    rates = {r["set"]: r for r in figures["rates"]}
+    for r in rates.values():
+        assert r["either_flagged"] >= max(r["flagged"], r["image_flagged"])
+        assert r["either_flagged"] <= r["flagged"] + r["image_flagged"]
+    held = rates["held-out world"]
+    assert held["image_flagged"] <= held["n"] // 4  # the synthetic views are kept
+    # the noise image is refused as a whole: every one of its 16 forced boxes counts
+    assert rates["corpus corpus"]["image_flagged"] == rates["corpus corpus"]["n"] == 16
+    # the noisy crops' images are the held-out world's, as they are
+    assert rates["heavy noise"]["image_flagged"] == held["image_flagged"]
+    cost = figures["image_check_cost"]
+    assert cost["s_per_image"] > 0 and cost["crops_per_image"] >= 1
+    assert figures["localizer_guard_sha256"]

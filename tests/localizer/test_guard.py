@@ -19,6 +19,7 @@ from auditor.localizer.guard import (
     DEFAULT_PARTS,
     OUT_OF_DISTRIBUTION_REASON,
     fit_localizer_guard,
+    image_distances,
     write_localizer_guard,
 )
 from auditor.localizer.guard_fit import fit_guard_on_localizer
@@ -76,6 +77,19 @@ def test_the_distance_is_the_float64_mahalanobis_of_the_stage_statistics(
     # one image alone gives the distance it gets in a batch
     alone = guarded.locate(images[3]).distance
     assert alone == pytest.approx(measured[3], rel=1e-4)
+
+
+def test_the_image_check_alone_gives_the_localizing_pass_s_distances() -> None:
+    # with a box file only the guard's stages run (auditor.model.taps.outputs_until); the
+    # distances must be the ones locate_batch gives (float32 on either path: 1e-5 relative)
+    localizer = load_localizer()
+    assert localizer.guard is not None
+    images = [*_views(3, 5), negatives.noise(1)]
+    located = [r.distance for r in localizer.locate_batch(images)]
+    canvases = localizer._canvases(images)[0]
+    alone = image_distances(localizer.net, canvases, localizer.guard)
+    np.testing.assert_allclose(alone, np.array(located, dtype=np.float64), rtol=1e-5)
+    assert bool(alone[-1] > localizer.guard.threshold)  # the noise is refused here too
 
 
 def test_the_threshold_is_the_quantile_of_the_held_out_images(plain: Localizer) -> None:

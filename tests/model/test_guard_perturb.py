@@ -22,7 +22,7 @@ def test_noise_is_heavy_clipped_and_repeatable_from_its_seed() -> None:
     before = pixels.copy()
     out = noisy(pixels, seed=(3, 1, 4))
     assert out.dtype == np.float32 and out.shape == pixels.shape
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
     assert 0.8 * HEAVY_NOISE < float(np.std(out - pixels)) <= HEAVY_NOISE
     np.testing.assert_array_equal(out, noisy(pixels, seed=[3, 1, 4]))
     assert not np.array_equal(out, noisy(pixels, seed=0))
