@@ -225,19 +225,18 @@ def _strings(items: Any) -> bool:
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(spelling for item in items for spelling in _spellings(item)))
+    return tuple(dict.fromkeys(fold(item).strip() for item in items))
 
 
-def _spellings(item: str) -> tuple[str, ...]:
-    """A folded term, and its twin with German "ß" written "ss" or the other way round: reports
-    write "auszuschließen", Swiss ones and the rules "auszuschliessen" (:func:`fold` keeps "ß",
-    so that offsets stay put)."""
-    term = fold(item).strip()
-    if "ß" in term:
-        return (term, term.replace("ß", "ss"))
-    if "ss" in term.lower():
-        return (term, re.sub("ss", "ß", term, flags=re.I))
-    return (term,)
+def _spellings(items: list[str], code: str) -> list[str]:
+    """A language's terms with their twins in the other German spelling of "ss": "ß" written
+    "ss" in every language, and in German ("de", "de-CH"...) "ss" also written "ß" (reports
+    write "auszuschließen", the rules and Swiss reports "auszuschliessen"; :func:`fold` keeps
+    "ß", so that offsets stay put)."""
+    twins = [item.replace("ß", "ss") for item in items if "ß" in item]
+    if code.lower().startswith("de"):
+        twins += [re.sub("ss", "ß", item, flags=re.I) for item in items if "ss" in item.lower()]
+    return [*items, *twins]
 
 
 def _merge(documents: Sequence[tuple[str, dict[str, Any]]]) -> ReportRules:
@@ -252,10 +251,10 @@ def _merge(documents: Sequence[tuple[str, dict[str, Any]]]) -> ReportRules:
         for code, language in document.get("languages", {}).items():
             languages.append(code)
             for key in lists:
-                lists[key] += language.get(key, [])
+                lists[key] += _spellings(language.get(key, []), code)
             for key in CUE_KEYS:
                 for part, items in language.get(key, {}).items():
-                    cues[key][part] += items
+                    cues[key][part] += _spellings(items, code)
             for key in MAP_KEYS:
                 maps[key].update({fold(k).lower(): v for k, v in language.get(key, {}).items()})
     return ReportRules(

@@ -108,6 +108,7 @@ class ReportParser:
             (label, re.compile(alternation(rules.words[key]), re.I))
             for label, key in _LABEL_WORDS.items()
         ]
+        self._other = dict(self._findings)["OTHER"]
         self._height = re.compile(alternation(rules.words["height"]), re.I)
         self._spine = re.compile(alternation(rules.words["spine"]), re.I)
         self._exclusions = re.compile(alternation(rules.words["normal_exclusions"]), re.I)
@@ -320,8 +321,16 @@ class ReportParser:
         level_spans = self.levels.find(sentence)
         taken = [(s.start, s.end) for s in level_spans]
         found: list[tuple[int, int, str]] = []
-        for label, pattern in self._findings:
-            for m in pattern.finditer(sentence):
+        matches = {
+            label: list(pattern.finditer(sentence))
+            for label, pattern in self._findings
+            if label != "OTHER"
+        }
+        # "other" words matter only beside a finding: looked for only where there is one
+        if any(matches.values()):
+            matches["OTHER"] = list(self._other.finditer(sentence))
+        for label in FINDING_LABELS:
+            for m in matches.get(label, ()):
                 if all(m.end() <= a or m.start() >= b for a, b in taken):
                     found.append((m.start(), m.end(), label))
                     taken.append((m.start(), m.end()))
