@@ -21,7 +21,9 @@ among single stages and their combinations, by maximum or by sum, with and witho
 deviations and the normalisation (``docs/models.md`` has the figures). Every combination of
 several stages flagged fewer of the real-image crops than ``layer3`` alone, and those that
 caught more inverted crops also flagged more held-out ones: with more parts, the held-out
-quantile of their maximum rises and each part's flags thin out.
+quantile of their maximum rises and each part's flags thin out. An earlier stage (``relu`` to
+``layer2``) beside ``layer3``, each at its own quantile, caught no more of the inverted crops
+either: those lie just beyond ``layer3``'s threshold, and the threshold quantile decides them.
 That choice was made for this network and its stride. For VGG16 nothing was measured, and
 :func:`default_method` keeps the penultimate guard (``mahalanobis+l2``).
 

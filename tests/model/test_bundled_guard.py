@@ -48,8 +48,8 @@ def _share(bundle: ModelBundle, crop_set: gr.CropSet) -> float:
 def test_the_guard_is_quiet_on_held_out_synthetic_crops(
     bundle: ModelBundle, heldout: gr.CropSet
 ) -> None:
-    # The threshold is a held-out 0.99 quantile; two 250-crop held-out worlds gave 0.4 % and 0 %.
-    # On about 70 crops a 1 % rate expects under one flag; 5 % allows three.
+    # The threshold is a held-out 0.985 quantile; two 250-crop held-out worlds gave 0.8 % and
+    # 0.4 %. On about 70 crops a 1.5 % rate expects about one flag; 5 % allows three.
     assert len(heldout.crops) >= 50
     assert _share(bundle, heldout) < 0.05
 
@@ -60,8 +60,8 @@ def test_the_guard_fires_on_heavy_noise_and_inverted_crops(
     noise = gr.CropSet("noise", noisy(heldout.crops, seed=1), True, "")
     turned = gr.CropSet("inverted", inverted(heldout.crops), True, "")
     assert _share(bundle, noise) >= 0.9  # 100 % of 250 crops measured
-    # 92.4 % of 250 crops measured: under the 95 % target (docs/models.md)
-    assert _share(bundle, turned) >= 0.8
+    # 97.6 % of 250 crops measured at the 0.985 quantile (92.4 % at 0.99; docs/models.md)
+    assert _share(bundle, turned) >= 0.9
 
 
 @pytest.mark.skipif(not CORPUS_XRAY.is_dir(), reason=f"real DICOM corpus absent ({CORPUS_XRAY})")
@@ -69,8 +69,9 @@ def test_the_guard_fires_on_forced_boxes_on_real_radiographs(bundle: ModelBundle
     card = bundle.card
     files = [p for p in CORPUS_XRAY.iterdir() if p.is_file()]
     crops, _, _ = gr.grid_crops(files, card.input_size, card.crop_margin)
-    # 90.3 % of these same 176 crops: under the 95 % target (docs/models.md); this holds
-    # the guard to what it does, so that it does not get worse unnoticed
+    # 91.5 % of these same 176 crops: under the 95 % target (docs/models.md; the
+    # localizer's image-level check refuses all 11 images); this holds the crop guard to what it
+    # does, so that it does not get worse unnoticed
     assert _share(bundle, gr.CropSet("corpus", crops, True, "")) >= 0.85
 
 
