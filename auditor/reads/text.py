@@ -30,7 +30,9 @@
    else ``uncertain`` if uncertain, else ``affirmed``.
 5. **Levels.** Each level takes the nearest finding of its segment. A segment of levels only
    ("..., L1 or L2") takes the finding of the segment before it (or, first in its sentence, of
-   the one after it). A finding that no level of its sentence took is a study-wide mention
+   the one after it); one of levels and the words of one kind of cue ("L1 acute, T12 chronic";
+   "fracture récente de L1 et ancienne de D12", cut at "et" before such a cue) takes it as
+   that kind says. A finding that no level of its sentence took is a study-wide mention
    (level ``*``): "No fracture."; a "normal" word counts study-wide only beside a height word
    ("vertebral body heights are maintained") or a word for the whole spine ("unremarkable
    thoracolumbar spine"). A doubted or dated finding in a segment without levels reaches back to
@@ -70,6 +72,8 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 #: fracture."); the memory is emptied when full.
 SENTENCE_MEMORY = 20_000
 _EXTENSIONS = {kind: f"tlaudit_{kind}" for kind in ("negated", "uncertain", "old", "acute")}
+#: What a segment of levels and cue words only says of the finding it takes.
+_CUE_MENTION = {"old": Mention.OLD, "acute": Mention.AFFIRMED, "uncertain": Mention.UNCERTAIN}
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,9 @@ class _Segment:
     levels: tuple[tuple[int, int, tuple[str, ...]], ...]  # token start, end, levels
     findings: tuple[_Finding, ...]
     pure: bool  # levels, connecting words and punctuation only
+    # levels and the words of one kind of dating, acuity or doubt only ("T12 chronic"): it
+    # takes the finding of the segment before it with its own kind
+    cue: str | None
     # holds a "normal" word and a height word or one for the whole spine: it is study-wide
     whole: bool
 
@@ -254,6 +261,7 @@ class ReportParser:
         tokens = list(_TOKEN.finditer(sentence))
         words = [t.group() for t in tokens]
         starts = [t.start() for t in tokens]
+        self._pipeline()  # its cue phrases tell which segments hold cue words only
         levels, findings, segments = self._segments(sentence, words, starts)
         marks = self._marks(tokens, words, findings, segments)
         judged = [
@@ -351,13 +359,23 @@ class ReportParser:
         cuts.update(token(m.start()) for m in self._termination.finditer(sentence))
         ranges = _ranges(sorted(cuts))
         finding_starts = [a for a, _, _ in findings]
+        level_start_list = sorted(level_starts)
+        in_level = {k for s, e, _ in levels for k in range(s, e)}
         split: list[tuple[int, int]] = []
         for a, b in ranges:
             for m in self._list_words.finditer(sentence, starts[a] if a < size else 0):
                 at = token(m.start())
                 if not a < at < b:
                     continue
-                if _has(finding_starts, a, at) and _has(finding_starts, at, b):
+                if _has(finding_starts, a, at) and (
+                    _has(finding_starts, at, b)
+                    # "fracture récente de L1 et ancienne de D12": a cue word first, then a level
+                    or (
+                        _has(level_start_list, at, b)
+                        and self._first_word(words, at + 1, b) not in in_level
+                        and self._cue_only(words, at, b, in_level)
+                    )
+                ):
                     split.append((a, at))
                     a = at
             split.append((a, b))
@@ -410,7 +428,41 @@ class ReportParser:
             k in in_level or not words[k].isalpha() or words[k].lower() in self._filler
             for k in range(a, b)
         )
-        return _Segment(a, b, mine, judged, pure, whole)
+        cue = None if pure or judged or not mine else self._cue_only(words, a, b, in_level)
+        return _Segment(a, b, mine, judged, pure=pure, cue=cue, whole=whole)
+
+    def _first_word(self, words: list[str], a: int, b: int) -> int:
+        """The index of the first token of ``a`` to ``b`` that is a word other than a connecting
+        one (``b`` if there is none)."""
+        return next(
+            (k for k in range(a, b) if words[k].isalnum() and words[k].lower() not in self._filler),
+            b,
+        )
+
+    def _cue_only(self, words: list[str], a: int, b: int, levels: set[int]) -> str | None:
+        """The one cue kind (old, acute or uncertain) whose phrases make up the words of tokens
+        ``a`` to ``b`` beside levels, connecting words and punctuation ("L1 acute", "T12
+        chronic", "et ancienne de D12"); None where other words stand there, or none or two
+        kinds."""
+        kinds = set()
+        k = a
+        while k < b:
+            word = words[k].lower()
+            if k in levels or not words[k].isalpha() or word in self._filler:
+                k += 1
+                continue
+            lowered = [w.lower() for w in words[k:b]]
+            phrases = [
+                (len(phrase), kind)
+                for phrase, kind in self._cue_phrases.get(word, ())
+                if kind != "negated" and tuple(lowered[: len(phrase)]) == phrase
+            ]
+            if not phrases:
+                return None
+            length, kind = max(phrases)
+            kinds.add(kind)
+            k += length
+        return kinds.pop() if len(kinds) == 1 else None
 
     def _pipeline(self) -> Language:
         if self._nlp is None:
@@ -539,13 +591,15 @@ def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
         bound[k] = (begin, len(out), acute)
     # a segment of levels only takes the finding of the segment before it, else the one after
     for k, segment in enumerate(segments):
-        if kinds[k] is not None or not segment.pure:
+        if kinds[k] is not None or not (segment.pure or segment.cue):
             continue
         before = next((kinds[j] for j in range(k - 1, -1, -1) if kinds[j] is not None), None)
         after = next((first[j] for j in range(k + 1, len(segments)) if first[j] is not None), None)
         mention = before or after
-        if mention is None:
+        if mention is None or (segment.cue and mention is Mention.NEGATED):
             continue
+        if segment.cue:  # "Fractures: L1 acute, T12 chronic"
+            mention = _CUE_MENTION[segment.cue]
         kinds[k] = first[k] = mention
         begin = len(out)
         out += [(level, mention) for _, _, levels in segment.levels for level in levels]

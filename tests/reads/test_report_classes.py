@@ -66,6 +66,12 @@ def _read(parser: ReportParser, text: str) -> dict[str, str]:
         # a lone "*" in a word list stands for words, never for a level
         ("No reduction in vertebral body height.", {"*": "negated"}),
         ("L1 anterior height loss.", {"L1": "affirmed"}),
+        # a segment of levels and one kind of cue words takes the finding before it, dated
+        ("Fractures: L1 acute, T12 chronic.", {"L1": "affirmed", "T12": "old"}),
+        ("Fracture récente de L1 et ancienne de D12.", {"L1": "affirmed", "T12": "old"}),
+        ("Fractura aguda de L1 y antigua de D12.", {"L1": "affirmed", "T12": "old"}),
+        ("Fracture of T11 and T12 cannot be excluded.", {"T11": "uncertain", "T12": "uncertain"}),
+        ("Cement in the L1 vertebral body.", {"L1": "old"}),
         # study-wide statements about all the vertebral bodies
         ("Intact vertebral bodies.", {"*": "negated"}),
         ("Wirbelkörper regelrecht hoch.", {"*": "negated"}),
