@@ -268,7 +268,8 @@ def run_pacs_bench(
                 qido_cpu_s.append(time.process_time() - cpu)
 
         tell("WADO-RS retrieval of every candidate")
-        retrieval = gather(source, rules, work / "wado")
+        # every candidate, whatever the PACS scan's cap (which only that scan is about)
+        retrieval = gather(dataclasses.replace(source, cache_cap_mb=1e9), rules, work / "wado")
         shutil.rmtree(work / "wado", ignore_errors=True)
         if not retrieval.retrieved:
             raise UsageError(

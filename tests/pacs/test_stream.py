@@ -21,7 +21,7 @@ from auditor.archive.inventory import inventory
 from auditor.archive.triage import TriageRules
 from auditor.pacs.export import DicomResults
 from auditor.pacs.scan import scan_pacs
-from auditor.pacs.source import CACHE_DIR
+from auditor.pacs.source import CACHE_DIR, GIVE_UP_AFTER
 from auditor.pacs.stream import HEADERS_DIR
 from auditor.scan.config import ScanEvent
 from auditor.scan.journal import JOURNAL_NAME
@@ -194,3 +194,47 @@ def test_without_a_box_file_the_cap_must_hold_every_candidate(
     assert sum(r["status"] == "candidate" for r in rows) == 1
     assert pacs.scan.n_images <= 1
     assert not (tmp_path / "run" / CACHE_DIR).exists()
+
+
+def test_a_pacs_that_stops_answering_leaves_rows_and_resume_completes_the_audit(
+    bundle: Path, tmp_path: Path
+) -> None:
+    server = start_orthanc(tmp_path / "orthanc")
+    try:
+        root = make_pacs_world(tmp_path / "world")
+        stored, refused = upload(server, root / "archive")
+        world = PacsWorld(root, stored, refused)
+
+        def stop_after_the_query(event: ScanEvent) -> None:
+            if event.message.startswith("PACS:"):
+                server.stop()  # the PACS dies before the scan has retrieved anything
+
+        cap = max(_candidate_sizes(world)) * 1.5
+        run = tmp_path / "pacs"
+        first = scan_pacs(
+            _config(world, bundle, run, batch_size=1),
+            _source(server, cache_cap_mb=cap / 1e6, connections=1),
+            stop_after_the_query,
+        )
+        # the scan finished without waiting for what never came: each candidate one row
+        assert first.stream is not None
+        assert (first.stream.retrieved, first.stream.not_retrieved) == (0, 4)
+        assert first.scan.n_images == 0
+        rows = _accounting(run)
+        lost = [r for r in rows if "not retrieved" in r["detail"]]
+        assert len(lost) == 4 and all("rerun with --resume" in r["detail"] for r in lost)
+        assert sum("stopped answering" in r["detail"] for r in lost) == 4 - GIVE_UP_AFTER
+        assert len({r["sop_instance_uid"] for r in rows}) == len(rows)
+
+        server.start()
+        again = scan_pacs(
+            _config(world, bundle, run, batch_size=1, resume=True),
+            _source(server, cache_cap_mb=cap / 1e6),
+        )
+        assert again.stream is not None
+        assert (again.stream.retrieved, again.stream.not_retrieved) == (4, 0)
+        run_scan(_config(world, bundle, tmp_path / "disk", batch_size=1))
+        assert _findings(run) == _findings(tmp_path / "disk")
+        assert not [r for r in _accounting(run) if "not retrieved" in r["detail"]]
+    finally:
+        server.stop()
