@@ -18,7 +18,7 @@ import ray
 from auditor.errors import BundleError
 from auditor.parallel import RayTasks
 from auditor.scan.classify import ModelSpec, _worker_classifier
-from auditor.scan.config import ScanConfig, ScanResult
+from auditor.scan.config import HeatmapMode, ScanConfig, ScanResult
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import run_scan
 from tests.helpers.interrupt import stop_after_batches
@@ -152,7 +152,11 @@ def test_a_ray_scan_without_boxes_localizes_in_the_workers(
 
     def config(out: Path, engine: str) -> ScanConfig:
         return ScanConfig(
-            archive=world / "archive", out=out, model=bundle, heatmaps="none", engine=engine
+            archive=world / "archive",
+            out=out,
+            model=bundle,
+            heatmaps=HeatmapMode.NONE,
+            engine=engine,
         )
 
     local = run_scan(config(tmp_path / "local", "local"))
