@@ -66,6 +66,9 @@ def _read(parser: ReportParser, text: str) -> dict[str, str]:
         # a lone "*" in a word list stands for words, never for a level
         ("No reduction in vertebral body height.", {"*": "negated"}),
         ("L1 anterior height loss.", {"L1": "affirmed"}),
+        ("Wedge compression of T12, of uncertain chronicity.", {"T12": "affirmed"}),
+        ("Frattura di L1 di dubbia datazione.", {"L1": "affirmed"}),
+        ("There is no significant interval change in the L3 compression fracture.", {"L3": "old"}),
         # a segment of levels and one kind of cue words takes the finding before it, dated
         ("Fractures: L1 acute, T12 chronic.", {"L1": "affirmed", "T12": "old"}),
         ("Fracture récente de L1 et ancienne de D12.", {"L1": "affirmed", "T12": "old"}),
