@@ -69,6 +69,9 @@ def _read(parser: ReportParser, text: str) -> dict[str, str]:
         ("Wedge compression of T12, of uncertain chronicity.", {"T12": "affirmed"}),
         ("Frattura di L1 di dubbia datazione.", {"L1": "affirmed"}),
         ("There is no significant interval change in the L3 compression fracture.", {"L3": "old"}),
+        # doubt about the cause is no doubt about the fracture
+        ("Cedimento di D12, di verosimile natura osteoporotica.", {"T12": "affirmed"}),
+        ("Acuñamiento de D12 ya presente en el estudio previo.", {"T12": "old"}),
         # a segment of levels and one kind of cue words takes the finding before it, dated
         ("Fractures: L1 acute, T12 chronic.", {"L1": "affirmed", "T12": "old"}),
         ("Fracture récente de L1 et ancienne de D12.", {"L1": "affirmed", "T12": "old"}),
