@@ -8,8 +8,11 @@ are in CHANGELOG.md). Round 4 was written blind, without reading the parser, its
 earlier rounds, and committed before it was scored. A development set (``dev5``) followed,
 written by class of phrasing (inflections, pre- and post-posed doubt, dating words, study-wide
 negations, level spellings) by someone who had read the parser, and scored before the fixes it
-prompted. Since those fixes the table guards against regressions; it no longer estimates how the
-parser does on reports it has not seen."""
+prompted. Round 5 was written blind again (by someone who never saw the parser, its rules or the
+table, before the dev5 fixes were made), kept out of the repository until those fixes were done,
+then committed and scored once (0.9214 per-level accuracy, 211 of 229 pairs; CHANGELOG.md).
+Apart from round 5's misses the table guards against regressions; only a blind round estimates
+how the parser does on reports it has not seen."""
 
 from __future__ import annotations
 
