@@ -35,10 +35,11 @@ from auditor.errors import READ_FAILURES, BundleError, TlauditError, read_failur
 from auditor.files import atomic_path, csv_safe
 from auditor.io.radiograph import read_radiograph
 from auditor.localizer.bundle import CARD_FILE, DEFAULT_LOCALIZER
+from auditor.localizer.guard import image_distances
 from auditor.localizer.infer import Localizer, LocalizerResult, load_localizer
 from auditor.localizer.plausible import RunRules
 from auditor.parallel import Executor, map_in_order
-from auditor.records import LocalizerOutcome, Radiograph, VertebraBox
+from auditor.records import LocalizerOutcome, Radiograph, VertebraBox, is_out_of_distribution
 from auditor.resources import resource_path
 from auditor.vocab import FileStatus
 
@@ -238,6 +239,51 @@ def _results(
                 yield None, radiograph
             else:
                 yield radiograph, loc.locate(radiograph.pixels, radiograph.meta.pixel_spacing_mm)
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """One image's verdict of the image check (:func:`check_images`): its localizer-guard
+    distance and whether that puts it out of distribution, or the reason it cannot be read."""
+
+    distance: float | None
+    out_of_distribution: bool
+    unreadable: str = ""
+
+
+def check_images(
+    localizer: Localizer,
+    paths: Sequence[Path],
+    workers: int = 0,
+    on_decoded: Callable[[int, Radiograph], None] | None = None,
+) -> Iterator[ImageCheck]:
+    """The localizer's domain guard on each image of ``paths`` without localizing it: the image
+    check of a scan whose boxes come from a box file (:func:`auditor.localizer.guard.
+    image_distances`, the network run only up to the guard's stages), in order.
+
+    Each image is decoded once, in ``workers`` processes a couple of images ahead (as
+    :func:`localize_archive` decodes), and ``on_decoded`` is called with its index and the
+    decode (a scan cuts the classifier's crops from it). An unreadable file gives its reason and
+    no verdict; it never stops the pass.
+
+    Raises
+    ------
+    ValueError
+        When ``localizer`` has no domain guard.
+    """
+    guard = localizer.guard
+    if guard is None:
+        raise ValueError(f"localizer {localizer.path} has no domain guard")
+    with _cores_for_decoders(workers):
+        for index, radiograph in enumerate(decode_in_order(paths, workers)):
+            if isinstance(radiograph, str):
+                yield ImageCheck(None, False, radiograph)
+                continue
+            canvases, _ = localizer._canvases([radiograph.pixels])
+            distance = float(image_distances(localizer.net, canvases, guard)[0])
+            if on_decoded is not None:
+                on_decoded(index, radiograph)
+            yield ImageCheck(distance, is_out_of_distribution(distance, guard.threshold))
 
 
 @contextmanager
