@@ -142,6 +142,16 @@ def scan(
             "without a domain guard.",
         ),
     ] = False,
+    image_check: Annotated[
+        bool | None,
+        typer.Option(
+            "--image-check/--no-image-check",
+            help="With --boxes: check each whole image with the localizer's domain guard before "
+            "classifying it, and mark every crop of an image unlike its training images out of "
+            "distribution (default: on when the localizer bundle has a guard).",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option(exists=True, help="Model bundle folder (default: the bundled classifier)."),
@@ -219,9 +229,9 @@ def scan(
     precut: Annotated[
         bool,
         typer.Option(
-            help="Without --boxes: cut the crops from the localizer's decode of each image "
-            "(about 0.5 MB per image in RUN_DIR/precut until the scan ends) instead of decoding "
-            "it a second time.",
+            help="Cut the crops from the localizer's decode of each image (with --boxes, the "
+            "image check's) (about 0.5 MB per image in RUN_DIR/precut until the scan ends) "
+            "instead of decoding it a second time.",
         ),
     ] = True,
     include_all_radiographs: IncludeAllRadiographs = False,
@@ -281,6 +291,7 @@ def scan(
         reads_rules=tuple(reads_rules or ()),
         strict_reads=strict_reads,
         strict_domain=strict_domain,
+        image_check=image_check,
         viewer_url=viewer_url,
         model=model,
         operating_point=point_name(operating_point),
@@ -380,6 +391,14 @@ def scan(
         console.print(
             f"{result.domain.crops_out} of {result.domain.crops} vertebrae out of distribution "
             "(marked in the reports)",
+            highlight=False,
+        )
+    if config.boxes is not None and result.domain is not None and result.domain.images:
+        refused = result.domain.images_out
+        console.print(
+            f"Image check: ran on {result.domain.images} images, {refused} unlike the "
+            "localizer's training images"
+            + (" (every crop of them marked out of distribution)" if refused else ""),
             highlight=False,
         )
     if result.reads is not None and (warning := result.reads.banner()):

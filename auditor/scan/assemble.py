@@ -46,7 +46,7 @@ from auditor.reports.thumbnails import (
 )
 from auditor.scan.classify import radiograph_boxes
 from auditor.scan.flags import flag_study
-from auditor.scan.journal import ImageOutcome
+from auditor.scan.journal import ImageOutcome, VertebraOutcome
 from auditor.scan.reads import ReadIndex
 from auditor.scan.viewer import viewer_link
 from auditor.vocab import Level
@@ -66,6 +66,13 @@ class FileEntry:
     meta: RadiographMeta | None
 
 
+#: Why every crop of an image the image check refused is out of distribution (the Files table).
+IMAGE_CHECK_REASON = (
+    "the whole image is unlike the localizer's training images (image check): check it is a "
+    "lateral thoracolumbar radiograph, or review its calls by hand"
+)
+
+
 @dataclass(frozen=True)
 class ScanInputs:
     """Everything a report is assembled from, besides the journal."""
@@ -79,6 +86,9 @@ class ScanInputs:
     threshold: float
     pseudonymise: Pseudonymiser
     guard_threshold: float | None = None  # the domain guard's distance threshold (None: no guard)
+    # images the image check refused (auditor.scan.locate): every crop of them is out of
+    # distribution, whatever its own distance
+    refused_images: frozenset[str] = frozenset()
     viewer_url: str = ""  # a viewer URL template with {study_uid} (auditor.scan.viewer)
 
 
@@ -182,9 +192,7 @@ def assemble_report(
                         study_status=flag.status,
                         reported=None if read is None else read.reports(v.level),
                         distance=v.distance,
-                        out_of_distribution=is_out_of_distribution(
-                            v.distance, inputs.guard_threshold
-                        ),
+                        out_of_distribution=_out_of_distribution(inputs, image, v),
                     )
                 )
             vertebrae += image_vertebrae
@@ -250,9 +258,7 @@ def assemble_report(
     queue = [replace(cases.pop(s.key), queue_rank=rank) for rank, s in enumerate(findings, 1)]
     ordered_cases = (*queue, *(cases[key] for key in sorted(cases)))
 
-    files = tuple(
-        _file_row(f, outcomes, inputs.boxes, anon, inputs.guard_threshold) for f in inputs.files
-    )
+    files = tuple(_file_row(f, outcomes, inputs, anon) for f in inputs.files)
     errors = _errors(inputs, outcomes, shown)
     n_reads = len(inputs.reads) if inputs.reads is not None else 0
     extra: list[tuple[str, SummaryValue]] = []
@@ -371,14 +377,24 @@ def shown_path(anon: Pseudonymiser, relpath: str, meta: RadiographMeta | None) -
     return anon.path(relpath, _identifiers(meta), header=header)
 
 
+def _out_of_distribution(inputs: ScanInputs, image: str, vertebra: VertebraOutcome) -> bool:
+    """Whether a classified vertebra is out of distribution: its crop beyond the classifier's
+    guard, or its whole image refused by the image check."""
+    if vertebra.probability is None:
+        return False
+    if image in inputs.refused_images:
+        return True
+    return is_out_of_distribution(vertebra.distance, inputs.guard_threshold)
+
+
 def _file_row(
     entry: FileEntry,
     outcomes: Mapping[str, ImageOutcome],
-    boxes: Mapping[str, tuple[VertebraBox, ...]],
+    inputs: ScanInputs,
     anon: Pseudonymiser,
-    guard_threshold: float | None = None,
 ) -> FileRow:
     meta = entry.meta
+    boxes = inputs.boxes
     if entry.status != "candidate":
         scan = "not scanned"
     elif entry.relative not in boxes:
@@ -394,9 +410,13 @@ def _file_row(
         else:
             scan = f"classified {done} vertebrae" + (f", {failed} failed" if failed else "")
             out = sum(
-                is_out_of_distribution(v.distance, guard_threshold) for v in outcome.vertebrae
+                _out_of_distribution(inputs, entry.relative, v)
+                for v in outcome.vertebrae
+                if v.probability is not None
             )
-            if out:
+            if entry.relative in inputs.refused_images:
+                scan += f"; all {done} out of distribution: {IMAGE_CHECK_REASON}"
+            elif out:
                 scan += f"; {out} of {done} out of distribution"
     return FileRow(
         path=shown_path(anon, entry.relative, meta),

@@ -7,10 +7,11 @@ tensor together with small greyscale copies of the crops for heatmap overlays. :
 groups whole images into batches of about ``batch_size`` vertebrae, and :func:`collate` concatenates
 them, so a batch is the unit both of inference and of the journal's commits.
 
-Without a box file, the localizer has already decoded every image once. ``scan`` then cuts the
-crops from that decode (:func:`write_precut`, into ``RUN_DIR/precut/``) and the loader reads them
-back instead of decoding the image a second time; an image whose stored crops do not match its
-boxes exactly (or whose file is missing or unreadable) is decoded as before.
+Without a box file the localizer, and with one the image check (:mod:`auditor.scan.locate`), has
+already decoded every image once. ``scan`` then cuts the crops from that decode
+(:func:`write_precut`, into ``RUN_DIR/precut/``) and the loader reads them back instead of
+decoding the image a second time; an image whose stored crops do not match its boxes exactly (or
+whose file is missing or unreadable) is decoded as before.
 
 A file that fails to decode, or a box that cannot be cut, becomes a reason in the batch; it never
 stops the loader.
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 THUMB_SIZE = 128
 #: Longest side of the downscaled radiograph kept for the reports' thumbnails.
 PREVIEW_SIDE = 640
-#: Folder of RUN_DIR for crops cut from the localizer's decode (removed when the scan completes).
+#: Folder of RUN_DIR for crops cut from an earlier decode (removed when the scan completes).
 PRECUT_DIR = "precut"
 
 
@@ -55,7 +56,7 @@ class ImageJob:
     image: str  # archive-relative POSIX path
     path: Path
     boxes: tuple[VertebraBox, ...]
-    precut: Path | None = None  # crops already cut from the localizer's decode (write_precut)
+    precut: Path | None = None  # crops already cut from an earlier decode (write_precut)
 
 
 @dataclass(frozen=True)

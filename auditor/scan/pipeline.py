@@ -7,7 +7,8 @@ Stages (each in its own module):
    (:mod:`auditor.scan.locate`, which hands them on in memory);
 3. crops cut by the executor's worker processes, one batch of whole images per item
    (:mod:`auditor.scan.dataset`, :mod:`auditor.parallel`); without a box file they were already
-   cut from the localizer's decode (``RUN_DIR/precut/``), so no image is decoded twice;
+   cut from the localizer's decode, and with one from the image check's (``RUN_DIR/precut/``),
+   so no image is decoded twice;
 4. batched classification with class activation maps from the same pass
    (:class:`auditor.model.infer.Classifier`), heatmap overlays for positive vertebrae (or all, on
    request), each batch committed to the run journal (:mod:`auditor.scan.journal`,
@@ -117,8 +118,9 @@ def _validate(config: ScanConfig) -> None:
 
 
 def _stored_crops(config: ScanConfig, image: str) -> Path | None:
-    """The crops cut from the localizer's decode of ``image``, when this scan made them."""
-    if config.boxes is not None or not config.precut:
+    """The crops cut from the localizer's or the image check's decode of ``image``, when this
+    scan made them."""
+    if not config.precut:
         return None
     path = precut_path(config.out, image)
     return path if path.is_file() else None
@@ -174,7 +176,8 @@ def _load_model(config: ScanConfig, emit: Progress) -> _Model:
 
 def _domain(model: _Model, outcomes: dict[str, ImageOutcome], boxes: FoundBoxes) -> DomainCheck:
     """What the domain guards said about the whole run: the classifier's per crop, the
-    localizer's per image (when it ran)."""
+    localizer's per image (when it ran, or with a box file the image check), every crop of an
+    image the image check refused counted out."""
     guard = model.bundle.card.guard
     threshold = guard.threshold if guard is not None else None
     distances = [
@@ -184,14 +187,28 @@ def _domain(model: _Model, outcomes: dict[str, ImageOutcome], boxes: FoundBoxes)
         if v.probability is not None and v.distance is not None
     ]
     measured = [o for o in boxes.localizer_outcomes if o.distance is not None]
+    images, images_out = len(measured), sum(o.out_of_distribution for o in measured)
+    crops, crops_out = len(distances), sum(is_out_of_distribution(d, threshold) for d in distances)
+    check = boxes.image_check
+    if check is not None:  # a box file's image check: every crop of an image it refused is out
+        images, images_out = len(check.distances), len(check.refused)
+        refused = [
+            v.distance
+            for image in check.refused
+            if image in outcomes
+            for v in outcomes[image].vertebrae
+            if v.probability is not None
+        ]
+        crops += sum(d is None for d in refused)  # not counted above (no crop guard)
+        crops_out += sum(not is_out_of_distribution(d, threshold) for d in refused)
     return DomainCheck(
         guarded=guard is not None,
         threshold=threshold,
         archive_share=guard.archive_share if guard is not None else DEFAULT_ARCHIVE_SHARE,
-        crops=len(distances),
-        crops_out=sum(is_out_of_distribution(d, threshold) for d in distances),
-        images=len(measured),
-        images_out=sum(o.out_of_distribution for o in measured),
+        crops=crops,
+        crops_out=crops_out,
+        images=images,
+        images_out=images_out,
         method=guard.describe() if guard is not None else "",
     )
 
@@ -424,12 +441,26 @@ def _summary(
         ("Inventory time (s)", round(timings["inventory_s"], 2)),
         ("Classification time this session (s)", round(timings["classification_s"], 2)),
     ]
+    if config.boxes is not None:
+        summary.append(("Image check", _image_check_summary(boxes, timings)))
     if config.boxes is None:
         summary += [
             ("Images without usable localizer boxes", len(boxes.localizer_errors)),
             ("Localizer time (s)", round(timings["localizer_s"], 2)),
         ]
     return summary
+
+
+def _image_check_summary(boxes: FoundBoxes, timings: Mapping[str, float]) -> str:
+    """The image check's row of the summary: whether it ran, and what it refused."""
+    check = boxes.image_check
+    if check is None:
+        return "off (--no-image-check, a streamed scan, or a localizer bundle without a guard)"
+    return (
+        f"ran: the localizer's domain guard refused {len(check.refused)} of "
+        f"{len(check.distances)} images (every crop of a refused image is out of distribution); "
+        f"{check.decoded} decoded for it this session in {timings.get('image_check_s', 0.0):.1f} s"
+    )
 
 
 def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult:
@@ -521,6 +552,7 @@ def _run(config: ScanConfig, emit: Progress) -> ScanResult:
         threshold=threshold,
         pseudonymise=Pseudonymiser(done.salt, enabled=config.pseudonymise),
         guard_threshold=model.bundle.card.guard.threshold if model.bundle.card.guard else None,
+        refused_images=boxes.image_check.refused if boxes.image_check else frozenset(),
         viewer_url=config.viewer_url,
     )
     vertebrae = [v for o in outcomes.values() for v in o.vertebrae if v.probability is not None]

@@ -139,7 +139,9 @@ def make_scan_world(root: Path, n_studies: int = 6, seed: int = 0) -> ScanWorld:
 
 def scan_config(world: ScanWorld, bundle: Path, out: Path, **kw: object) -> ScanConfig:
     """A scan of ``world`` with ``bundle`` (an untrained model: threshold 0 calls every vertebra
-    positive) on the CPU, in batches of 8, in this process unless ``kw`` says otherwise."""
+    positive) on the CPU, in batches of 8, in this process unless ``kw`` says otherwise; without
+    the image check (the world's blobs are rightly unlike the localizer's training images, and
+    the tests of the check ask for it)."""
     options: dict[str, object] = {
         "archive": world.archive,
         "out": out,
@@ -150,6 +152,7 @@ def scan_config(world: ScanWorld, bundle: Path, out: Path, **kw: object) -> Scan
         "device": "cpu",
         "batch_size": 8,
         "workers": 0,
+        "image_check": False,
     }
     options.update(kw)
     return ScanConfig(**options)  # type: ignore[arg-type]
