@@ -234,7 +234,8 @@ def scan_pacs(
         raise NoCandidatesError(source.connection.url, summary)
     cache = out / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
-    stream = CacheStream(source, config.triage, records, cache, out / HEADERS_DIR, keep_cache)
+    headers = None if config.pseudonymise else out / HEADERS_DIR  # identifiers in them
+    stream = CacheStream(source, config.triage, records, cache, headers, keep_cache)
     scan_config = dataclasses.replace(
         config, archive=cache, records=tuple(records), feed=stream, source=source.describe()
     )

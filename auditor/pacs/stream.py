@@ -24,7 +24,7 @@ each with its retries), into ``RUN_DIR/cache/STUDY_UID/SERIES_UID/SOP_UID.dcm``:
 * each retrieved file is triaged again from **its own header** (a PACS may leave attributes out
   of its QIDO-RS answers), and that header without its pixels is kept in ``RUN_DIR/pacs_headers``
   (same layout) for the DICOM results (:mod:`auditor.pacs.export`), which are built once the
-  cache is empty.
+  cache is empty; not by a pseudonymised scan, whose run folder holds no identifiers.
 
 ``--resume``: the images in the journal are not asked for; whole files an interrupted run left
 in the cache are used as they are, the others removed.
@@ -122,7 +122,8 @@ class CacheStream:
     cache
         The cache folder (``RUN_DIR/cache``).
     headers
-        Where each retrieved file's header goes (``RUN_DIR/pacs_headers``).
+        Where each retrieved file's header goes (``RUN_DIR/pacs_headers``); None keeps none (a
+        pseudonymised scan leaves no identifiers in its run folder).
     keep
         Keep each file after its image is journaled (``--keep-cache``).
     """
@@ -133,7 +134,7 @@ class CacheStream:
         rules: TriageRules,
         records: Sequence[FileRecord],
         cache: Path,
-        headers: Path,
+        headers: Path | None,
         keep: bool = False,
     ) -> None:
         self.source = source
@@ -327,10 +328,11 @@ class CacheStream:
             meta = replace(read_header(partial), path=path)
             decision = triage_header(meta, record.relpath, self.rules)
             if decision.status is FileStatus.CANDIDATE:
-                header = pydicom.dcmread(partial, stop_before_pixels=True, force=True)
-                target = self.headers / record.relpath
-                target.parent.mkdir(parents=True, exist_ok=True)
-                header.save_as(target)
+                if self.headers is not None:
+                    header = pydicom.dcmread(partial, stop_before_pixels=True, force=True)
+                    target = self.headers / record.relpath
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    header.save_as(target)
                 os.replace(partial, path)
         except READ_FAILURES as err:  # a full disk, a header pydicom cannot read
             partial.unlink(missing_ok=True)

@@ -238,3 +238,13 @@ def test_a_pacs_that_stops_answering_leaves_rows_and_resume_completes_the_audit(
         assert not [r for r in _accounting(run) if "not retrieved" in r["detail"]]
     finally:
         server.stop()
+
+
+def test_a_pseudonymised_scan_keeps_no_headers(
+    pacs_world: tuple[Orthanc, PacsWorld], bundle: Path, tmp_path: Path
+) -> None:
+    server, world = pacs_world
+    pacs = scan_pacs(_config(world, bundle, tmp_path / "run", pseudonymise=True), _source(server))
+    assert pacs.stream is not None and pacs.stream.retrieved == 4
+    assert not (tmp_path / "run" / HEADERS_DIR).exists()
+    assert not (tmp_path / "run" / CACHE_DIR).exists()
