@@ -27,14 +27,18 @@ Keys of a language (each optional in an added file):
   (with a ``normal`` word and no level: "vertebral body heights are maintained", read as a
   study-wide negation), ``spine`` (the whole spine or all its bodies, which a ``normal`` word
   with no level also negates study-wide: "unremarkable thoracolumbar spine", "unauffällige
-  LWS", "intact vertebral bodies") and ``normal_exclusions`` (a ``normal`` word next to one of
-  these is about something else: alignment, discs);
+  LWS", "intact vertebral bodies"), ``normal_exclusions`` (a ``normal`` word next to one of
+  these is about something else: alignment, discs) and ``elsewhere`` (other, elsewhere,
+  weitere, autre: a negation with one of these is study-wide even where every level its
+  sentence names is negated, "L1 intact, no fracture elsewhere");
 * cue phrases, each with ``preceding``, ``following`` and ``pseudo`` lists as NegEx has them:
   ``negated``, ``uncertain``, ``old`` and ``acute`` (acute overrides old);
-* ``termination`` (words that end a cue's scope: but, jedoch, mais), ``sections`` and
+* ``termination`` (words that end a cue's scope: but, jedoch, mais), ``sections``,
   ``skip_sections`` (report headings; the text after a skipped one, such as "Indication:", is
-  not read up to the next heading or the end of its line), ``abbreviations`` (no sentence ends
-  after these).
+  not read up to the next heading or the end of its line) and ``brief_sections`` (headings
+  whose text is one sentence, such as "Comparison:" or "Technik:": not read up to the end of
+  that sentence, so a one-line report goes on being read after it), ``abbreviations`` (no
+  sentence ends after these).
 
 Matching ignores case and accents (:func:`fold`), and German "ß" matches "ss". In the word
 lists a ``*`` at the start or end of a word stands for any letters, a ``*`` alone for one to
@@ -43,6 +47,7 @@ three words of letters and a space for any white space; cue phrases are matched 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import unicodedata
@@ -69,6 +74,7 @@ WORD_KEYS = (
     "height",
     "spine",
     "normal_exclusions",
+    "elsewhere",
     "vertebra",
     "filler",
     "range_words",
@@ -77,7 +83,7 @@ WORD_KEYS = (
 #: Cue kinds, each with preceding, following and pseudo phrases.
 CUE_KEYS = ("negated", "uncertain", "old", "acute")
 CUE_PARTS = ("preceding", "following", "pseudo")
-PHRASE_KEYS = ("termination", "skip_sections", "sections", "abbreviations")
+PHRASE_KEYS = ("termination", "skip_sections", "brief_sections", "sections", "abbreviations")
 MAP_KEYS = ("regions", "region_nouns", "ordinals")
 _LANGUAGE_KEYS = frozenset((*WORD_KEYS, *CUE_KEYS, *PHRASE_KEYS, *MAP_KEYS))
 REGIONS = ("T", "L", "S")
@@ -137,6 +143,7 @@ class ReportRules:
     cues: Mapping[str, CueSet]  # CUE_KEYS
     termination: tuple[str, ...]
     skip_sections: tuple[str, ...]
+    brief_sections: tuple[str, ...]
     sections: tuple[str, ...]
     abbreviations: tuple[str, ...]
     languages: tuple[str, ...]
@@ -230,12 +237,21 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
 
 def _spellings(items: list[str], code: str) -> list[str]:
     """A language's terms with their twins in the other German spelling of "ss": "ß" written
-    "ss" in every language, and in German ("de", "de-CH"...) "ss" also written "ß" (reports
+    "ss" in every language, and in German ("de", "de-CH"...) each "ss" also written "ß" (reports
     write "auszuschließen", the rules and Swiss reports "auszuschliessen"; :func:`fold` keeps
     "ß", so that offsets stay put)."""
     twins = [item.replace("ß", "ss") for item in items if "ß" in item]
     if code.lower().startswith("de"):
-        twins += [re.sub("ss", "ß", item, flags=re.I) for item in items if "ss" in item.lower()]
+        # each "ss" either way: "lässt sich nicht ausschließen" writes both
+        for item in items:
+            parts = re.split("ss", item, flags=re.I)
+            if 1 < len(parts) <= 4:
+                for joins in itertools.product(("ss", "ß"), repeat=len(parts) - 1):
+                    if "ß" in joins:
+                        tail = "".join(j + p for j, p in zip(joins, parts[1:], strict=True))
+                        twins.append(parts[0] + tail)
+            elif len(parts) > 4:
+                twins.append("ß".join(parts))
     return [*items, *twins]
 
 
@@ -266,6 +282,7 @@ def _merge(documents: Sequence[tuple[str, dict[str, Any]]]) -> ReportRules:
         cues={key: CueSet(*(_unique(cues[key][part]) for part in CUE_PARTS)) for key in CUE_KEYS},
         termination=_unique(lists["termination"]),
         skip_sections=_unique(lists["skip_sections"]),
+        brief_sections=_unique(lists["brief_sections"]),
         sections=_unique(lists["sections"]),
         abbreviations=_unique(lists["abbreviations"]),
         languages=tuple(dict.fromkeys(languages)),

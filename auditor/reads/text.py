@@ -5,9 +5,11 @@
 1. **Sections and sentences.** Headings (``Findings:``, ``Befund:``, ``Conclusion :``) are taken
    out; the text after a heading of the rules' ``skip_sections`` (``Indication:``,
    ``Fragestellung:``) is not read up to the next heading or the end of its line, so a clinical
-   question such as "fracture?" is never taken for a finding. Sentences end at ``.``, ``!`` or
-   ``?`` (not after an abbreviation of the rules, nor in German ``1. LWK``), at a blank line,
-   and at a line break before a capital, a digit or a bullet.
+   question such as "fracture?" is never taken for a finding; after one of its
+   ``brief_sections`` (``Comparison:``, ``Technik:``) only up to the end of its sentence.
+   Sentences end at ``.``, ``!`` or ``?`` (not after an abbreviation of the rules, nor in
+   German ``1. LWK``), at a blank line, and at a line break before a capital, a digit or a
+   bullet.
 2. **Only sentences that matter.** A sentence that names no level, no fracture word, no height
    and not the spine is skipped without running the NLP; this is what makes the parser fast.
 3. **Targets.** In each remaining sentence: the levels (:mod:`auditor.reads.levels`) and the
@@ -18,7 +20,10 @@
    about them stay with them). The sentence is cut
    into segments at commas, semicolons, the rules' termination words (but, jedoch, mais) and
    at "and" between two findings ("old fracture of T12 and new fracture of L1"); a segment
-   with neither a level nor a finding joins the next.
+   with neither a level nor a finding joins the next, unless it is the words of one kind of
+   cue only ("Schiacciamento di D7, di vecchia data, e frattura recente di D9"): that one
+   joins the segment before it, and after a termination word ("unlikely, but not excluded")
+   says what it says of that segment's findings although NegEx's scope ends at the word.
 4. **Context.** negspacy's NegEx (as :class:`~auditor.reads.context.ScopedNegex`), one per cue
    kind on a blank spaCy pipeline with the rules' negation, uncertainty, history and acuity
    phrases, marks each finding negated, uncertain, old or acute within its segment; each runs
@@ -35,10 +40,13 @@
    that kind says. A finding that no level of its sentence took is a study-wide mention
    (level ``*``): "No fracture."; a "normal" word counts study-wide only beside a height word
    ("vertebral body heights are maintained") or a word for the whole spine ("unremarkable
-   thoracolumbar spine"). A doubted or dated finding in a segment without levels reaches back to
-   the levels of the segment just before it where these took a plain, not acute finding or none
-   ("loss of height of L3; a fracture cannot be excluded"). A level mentioned in several
-   sentences keeps the most specific mention: old, then uncertain, then affirmed, then negated.
+   thoracolumbar spine"); where every level the sentence names is negated, none is study-wide
+   unless it holds a word of the rules' ``elsewhere`` ("L4 and L5 of normal height, without
+   fracture"; "L1 intact, no fracture elsewhere"). A doubted or dated finding in a segment
+   without levels reaches back to the levels of the segment just before it where these took a
+   plain, not acute finding or none ("loss of height of L3; a fracture cannot be excluded"). A
+   level mentioned in several sentences keeps the most specific mention: old, then uncertain,
+   then affirmed, then negated.
 
 Levels outside the scan's T10..S1 (T1..T9) are kept. The parser never logs report text.
 """
@@ -49,7 +57,7 @@ import bisect
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from auditor.reads.levels import LevelFinder, alternation
@@ -97,6 +105,8 @@ class _Segment:
     cue: str | None
     # holds a "normal" word and a height word or one for the whole spine: it is study-wide
     whole: bool
+    # holds no level and a word for the rest of the spine ("no other fracture", "keine weitere")
+    elsewhere: bool = False
 
 
 class ReportParser:
@@ -119,6 +129,7 @@ class ReportParser:
         self._height = re.compile(alternation(rules.words["height"]), re.I)
         self._spine = re.compile(alternation(rules.words["spine"]), re.I)
         self._exclusions = re.compile(alternation(rules.words["normal_exclusions"]), re.I)
+        self._elsewhere = re.compile(alternation(rules.words["elsewhere"]), re.I)
         trigger = (
             *rules.words["doubtful"],
             *rules.words["fracture"],
@@ -132,11 +143,12 @@ class ReportParser:
         self._list_words = re.compile(alternation(rules.words["list_words"]), re.I)
         filler = (*rules.words["filler"], *rules.words["list_words"], *rules.words["range_words"])
         self._filler = frozenset(token.lower() for term in filler for token in _TOKEN.findall(term))
-        headings = alternation((*rules.sections, *rules.skip_sections))
+        headings = alternation((*rules.sections, *rules.skip_sections, *rules.brief_sections))
         self._heading = re.compile(
             rf"(?P<colon>{headings})\s*:|^[ \t]*(?P<line>{headings})[ \t]*$", re.I | re.M
         )
         self._skip = re.compile(alternation(rules.skip_sections), re.I)
+        self._brief = re.compile(alternation(rules.brief_sections), re.I)
         abbreviations = "|".join(
             re.escape(a).replace(r"\ ", r"\s?").replace(r"\.", r"\.\s?").removesuffix(r"\s?")
             for a in sorted(rules.abbreviations, key=len, reverse=True)
@@ -190,11 +202,14 @@ class ReportParser:
             pieces.append((position, heading.start()))
             position = heading.end()
             word = heading.group("colon") or heading.group("line") or ""
-            if self._skip.fullmatch(word):
+            brief = self._brief.fullmatch(word) is not None
+            if brief or self._skip.fullmatch(word):
                 line_end = folded.find("\n", position)
                 stops = [len(folded) if line_end < 0 else line_end]
                 if k + 1 < len(headings):
                     stops.append(headings[k + 1].start())
+                if brief:  # "Comparison: radiographs of 2024. Unchanged ...": one sentence
+                    stops.append(self._first_end(folded, position, min(stops)))
                 position = max(position, min(stops))
         pieces.append((position, len(folded)))
         found: list[tuple[int, int]] = []
@@ -203,6 +218,10 @@ class ReportParser:
         return found
 
     # -- sentences --------------------------------------------------------------------------
+
+    def _first_end(self, text: str, start: int, end: int) -> int:
+        """The end of the first sentence of ``text[start:end]`` (``end`` where none ends)."""
+        return next((b for _, b in self._split(text, start, end)), end)
 
     def _split(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
         found: list[tuple[int, int]] = []
@@ -262,11 +281,11 @@ class ReportParser:
         words = [t.group() for t in tokens]
         starts = [t.start() for t in tokens]
         self._pipeline()  # its cue phrases tell which segments hold cue words only
-        levels, findings, segments = self._segments(sentence, words, starts)
+        levels, findings, segments, tails = self._segments(sentence, words, starts)
         marks = self._marks(tokens, words, findings, segments)
         judged = [
-            self._judged(segment, sentence, words, starts, levels, findings, marks)
-            for segment in segments
+            self._judged(segment, sentence, words, starts, levels, findings, marks, tails.get(k))
+            for k, segment in enumerate(segments)
         ]
         return tuple(_bind(judged))
 
@@ -318,10 +337,15 @@ class ReportParser:
     def _segments(
         self, sentence: str, words: list[str], starts: list[int]
     ) -> tuple[
-        list[tuple[int, int, tuple[str, ...]]], list[tuple[int, int, str]], list[tuple[int, int]]
+        list[tuple[int, int, tuple[str, ...]]],
+        list[tuple[int, int, str]],
+        list[tuple[int, int]],
+        dict[int, str],
     ]:
-        """The sentence's levels and findings (token start, end and levels or label, in order)
-        and the token ranges of the segments it is cut into."""
+        """The sentence's levels and findings (token start, end and levels or label, in order),
+        the token ranges of the segments it is cut into, and the segments that end in a piece
+        of one kind of cue words after a termination word ("..., mais non exclue"), with that
+        kind."""
 
         def token(char: int) -> int:
             return bisect.bisect_left(starts, char)
@@ -381,12 +405,20 @@ class ReportParser:
             split.append((a, b))
         targets = sorted(finding_starts + [s for s, _, _ in levels])
         merged: list[tuple[int, int]] = []
+        tails: dict[int, str] = {}
         carry: int | None = None
         for a, b in split:
             start = a if carry is None else carry
             if _has(targets, a, b):
                 merged.append((start, b))
                 carry = None
+            elif carry is None and merged and (tail := self._tail(sentence, words, starts, a, b)):
+                # a piece of one kind of cue words is about the finding before it, not the one
+                # after it: "Schiacciamento di D7, di vecchia data, e frattura recente di D9"
+                merged[-1] = (merged[-1][0], b)
+                kind, after_termination = tail
+                if after_termination:
+                    tails[len(merged) - 1] = kind
             else:
                 carry = start
         if carry is not None:
@@ -394,7 +426,18 @@ class ReportParser:
                 merged[-1] = (merged[-1][0], size)
             else:
                 merged.append((carry, size))
-        return levels, findings, merged
+        return levels, findings, merged, tails
+
+    def _tail(
+        self, sentence: str, words: list[str], starts: list[int], a: int, b: int
+    ) -> tuple[str, bool] | None:
+        """The cue kind of tokens ``a`` to ``b`` where they are the words of one kind of cue
+        only (:meth:`_cue_only`), maybe after a termination word ("but not excluded", "di
+        vecchia data"), and whether they follow one; None where they are not."""
+        termination = self._termination.match(sentence, starts[a])
+        k = bisect.bisect_left(starts, termination.end()) if termination else a
+        kind = self._cue_only(words, k, b, set()) if k < b else None
+        return None if kind is None else (kind, termination is not None)
 
     def _judged(
         self,
@@ -405,6 +448,7 @@ class ReportParser:
         levels: list[tuple[int, int, tuple[str, ...]]],
         findings: list[tuple[int, int, str]],
         marks: list[frozenset[str]],
+        tail: str | None = None,
     ) -> _Segment:
         a, b = segment
         char_a = starts[a] if a < len(starts) else len(sentence)
@@ -422,6 +466,10 @@ class ReportParser:
             for (start, end, label), kinds in zip(findings, marks, strict=True)
             if a <= start < b
         )
+        if tail is not None:
+            # a termination word ends NegEx's scope, but not what a clause of cue words only
+            # after it says of the finding: "peu probable, mais non exclue" is a doubt
+            judged = tuple(_retold(finding, tail) for finding in judged)
         mine = tuple(span for span in levels if a <= span[0] < b)
         in_level = {k for s, e, _ in mine for k in range(s, e)}
         pure = bool(mine) and all(
@@ -429,7 +477,8 @@ class ReportParser:
             for k in range(a, b)
         )
         cue = None if pure or judged or not mine else self._cue_only(words, a, b, in_level)
-        return _Segment(a, b, mine, judged, pure=pure, cue=cue, whole=whole)
+        elsewhere = bool(judged) and not mine and self._elsewhere.search(text) is not None
+        return _Segment(a, b, mine, judged, pure=pure, cue=cue, whole=whole, elsewhere=elsewhere)
 
     def _first_word(self, words: list[str], a: int, b: int) -> int:
         """The index of the first token of ``a`` to ``b`` that is a word other than a connecting
@@ -448,16 +497,16 @@ class ReportParser:
         k = a
         while k < b:
             word = words[k].lower()
-            if k in levels or not words[k].isalpha() or word in self._filler:
-                k += 1
-                continue
             lowered = [w.lower() for w in words[k:b]]
             phrases = [
                 (len(phrase), kind)
                 for phrase, kind in self._cue_phrases.get(word, ())
                 if kind != "negated" and tuple(lowered[: len(phrase)]) == phrase
             ]
-            if not phrases:
+            if not phrases:  # a phrase may start with a connecting word: "di vecchia data"
+                if k in levels or not words[k].isalpha() or word in self._filler:
+                    k += 1
+                    continue
                 return None
             length, kind = max(phrases)
             kinds.add(kind)
@@ -556,6 +605,17 @@ def _mention(label: str, kinds: frozenset[str], excluded: bool) -> Mention | Non
     return Mention.UNCERTAIN if uncertain else Mention.AFFIRMED
 
 
+def _retold(finding: _Finding, tail: str) -> _Finding:
+    """A fracture finding as a clause of one kind of cue words after it says ("unlikely, but
+    not excluded": uncertain; "..., but old": old; "..., but recent": affirmed)."""
+    said = _CUE_MENTION[tail]
+    if finding.label == "NORMAL" or finding.mention is None or finding.mention is said:
+        return finding
+    if said is Mention.AFFIRMED and finding.mention is not Mention.OLD:
+        return finding  # "acute" only takes back an age
+    return replace(finding, mention=said, acute=said is Mention.AFFIRMED)
+
+
 def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
     """Each level of the sentence with the mention of the finding it takes; study-wide
     mentions for findings no level took."""
@@ -633,6 +693,11 @@ def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
             continue
         used.add((taken.start, taken.end))
     levels_named = any(level != STUDY_WIDE for level, _ in out)
+    # where every level the sentence names is negated, a negation beside them is about them:
+    # "L4 and L5 of normal height, without fracture", "BWK 12 regelrecht, insbesondere keine
+    # Fraktur" (the table reads no study-wide negation there), unless it is said of the rest of
+    # the spine: "L1 intact; no fracture elsewhere"
+    only_negated = levels_named and all(kind is Mention.NEGATED for _, kind in out)
     for segment in segments:
         for f in segment.findings:
             if f.mention is None or (f.start, f.end) in used:
@@ -641,7 +706,10 @@ def _bind(segments: Sequence[_Segment]) -> list[tuple[str, Mention]]:
                 continue
             # beside named levels only a negation of a segment without levels is study-wide:
             # "Fracture of L2; no other fracture", "Keine frische Fraktur, ältere ... LWK 4"
-            if levels_named and not (f.mention is Mention.NEGATED and not segment.levels):
+            if levels_named and (
+                (only_negated and not segment.elsewhere)
+                or not (f.mention is Mention.NEGATED and not segment.levels)
+            ):
                 continue
             out.append((STUDY_WIDE, f.mention))
     return out

@@ -82,6 +82,40 @@ def _read(parser: ReportParser, text: str) -> dict[str, str]:
         ("Intact vertebral bodies.", {"*": "negated"}),
         ("Wirbelkörper regelrecht hoch.", {"*": "negated"}),
         ("Altezza dei soma vertebrali nei limiti.", {"*": "negated"}),
+        # a "Comparison:" or "Technik:" heading holds one sentence, also in a one-line report
+        ("Vergleich: Voraufnahme vom Mai. Keilwirbel BWK 12.", {"T12": "affirmed"}),
+        ("Comparación: estudio de 2023. Aplastamiento de L2.", {"L2": "affirmed"}),
+        # post-posed negation and doubt verbs
+        ("Eine Sinterung von LWK 3 lässt sich nicht abgrenzen.", {"L3": "negated"}),
+        ("Eine Deckplattenimpression LWK 2 zeigt sich nicht.", {"L2": "negated"}),
+        ("Eine frische Fraktur LWK 4 lässt sich nicht sicher ausschließen.", {"L4": "uncertain"}),
+        ("La frattura di L2 non è visibile.", {"L2": "negated"}),
+        ("Le tassement de L2 n'est pas mis en évidence.", {"L2": "negated"}),
+        ("Fractura de L2 no se evidencia.", {"L2": "negated"}),
+        # vertebra plana in each language's spelling, micro- compounds of fracture nouns
+        ("Vertèbres planes de D8 et D9.", {"T8": "affirmed", "T9": "affirmed"}),
+        ("Microfractures of the L2 endplate.", {"L2": "affirmed"}),
+        ("Microtassement de L3.", {"L3": "affirmed"}),
+        ("Possibile microfrattura di L2.", {"L2": "uncertain"}),
+        # a dating clause set off by commas is about the finding before it, not the one after
+        (
+            "Keilwirbel BWK 11, vorbekannt, und frische Fraktur LWK 2.",
+            {"T11": "old", "L2": "affirmed"},
+        ),
+        (
+            "Aplastamiento de D11, antiguo, y fractura aguda de L2.",
+            {"T11": "old", "L2": "affirmed"},
+        ),
+        # a doubt after "but" outweighs a low probability before it
+        ("Fracture of L3 unlikely, but not excluded.", {"L3": "uncertain"}),
+        ("Frattura di L3 improbabile, ma non esclusa.", {"L3": "uncertain"}),
+        # a negation beside levels that are all negated is about them, unless it says elsewhere
+        ("LWK 1 und LWK 2 intakt, keine Fraktur.", {"L1": "negated", "L2": "negated"}),
+        ("D12 e L1 integri, nessuna frattura.", {"T12": "negated", "L1": "negated"}),
+        ("L1 intact; no fracture elsewhere.", {"*": "negated", "L1": "negated"}),
+        # a recent or acute lesion, negated, is a study-wide negation
+        ("Alte Fraktur LWK 1, keine frische Läsion.", {"*": "negated", "L1": "old"}),
+        ("Fractura antigua de L1, sin lesiones agudas.", {"*": "negated", "L1": "old"}),
     ],
 )
 def test_a_class_of_phrasing_is_read(
