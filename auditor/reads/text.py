@@ -381,6 +381,8 @@ class ReportParser:
             if word == ";" or (word == "," and not (k in level_ends and k + 1 in level_starts))
         )
         cuts.update(token(m.start()) for m in self._termination.finditer(sentence))
+        # a bracket is a piece of its own: "fractures of T12 (old) and L1 (new)"
+        cuts.update(k + (word == ")") for k, word in enumerate(words) if word in "()")
         ranges = _ranges(sorted(cuts))
         finding_starts = [a for a, _, _ in findings]
         level_start_list = sorted(level_starts)

@@ -116,6 +116,12 @@ def _read(parser: ReportParser, text: str) -> dict[str, str]:
         # a recent or acute lesion, negated, is a study-wide negation
         ("Alte Fraktur LWK 1, keine frische Läsion.", {"*": "negated", "L1": "old"}),
         ("Fractura antigua de L1, sin lesiones agudas.", {"*": "negated", "L1": "old"}),
+        # a cue in brackets after its level is about that level's finding only
+        ("Fraktur BWK 12 (alt) und LWK 1 (frisch).", {"T12": "old", "L1": "affirmed"}),
+        ("Tassement de D12 (ancien) et de L1 (récent).", {"T12": "old", "L1": "affirmed"}),
+        # words that grade or single out a level in a list connect it like "and"
+        ("Frattura di L1 e, in misura minore, di L2.", {"L1": "affirmed", "L2": "affirmed"}),
+        ("Aplastamiento de L1 y, en menor medida, de L2.", {"L1": "affirmed", "L2": "affirmed"}),
     ],
 )
 def test_a_class_of_phrasing_is_read(
