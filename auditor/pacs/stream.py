@@ -181,6 +181,10 @@ class CacheStream:
                 self._resident[path] = (size, batch)
                 self._used += size
                 self._counts["reused"] += 1
+                try:  # the file's own header, as for one retrieved now
+                    record = replace(record, meta=read_header(path))
+                except READ_FAILURES as err:
+                    logger.warning("%s: header unreadable, the query's kept (%s)", path, err)
                 self._final[path] = replace(
                     record, size=size, detail=record.detail + "; in the cache from an earlier run"
                 )

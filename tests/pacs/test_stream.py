@@ -20,10 +20,11 @@ import requests
 from auditor.archive.inventory import inventory
 from auditor.archive.triage import TriageRules
 from auditor.pacs.export import DicomResults
-from auditor.pacs.scan import scan_pacs
+from auditor.pacs.scan import query, scan_pacs
 from auditor.pacs.source import CACHE_DIR, GIVE_UP_AFTER
-from auditor.pacs.stream import HEADERS_DIR
+from auditor.pacs.stream import HEADERS_DIR, CacheStream
 from auditor.scan.config import ScanEvent
+from auditor.scan.feed import failed_marker
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import run_scan
 from auditor.vocab import FileStatus
@@ -248,3 +249,28 @@ def test_a_pseudonymised_scan_keeps_no_headers(
     assert pacs.stream is not None and pacs.stream.retrieved == 4
     assert not (tmp_path / "run" / HEADERS_DIR).exists()
     assert not (tmp_path / "run" / CACHE_DIR).exists()
+
+
+def test_files_an_interrupted_run_left_are_used_and_only_the_missing_retrieved(
+    pacs_world: tuple[Orthanc, PacsWorld], tmp_path: Path
+) -> None:
+    server, _world = pacs_world
+    source = _source(server)
+    cache, headers = tmp_path / CACHE_DIR, tmp_path / HEADERS_DIR
+    records = query(source, TriageRules(), cache)
+    order = [[r.path] for r in records if r.status is FileStatus.CANDIDATE]
+    first = CacheStream(source, TriageRules(), records, cache, headers, keep=True)
+    first.start(order)
+    assert all(row.status is FileStatus.CANDIDATE for row in first.finish().values())
+    # as a killed run leaves it: one file missing, one half written, one marked failed
+    order[0][0].unlink()
+    order[1][0].with_name(order[1][0].name + ".part").write_bytes(b"half")
+    failed_marker(order[2][0]).write_text("earlier failure", encoding="utf-8")
+    again = CacheStream(source, TriageRules(), records, cache, headers)
+    again.start(order)
+    rows = again.finish()
+    stats = again.stats()
+    assert (stats.retrieved, stats.reused, stats.not_retrieved) == (1, 3, 0)
+    assert "earlier run" not in rows[order[0][0]].detail
+    assert all("earlier run" in rows[p].detail for (p,) in order[1:])
+    assert not list(cache.rglob("*.part")) and not list(cache.rglob("*.failed"))
