@@ -11,8 +11,11 @@ negations, level spellings) by someone who had read the parser, and scored befor
 prompted. Round 5 was written blind again (by someone who never saw the parser, its rules or the
 table, before the dev5 fixes were made), kept out of the repository until those fixes were done,
 then committed and scored once (0.9214 per-level accuracy, 211 of 229 pairs; CHANGELOG.md); its
-misses were then closed by class of phrasing, so it too now guards against regressions. Only a
-blind round estimates how the parser does on reports it has not seen."""
+misses were then closed by class of phrasing, so it too now guards against regressions. Round 6,
+blind like round 5 and written while round 5's misses were being closed (never shown to that
+fixer), was scored once after those fixes: 0.9639 (240 of 249 pairs). Its nine misses are left
+as they are, so the table's score is no longer 100 %: round 6 is the held-out estimate of how the
+parser reads reports it has not seen, until the next blind round."""
 
 from __future__ import annotations
 
