@@ -36,7 +36,7 @@ from auditor.files import atomic_path, csv_safe
 from auditor.io.radiograph import read_radiograph
 from auditor.localizer.bundle import CARD_FILE, DEFAULT_LOCALIZER
 from auditor.localizer.guard import image_distances
-from auditor.localizer.infer import Localizer, LocalizerResult, load_localizer
+from auditor.localizer.infer import Localizer, LocalizerResult, load_localizer, network_inputs
 from auditor.localizer.plausible import RunRules
 from auditor.parallel import Executor, map_in_order
 from auditor.records import LocalizerOutcome, Radiograph, VertebraBox, is_out_of_distribution
@@ -251,20 +251,45 @@ class ImageCheck:
     unreadable: str = ""
 
 
+@dataclass(frozen=True)
+class _CheckInputs:
+    """Decodes one image per item in the worker process that runs it, hands the decode to
+    ``prepare`` there, and returns the localizer network's input for it (or the reason the file
+    cannot be read): only the small canvas crosses back, not the full-resolution image."""
+
+    paths: tuple[Path, ...]
+    size: int
+    prepare: Callable[[int, Radiograph], None] | None
+
+    def __getitem__(self, index: int) -> torch.Tensor | str:
+        try:
+            radiograph = read_radiograph(self.paths[index])
+        except READ_FAILURES as err:  # a file that vanished or a decoder failure: this image only
+            return read_failure_reason(err)
+        if self.prepare is not None:
+            self.prepare(index, radiograph)
+        return network_inputs([radiograph.pixels], self.size)[0]
+
+    def lost(self, index: int, reason: str) -> str:
+        """The image whose worker died (out of memory): a reason, like a failure."""
+        return reason
+
+
 def check_images(
     localizer: Localizer,
     paths: Sequence[Path],
     workers: int = 0,
-    on_decoded: Callable[[int, Radiograph], None] | None = None,
+    prepare: Callable[[int, Radiograph], None] | None = None,
 ) -> Iterator[ImageCheck]:
     """The localizer's domain guard on each image of ``paths`` without localizing it: the image
     check of a scan whose boxes come from a box file (:func:`auditor.localizer.guard.
     image_distances`, the network run only up to the guard's stages), in order.
 
-    Each image is decoded once, in ``workers`` processes a couple of images ahead (as
-    :func:`localize_archive` decodes), and ``on_decoded`` is called with its index and the
-    decode (a scan cuts the classifier's crops from it). An unreadable file gives its reason and
-    no verdict; it never stops the pass.
+    Each image is decoded once, in ``workers`` processes a couple of images ahead (0: here),
+    and ``prepare`` is called there with its index and the decode (a scan cuts the classifier's
+    crops from it; it must be picklable when ``workers`` > 0). Only the network's input comes
+    back to this process. An unreadable file gives its reason and no verdict; it never stops the
+    pass.
 
     Raises
     ------
@@ -274,15 +299,13 @@ def check_images(
     guard = localizer.guard
     if guard is None:
         raise ValueError(f"localizer {localizer.path} has no domain guard")
+    inputs = _CheckInputs(tuple(paths), localizer.card.working_size, prepare)
     with _cores_for_decoders(workers):
-        for index, radiograph in enumerate(decode_in_order(paths, workers)):
-            if isinstance(radiograph, str):
-                yield ImageCheck(None, False, radiograph)
+        for canvas in map_in_order(inputs, len(inputs.paths), workers):
+            if isinstance(canvas, str):
+                yield ImageCheck(None, False, canvas)
                 continue
-            canvases, _ = localizer._canvases([radiograph.pixels])
-            distance = float(image_distances(localizer.net, canvases, guard)[0])
-            if on_decoded is not None:
-                on_decoded(index, radiograph)
+            distance = float(image_distances(localizer.net, canvas, guard)[0])
             yield ImageCheck(distance, is_out_of_distribution(distance, guard.threshold))
 
 

@@ -186,21 +186,9 @@ class Localizer:
     def _canvases(
         self, images: Sequence[npt.NDArray[np.floating]]
     ) -> tuple[torch.Tensor, list[Letterbox]]:
-        """The network's input for ``images``: each letterboxed onto the working canvas and
-        standardised over its content, (N, 1, S, S) on the host, and the letterboxes."""
-        size = self.card.working_size
-        canvases, masks, letterboxes = [], [], []
-        for pixels in images:
-            arr = np.asarray(pixels)
-            if arr.ndim != 2 or arr.size == 0:
-                raise ValueError(f"expected a non-empty 2-D greyscale image, got shape {arr.shape}")
-            lb = Letterbox.fit(arr.shape[0], arr.shape[1], size)
-            canvases.append(lb.place(arr))
-            mask = torch.zeros((size, size), dtype=torch.bool)
-            mask[: lb.content_rows, : lb.content_cols] = True
-            masks.append(mask)
-            letterboxes.append(lb)
-        return normalise(torch.stack(canvases)[:, None], torch.stack(masks)[:, None]), letterboxes
+        """The network's input for ``images`` (:func:`network_inputs` at the card's working
+        size) and the letterboxes."""
+        return network_inputs(images, self.card.working_size)
 
     def _guarded(
         self, dets: list[Detection], lb: Letterbox, distance: float | None
@@ -288,6 +276,32 @@ def _sacrum_anchor(dets: list[Detection]) -> Detection | None:
 def _partial(box: npt.NDArray[np.float32], score: float) -> PartialBody:
     x0, y0, x1, y1 = (float(v) for v in box)
     return PartialBody(x0, y0, x1, y1, round(score, 4))
+
+
+def network_inputs(
+    images: Sequence[npt.NDArray[np.floating]], size: int
+) -> tuple[torch.Tensor, list[Letterbox]]:
+    """The localizer network's input for ``images``: each letterboxed onto the ``size`` x
+    ``size`` working canvas and standardised over its content, (N, 1, S, S) on the host, and
+    the letterboxes.
+
+    Raises
+    ------
+    ValueError
+        When an image is not a non-empty 2-D array.
+    """
+    canvases, masks, letterboxes = [], [], []
+    for pixels in images:
+        arr = np.asarray(pixels)
+        if arr.ndim != 2 or arr.size == 0:
+            raise ValueError(f"expected a non-empty 2-D greyscale image, got shape {arr.shape}")
+        lb = Letterbox.fit(arr.shape[0], arr.shape[1], size)
+        canvases.append(lb.place(arr))
+        mask = torch.zeros((size, size), dtype=torch.bool)
+        mask[: lb.content_rows, : lb.content_cols] = True
+        masks.append(mask)
+        letterboxes.append(lb)
+    return normalise(torch.stack(canvases)[:, None], torch.stack(masks)[:, None]), letterboxes
 
 
 def load_localizer(path: Path | None = None, device: torch.device | None = None) -> Localizer:

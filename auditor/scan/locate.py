@@ -183,6 +183,25 @@ def _localize(
     return BoxFile(out, tuple(kept), tuple(rejected)), tuple(done.outcomes)
 
 
+@dataclass(frozen=True)
+class _Precut:
+    """Cuts the classifier's crops of ``images[index]`` (its ``boxes``: level, xyxy) from its
+    decode into ``RUN_DIR/precut/`` (:func:`~auditor.scan.dataset.write_precut`), in the image
+    check's decode worker; picklable."""
+
+    run_dir: Path
+    images: tuple[str, ...]
+    boxes: tuple[tuple[tuple[str, tuple[float, float, float, float]], ...], ...]
+    card: ModelCard
+
+    def __call__(self, index: int, radiograph: Radiograph) -> None:
+        target = precut_path(self.run_dir, self.images[index])
+        try:
+            write_precut(target, radiograph.pixels, self.boxes[index], self.card)
+        except (OSError, ValueError) as err:  # e.g. a full disk: the loader decodes it instead
+            logger.warning("cannot store an image's crops (%s); it will be decoded again", err)
+
+
 def _image_check(
     config: ScanConfig,
     card: ModelCard,
@@ -196,8 +215,9 @@ def _image_check(
     that has boxes (:func:`auditor.localizer.archive.check_images`), or None when it is off
     (``--no-image-check``, or by default a localizer bundle without a guard).
 
-    Each image is decoded once, and the classifier's crops are cut from that decode
-    (``RUN_DIR/precut/``, as after the localizer), so the check costs no second decode. The
+    Each image is decoded once, in the decode workers, and the classifier's crops are cut from
+    that decode there (``RUN_DIR/precut/``, as after the localizer), so the check costs no second
+    decode. The
     verdicts go to ``RUN_DIR/image_check.csv``, naming images as the reports do; a ``--resume``
     reads them back and decodes only the images it lacks.
 
@@ -243,16 +263,14 @@ def _image_check(
                     distances[image] = distance
     todo = [image for image in resolved.by_image if image not in distances]
 
-    def precut(index: int, radiograph: Radiograph) -> None:
-        image = todo[index]
-        boxes = [(box.level.value, box.xyxy) for box in resolved.by_image[image]]
-        try:
-            write_precut(precut_path(config.out, image), radiograph.pixels, boxes, card)
-        except (OSError, ValueError) as err:  # e.g. a full disk: the loader decodes it instead
-            logger.warning("cannot store an image's crops (%s); it will be decoded again", err)
-
     # on Ray the crops are cut by the cluster's tasks, which cannot read this run folder's
     cut = config.precut and config.engine is Engine.LOCAL
+    precut = _Precut(
+        config.out,
+        tuple(todo),
+        tuple(tuple((b.level.value, b.xyxy) for b in resolved.by_image[i]) for i in todo),
+        card,
+    )
     workers = default_decode_workers() if config.workers is None else config.workers
     checked = check_images(
         localizer, [paths[image] for image in todo], workers, precut if cut else None
