@@ -92,6 +92,8 @@ class BenchConfig:
     localizer: bool = True
     localizer_model: Path | None = None
     localizer_scan: bool = False
+    # also scan the archive with its box file with and without the image check (alternated)
+    image_check_scan: bool = False
     threads: int | None = None  # the scan's model threads (None: as the scan picks them)
     loader_sample: int = 32  # images timed apart for the decode and crop figures (0: none)
     # also scan with --engine ray (on the cluster at ray_address; None: a local Ray instance),
@@ -126,6 +128,9 @@ class BenchResult:
     # scans without a box file: crops cut from the localizer's decode, and decoded a second time
     localizer_scan_vps: float | None = None
     localizer_scan_decode_twice_vps: float | None = None
+    # scans with the box file, with and without the image check: wall seconds, best of each
+    image_check_on_s: float | None = None
+    image_check_off_s: float | None = None
     threads: int = 0  # torch threads of the scan's model
     loader_images: int = 0  # images timed apart by measure_loader
     decode_s_per_image: float | None = None  # reading and decoding, mean per image
@@ -154,6 +159,7 @@ class BenchResult:
         parts = [
             ("inventory and triage", t.get("inventory_s", 0.0)),
             ("localizer", t.get("localizer_s", 0.0)),
+            ("image check (decode, guard, crops)", t.get("image_check_s", 0.0)),
             (
                 "wait for the workers (decode, crop and model)"
                 if self.model_in_workers
@@ -188,6 +194,13 @@ class BenchResult:
         """``stages`` with each one's share of the scan's wall time."""
         total = self.scan_timings.get("total_s", 0.0)
         return [(name, seconds, seconds / total if total else 0.0) for name, seconds in stages]
+
+    @property
+    def image_check_ratio(self) -> float | None:
+        """A scan's time with the image check over its time without (None: not measured)."""
+        if not self.image_check_on_s or not self.image_check_off_s:
+            return None
+        return self.image_check_on_s / self.image_check_off_s
 
     @property
     def precut_speedup(self) -> float | None:
@@ -566,6 +579,16 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
                 shutil.rmtree(run_dir, ignore_errors=True)
                 vps = result.n_vertebrae / result.timings["total_s"]
                 localizer_vps[precut] = max(vps, localizer_vps.get(precut, 0.0))
+        checked: dict[bool, float] = {}
+        if config.image_check_scan:
+            # Alternate the two (three times each, best kept) so that load changes hit both alike.
+            for attempt, check in enumerate((True, False) * 3):
+                tell(f"Scan with the box file, image check {'on' if check else 'off'}")
+                run_dir = work / f"image-check-run-{attempt}"
+                result = run_scan(dataclasses.replace(scan_config, out=run_dir, image_check=check))
+                shutil.rmtree(run_dir, ignore_errors=True)
+                total = result.timings["total_s"]
+                checked[check] = min(total, checked.get(check, float("inf")))
         engines: dict[Engine, float] = {}
         ray_cpus = 0
         if config.ray:
@@ -619,6 +642,8 @@ def run_bench(config: BenchConfig, say: Callable[[str], None] | None = None) -> 
         localizer_read_s_per_image=statistics.median(read_s) if read_s else None,
         localizer_scan_vps=localizer_vps.get(True),
         localizer_scan_decode_twice_vps=localizer_vps.get(False),
+        image_check_on_s=checked.get(True),
+        image_check_off_s=checked.get(False),
         threads=threads,
         loader_images=len(loader.decode),
         decode_s_per_image=statistics.mean(loader.decode) if loader.decode else None,

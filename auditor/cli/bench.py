@@ -86,6 +86,14 @@ def bench(
             "localizer's decode and with a second decode (twice each), and report the speed-up.",
         ),
     ] = False,
+    image_check_scan: Annotated[
+        bool,
+        typer.Option(
+            "--image-check-scan",
+            help="Also scan the archive with its box file with and without the image check "
+            "(alternated, three times each), and report the ratio of their times.",
+        ),
+    ] = False,
     model_in_workers: Annotated[
         bool,
         typer.Option(
@@ -235,6 +243,7 @@ def bench(
             localizer=localizer,
             localizer_model=localizer_model,
             localizer_scan=localizer_scan,
+            image_check_scan=image_check_scan,
             ray=ray,
             ray_address=ray_address,
             model_in_workers=model_in_workers,
@@ -303,6 +312,18 @@ def bench(
                 f"{result.localizer_scan_decode_twice_vps:.1f}",
             ),
             ("One decode / two decodes", f"{result.precut_speedup:.2f}x"),
+        ]
+    if result.image_check_ratio is not None:
+        rows += [
+            (
+                "Scan with the box file, image check on (s, best of 3)",
+                f"{result.image_check_on_s:.2f}",
+            ),
+            (
+                "Scan with the box file, image check off (s, best of 3)",
+                f"{result.image_check_off_s:.2f}",
+            ),
+            ("Image check on / off", f"{result.image_check_ratio:.3f}"),
         ]
     if result.ray_overhead is not None:
         rows += [
