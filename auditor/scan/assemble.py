@@ -364,9 +364,18 @@ def _shown_read(
 
 
 def _identifiers(meta: RadiographMeta | None) -> tuple[str, ...]:
+    """What pseudonymisation replaces wherever it occurs: the patient, the accession number and
+    every instance UID (archives often name folders and files by Series or SOP Instance UID)."""
     if meta is None:
         return ()
-    return (meta.patient_id, meta.patient_name, meta.accession_number, meta.study_uid)
+    return (
+        meta.patient_id,
+        meta.patient_name,
+        meta.accession_number,
+        meta.study_uid,
+        meta.series_uid,
+        meta.sop_uid,
+    )
 
 
 def shown_path(anon: Pseudonymiser, relpath: str, meta: RadiographMeta | None) -> str:

@@ -68,3 +68,30 @@ def test_a_plain_run_names_images_by_path(bundle: Path, tmp_path: Path) -> None:
     with sqlite3.connect(result.run_dir / JOURNAL_NAME) as db:
         images = [row[0] for row in db.execute("SELECT image FROM images")]
     assert images and all(image.startswith("FAKE-") for image in images)
+
+
+def test_files_named_by_their_uids_are_pseudonymised(bundle: Path, tmp_path: Path) -> None:
+    """Archives often name a series folder by its Series Instance UID and a file by its SOP
+    Instance UID: neither may reach a file of a pseudonymised run."""
+    import csv
+
+    import pydicom
+
+    world = tmp_path / "world"
+    make_scan_world(world, n_studies=3)
+    old = "FAKE-001/study/img01.dcm"
+    header = pydicom.dcmread(world / "archive" / old, stop_before_pixels=True)
+    series, sop = str(header.SeriesInstanceUID), str(header.SOPInstanceUID)
+    new = f"FAKE-001/{series}/{sop}.dcm"
+    (world / "archive" / new).parent.mkdir(parents=True)
+    (world / "archive" / old).rename(world / "archive" / new)
+    with (world / "boxes.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    with (world / "boxes.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([[new if c == old else c for c in row] for row in rows])
+    result = _scan(world, bundle, tmp_path / "run", pseudonymise=True)
+    assert result.n_images == 3  # the renamed image was scanned
+    for path in (p for p in result.run_dir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        for secret in (series, sop):
+            assert secret.encode() not in data, f"{secret} in {path.relative_to(result.run_dir)}"
