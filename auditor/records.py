@@ -483,7 +483,7 @@ class DomainCheck:
     archive_share: float
     crops: int  # classified crops with a distance
     crops_out: int
-    images: int = 0  # images the localizer's guard measured (0 with a box file)
+    images: int = 0  # images the localizer's guard measured (localized, or image-checked)
     images_out: int = 0
     method: str = ""  # how the classifier's guard measures, for the summary
 
