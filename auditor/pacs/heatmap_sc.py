@@ -5,10 +5,13 @@ and the boxes drawn with their level and probability.
 What the scan keeps of a heatmap is its thumbnail (``RUN_DIR/thumbnails/heatmaps/*.jpg``): the
 vertebra's crop with the colour map blended over it
 (:func:`~auditor.reports.thumbnails.heatmap_overlay`), 128 x 128 pixels (JPEG) for the square
-crop window around the box (:func:`~auditor.crops.crop_window`, the model card's margin). The
-heatmap values are recovered from it per pixel (:func:`heatmap_from_thumbnail`: the colour of
-the map that, blended over some grey, comes closest), so each vertebra's heatmap has 128 x 128
-values across its crop window (the network's own map is coarser: its grid, upsampled). They are
+crop window around the box (:func:`~auditor.crops.crop_window`, the model card's margin), and
+beside it the map's values (``NAME.values.png``, 16-bit grey,
+:func:`~auditor.reports.thumbnails.save_heatmap_values`), which the capture uses. For a run made
+before scans kept the values, they are recovered from the thumbnail per pixel
+(:func:`heatmap_from_thumbnail`: the colour of the map that, blended over some grey, comes
+closest). Either way each vertebra's heatmap has 128 x 128 values across its crop window (the
+network's own map is coarser: its grid, upsampled). They are
 resized onto the radiograph and blended with the same colour map and weight as the thumbnails;
 where windows overlap the higher value wins. The radiograph is shown at its stored resolution up
 to :data:`MAX_SIDE` pixels on its longer side, downscaled beyond (the Pixel Spacing then says
@@ -33,7 +36,13 @@ from pydicom.sr.codedict import codes
 from auditor import __version__
 from auditor.crops import crop_window
 from auditor.records import Radiograph
-from auditor.reports.thumbnails import colour_lut, downscale_radiograph, heatmap_overlay
+from auditor.reports.thumbnails import (
+    colour_lut,
+    downscale_radiograph,
+    heatmap_overlay,
+    heatmap_values_path,
+    read_heatmap_values,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +76,18 @@ def heatmap_from_thumbnail(thumbnail: npt.NDArray[np.uint8]) -> npt.NDArray[np.f
     distance = (colours**2).sum(axis=1)[None, :] - 2.0 * centred @ colours.T
     index = np.argmin(distance, axis=1)
     return (index.astype(np.float32) / 255.0).reshape(thumbnail.shape[:2])
+
+
+def _heatmap_values(thumbnail: Path) -> npt.NDArray[np.float32]:
+    """A heatmap's values: from the values file the scan keeps beside its thumbnail, or, for a
+    run made before scans kept one (or whose file is unreadable), recovered from the
+    thumbnail's colours (:func:`heatmap_from_thumbnail`)."""
+    try:
+        return read_heatmap_values(heatmap_values_path(thumbnail))
+    except (OSError, ValueError) as err:
+        logger.debug("heatmap values of %s recovered from its colours (%s)", thumbnail.name, err)
+    with Image.open(thumbnail) as opened:
+        return heatmap_from_thumbnail(np.asarray(opened.convert("RGB")))
 
 
 def _font(height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -106,8 +127,7 @@ def render_capture(
     for box, _, _, thumbnail in calls:
         if thumbnail is None:
             continue
-        with Image.open(thumbnail) as opened:
-            values = heatmap_from_thumbnail(np.asarray(opened.convert("RGB")))
+        values = _heatmap_values(thumbnail)
         window = crop_window(box, margin, values.shape[0])
         x0, y0 = round(window.x0 * scale_x), round(window.y0 * scale_y)
         w = max(1, round(window.side * scale_x))

@@ -144,3 +144,40 @@ def save_jpeg(image: Image.Image, target: Path) -> None:
     """Write ``image`` as a JPEG atomically (a killed run never leaves half a thumbnail)."""
     with atomic_path(target) as tmp:
         image.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+
+
+#: The largest value of a heatmap's values file: 16-bit grey levels for heatmap values 0 to 1.
+HEATMAP_VALUE_LEVELS = 65535
+
+
+def heatmap_values_path(thumbnail: Path) -> Path:
+    """Where the scan keeps the values of a heatmap thumbnail: beside it, ``NAME.values.png``."""
+    return thumbnail.with_name(f"{thumbnail.stem}.values.png")
+
+
+def save_heatmap_values(values: npt.NDArray[np.floating], target: Path) -> None:
+    """Write a heatmap's values (in [0, 1]) as a 16-bit greyscale PNG, atomically: the map the
+    thumbnail's colours came from, kept so that later outputs (the DICOM Secondary Capture) use
+    the values rather than recovering them from the JPEG's colours."""
+    scaled = np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * HEATMAP_VALUE_LEVELS)
+    with atomic_path(target) as tmp:
+        Image.fromarray(scaled.astype(np.uint16)).save(tmp, format="PNG")
+
+
+def read_heatmap_values(path: Path) -> npt.NDArray[np.float32]:
+    """The values :func:`save_heatmap_values` wrote, as float32 in [0, 1].
+
+    Raises
+    ------
+    OSError
+        When the file is missing or not a PNG.
+    ValueError
+        When it is not a 2-D 16-bit image.
+    """
+    with Image.open(path) as opened:
+        if opened.format != "PNG":
+            raise OSError(f"{path} is not a PNG file")
+        levels = np.asarray(opened)
+    if levels.ndim != 2 or levels.dtype not in (np.uint16, np.int32):
+        raise ValueError(f"{path}: expected a 16-bit greyscale image, got {levels.dtype}")
+    return (levels.astype(np.float32) / HEATMAP_VALUE_LEVELS).clip(0.0, 1.0)

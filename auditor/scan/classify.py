@@ -29,6 +29,8 @@ from auditor.reports.thumbnails import (
     DrawnBox,
     draw_boxes,
     heatmap_overlay,
+    heatmap_values_path,
+    save_heatmap_values,
     save_jpeg,
     thumbnail_name,
 )
@@ -236,6 +238,8 @@ def _outcomes(
                     np.asarray(batch.thumbs[index].numpy()), prediction.cams[index]
                 )
                 save_jpeg(overlay, run_dir / heatmap)
+                # the values themselves too, for outputs that need more than the colours
+                save_heatmap_values(prediction.cams[index], heatmap_values_path(run_dir / heatmap))
                 drawn += 1
             distance = None if prediction.distances is None else float(prediction.distances[index])
             rows.append(VertebraOutcome(box.row, box.level, p, heatmap, "", distance))

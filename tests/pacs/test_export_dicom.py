@@ -14,6 +14,7 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import numpy.typing as npt
 import pydicom
 import pytest
 import requests
@@ -42,8 +43,16 @@ from auditor.pacs.sr_content import (
     VERDICT_CODES,
     ao_code,
 )
-from auditor.records import StudyCase
-from auditor.reports.thumbnails import heatmap_overlay, save_jpeg
+from auditor.records import Radiograph, StudyCase
+from auditor.reports.thumbnails import (
+    HEATMAP_DIR,
+    colour_lut,
+    heatmap_overlay,
+    heatmap_values_path,
+    read_heatmap_values,
+    save_heatmap_values,
+    save_jpeg,
+)
 from auditor.review.run import load_run
 from auditor.review.store import ReviewStore, box_id
 from auditor.scan.pipeline import run_scan
@@ -285,6 +294,48 @@ def test_heatmap_values_are_recovered_from_a_thumbnail(tmp_path: Path) -> None:
     assert recovered.shape == heat.shape and recovered.dtype == np.float32
 
 
+def test_the_capture_uses_the_values_the_scan_kept(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each heatmap thumbnail of a scan has its values beside it, and the capture is drawn from
+    them (the colours of the JPEG are read back only for a run without them)."""
+    thumbnails = sorted((run / HEATMAP_DIR).glob("*.jpg"))
+    assert thumbnails, "the scan drew no heatmap"
+    for thumbnail in thumbnails:
+        values = read_heatmap_values(heatmap_values_path(thumbnail))
+        with Image.open(thumbnail) as jpeg:
+            recovered = heatmap_sc.heatmap_from_thumbnail(np.asarray(jpeg.convert("RGB")))
+        # the map at the network's input size (the thumbnail's colours are it, upsampled)
+        assert values.ndim == 2 and 0.0 <= values.min() <= values.max() <= 1.0
+        shrunk = Image.fromarray(recovered, mode="F").resize(
+            values.shape[::-1], Image.Resampling.BILINEAR
+        )
+        assert np.abs(values - np.asarray(shrunk)).mean() < 0.05  # the same map
+    # one vertebra's capture: from the values file, as from the exact map handed over directly
+    rng = np.random.default_rng(1)
+    pixels = rng.random((300, 240)).astype(np.float32)
+    radiograph = Radiograph(pixels=pixels, meta=None, windowing="test")  # type: ignore[arg-type]
+    yy, xx = np.mgrid[0:128, 0:128] / 127.0
+    heat = (np.exp(-((xx - 0.4) ** 2 + (yy - 0.6) ** 2) / 0.08)).astype(np.float32)
+    thumbnail = tmp_path / "t.jpg"
+    save_jpeg(heatmap_overlay((pixels[:128, :128] * 255).astype(np.uint8), heat), thumbnail)
+    calls = [((60.0, 80.0, 160.0, 170.0), "L1 0.90", True, thumbnail)]
+    without_values, _ = heatmap_sc.render_capture(radiograph, calls, 0.15)
+    save_heatmap_values(heat, heatmap_values_path(thumbnail))
+    with_values, _ = heatmap_sc.render_capture(radiograph, calls, 0.15)
+    monkeypatch.setattr(heatmap_sc, "read_heatmap_values", lambda path: heat)
+    exact, _ = heatmap_sc.render_capture(radiograph, calls, 0.15)
+
+    def off(a: np.ndarray) -> npt.NDArray[np.int64]:
+        return np.abs(a.astype(np.int64) - exact.astype(np.int64))
+
+    # 16-bit values: at most one step of the colour map, blended (plus rounding), here and there
+    step = np.abs(np.diff(colour_lut().astype(np.int64), axis=0)).max()
+    assert off(with_values).max() <= np.ceil(heatmap_sc.ALPHA * step) + 1
+    assert off(with_values).mean() < 0.01
+    assert off(without_values).mean() > 10 * off(with_values).mean()  # the JPEG's colours
+
+
 def _command(run: Path, out: str, *extra: str) -> list[str]:
     return ["export-dicom", str(run), "--dicom-out", out, *extra]
 
@@ -447,7 +498,9 @@ def test_a_capture_that_cannot_be_drawn_is_a_counted_skip(
 ) -> None:
     opened = load_run(run)
     image = opened.studies[0].images[0]
-    (run / image.vertebrae[0].heatmap).write_bytes(b"not a JPEG")
+    broken = run / image.vertebrae[0].heatmap
+    broken.write_bytes(b"not a JPEG")  # and its values too: nothing left to draw it from
+    heatmap_values_path(broken).write_bytes(b"not a PNG")
     printed = " ".join(_export(run, tmp_path / "dicom", bundle).split())
     assert f"skipped {opened.source(image.ref)}: no heatmap capture" in printed
     assert not (tmp_path / "dicom" / f"{image.sop_instance_uid}.sc.dcm").exists()
