@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from auditor.archive.inventory import FileRecord
 from auditor.errors import TlauditError
 from auditor.io.radiograph import read_radiograph
 from auditor.reads.quality import check_reads
@@ -64,6 +65,19 @@ class FileEntry:
     status: str
     reason: str
     meta: RadiographMeta | None
+
+    @classmethod
+    def of(cls, record: FileRecord) -> FileEntry:
+        """One file's accounting row as the reports carry it (the inventory's triage, not a
+        copy)."""
+        return cls(
+            relative=record.relpath,
+            path=record.path,
+            size=record.size,
+            status=record.status.value,
+            reason=record.reason.value + (f": {record.detail}" if record.detail else ""),
+            meta=record.meta,
+        )
 
 
 #: Why every crop of an image the image check refused is out of distribution (the Files table).

@@ -91,18 +91,6 @@ class FoundBoxes:
     image_check: ImageVerdicts | None = None
 
 
-def _file_entry(record: FileRecord) -> FileEntry:
-    """One file's accounting row as the reports carry it (the inventory's triage, not a copy)."""
-    return FileEntry(
-        relative=record.relpath,
-        path=record.path,
-        size=record.size,
-        status=record.status.value,
-        reason=record.reason.value + (f": {record.detail}" if record.detail else ""),
-        meta=record.meta,
-    )
-
-
 def _localize(
     config: ScanConfig,
     card: ModelCard,
@@ -355,7 +343,7 @@ def find_boxes(
             )
         )
     )
-    files = tuple(_file_entry(record) for record in records)
+    files = tuple(FileEntry.of(record) for record in records)
     candidates = {f.relative: f.meta for f in files if f.status == "candidate" and f.meta}
     if not candidates:
         raise NoCandidatesError(config.archive, summarise(records))

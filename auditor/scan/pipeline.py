@@ -52,7 +52,7 @@ from auditor.records import (
 )
 from auditor.reports.pseudonym import Pseudonymiser, new_salt
 from auditor.reports.writers import ReportOptions, write_reports
-from auditor.scan.assemble import ScanInputs, assemble_report
+from auditor.scan.assemble import FileEntry, ScanInputs, assemble_report
 from auditor.scan.classify import ClassifyStats, ModelSpec, classify_batches
 from auditor.scan.config import (
     HeatmapMode,
@@ -74,7 +74,6 @@ from auditor.scan.journal import (
     stored_meta,
 )
 from auditor.scan.locate import FoundBoxes, find_boxes
-from auditor.scan.locate import _file_entry as file_entry  # one accounting row, as reports carry it
 from auditor.scan.runfolder import claim_run_folder
 from auditor.scan.viewer import check_viewer_url
 from auditor.vocab import Engine, FileStatus
@@ -521,11 +520,11 @@ def _run(config: ScanConfig, emit: Progress) -> ScanResult:
     anon = Pseudonymiser(salt, enabled=config.pseudonymise)
     boxes = find_boxes(config, model.bundle.card, model.classifier.device, timings, emit, anon)
     if config.extra_records:  # a PACS scan: the instances not retrieved are accounting rows too
-        extra = tuple(file_entry(record) for record in config.extra_records)
+        extra = tuple(FileEntry.of(record) for record in config.extra_records)
         boxes = dataclasses.replace(boxes, files=boxes.files + extra)
     done = _classify(config, model, boxes, timings, emit, salt)
     if done.fed:  # a streamed archive: its rows as they ended (retrieved, or not with why)
-        by_path = {path: file_entry(record) for path, record in done.fed.items()}
+        by_path = {path: FileEntry.of(record) for path, record in done.fed.items()}
         files = tuple(by_path.get(f.path, f) for f in boxes.files)
         boxes = dataclasses.replace(boxes, files=files)
     stats = done.stats
