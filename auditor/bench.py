@@ -36,6 +36,7 @@ import dataclasses
 import logging
 import os
 import platform
+import queue
 import shutil
 import statistics
 import tempfile
@@ -47,7 +48,7 @@ from typing import Any
 
 import torch
 
-from auditor.errors import UsageError
+from auditor.errors import TlauditError, UsageError
 from auditor.model.bundle import ModelCard, create_untrained_bundle, load_bundle
 from auditor.model.infer import Classifier, select_device
 from auditor.parallel import connect_ray
@@ -331,6 +332,11 @@ def measure_model_only(
     )
 
 
+#: Seconds :func:`measure_model_per_core` waits for its copies, which report in well under a
+#: minute on a 2-core CPU; a copy that dies is reported at once, not after this.
+PER_CORE_TIMEOUT_S = 600
+
+
 def _model_on_one_core(
     model: Path | None,
     precision: str,
@@ -379,9 +385,34 @@ def measure_model_per_core(
     processes = [context.Process(target=_model_on_one_core, args=args) for _ in range(copies)]
     for process in processes:
         process.start()
-    times = [results.get(timeout=600) for _ in processes]
-    for process in processes:
-        process.join()
+    times: list[list[float]] = []
+    deadline = time.monotonic() + PER_CORE_TIMEOUT_S
+    try:
+        while len(times) < copies:
+            try:
+                times.append(results.get(timeout=0.5))
+                continue
+            except queue.Empty:
+                pass
+            # A copy that died (killed for memory, a bundle that fails to load) never reports:
+            # say so at once instead of waiting out the deadline.
+            dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if dead:
+                raise TlauditError(
+                    f"a model copy of the one-model-per-core measure died (exit code {dead[0]}; "
+                    "a negative code is the signal that killed it, e.g. -9 when out of memory)"
+                )
+            if time.monotonic() > deadline:
+                raise TlauditError(
+                    f"the one-model-per-core measure did not finish in {PER_CORE_TIMEOUT_S} s"
+                )
+    finally:
+        if len(times) < copies:
+            start.abort()  # copies still waiting for the others to start give up
+            for process in processes:
+                process.terminate()
+        for process in processes:
+            process.join()
     return sum(batch_size / statistics.median(each) for each in times)
 
 

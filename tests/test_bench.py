@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from auditor.bench import BenchConfig, describe_machine, run_bench
+from auditor.bench import BenchConfig, describe_machine, measure_model_per_core, run_bench
 from auditor.cli.app import app
-from auditor.errors import UsageError
+from auditor.errors import TlauditError, UsageError
 from tests.helpers.scan_world import LEVELS, make_scan_world
 
 
@@ -220,3 +220,10 @@ def test_bench_measures_rays_overhead_against_the_local_engine(tmp_path: Path) -
     assert result.ray_local_vps is not None and result.ray_local_vps > 0
     assert result.ray_overhead == pytest.approx(result.ray_local_vps / result.ray_vps - 1.0)
     assert result.ray_cpus >= 1
+
+
+def test_per_core_measure_reports_a_copy_that_died_at_once(tmp_path: Path) -> None:
+    """A model copy that dies before reporting (here: a bundle that cannot be loaded) is an
+    error naming its exit code, raised as soon as the copy is gone, not after the deadline."""
+    with pytest.raises(TlauditError, match="died \\(exit code 1"):
+        measure_model_per_core(tmp_path / "no-such-bundle", "fp32", "layercam4", 2, 1, 2)
