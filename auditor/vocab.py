@@ -117,6 +117,22 @@ class Device(str, Enum):
         return self.value
 
 
+class RenderPreset(str, Enum):
+    """A setting of the synthetic world's renderer: ``default`` is the world the bundled models
+    were trained on; the others change the image formation strongly, for measuring the domain
+    guards on a renderer the models never saw.
+
+    The settings themselves are in :data:`auditor.synth.rendering.RENDER_SETTINGS`.
+    """
+
+    DEFAULT = "default"
+    FLAT = "flat"
+    HARSH = "harsh"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Precision(str, Enum):
     """Inference precision: ``auto`` takes bf16 where the device runs it natively.
 

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from auditor.vocab import RenderPreset
+
 
 def synth(
     out: Annotated[
@@ -79,6 +81,16 @@ def synth(
             "no JPEG encoder needed.",
         ),
     ] = False,
+    render: Annotated[
+        RenderPreset,
+        typer.Option(
+            "--render",
+            help="Renderer setting (auditor/synth/rendering.py): 'default' is the world the "
+            "bundled models were trained on; the others render the same patients, fractures, "
+            "boxes and reads with a strongly different image formation (a foreign set for "
+            "tlaudit guard-rates --renderer).",
+        ),
+    ] = RenderPreset.DEFAULT,
     max_side: Annotated[
         int,
         typer.Option(
@@ -114,6 +126,7 @@ def synth(
         subtle_bare=subtle_bare,
         wedge_variant_share=wedge_variants,
         uncompressed=uncompressed,
+        render=render,
     )
     console = Console(stderr=True)
     start = time.perf_counter()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from auditor.errors import UsageError
+from auditor.synth.rendering import render_preset
+from auditor.vocab import RenderPreset
 
 #: Distractor kinds, in the order they are first dealt out (each appears once before any repeats).
 DISTRACTOR_KINDS: tuple[str, ...] = (
@@ -70,6 +72,11 @@ class SynthConfig:
         from intact bodies; only the fracture's signs do.
     crop_margin
         Fractional margin added around a box by :func:`auditor.synth.iter_vertebra_crops`.
+    render
+        Renderer setting (:data:`auditor.synth.rendering.RENDER_SETTINGS`): ``default`` is the
+        world the bundled models were trained on, and writes the same bytes as before the option
+        existed; the others render the same draws (patients, fractures, boxes, reads) with a
+        strongly different image formation.
     """
 
     max_side: int = 3000
@@ -85,9 +92,12 @@ class SynthConfig:
     wedge_variant_share: float = 0.0
     uncompressed: bool = False
     crop_margin: float = 0.15
+    render: RenderPreset = RenderPreset.DEFAULT
     distractor_kinds: tuple[str, ...] = field(default=DISTRACTOR_KINDS)
 
     def __post_init__(self) -> None:
+        # coerced at the boundary: a caller may pass the preset's name
+        object.__setattr__(self, "render", render_preset(self.render))
         rates = {
             "fracture_study_rate": self.fracture_study_rate,
             "multi_fracture_rate": self.multi_fracture_rate,

@@ -7,8 +7,9 @@
    blur at full resolution.
 4. Processing as CR/DX consoles do: logarithm, dynamic-range compression (25 mm low-pass),
    unsharp-mask edge enhancement (1.6 mm), a tone curve anchored on the prevertebral soft tissue
-   and the vertebral bodies (histogram analysis) with a film-like toe and shoulder, quantisation
-   to Bits Stored, MONOCHROME1 inversion.
+   and the vertebral bodies (histogram analysis) with a film-like toe and shoulder, the render
+   setting's gamma (1 by default: :mod:`auditor.synth.rendering`), quantisation to Bits Stored,
+   MONOCHROME1 inversion.
 5. Burned-in lead marker and text in a corner away from the spine.
 """
 
@@ -102,6 +103,8 @@ def form_image(
     proc *= gain
     proc += np.float32(acq.soft_level)
     _rolloff(proc)
+    if acq.gamma != 1.0:  # a render setting's (auditor.synth.rendering); [0, 1] after the roll-off
+        np.power(proc, np.float32(acq.gamma), out=proc)
     display = proc
     r0, r1, c0, c1 = int(y0r), int(np.ceil(y1)), int(x0), int(np.ceil(x1))
     fill = np.float32(1.0 if acq.shutter_white else 0.0)

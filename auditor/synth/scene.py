@@ -23,6 +23,7 @@ from auditor.synth.fractures import (
     choose_fracture,
 )
 from auditor.synth.grid import Grid
+from auditor.synth.rendering import RenderSetting, render_setting
 from auditor.synth.shape import BodyShape, height_loss
 
 #: Relative frequency of fracture levels (source study: T12-L2 about half of all fractures).
@@ -102,6 +103,7 @@ class Acquisition:
     texture_gain: float  # trabecular texture contrast
     marker: str  # "L" or "R" lead marker
     annotation: str  # burned-in text
+    gamma: float = 1.0  # exponent on the processed display values (a render setting's)
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,7 @@ def sample_scene(rng: np.random.Generator, config: SynthConfig, fractured: bool)
     acquisition = _sample_acquisition(rng, patient)
     grid = _make_grid(field, acquisition, config, rng)
     acquisition = replace(acquisition, pixel_spacing=grid.pitch * acquisition.magnification)
+    acquisition = _rendered(acquisition, render_setting(config.render))
     soft = _sample_soft(patient, placed, field, rng)
     soft = replace(soft, gas=soft.gas + _vacuum_discs(placed, discs, rng))
     # Endplates are seen edge-on only near the central ray: beam divergence (about 1 rad per metre
@@ -314,6 +317,23 @@ def _sample_acquisition(rng: np.random.Generator, patient: Patient) -> Acquisiti
         texture_gain=float(rng.uniform(0.07, 0.15)),
         marker=str(rng.choice(["L", "R"])),
         annotation=str(rng.choice(annotations)),
+    )
+
+
+def _rendered(acq: Acquisition, setting: RenderSetting) -> Acquisition:
+    """The acquisition as a render setting changes it; it draws nothing, so the scene's other
+    draws do not depend on the setting."""
+    if setting.is_default:
+        return acq
+    return replace(
+        acq,
+        edge_gain=acq.edge_gain * setting.edge_gain,
+        drc_gain=acq.drc_gain * setting.drc_gain,
+        bone_contrast=acq.bone_contrast * setting.bone_contrast,
+        blur_px=acq.blur_px * setting.blur,
+        scatter_ratio=acq.scatter_ratio * setting.scatter,
+        counts=acq.counts * setting.counts,
+        gamma=setting.gamma,
     )
 
 
