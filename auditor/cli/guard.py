@@ -199,6 +199,16 @@ def guard_rates_command(
             "training data's; foreign.",
         ),
     ] = None,
+    renderer: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="A tlaudit synth folder rendered with another renderer setting (tlaudit synth "
+            "--render) than the training data's; foreign; repeat for several. With --task "
+            "localizer, its images.",
+        ),
+    ] = None,
     corpus: Annotated[
         Path | None,
         typer.Option(
@@ -260,8 +270,9 @@ def guard_rates_command(
     With --task localizer: BUNDLE is a localizer bundle and the share is of whole images the
     guard refuses, through the localizer as a scan runs it: the held-out worlds' lateral TL
     candidates (at most --max-images each), the first world's images inverted and with Gaussian
-    noise at full resolution and at the network's input size, every readable file of --corpus
-    and the --drr images; the cost is the guard against the localizing forward pass.
+    noise at full resolution and at the network's input size, the --renderer worlds' candidates,
+    every readable file of --corpus and the --drr images; the cost is the guard against the
+    localizing forward pass.
     """
     if task is Task.LOCALIZER:
         if spacing or detections or localizer:
@@ -269,7 +280,7 @@ def guard_rates_command(
                 "--task localizer takes no --spacing, no --detections and no --localizer"
             )
         _guard_rates_localizer(
-            bundle, heldout, corpus, drr or [], max_images, seed, device, cost, out
+            bundle, heldout, renderer or [], corpus, drr or [], max_images, seed, device, cost, out
         )
         return
     if drr:
@@ -313,6 +324,9 @@ def guard_rates_command(
     for i, world in enumerate(spacing or []):
         crops, images = gr.world_crops(world, size, margin, max_crops, seed + 100 + i)
         sets.append(gr.CropSet(f"spacing {world.name}", crops, True, str(world), check(images)))
+    for i, world in enumerate(renderer or []):
+        crops, images = gr.world_crops(world, size, margin, max_crops, seed + 200 + i)
+        sets.append(gr.CropSet(f"renderer {world.name}", crops, True, str(world), check(images)))
     if corpus is not None:
         files = [p for p in corpus.rglob("*") if p.is_file() and not p.name.startswith(".")]
         crops, skipped, images = gr.grid_crops(files, size, margin)
@@ -457,6 +471,7 @@ def _write_figures(out: Path | None, result: dict[str, object]) -> None:
 def _guard_rates_localizer(
     bundle: Path,
     heldout: list[Path],
+    renderer: list[Path],
     corpus: Path | None,
     drr: list[Path],
     max_images: int,
@@ -497,6 +512,9 @@ def _guard_rates_localizer(
     ):
         sd = "" if change is lgr.Change.INVERTED else f", sd {HEAVY_NOISE}"
         sets.append(lgr.ImageSet(label, first, foreign, f"{name}, {change.value}{sd}", change))
+    for i, world in enumerate(renderer):
+        paths = lgr.world_images(world, max_images, seed + 200 + i)
+        sets.append(lgr.ImageSet(f"renderer {world.name}", paths, True, str(world)))
     if corpus is not None:
         files = lgr.image_files([corpus])
         sets.append(

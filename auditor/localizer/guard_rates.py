@@ -7,7 +7,8 @@ the one a scan gives. The sets (:class:`ImageSet`) are lists of files, each read
 :func:`auditor.io.radiograph.read_radiograph` and given to the localizer after one
 :class:`Change`:
 
-- as it is (held-out worlds, the real radiographs of a corpus, DRRs);
+- as it is (held-out worlds, worlds drawn with another renderer setting (``tlaudit synth
+  --render``), the real radiographs of a corpus, DRRs);
 - inverted (a MONOCHROME1 image read as MONOCHROME2);
 - with Gaussian noise of sd :data:`~auditor.model.perturb.HEAVY_NOISE` on the [0, 1] grey
   scale, either at the image's full resolution (the letterbox to the network's working size

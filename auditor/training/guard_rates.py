@@ -5,7 +5,8 @@ accept (held-out worlds like the training data) and on sets it must reject (fore
 commands that produced them. The crop sets:
 
 - :func:`world_crops`: the labelled vertebrae of a ``tlaudit synth`` output folder (its
-  ``archive/`` and ``ground_truth.csv``);
+  ``archive/`` and ``ground_truth.csv``): held-out worlds, and foreign ones drawn at another
+  pixel spacing (``--max-side``) or with another renderer setting (``--render``);
 - those crops with the grey scale turned over (a MONOCHROME1 image read as MONOCHROME2) or with
   heavy Gaussian noise (:mod:`auditor.model.perturb`, shared with the localizer's measure);
 - :func:`grid_crops`: square boxes on a grid over radiographs that hold no thoracolumbar spine
