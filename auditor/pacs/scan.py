@@ -43,7 +43,7 @@ from auditor.pacs.source import (
     CACHE_DIR,
     Gathered,
     PacsSource,
-    Sessions,
+    Route,
     gather,
     parse_study_date,
     triage_instances,
@@ -179,7 +179,7 @@ def source_from_options(
 
 def scan_pacs(
     config: ScanConfig,
-    source: PacsSource,
+    source: Route,
     progress: Progress | None = None,
     *,
     keep_cache: bool = False,
@@ -192,7 +192,7 @@ def scan_pacs(
     config
         The scan as for a folder; its ``archive`` is ignored (the cache takes its place).
     source
-        The PACS and what to take from it.
+        The PACS, by which route, and what to take from it.
     progress
         Receives :class:`~auditor.scan.config.ScanEvent` messages.
     keep_cache
@@ -217,11 +217,7 @@ def scan_pacs(
     out = Path(config.out)
     if not config.resume and (out / JOURNAL_NAME).exists():
         raise run_in_use(out)  # before anything is retrieved into it
-    emit(
-        ScanEvent(
-            "info", f"Querying {source.describe()} ({source.connection.credentials.describe()})"
-        )
-    )
+    emit(ScanEvent("info", f"Querying {source.describe()} ({source.login()})"))
     if config.boxes is None:
         return _gather_then_scan(config, source, emit, keep_cache, results)
     t0 = time.perf_counter()
@@ -231,7 +227,7 @@ def scan_pacs(
     counts = ", ".join(f"{n} {status}" for status, n in summary.by_status.items() if n)
     emit(ScanEvent("info", f"PACS: {summary.total} instances ({counts}) in {query_s:.1f} s"))
     if not any(r.status is FileStatus.CANDIDATE for r in records):
-        raise NoCandidatesError(source.connection.url, summary)
+        raise NoCandidatesError(source.address, summary)
     cache = out / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
     headers = None if config.pseudonymise else out / HEADERS_DIR  # identifiers in them
@@ -260,7 +256,10 @@ def scan_pacs(
     )
     if results is not None:
         header_config = dataclasses.replace(scan_config, archive=out / HEADERS_DIR)
-        export_results(header_config, result, results, emit, _again(stream, out))
+        try:
+            export_results(header_config, result, results, emit, _again(stream, out))
+        finally:
+            stream.close()  # the connections the captures' retrievals opened
     if not keep_cache:
         remove_cache(out)
     gathered = Gathered(
@@ -275,12 +274,15 @@ def scan_pacs(
     return PacsScanResult(result, gathered, accounting, stats)
 
 
-def query(source: PacsSource, rules: TriageRules, cache: Path) -> list[FileRecord]:
+def query(source: Route, rules: TriageRules, cache: Path) -> list[FileRecord]:
     """Every instance of the PACS query, triaged from its metadata (not retrieved), in query
     order (:func:`auditor.pacs.source.triage_instances`)."""
-    sessions = Sessions(source.connection)
-    with ThreadPoolExecutor(source.connections, thread_name_prefix="tlaudit-pacs") as pool:
-        return list(triage_instances(sessions, source, rules, cache, pool))
+    link = source.open()
+    with (
+        contextlib.closing(link),
+        ThreadPoolExecutor(source.connections, thread_name_prefix="tlaudit-pacs") as pool,
+    ):
+        return list(triage_instances(link, source, rules, cache, pool))
 
 
 def _again(stream: CacheStream, run_dir: Path) -> PixelSource:
@@ -296,7 +298,7 @@ def _again(stream: CacheStream, run_dir: Path) -> PixelSource:
 
 def _gather_then_scan(
     config: ScanConfig,
-    source: PacsSource,
+    source: Route,
     emit: Progress,
     keep_cache: bool,
     results: DicomResults | None,
@@ -319,7 +321,7 @@ def _gather_then_scan(
         )
     )
     if not any(r.status is FileStatus.CANDIDATE for r in gathered.records):
-        raise NoCandidatesError(source.connection.url, summarise(gathered.records))
+        raise NoCandidatesError(source.address, summarise(gathered.records))
     scan_config = dataclasses.replace(
         config,
         archive=gathered.cache,

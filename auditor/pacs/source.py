@@ -1,5 +1,11 @@
 """A PACS as the scan's archive: query, triage from metadata, retrieve only the candidates.
 
+The steps below are the same for every route to a PACS (:class:`Route`): DICOMweb
+(:class:`PacsSource`, QIDO-RS and WADO-RS, the words used below) and DIMSE
+(:class:`auditor.pacs.dimse.DimseSource`, C-FIND and C-GET). A route only answers queries in the
+shape of a QIDO-RS answer (:class:`Finder`) and retrieves one instance as a DICOM file
+(:class:`Link`); the triage, the accounting, the cache, its cap and the retries live here once.
+
 :func:`gather` runs in four steps:
 
 1. QIDO-RS asks for the studies in the date range that hold one of the accepted modalities
@@ -36,6 +42,7 @@ study query that fails, stops the scan (:class:`~auditor.pacs.connect.PacsError`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -46,7 +53,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from dicomweb_client.api import DICOMwebClient
@@ -58,6 +65,7 @@ from auditor.errors import UsageError
 from auditor.pacs.connect import PacsAuthError, PacsConnection, PacsError
 from auditor.pacs.metadata import QUERY_FIELDS, is_uid, json_uids, meta_from_json
 from auditor.pacs.retry import RetryPolicy, call
+from auditor.records import RadiographMeta
 from auditor.vocab import FileStatus
 
 logger = logging.getLogger(__name__)
@@ -106,9 +114,104 @@ def parse_study_date(text: str) -> str:
     return compact
 
 
+class Finder(Protocol):
+    """The queries :func:`triage_instances` asks, answered as DICOM JSON objects (PS3.18 F.2)
+    with the asked-for attributes (the subset of dicomweb-client's ``DICOMwebClient`` used here).
+
+    Failures that may pass raise what :func:`~auditor.pacs.retry.call` retries; a PACS that
+    refuses tlaudit raises :class:`~auditor.pacs.connect.PacsAuthError`.
+    """
+
+    def search_for_studies(
+        self, *, search_filters: dict[str, Any], fields: list[str]
+    ) -> list[dict[str, Any]]:
+        """Studies matching ``search_filters`` (``ModalitiesInStudy``, ``StudyDate``), each with
+        its Study Instance UID and ``fields``."""
+        ...
+
+    def search_for_instances(
+        self,
+        study_instance_uid: str | None = None,
+        *,
+        search_filters: dict[str, Any] | None = None,
+        fields: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every instance of one study, or of the studies listed in
+        ``search_filters["StudyInstanceUID"]`` (comma-separated), each with its Study, Series and
+        SOP Instance UIDs and ``fields``."""
+        ...
+
+
+class Link(Protocol):
+    """One scan's connections to a PACS, shared by its threads (each request on a connection
+    no other thread uses at the time; kept open between requests)."""
+
+    def client(self) -> Finder:
+        """The queries, for the calling thread."""
+        ...
+
+    def retrieve(self, meta: RadiographMeta) -> memoryview:
+        """The instance ``meta`` names (its Study, Series, SOP Instance UIDs) as a DICOM Part 10
+        file, its data set as the PACS stores it, after the route's retries.
+
+        Raises
+        ------
+        PacsError
+            When the retrieval fails after its retries (PacsAuthError when refused).
+        """
+        ...
+
+    def close(self) -> None:
+        """Close the connections kept open; a later request opens new ones."""
+        ...
+
+
+class Route(Protocol):
+    """What to take from which PACS, by which protocol, and where to put it: what the scan
+    needs of :class:`PacsSource` (DICOMweb) and :class:`~auditor.pacs.dimse.DimseSource`
+    (DIMSE)."""
+
+    @property
+    def study_date(self) -> str:
+        """A date range (:func:`parse_study_date`), "" for all dates."""
+        ...
+
+    @property
+    def cache_cap_mb(self) -> float:
+        """The cache folder stops growing at this size."""
+        ...
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """Retries and back-off of each request."""
+        ...
+
+    @property
+    def connections(self) -> int:
+        """Requests in flight at once."""
+        ...
+
+    @property
+    def address(self) -> str:
+        """Where the PACS is, for messages (no credentials in it)."""
+        ...
+
+    def describe(self) -> str:
+        """The source in words, for the reports (no credentials in it)."""
+        ...
+
+    def login(self) -> str:
+        """How tlaudit makes itself known, in words (never a secret)."""
+        ...
+
+    def open(self) -> Link:
+        """Connections for one scan (:meth:`Link.close` them when it ends)."""
+        ...
+
+
 @dataclass(frozen=True)
 class PacsSource:
-    """What to take from which PACS, and where to put it.
+    """What to take from which DICOMweb service, and where to put it (a :class:`Route`).
 
     Attributes
     ----------
@@ -137,10 +240,23 @@ class PacsSource:
         if self.connections < 1:
             raise UsageError(f"connections must be at least 1, got {self.connections}")
 
+    @property
+    def address(self) -> str:
+        """The service's base URL."""
+        return self.connection.url
+
     def describe(self) -> str:
         """The source in words, for the reports (no credentials in it)."""
         dates = f", studies {self.study_date}" if self.study_date else ""
         return f"DICOMweb {self.connection.url}{dates}"
+
+    def login(self) -> str:
+        """The credentials in words, without the secret."""
+        return self.connection.credentials.describe()
+
+    def open(self) -> Sessions:
+        """One HTTP session per thread that asks (:class:`Sessions`)."""
+        return Sessions(self.connection, self.retry)
 
 
 @dataclass(frozen=True)
@@ -186,11 +302,13 @@ def _items(answer: Any) -> list[Mapping[str, Any]]:
 
 
 class Sessions:
-    """One HTTP session, and a DICOMweb client on it, per thread that asks (requests' sessions
-    are not thread-safe); each keeps its connection to the PACS alive between requests."""
+    """The DICOMweb :class:`Link`: one HTTP session, and a DICOMweb client on it, per thread that
+    asks (requests' sessions are not thread-safe); each keeps its connection to the PACS alive
+    between requests."""
 
-    def __init__(self, connection: PacsConnection) -> None:
+    def __init__(self, connection: PacsConnection, retry: RetryPolicy | None = None) -> None:
         self.connection = connection
+        self.retry = retry or RetryPolicy()
         self._local = threading.local()
 
     def session(self) -> requests.Session:
@@ -207,6 +325,22 @@ class Sessions:
         client: DICOMwebClient = self._local.client
         return client
 
+    def retrieve(self, meta: RadiographMeta) -> memoryview:
+        """One instance with WADO-RS, as stored (:data:`WADO_ACCEPT`), after its retries."""
+        url = (
+            f"{self.connection.url}/studies/{meta.study_uid}/series/{meta.series_uid}"
+            f"/instances/{meta.sop_uid}"
+        )
+        body, content_type = call(
+            f"WADO-RS instance {meta.sop_uid}",
+            functools.partial(fetch_answer, self.session(), url, self.connection.timeout_s),
+            self.retry,
+        )
+        return dicom_part(body, content_type)
+
+    def close(self) -> None:
+        """Nothing to do: each thread's session closes with the thread's end."""
+
 
 STUDIES_PER_LISTING = 32
 """Studies whose instances one QIDO-RS request lists (UID list matching, PS3.18 8.3.4.1)."""
@@ -214,9 +348,7 @@ STUDIES_PER_LISTING = 32
 _STUDY_INSTANCES = "00201208"  # Number of Study Related Instances
 
 
-def _studies_with(
-    client: DICOMwebClient, source: PacsSource, modality: str
-) -> list[Mapping[str, Any]]:
+def _studies_with(client: Finder, source: Route, modality: str) -> list[Mapping[str, Any]]:
     filters: dict[str, Any] = {"ModalitiesInStudy": modality}
     if source.study_date:
         filters["StudyDate"] = source.study_date
@@ -233,9 +365,7 @@ def _studies_with(
     )
 
 
-def query_studies(
-    client: DICOMwebClient, source: PacsSource, modalities: Iterable[str]
-) -> list[str]:
+def query_studies(client: Finder, source: Route, modalities: Iterable[str]) -> list[str]:
     """Study Instance UIDs in the date range holding one of ``modalities``, in answer order
     (modalities sorted), one request per modality, one after the other."""
     found = (_studies_with(client, source, modality) for modality in sorted(modalities))
@@ -261,9 +391,7 @@ def _count(item: Mapping[str, Any]) -> int | None:
         return None
 
 
-def _instances_of(
-    client: DICOMwebClient, source: PacsSource, studies: list[str]
-) -> list[Mapping[str, Any]]:
+def _instances_of(client: Finder, source: Route, studies: list[str]) -> list[Mapping[str, Any]]:
     """Every instance of ``studies``: one study by its path, several by UID list matching."""
     if len(studies) == 1:
         what, fetch = (
@@ -289,8 +417,8 @@ def _row(
 
 
 def triage_instances(
-    sessions: Sessions,
-    source: PacsSource,
+    sessions: Link,
+    source: Route,
     rules: TriageRules,
     cache: Path,
     pool: ThreadPoolExecutor,
@@ -462,21 +590,12 @@ def fetch_answer(session: requests.Session, url: str, timeout_s: float) -> tuple
     return body, response.headers.get("Content-Type", "")
 
 
-def _store(session: requests.Session, source: PacsSource, record: FileRecord) -> int:
+def _store(link: Link, record: FileRecord) -> int:
     """Retrieve one instance into its cache path, its bytes as the PACS sent them; returns the
     bytes written."""
     meta = record.meta
     assert meta is not None  # candidates always carry their metadata
-    url = (
-        f"{source.connection.url}/studies/{meta.study_uid}/series/{meta.series_uid}"
-        f"/instances/{meta.sop_uid}"
-    )
-    body, content_type = call(
-        f"WADO-RS instance {meta.sop_uid}",
-        functools.partial(fetch_answer, session, url, source.connection.timeout_s),
-        source.retry,
-    )
-    data = dicom_part(body, content_type)
+    data = link.retrieve(meta)
     record.path.parent.mkdir(parents=True, exist_ok=True)
     partial = record.path.with_name(record.path.name + ".part")
     partial.write_bytes(data)
@@ -517,7 +636,7 @@ class _Budget:
 
 
 def gather(
-    source: PacsSource,
+    source: Route,
     rules: TriageRules,
     run_dir: Path,
     on_record: Callable[[FileRecord], None] | None = None,
@@ -545,14 +664,17 @@ def gather(
     PacsError
         When the study query fails after its retries.
     """
-    sessions = Sessions(source.connection)
     cache = Path(run_dir) / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
     for partial in cache.rglob("*.part"):  # left by a killed run
         partial.unlink(missing_ok=True)
-    with ThreadPoolExecutor(source.connections, thread_name_prefix="tlaudit-pacs") as pool:
+    link = source.open()
+    with (
+        contextlib.closing(link),
+        ThreadPoolExecutor(source.connections, thread_name_prefix="tlaudit-pacs") as pool,
+    ):
         t0 = time.perf_counter()
-        triaged = list(triage_instances(sessions, source, rules, cache, pool))
+        triaged = list(triage_instances(link, source, rules, cache, pool))
         query_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         budget = _Budget(_cache_size(cache), int(source.cache_cap_mb * 1e6))
@@ -560,7 +682,7 @@ def gather(
         def final(record: FileRecord) -> tuple[FileRecord, str]:
             if record.status is not FileStatus.CANDIDATE:
                 return record, "not a candidate"
-            return _retrieve_one(sessions, source, record, budget)
+            return _retrieve_one(link, record, budget)
 
         counts = {"reused": 0, "retrieved": 0}
         written = 0
@@ -587,8 +709,7 @@ def gather(
 
 
 def _retrieve_one(
-    sessions: Sessions,
-    source: PacsSource,
+    link: Link,
     record: FileRecord,
     budget: _Budget,
 ) -> tuple[FileRecord, str]:
@@ -615,7 +736,7 @@ def _retrieve_one(
     if refusal:
         return failed(refusal), "not tried"
     try:
-        stored = _store(sessions.session(), source, record)
+        stored = _store(link, record)
     except PacsAuthError:
         raise
     except PacsError as err:

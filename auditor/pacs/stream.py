@@ -3,7 +3,8 @@
 :class:`CacheStream` is the scan's :class:`~auditor.scan.feed.ImageFeed` for a PACS scan with a
 box file (:func:`auditor.pacs.scan.scan_pacs`). Once the scan knows which images it will
 classify (those the journal lacks) and in which batches, :meth:`CacheStream.start` retrieves
-them in that order with WADO-RS, as :func:`auditor.pacs.source.gather` does (each instance as
+them in that order through the source's route (WADO-RS or C-GET), as
+:func:`auditor.pacs.source.gather` does (each instance as
 stored, under a temporary name renamed when whole, ``source.connections`` requests in flight,
 each with its retries), into ``RUN_DIR/cache/STUDY_UID/SERIES_UID/SOP_UID.dcm``:
 
@@ -33,7 +34,6 @@ in the cache are used as they are, the others removed.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import threading
@@ -51,14 +51,7 @@ from auditor.archive.triage import Reason, TriageRules, triage_header
 from auditor.errors import READ_FAILURES
 from auditor.io.radiograph import read_header
 from auditor.pacs.connect import PacsAuthError, PacsError
-from auditor.pacs.retry import call
-from auditor.pacs.source import (
-    GIVE_UP_AFTER,
-    PacsSource,
-    Sessions,
-    dicom_part,
-    fetch_answer,
-)
+from auditor.pacs.source import GIVE_UP_AFTER, Route
 from auditor.scan.feed import failed_marker
 from auditor.vocab import FileStatus
 
@@ -130,7 +123,7 @@ class CacheStream:
 
     def __init__(
         self,
-        source: PacsSource,
+        source: Route,
         rules: TriageRules,
         records: Sequence[FileRecord],
         cache: Path,
@@ -143,7 +136,7 @@ class CacheStream:
         self.headers = headers
         self.keep = keep
         self._records = {r.path: r for r in records if r.status is FileStatus.CANDIDATE}
-        self._sessions = Sessions(source.connection)
+        self._link = source.open()
         self._cap = int(source.cache_cap_mb * 1e6)
         self._room = threading.Condition()
         self._resident: dict[Path, tuple[int, int]] = {}  # path -> (bytes, batch)
@@ -213,12 +206,14 @@ class CacheStream:
         return {path: self._final[path] for path in self._order}
 
     def close(self) -> None:
-        """Stop admitting instances that would wait for room, and wait for the thread."""
+        """Stop admitting instances that would wait for room, wait for the thread, and close the
+        connections to the PACS (:meth:`retrieved_again` opens new ones; close again after)."""
         with self._room:
             self._closing = True
             self._room.notify_all()
         if self._thread is not None:
             self._thread.join()
+        self._link.close()
 
     def stats(self) -> StreamStats:
         """What the stream did so far."""
@@ -303,18 +298,7 @@ class CacheStream:
         record = self._records[path]
         meta = record.meta
         assert meta is not None  # candidates carry their metadata
-        url = (
-            f"{self.source.connection.url}/studies/{meta.study_uid}/series/{meta.series_uid}"
-            f"/instances/{meta.sop_uid}"
-        )
-        body, content_type = call(
-            f"WADO-RS instance {meta.sop_uid}",
-            functools.partial(
-                fetch_answer, self._sessions.session(), url, self.source.connection.timeout_s
-            ),
-            self.source.retry,
-        )
-        return dicom_part(body, content_type)
+        return self._link.retrieve(meta)
 
     def _admit(self, batch: int, path: Path, data: memoryview) -> None:
         """Wait for room, write the file, triage its own header, keep that header."""
