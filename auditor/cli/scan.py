@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -45,8 +46,8 @@ def scan(
     archive: Annotated[
         str,
         typer.Argument(
-            help="Archive folder to audit, or a PACS as dicomweb+https://HOST[:PORT]/PATH "
-            "(docs/pacs.md).",
+            help="Archive folder to audit, or a PACS as dicomweb+https://HOST[:PORT]/PATH or, "
+            "over DIMSE, dicom://CALLED_AET@HOST:PORT (docs/pacs.md).",
         ),
     ],
     out: Annotated[
@@ -251,6 +252,14 @@ def scan(
     ] = None,
     auth_file: AuthFileOption = None,
     ca_bundle: CaBundleOption = None,
+    calling_aet: Annotated[
+        str | None,
+        typer.Option(
+            help="PACS over DIMSE (dicom://): tlaudit's AE title, which the PACS must know "
+            "[default: TLAUDIT].",
+            rich_help_panel=PACS_PANEL,
+        ),
+    ] = None,
     cache_cap_mb: Annotated[
         float,
         typer.Option(
@@ -277,7 +286,9 @@ def scan(
     """Classify every vertebra of the lateral TL-spine views in ARCHIVE and flag likely misses."""
     from auditor.scan.config import ScanConfig, ScanEvent
 
-    pacs = archive.lower().startswith("dicomweb+")
+    # the schemes of auditor.pacs.connect.SCHEME_PREFIX and auditor.pacs.dimse.SCHEME, not
+    # imported here: they pull in the network libraries
+    pacs = archive.lower().startswith(("dicomweb+", "dicom://"))
     if not pacs and not Path(archive).is_dir():
         raise typer.BadParameter(f"{archive!r} is no folder", param_hint="'ARCHIVE'")
     config = ScanConfig(
@@ -356,9 +367,15 @@ def scan(
                 dicom_out, stow, auth_file, ca_bundle, pseudonymise, uid_root
             )
         if pacs:
-            from auditor.pacs.scan import scan_pacs, source_from_options
+            from auditor.pacs.scan import route_from_options, scan_pacs
 
-            source = source_from_options(archive, study_date, auth_file, ca_bundle, cache_cap_mb)
+            if logging.getLogger().getEffectiveLevel() > logging.INFO:
+                # pynetdicom logs each failed or refused association at ERROR; tlaudit's own
+                # message says it once, with what to do (--verbose shows pynetdicom's)
+                logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+            source = route_from_options(
+                archive, study_date, auth_file, ca_bundle, cache_cap_mb, calling_aet
+            )
             done = scan_pacs(config, source, on_event, keep_cache=keep_cache, results=results)
             result = done.scan
         else:

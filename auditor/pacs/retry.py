@@ -1,6 +1,7 @@
 """One network call to the PACS, retried with exponential back-off.
 
-Connection errors, timeouts and the HTTP statuses that mean "try again later" (408, 429, 500,
+Connection errors, timeouts, :class:`Transient` failures (DIMSE: no association, one that broke
+off, a PACS out of resources) and the HTTP statuses that mean "try again later" (408, 429, 500,
 502, 503, 504) are retried; 401 and 403 raise :class:`~auditor.pacs.connect.PacsAuthError` at
 once (retrying a wrong password only locks the account); anything else raises
 :class:`~auditor.pacs.connect.PacsError` at once. The messages name what was asked and what the
@@ -24,6 +25,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class Transient(Exception):
+    """A failure of a request that is not HTTP (DIMSE) and may pass when tried again; the message
+    says what happened."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ def call(
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run ``fn`` (one DICOMweb request), retrying the failures that may pass.
+    """Run ``fn`` (one DICOMweb or DIMSE request), retrying the failures that may pass.
 
     Parameters
     ----------
@@ -85,6 +91,8 @@ def call(
             if status not in RETRIED_STATUSES:
                 raise PacsError(f"{what}: HTTP {status} from the PACS") from err
             problem = f"HTTP {status}"
+        except Transient as err:
+            problem = str(err)
         except (requests.ConnectionError, requests.Timeout) as err:
             problem = f"{type(err).__name__}"
             if isinstance(err, requests.exceptions.SSLError):

@@ -1,7 +1,9 @@
-"""``tlaudit scan dicomweb+https://...``: the audit of studies held by a PACS.
+"""``tlaudit scan dicomweb+https://...`` or ``dicom://...``: the audit of studies held by a PACS.
 
-:func:`scan_pacs` asks the PACS for its instances and triages them from the answer
-(:func:`auditor.pacs.source.triage_instances`), then:
+:func:`route_from_options` picks the route from the address (DICOMweb,
+:class:`~auditor.pacs.source.PacsSource`; DIMSE, :class:`~auditor.pacs.dimse.DimseSource`);
+everything after is the same for both. :func:`scan_pacs` asks the PACS for its instances and
+triages them from the answer (:func:`auditor.pacs.source.triage_instances`), then:
 
 * **with a box file** it runs the ordinary scan (:func:`auditor.scan.pipeline.run_scan`) on the
   query's rows while :class:`auditor.pacs.stream.CacheStream` retrieves the images it classifies,
@@ -38,6 +40,7 @@ from auditor.archive.triage import TriageRules
 from auditor.errors import UsageError
 from auditor.pacs.connect import PacsConnection, dicomweb_url, load_credentials
 from auditor.pacs.dicom_out import ImageCalls, PixelSource, WrittenStudy, check_options
+from auditor.pacs.dimse import DimseSource, dimse_connection, is_dimse_address
 from auditor.pacs.export import DicomResults, write_and_send
 from auditor.pacs.source import (
     CACHE_DIR,
@@ -162,7 +165,7 @@ def source_from_options(
     ca_bundle: Path | None = None,
     cache_cap_mb: float = 20_000,
 ) -> PacsSource:
-    """The PACS source from ``tlaudit scan``'s options; credentials from ``auth_file`` or the
+    """The DICOMweb source from ``tlaudit scan``'s options; credentials from ``auth_file`` or the
     environment (:func:`auditor.pacs.connect.load_credentials`).
 
     Raises
@@ -175,6 +178,34 @@ def source_from_options(
     )
     dates = parse_study_date(study_date) if study_date else ""
     return PacsSource(connection, study_date=dates, cache_cap_mb=cache_cap_mb)
+
+
+def route_from_options(
+    address: str,
+    study_date: str | None = None,
+    auth_file: Path | None = None,
+    ca_bundle: Path | None = None,
+    cache_cap_mb: float = 20_000,
+    calling_aet: str | None = None,
+) -> Route:
+    """The PACS source from ``tlaudit scan``'s options, by the address's route: DIMSE for
+    ``dicom://CALLED_AET@HOST:PORT`` (tlaudit known to the PACS as ``calling_aet``, default
+    :data:`~auditor.pacs.dimse.DEFAULT_CALLING_AET`), else DICOMweb
+    (:func:`source_from_options`).
+
+    Raises
+    ------
+    UsageError
+        For a bad address, date range, AE title, auth file or CA bundle, or ``calling_aet``
+        with a DICOMweb address.
+    """
+    if not is_dimse_address(address):
+        if calling_aet is not None:
+            raise UsageError("--calling-aet is tlaudit's AE title for a dicom:// address")
+        return source_from_options(address, study_date, auth_file, ca_bundle, cache_cap_mb)
+    dates = parse_study_date(study_date) if study_date else ""
+    connection = dimse_connection(address, calling_aet)
+    return DimseSource(connection, study_date=dates, cache_cap_mb=cache_cap_mb)
 
 
 def scan_pacs(

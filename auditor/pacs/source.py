@@ -196,6 +196,11 @@ class Route(Protocol):
         """Where the PACS is, for messages (no credentials in it)."""
         ...
 
+    @property
+    def queries(self) -> str:
+        """The query service's name, for messages (``QIDO-RS``, ``C-FIND``)."""
+        ...
+
     def describe(self) -> str:
         """The source in words, for the reports (no credentials in it)."""
         ...
@@ -244,6 +249,11 @@ class PacsSource:
     def address(self) -> str:
         """The service's base URL."""
         return self.connection.url
+
+    @property
+    def queries(self) -> str:
+        """``QIDO-RS``."""
+        return "QIDO-RS"
 
     def describe(self) -> str:
         """The source in words, for the reports (no credentials in it)."""
@@ -354,7 +364,7 @@ def _studies_with(client: Finder, source: Route, modality: str) -> list[Mapping[
         filters["StudyDate"] = source.study_date
     return _items(
         call(
-            f"QIDO-RS studies ({modality})",
+            f"{source.queries} studies ({modality})",
             functools.partial(
                 client.search_for_studies,
                 search_filters=filters,
@@ -407,7 +417,7 @@ def _instances_of(client: Finder, source: Route, studies: list[str]) -> list[Map
                 fields=list(QUERY_FIELDS),
             ),
         )
-    return _items(call(f"QIDO-RS instances of {what}", fetch, source.retry))
+    return _items(call(f"{source.queries} instances of {what}", fetch, source.retry))
 
 
 def _row(
@@ -471,7 +481,7 @@ def triage_instances(
             if len(batch) > 1 and (not found or (expected is not None and len(found) < expected)):
                 rows += listing([study])
             else:
-                rows += [_triaged(item, study, rules, cache) for item in found]
+                rows += [_triaged(item, study, rules, cache, source.queries) for item in found]
         return rows
 
     # as many studies a request as keep every connection busy, at most STUDIES_PER_LISTING
@@ -494,7 +504,13 @@ def _asked_for(item: Mapping[str, Any]) -> dict[str, Any]:
     return {tag: value for tag, value in item.items() if tag in _ASKED_FOR}
 
 
-def _triaged(item: Mapping[str, Any], study: str, rules: TriageRules, cache: Path) -> FileRecord:
+def _triaged(
+    item: Mapping[str, Any],
+    study: str,
+    rules: TriageRules,
+    cache: Path,
+    queries: str = "QIDO-RS",
+) -> FileRecord:
     found_study, series, sop = json_uids(item)
     study = found_study or study
     if not all(is_uid(uid) for uid in (study, series, sop)):
@@ -503,7 +519,7 @@ def _triaged(item: Mapping[str, Any], study: str, rules: TriageRules, cache: Pat
             relpath_for(study, series, sop or "unknown"),
             FileStatus.UNREADABLE,
             Reason.UNREADABLE_HEADER,
-            f"QIDO-RS answer without a valid Study/Series/SOP Instance UID ({study!r}, "
+            f"{queries} answer without a valid Study/Series/SOP Instance UID ({study!r}, "
             f"{series!r}, {sop!r}); the PACS must return them for every instance",
         )
     relpath = relpath_for(study, series, sop)
@@ -515,7 +531,7 @@ def _triaged(item: Mapping[str, Any], study: str, rules: TriageRules, cache: Pat
             relpath,
             FileStatus.UNREADABLE,
             Reason.UNREADABLE_HEADER,
-            f"QIDO-RS answer is not DICOM JSON pydicom reads: {err}",
+            f"{queries} answer is not DICOM JSON pydicom reads: {err}",
         )
     if meta.has_pixels and not meta.photometric:
         # Many PACS leave Photometric Interpretation out of QIDO-RS answers; triage would call
@@ -524,7 +540,7 @@ def _triaged(item: Mapping[str, Any], study: str, rules: TriageRules, cache: Pat
         decision = triage_header(replace(meta, photometric="MONOCHROME2"), relpath, rules)
         decision = replace(
             decision,
-            detail=f"{decision.detail}; Photometric Interpretation not in the QIDO-RS answer "
+            detail=f"{decision.detail}; Photometric Interpretation not in the {queries} answer "
             "(checked in the retrieved file)",
         )
     else:

@@ -1,10 +1,16 @@
 """A real Orthanc PACS with its DICOMweb plugin, started on loopback for one test module.
 
 :class:`Orthanc` writes a configuration into a temporary folder (HTTP on a free loopback port,
-DICOM networking off, remote access refused, one registered user, storage and index inside the
-folder, the Debian ``orthanc-dicomweb`` plugin), starts ``Orthanc`` as a subprocess and waits
+remote access refused, one registered user, storage and index inside the folder, the Debian
+``orthanc-dicomweb`` plugin), starts ``Orthanc`` as a subprocess and waits
 until its REST API answers. It can be stopped and started again on the same port and storage,
 which the fault tests use to kill the server in the middle of a scan.
+
+Its DICOM port (:attr:`Orthanc.dicom_port`, a free port; tlaudit's DIMSE route) answers only
+the AE title :data:`CALLING_AET` from 127.0.0.1 (``DicomCheckModalityHost``), and only C-ECHO,
+C-FIND and C-GET, addressed to :data:`CALLED_AET` (``DicomCheckCalledAet``): Orthanc 1.10 has no
+option to listen on loopback alone, so an association from elsewhere, or under another title,
+is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ DICOMWEB_PLUGINS = (
 )
 REQUIRE_ENV = "TLAUDIT_REQUIRE_PACS"
 USER, PASSWORD = "qa-robot", "s3cret-Passw0rd"
+CALLED_AET = "TLAUDIT-PACS"
+"""Orthanc's own AE title (``DicomAet``)."""
+CALLING_AET = "TLAUDIT"
+"""The one AE title Orthanc answers (tlaudit's default ``--calling-aet``)."""
 
 
 def find_orthanc() -> tuple[str, str] | None:
@@ -50,6 +60,7 @@ class Orthanc:
     plugin: str
     folder: Path
     port: int = field(default_factory=free_port)
+    dicom_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,8 +87,28 @@ class Orthanc:
             "RemoteAccessAllowed": False,  # loopback only
             "AuthenticationEnabled": True,
             "RegisteredUsers": {USER: PASSWORD},
-            "DicomServerEnabled": False,
-            "DicomPort": 0,
+            "DicomServerEnabled": True,
+            "DicomAet": CALLED_AET,
+            "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": True,
+            "DicomCheckModalityHost": True,
+            "DicomAlwaysAllowEcho": False,
+            "DicomAlwaysAllowStore": False,
+            "DicomAlwaysAllowFind": False,
+            "DicomAlwaysAllowGet": False,
+            "DicomAlwaysAllowMove": False,
+            "DicomModalities": {
+                "tlaudit": {
+                    "AET": CALLING_AET,
+                    "Host": "127.0.0.1",
+                    "Port": 104,  # never called: C-GET answers on the association itself
+                    "AllowEcho": True,
+                    "AllowFind": True,
+                    "AllowGet": True,
+                    "AllowMove": False,
+                    "AllowStore": False,
+                }
+            },
             "StorageDirectory": str(storage),
             "IndexDirectory": str(storage),
             "Plugins": [self.plugin],
