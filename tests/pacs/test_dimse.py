@@ -16,16 +16,15 @@ from pydicom.dataset import Dataset
 
 from auditor.archive.triage import TriageRules
 from auditor.errors import UsageError
-from auditor.pacs.connect import PacsAuthError
-from auditor.pacs.dimse import (
+from auditor.pacs.associations import (
     DEFAULT_CALLING_AET,
     Associations,
     DimseConnection,
-    DimseSource,
     _Held,
     check_ae_title,
-    dimse_connection,
 )
+from auditor.pacs.connect import PacsAuthError
+from auditor.pacs.dimse import DimseSource, dimse_connection
 from auditor.pacs.scan import query, route_from_options, scan_pacs
 from auditor.pacs.source import CACHE_DIR, PacsSource, gather
 from auditor.scan.config import ScanEvent
