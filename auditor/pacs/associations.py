@@ -396,7 +396,7 @@ def _raise_failure(what: str, code: int | None, assoc: Association) -> NoReturn:
     if code in _OUT_OF_RESOURCES:
         raise Transient(f"the PACS is out of resources (status 0x{code:04X})")
     meaning = (
-        "unable to process: the PACS may no longer hold it"
+        "unable to process; for a retrieval, the PACS may no longer hold the instance"
         if code & 0xF000 == 0xC000
         else "identifier does not match the SOP Class"
         if code == 0xA900
