@@ -264,9 +264,9 @@ def scan(
         float,
         typer.Option(
             min=1,
-            help="PACS: most MB of retrieved images in RUN_DIR/cache at once; with --boxes the "
-            "retrieval waits for room as images are classified (the cap must hold one batch), "
-            "without, or with --keep-cache, it must hold every candidate.",
+            help="PACS: most MB of retrieved images in RUN_DIR/cache at once; the retrieval "
+            "waits for the room the images the scan has read free (with --boxes the cap must "
+            "hold one batch); with --keep-cache it must hold every candidate.",
             rich_help_panel=PACS_PANEL,
         ),
     ] = 20_000,
@@ -274,8 +274,9 @@ def scan(
         bool,
         typer.Option(
             "--keep-cache",
-            help="PACS: keep the retrieved images in RUN_DIR/cache after the scan (tlaudit "
-            "review shows them); the cache is otherwise cleaned image by image.",
+            help="PACS: keep the retrieved images in RUN_DIR/cache after the scan; the cache "
+            "is otherwise cleaned image by image (export-dicom and review then retrieve the "
+            "images they need with --pacs).",
             rich_help_panel=PACS_PANEL,
         ),
     ] = False,

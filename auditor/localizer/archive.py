@@ -12,17 +12,24 @@ no box and is counted with the images on which nothing usable was found). Nothin
 batch. A scan with
 ``--pseudonymise`` has both files name each image as its reports do, without its identifiers
 (``shown`` of :func:`localize_archive`).
+
+A streamed archive (a PACS scan, whose files arrive while the pass runs and go once read) hands
+its files over through :class:`Arrivals`, and keeps each image's result in a journal as it is
+found (``journal``), so a pass that is interrupted resumes without reading those images again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import Dataset
@@ -36,12 +43,18 @@ from auditor.files import atomic_path, csv_safe
 from auditor.io.radiograph import read_radiograph
 from auditor.localizer.bundle import CARD_FILE, DEFAULT_LOCALIZER
 from auditor.localizer.guard import image_distances
-from auditor.localizer.infer import Localizer, LocalizerResult, load_localizer, network_inputs
+from auditor.localizer.infer import (
+    Localizer,
+    LocalizerResult,
+    PartialBody,
+    load_localizer,
+    network_inputs,
+)
 from auditor.localizer.plausible import RunRules
 from auditor.parallel import Executor, map_in_order
 from auditor.records import LocalizerOutcome, Radiograph, VertebraBox, is_out_of_distribution
 from auditor.resources import resource_path
-from auditor.vocab import FileStatus
+from auditor.vocab import FileStatus, Level
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +119,41 @@ def _atomic_csv(path: Path, header: tuple[str, ...], rows: list[dict[str, object
         writer.writerows({key: csv_safe(value) for key, value in row.items()} for row in rows)
 
 
-class _Decoder(Dataset[Radiograph | str]):
-    """Decodes one candidate file per item: the radiograph, or the reason it cannot be read."""
+class Arrivals(Protocol):
+    """Files that arrive while :func:`localize_archive` runs, and may go once it has read them
+    (a streamed PACS scan, :mod:`auditor.scan.feed`)."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    @property
+    def wait(self) -> Callable[[Path], None]:
+        """Called in the decoding process before a file is read; returns once it is there, or
+        raises one of :data:`~auditor.errors.READ_FAILURES` saying why it will not come.
+        Picklable (it runs in worker processes)."""
+        ...
+
+    def expect(self, paths: Sequence[Path]) -> None:
+        """The files the pass will read, in that order, before it reads any."""
+        ...
+
+    def done(self, path: Path) -> None:
+        """The pass is done with this file (after ``on_located``)."""
+        ...
+
+
+class _Decoder(Dataset[Radiograph | str]):
+    """Decodes one candidate file per item: the radiograph, or the reason it cannot be read;
+    ``wait`` first waits for a file that is still arriving (:class:`Arrivals`)."""
+
+    def __init__(self, paths: Sequence[Path], wait: Callable[[Path], None] | None = None) -> None:
         self.paths = tuple(paths)
+        self.wait = wait
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Radiograph | str:
         try:
+            if self.wait is not None:
+                self.wait(self.paths[index])
             return read_radiograph(self.paths[index])
         except READ_FAILURES as err:  # a file that vanished or a decoder failure: this image only
             return read_failure_reason(err)
@@ -126,10 +163,13 @@ class _Decoder(Dataset[Radiograph | str]):
         return reason
 
 
-def decode_in_order(paths: Sequence[Path], workers: int) -> Iterator[Radiograph | str]:
+def decode_in_order(
+    paths: Sequence[Path], workers: int, wait: Callable[[Path], None] | None = None
+) -> Iterator[Radiograph | str]:
     """Decode ``paths`` in order; with ``workers`` > 0, in that many worker processes, a couple
-    of images ahead of the caller, so decoding overlaps the caller's work on the previous one."""
-    decoder = _Decoder(paths)
+    of images ahead of the caller, so decoding overlaps the caller's work on the previous one
+    (``wait``: each file first waited for, :class:`Arrivals`)."""
+    decoder = _Decoder(paths, wait)
     yield from map_in_order(decoder, len(decoder), workers)
 
 
@@ -208,9 +248,12 @@ class _Located:
 
     paths: tuple[Path, ...]
     spec: LocalizerSpec
+    wait: Callable[[Path], None] | None = None
 
     def __getitem__(self, index: int) -> LocalizerResult | str:
         try:
+            if self.wait is not None:
+                self.wait(self.paths[index])
             radiograph = read_radiograph(self.paths[index])
         except READ_FAILURES as err:
             return read_failure_reason(err)
@@ -223,18 +266,22 @@ class _Located:
 
 
 def _results(
-    loc: Localizer, paths: Sequence[Path], workers: int, executor: Executor | None
+    loc: Localizer,
+    paths: Sequence[Path],
+    workers: int,
+    executor: Executor | None,
+    wait: Callable[[Path], None] | None = None,
 ) -> Iterator[tuple[Radiograph | None, LocalizerResult | str]]:
     """Each candidate's decode (None when it was decoded elsewhere) and localizer result (or the
     reason it cannot be read), in order: decoded ahead in ``workers`` processes and localized
-    here, or both done as tasks of ``executor``."""
+    here, or both done as tasks of ``executor``; ``wait`` as :class:`Arrivals`."""
     if executor is not None:
-        located = _Located(tuple(paths), LocalizerSpec.of(loc))
+        located = _Located(tuple(paths), LocalizerSpec.of(loc), wait)
         for result in executor.map_in_order(located, len(paths)):
             yield None, result
         return
     with _cores_for_decoders(workers):
-        for radiograph in decode_in_order(paths, workers):
+        for radiograph in decode_in_order(paths, workers, wait):
             if isinstance(radiograph, str):
                 yield None, radiograph
             else:
@@ -325,6 +372,72 @@ def _cores_for_decoders(workers: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _result_json(result: LocalizerResult) -> dict[str, Any]:
+    """One image's result as a journal line holds it (JSON floats read back exactly)."""
+    return {
+        "boxes": [
+            {
+                "level": box.level.value,
+                "xyxy": list(box.xyxy),
+                "source": box.source,
+                "confidence": box.confidence,
+            }
+            for box in result.boxes
+        ],
+        "partial": [[p.x_min, p.y_min, p.x_max, p.y_max, p.confidence] for p in result.partial],
+        "anchor": result.anchor,
+        "level_confidence": result.level_confidence,
+        "reason": result.reason,
+        "distance": result.distance,
+        "out_of_distribution": result.out_of_distribution,
+    }
+
+
+def _result_of(item: Mapping[str, Any]) -> LocalizerResult:
+    """A journal line's result (:func:`_result_json`)."""
+    boxes = tuple(
+        VertebraBox(
+            row=i + 1,
+            image="",
+            sop_instance_uid="",
+            level=Level(box["level"]),
+            x_min=float(box["xyxy"][0]),
+            y_min=float(box["xyxy"][1]),
+            x_max=float(box["xyxy"][2]),
+            y_max=float(box["xyxy"][3]),
+            source=str(box["source"]),
+            confidence=None if box["confidence"] is None else float(box["confidence"]),
+        )
+        for i, box in enumerate(item["boxes"])
+    )
+    distance = item["distance"]
+    return LocalizerResult(
+        boxes,
+        tuple(PartialBody(*(float(v) for v in part)) for part in item["partial"]),
+        str(item["anchor"]),
+        float(item["level_confidence"]),
+        str(item["reason"]),
+        None if distance is None else float(distance),
+        bool(item["out_of_distribution"]),
+    )
+
+
+def _read_journal(journal: Path) -> dict[str, LocalizerResult]:
+    """The results a pass's journal holds, by image name; a torn last line (a killed pass) and
+    lines that do not parse are passed over (those images are localized again)."""
+    found: dict[str, LocalizerResult] = {}
+    if not journal.is_file():
+        return found
+    with journal.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                item = json.loads(line)
+                found[str(item["image"])] = _result_of(item["result"])
+            except (ValueError, KeyError, TypeError, IndexError):
+                logger.info("%s: passing over a line that does not parse", journal)
+    return found
+
+
 def localize_archive(
     archive: Path,
     out: Path,
@@ -338,6 +451,8 @@ def localize_archive(
     device: torch.device | None = None,
     shown: Callable[[FileRecord], str] | None = None,
     executor: Executor | None = None,
+    arrivals: Arrivals | None = None,
+    journal: Path | None = None,
 ) -> LocalizeSummary:
     """Localize every candidate radiograph of ``archive`` and write the box file ``out``.
 
@@ -379,6 +494,14 @@ def localize_archive(
         ray``: a Ray task per image, the localizer loaded once in each worker process, checked
         against this one's card); ``workers`` is then unused, and ``on_located`` is not called
         (no decode comes back to this process: the scan's classifying tasks decode again).
+    arrivals
+        The candidates' files arrive while the pass runs and may go once read
+        (:class:`Arrivals`): told which files it will read, each waited for before its decode,
+        and told when the pass is done with it.
+    journal
+        A JSON-lines file to which each image's result is appended as it is found (named as
+        the two files name it); the results it already holds are used as they are, those
+        images not read again. Unreadable images are not kept: a later pass tries them again.
 
     Raises
     ------
@@ -401,83 +524,107 @@ def localize_archive(
     files = len(walked)
     chosen = [record for record in walked if record.status is FileStatus.CANDIDATE]
     candidates = len(chosen)
-    results = _results(loc, [record.path for record in chosen], workers, executor)
-    for record, (radiograph, result) in zip(chosen, results, strict=True):
-        meta = record.meta
-        name = record.relpath if shown is None else shown(record)
-        if isinstance(result, str):
-            unreadable += 1
-            image_rows.append({"image": name, "status": "unreadable", "reason": result})
-            outcomes.append(LocalizerOutcome(record.relpath, "unreadable", result))
-            continue
-        status = "localized" if result.boxes else "nothing_found"
-        localized += bool(result.boxes)
-        nothing += not result.boxes
-        refused += result.out_of_distribution
-        image_rows.append(
-            {
-                "image": name,
-                "status": status,
-                "boxes": len(result.boxes),
-                "partial": len(result.partial),
-                "anchor": result.anchor,
-                "level_confidence": round(result.level_confidence, 4),
-                "reason": result.reason,
-                "distance": "" if result.distance is None else round(result.distance, 4),
-                "out_of_distribution": "yes" if result.out_of_distribution else "",
-            }
-        )
-        outcomes.append(
-            LocalizerOutcome(
-                record.relpath,
-                status,
-                result.reason,
-                result.distance,
-                result.out_of_distribution,
-            )
-        )
-        rows: list[dict[str, object]] = []
-        stated_boxes: list[VertebraBox] = []
-        for box in result.boxes:
-            stated = VertebraBox(
-                row=len(box_rows) + len(rows) + 1,
-                image=record.relpath,
-                sop_instance_uid=meta.sop_uid if meta else "",
-                level=box.level,
-                x_min=round(box.x_min, 2),
-                y_min=round(box.y_min, 2),
-                x_max=round(box.x_max, 2),
-                y_max=round(box.y_max, 2),
-                patient_id=meta.patient_id if meta else "",
-                study_uid=meta.study_uid if meta else "",
-                source=box.source,
-                confidence=box.confidence,
-            )
-            stated_boxes.append(stated)
-            identifiers = shown is None
-            rows.append(
+    known = _read_journal(journal) if journal is not None else {}
+    naming = (lambda r: r.relpath) if shown is None else shown
+    todo = [record.path for record in chosen if naming(record) not in known]
+    if arrivals is not None:
+        arrivals.expect(todo)
+    fresh = _results(loc, todo, workers, executor, arrivals.wait if arrivals else None)
+    with contextlib.ExitStack() as stack:
+        appended = None
+        if journal is not None:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            appended = stack.enter_context(journal.open("a", encoding="utf-8"))
+        for record in chosen:
+            name = naming(record)
+            radiograph: Radiograph | None
+            result: LocalizerResult | str
+            if name in known:
+                radiograph, result = None, known[name]
+            else:
+                radiograph, result = next(fresh)
+                if appended is not None and not isinstance(result, str):
+                    item = {"image": name, "result": _result_json(result)}
+                    appended.write(json.dumps(item) + "\n")
+                    appended.flush()
+            meta = record.meta
+            if isinstance(result, str):
+                unreadable += 1
+                image_rows.append({"image": name, "status": "unreadable", "reason": result})
+                outcomes.append(LocalizerOutcome(record.relpath, "unreadable", result))
+                if arrivals is not None and name not in known:
+                    arrivals.done(record.path)
+                continue
+            status = "localized" if result.boxes else "nothing_found"
+            localized += bool(result.boxes)
+            nothing += not result.boxes
+            refused += result.out_of_distribution
+            image_rows.append(
                 {
                     "image": name,
-                    "sop_instance_uid": stated.sop_instance_uid if identifiers else "",
-                    "level": stated.level.value,
-                    "x_min": stated.x_min,
-                    "y_min": stated.y_min,
-                    "x_max": stated.x_max,
-                    "y_max": stated.y_max,
-                    "source": stated.source,
-                    "confidence": stated.confidence,
-                    "level_confidence": round(result.level_confidence, 4),
+                    "status": status,
+                    "boxes": len(result.boxes),
+                    "partial": len(result.partial),
                     "anchor": result.anchor,
-                    "patient_id": stated.patient_id if identifiers else "",
-                    "study_uid": stated.study_uid if identifiers else "",
+                    "level_confidence": round(result.level_confidence, 4),
+                    "reason": result.reason,
+                    "distance": "" if result.distance is None else round(result.distance, 4),
+                    "out_of_distribution": "yes" if result.out_of_distribution else "",
                 }
             )
-        box_rows.extend(rows)
-        found.extend(stated_boxes)
-        if stated_boxes and on_located is not None and radiograph is not None:
-            on_located(record.relpath, radiograph, stated_boxes)
-        if progress is not None:
-            progress(record.relpath)
+            outcomes.append(
+                LocalizerOutcome(
+                    record.relpath,
+                    status,
+                    result.reason,
+                    result.distance,
+                    result.out_of_distribution,
+                )
+            )
+            rows: list[dict[str, object]] = []
+            stated_boxes: list[VertebraBox] = []
+            for box in result.boxes:
+                stated = VertebraBox(
+                    row=len(box_rows) + len(rows) + 1,
+                    image=record.relpath,
+                    sop_instance_uid=meta.sop_uid if meta else "",
+                    level=box.level,
+                    x_min=round(box.x_min, 2),
+                    y_min=round(box.y_min, 2),
+                    x_max=round(box.x_max, 2),
+                    y_max=round(box.y_max, 2),
+                    patient_id=meta.patient_id if meta else "",
+                    study_uid=meta.study_uid if meta else "",
+                    source=box.source,
+                    confidence=box.confidence,
+                )
+                stated_boxes.append(stated)
+                identifiers = shown is None
+                rows.append(
+                    {
+                        "image": name,
+                        "sop_instance_uid": stated.sop_instance_uid if identifiers else "",
+                        "level": stated.level.value,
+                        "x_min": stated.x_min,
+                        "y_min": stated.y_min,
+                        "x_max": stated.x_max,
+                        "y_max": stated.y_max,
+                        "source": stated.source,
+                        "confidence": stated.confidence,
+                        "level_confidence": round(result.level_confidence, 4),
+                        "anchor": result.anchor,
+                        "patient_id": stated.patient_id if identifiers else "",
+                        "study_uid": stated.study_uid if identifiers else "",
+                    }
+                )
+            box_rows.extend(rows)
+            found.extend(stated_boxes)
+            if stated_boxes and on_located is not None and radiograph is not None:
+                on_located(record.relpath, radiograph, stated_boxes)
+            if arrivals is not None and name not in known:
+                arrivals.done(record.path)
+            if progress is not None:
+                progress(record.relpath)
     _atomic_csv(out, BOX_COLUMNS, box_rows)
     _atomic_csv(image_file, IMAGE_COLUMNS, image_rows)
     logger.info(

@@ -3,23 +3,26 @@
 :func:`route_from_options` picks the route from the address (DICOMweb,
 :class:`~auditor.pacs.source.PacsSource`; DIMSE, :class:`~auditor.pacs.dimse.DimseSource`);
 everything after is the same for both. :func:`scan_pacs` asks the PACS for its instances and
-triages them from the answer (:func:`auditor.pacs.source.triage_instances`), then:
+triages them from the answer (:func:`auditor.pacs.source.triage_instances`), then runs the
+ordinary scan (:func:`auditor.scan.pipeline.run_scan`) on the query's rows while
+:class:`auditor.pacs.stream.CacheStream` retrieves the images into ``RUN_DIR/cache`` as the scan
+reads them: retrieval overlaps the scan, the cache stays within ``--cache-cap-mb`` (the retrieval
+waits for the room read images free), and each file goes as soon as the scan is done with it, so
+an archive larger than the cap is audited in one run:
 
-* **with a box file** it runs the ordinary scan (:func:`auditor.scan.pipeline.run_scan`) on the
-  query's rows while :class:`auditor.pacs.stream.CacheStream` retrieves the images it classifies,
-  in its order, into ``RUN_DIR/cache``: retrieval and classification overlap, the cache stays
-  within ``--cache-cap-mb`` (the retrieval waits for the room classified images free), and each
-  image's file goes as soon as its results are journaled, so an archive larger than the cap is
-  audited in one run. The DICOM results are made afterwards from the headers the stream kept
-  (``RUN_DIR/pacs_headers``), each heatmap capture's source image retrieved once more;
-* **without one** the localizer reads every candidate before anything is classified, so the
-  candidates are first all retrieved (:func:`auditor.pacs.source.gather`; those beyond the cap
-  are rows saying to rerun with a larger cap) and the cache holds them all until the scan ends.
+* **with a box file** the images are retrieved in the order classification reads them, and each
+  file goes once its image's results are journaled;
+* **without one** they are retrieved in the order the localizer's pass reads them, and each file
+  goes once the pass has localized it and stored the classifier's crops from that decode
+  (``RUN_DIR/precut``); classification reads those crops and needs the file no more.
+
+The DICOM results are made afterwards from the headers the stream kept (``RUN_DIR/pacs_headers``),
+each heatmap capture's source image retrieved once more.
 
 ``RUN_DIR/pacs_accounting.csv`` gets every instance's final row. The cache is removed when the
-scan has finished (``keep_cache`` keeps the images, e.g. for ``tlaudit review``, which shows
-them; the cap must then hold them all). An interrupted scan leaves what it retrieved in place:
-``--resume`` retrieves only what the journal lacks and classifies only that.
+scan has finished (``keep_cache`` keeps the images; the cap must then hold them all). An
+interrupted scan leaves what it retrieved in place: ``--resume`` retrieves only what the journal
+(and, without a box file, the localizer's journal) lacks.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ from auditor.pacs.source import (
     Gathered,
     PacsSource,
     Route,
-    gather,
     parse_study_date,
     triage_instances,
 )
@@ -147,9 +149,8 @@ def export_results(
 class PacsScanResult:
     """A finished PACS scan: the scan's own result and what the retrieval did.
 
-    ``gathered`` holds every instance's final row and the retrieval's counts either way;
-    ``stream`` is what the streamed retrieval did (None without a box file: then everything
-    was gathered first).
+    ``gathered`` holds every instance's final row and the retrieval's counts; ``stream`` is what
+    the streamed retrieval did.
     """
 
     scan: ScanResult
@@ -249,8 +250,6 @@ def scan_pacs(
     if not config.resume and (out / JOURNAL_NAME).exists():
         raise run_in_use(out)  # before anything is retrieved into it
     emit(ScanEvent("info", f"Querying {source.describe()} ({source.login()})"))
-    if config.boxes is None:
-        return _gather_then_scan(config, source, emit, keep_cache, results)
     t0 = time.perf_counter()
     records = query(source, config.triage, out / CACHE_DIR)
     query_s = time.perf_counter() - t0
@@ -325,46 +324,6 @@ def _again(stream: CacheStream, run_dir: Path) -> PixelSource:
             yield path
 
     return pixels
-
-
-def _gather_then_scan(
-    config: ScanConfig,
-    source: Route,
-    emit: Progress,
-    keep_cache: bool,
-    results: DicomResults | None,
-) -> PacsScanResult:
-    """Without a box file: every candidate retrieved first, then the scan of the cache."""
-    from auditor.scan.pipeline import run_scan  # torch loads here
-
-    out = Path(config.out)
-    gathered = gather(source, config.triage, out)
-    accounting = out / ACCOUNTING_NAME
-    summary = write_accounting_csv(gathered.records, accounting)
-    counts = ", ".join(f"{n} {status}" for status, n in summary.by_status.items() if n)
-    emit(
-        ScanEvent(
-            "info",
-            f"PACS: {summary.total} instances ({counts}) in {gathered.query_s:.1f} s; "
-            f"{gathered.retrieved} retrieved ({gathered.retrieved_bytes / 1e6:.1f} MB in "
-            f"{gathered.retrieve_s:.1f} s), {gathered.reused} already in the cache; "
-            f"rows in {accounting}",
-        )
-    )
-    if not any(r.status is FileStatus.CANDIDATE for r in gathered.records):
-        raise NoCandidatesError(source.address, summarise(gathered.records))
-    scan_config = dataclasses.replace(
-        config,
-        archive=gathered.cache,
-        extra_records=gathered.not_cached(),
-        source=source.describe(),
-    )
-    result = run_scan(scan_config, emit)
-    if results is not None:
-        export_results(scan_config, result, results, emit)
-    if not keep_cache:
-        remove_cache(out)
-    return PacsScanResult(result, gathered, accounting)
 
 
 def remove_cache(run_dir: Path) -> None:

@@ -9,9 +9,10 @@ stored, under a temporary name renamed when whole, ``source.connections`` reques
 each with its retries), into ``RUN_DIR/cache/STUDY_UID/SERIES_UID/SOP_UID.dcm``:
 
 * **the cap is back-pressure**: an instance is written only when the cache has room for it
-  (``--cache-cap-mb``), room made by the images the scan has committed to its journal, whose
-  files go at once (:meth:`CacheStream.journaled`; ``--keep-cache`` keeps them, and then an
-  instance that does not fit is not retrieved). Files are admitted in the scan's order, so the
+  (``--cache-cap-mb``), room made by the images the localizer's pass has read or the scan has
+  committed to its journal, whose files go at once (:meth:`CacheStream.localized`,
+  :meth:`CacheStream.journaled`; ``--keep-cache`` keeps them, and then an instance that does
+  not fit is not retrieved). Files are admitted in the scan's order, so the
   images the loader needs first are never crowded out by later ones. While an instance waits
   for room, the requests already in flight finish into memory (at most ``connections``
   instances);
@@ -27,8 +28,10 @@ each with its retries), into ``RUN_DIR/cache/STUDY_UID/SERIES_UID/SOP_UID.dcm``:
   (same layout) for the DICOM results (:mod:`auditor.pacs.export`), which are built once the
   cache is empty; not by a pseudonymised scan, whose run folder holds no identifiers.
 
-``--resume``: the images in the journal are not asked for; whole files an interrupted run left
-in the cache are used as they are, the others removed.
+``--resume``: the images in the journal are not asked for, nor those the localizer's journal
+holds (:func:`auditor.localizer.archive.localize_archive`) for the localizer's pass, nor, for
+classification, those whose spent marker an interrupted run left; whole files an interrupted run
+left in the cache are used as they are, the others removed.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from auditor.errors import READ_FAILURES
 from auditor.io.radiograph import read_header
 from auditor.pacs.connect import PacsAuthError, PacsError
 from auditor.pacs.source import GIVE_UP_AFTER, Route
-from auditor.scan.feed import failed_marker
+from auditor.scan.feed import failed_marker, spent_marker
 from auditor.vocab import FileStatus
 
 logger = logging.getLogger(__name__)
@@ -152,23 +155,65 @@ class CacheStream:
 
     # -- the ImageFeed side -------------------------------------------------------------------
 
+    def localize(self, paths: Sequence[Path]) -> None:
+        """Retrieve these files for the localizer's pass, one after another, in a background
+        thread (each file its own batch: the pass frees them in this order). Nothing to read
+        (a resumed pass whose journal holds every image) leaves the cache as it is."""
+        for path in paths:  # a marker whose image the localizer's journal lacks: stale
+            spent_marker(path).unlink(missing_ok=True)
+        if paths:
+            self._begin([[path] for path in paths], spent_too=False)
+
+    def localized(self, path: Path, stored: bool) -> None:
+        """The localizer's pass is done with this file: it goes (not with ``keep``), and when
+        its crops are ``stored`` a spent marker takes its place."""
+        failed_marker(path).unlink(missing_ok=True)
+        if self.keep or not path.is_file():
+            return
+        if stored:
+            spent_marker(path).touch()
+        path.unlink(missing_ok=True)
+        self._release(path)
+
     def start(self, batches: Sequence[Sequence[Path]]) -> None:
-        """Retrieve these files, batch after batch, in a background thread."""
+        """Retrieve these files, batch after batch, in a background thread; a spent file (its
+        crops stored by the localizer's pass) is not retrieved."""
+        self._begin(batches, spent_too=True)
+
+    def _begin(self, batches: Sequence[Sequence[Path]], spent_too: bool) -> None:
+        if self._thread is not None:  # the localizer's retrieval, ended with its pass
+            self._thread.join()
+            self._thread = None
         order = [(b, path) for b, batch in enumerate(batches) for path in batch]
-        self._order = [path for _, path in order]
-        self._t0 = time.perf_counter()
-        wanted = set(self._order)
+        asked = [path for _, path in order]
+        self._order = [*self._order, *(path for path in asked if path not in self._final)]
+        self._t0 = self._t0 or time.perf_counter()
+        wanted = set(asked)
         self.cache.mkdir(parents=True, exist_ok=True)
         for left in [*self.cache.rglob("*.part"), *self.cache.rglob("*.failed")]:
             left.unlink(missing_ok=True)  # an interrupted run's, or a failure to retry
         for found in self.cache.rglob("*.dcm"):
             if found not in wanted and not self.keep:
                 found.unlink(missing_ok=True)  # its image is in the journal
+                self._release(found)
         fetch: list[tuple[int, Path]] = []
         for batch, path in order:
             record = self._records.get(path)
+            earlier = self._final.get(path)
             if record is None:
                 self._fail(path, "not retrieved: not a candidate of the PACS query")
+            elif (
+                earlier is not None
+                and earlier.status is FileStatus.CANDIDATE
+                and (path.is_file() or (spent_too and spent_marker(path).is_file()))
+            ):
+                if path in self._resident:  # kept since the localizer's pass (--keep-cache)
+                    self._resident[path] = (self._resident[path][0], batch)
+            elif spent_too and spent_marker(path).is_file():  # crops stored by an earlier run
+                self._counts["reused"] += 1
+                self._final[path] = replace(
+                    record, detail=record.detail + "; its crops stored by an earlier run"
+                )
             elif path.is_file():
                 size = path.stat().st_size
                 self._resident[path] = (size, batch)
@@ -183,7 +228,7 @@ class CacheStream:
                 )
             else:
                 fetch.append((batch, path))
-        self._peak = self._used
+        self._peak = max(self._peak, self._used)
         self._thread = threading.Thread(
             target=self._run, args=(fetch,), name="tlaudit-pacs-stream", daemon=True
         )
@@ -198,7 +243,8 @@ class CacheStream:
                 self._release(path)
 
     def finish(self) -> Mapping[Path, FileRecord]:
-        """Wait for the retrieval to end; every file asked for as its final row."""
+        """Wait for the retrieval to end; every file asked for (by either pass) as its final
+        row."""
         self.close()
         for path in self._order:
             if path not in self._final:  # never reached: the retrieval thread ended early

@@ -188,13 +188,20 @@ def write_precut(
     pixels: np.ndarray,
     boxes: Sequence[tuple[str, tuple[float, float, float, float]]],
     card: ModelCard,
-) -> None:
+) -> int:
     """Cut the classifier's crops of ``boxes`` (level, xyxy) and the report preview from an
-    already decoded radiograph, and store them for :class:`VertebraCropDataset`.
+    already decoded radiograph, and store them for :class:`VertebraCropDataset`: all the loader
+    needs to classify the image and the reports need to show it, so a streamed scan lets the
+    image's file go once they are stored.
 
     A box that cannot be cut is left out; the loader then decodes that image itself and reports
     the box with its reason. The file is written atomically and holds plain arrays only (read
     back with ``allow_pickle=False``).
+
+    Returns
+    -------
+    int
+        How many of ``boxes`` were stored.
     """
     levels: list[str] = []
     coords: list[tuple[float, float, float, float]] = []
@@ -219,6 +226,7 @@ def write_precut(
             input_size=np.int64(size),
             crop_margin=np.float64(card.crop_margin),
         )
+    return len(crops)
 
 
 def read_precut(

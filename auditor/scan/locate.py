@@ -49,6 +49,7 @@ from auditor.reports.pseudonym import Pseudonymiser
 from auditor.scan.assemble import FileEntry, shown_path
 from auditor.scan.config import Progress, ScanConfig, ScanEvent, default_decode_workers
 from auditor.scan.dataset import precut_path, write_precut
+from auditor.scan.feed import FedFiles
 from auditor.scan.reads import ReadsFile, read_reads_file
 from auditor.vocab import Engine, FileStatus
 
@@ -56,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 LOCALIZER_BOXES = "localizer_boxes.csv"
 """Box file the localizer writes into RUN_DIR when the scan has no ``--boxes``."""
+LOCALIZER_JOURNAL = "localizer_boxes.journal.jsonl"
+"""Each image's localizer result as found, in RUN_DIR, when the archive is streamed."""
 IMAGE_CHECK = "image_check.csv"
 """The image check's verdicts, written into RUN_DIR by a scan with ``--boxes``."""
 IMAGE_CHECK_COLUMNS = ("image", "distance", "out_of_distribution")
@@ -111,15 +114,26 @@ def _localize(
     scan reads it back instead of localizing again. The classifier's crops
     are cut from the localizer's decode of each image (``RUN_DIR/precut/``), so the loader does
     not decode it a second time. The scan's loader workers decode the next images meanwhile.
+
+    A streamed archive (``config.feed``, a PACS scan) brings each file as the pass reads it and
+    lets it go once read, its crops stored (:mod:`auditor.scan.feed`); each image's result goes
+    to a journal beside the box file as it is found (:data:`LOCALIZER_JOURNAL`), from which a
+    resumed scan takes the images already localized, so that only the rest (those unreadable
+    or not brought included) are retrieved and localized again.
     """
     from auditor.localizer import localize_archive  # torch model; only needed without --boxes
+
+    whole: set[str] = set()  # images whose crops are all stored
 
     def precut(image: str, radiograph: Radiograph, found: list[VertebraBox]) -> None:
         boxes = [(box.level.value, box.xyxy) for box in found]
         try:
-            write_precut(precut_path(config.out, image), radiograph.pixels, boxes, card)
+            cut = write_precut(precut_path(config.out, image), radiograph.pixels, boxes, card)
         except (OSError, ValueError) as err:  # e.g. a full disk: the loader decodes it instead
             logger.warning("cannot store an image's crops (%s); it will be decoded again", err)
+            return
+        if cut == len(boxes):
+            whole.add(image)
 
     out = config.out / LOCALIZER_BOXES
     outcomes = out.with_name(out.stem + ".images.csv")
@@ -128,7 +142,10 @@ def _localize(
         for r in records
         if r.status is FileStatus.CANDIDATE
     }
-    if config.resume and out.is_file() and outcomes.is_file():
+    feed = config.feed
+    relpaths = {r.path: r.relpath for r in records}
+    arrivals = None if feed is None else FedFiles(feed, lambda p: relpaths[p] in whole)
+    if feed is None and config.resume and out.is_file() and outcomes.is_file():
         with outcomes.open(newline="", encoding="utf-8") as handle:
             stored = [_stored_outcome(row) for row in csv.DictReader(handle)]
         box_file = read_box_file(out, allow_empty=True)
@@ -151,6 +168,8 @@ def _localize(
         shown=(lambda r: shown_path(anon, r.relpath, r.meta)) if anon.enabled else None,
         # on Ray each image is decoded and localized by a task, the localizer loaded per worker
         executor=RayTasks(config.ray_address) if config.engine is Engine.RAY else None,
+        arrivals=arrivals,
+        journal=None if feed is None else config.out / LOCALIZER_JOURNAL,
     )
     emit(
         ScanEvent(

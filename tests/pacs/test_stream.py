@@ -1,7 +1,9 @@
 """A PACS scan that retrieves while it classifies, in a cache smaller than the archive, against a
 real Orthanc: every candidate classified with the file scan's findings, the cache never above its
 cap (sampled while the scan runs) and empty at the end, a retrieval that fails mid-stream one
-counted row that ``--resume`` completes, and the DICOM results made after the cache is gone."""
+counted row that ``--resume`` completes, and the DICOM results made after the cache is gone; with a
+box file, and without one (the localizer's pass streams, and its journal spares a resumed scan the
+images it has localized)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -23,9 +26,12 @@ from auditor.pacs.export import DicomResults
 from auditor.pacs.scan import query, scan_pacs
 from auditor.pacs.source import CACHE_DIR, GIVE_UP_AFTER
 from auditor.pacs.stream import HEADERS_DIR, CacheStream
+from auditor.reports.thumbnails import RADIOGRAPH_DIR
+from auditor.scan import locate
 from auditor.scan.config import ScanEvent
 from auditor.scan.feed import failed_marker
 from auditor.scan.journal import JOURNAL_NAME
+from auditor.scan.locate import LOCALIZER_JOURNAL
 from auditor.scan.pipeline import run_scan
 from auditor.vocab import FileStatus
 from tests.pacs.conftest import PacsWorld, make_pacs_world, start_orthanc, upload
@@ -178,23 +184,83 @@ def test_dicom_results_are_made_after_the_cache_is_cleaned(
     assert not (tmp_path / "run" / CACHE_DIR).exists()
 
 
-def test_without_a_box_file_the_cap_must_hold_every_candidate(
+def test_without_a_box_file_the_localizer_pass_streams_through_a_cache_smaller_than_the_archive(
     pacs_world: tuple[Orthanc, PacsWorld], bundle: Path, tmp_path: Path
 ) -> None:
-    # the localizer reads every candidate before classification: they are all retrieved first,
-    # and those beyond the cap are rows saying so (documented in docs/pacs.md)
+    # each file goes once the localizer has read it and the classifier's crops are stored;
+    # classification reads the crops and never retrieves the file again
     server, world = pacs_world
-    pacs = scan_pacs(
-        _config(world, bundle, tmp_path / "run", boxes=None),
-        _source(server, cache_cap_mb=0.01, connections=1),  # full after the first candidate
+    sizes = _candidate_sizes(world)
+    cap = max(sizes) * 1.5
+    assert sum(sizes) > cap
+    disk = run_scan(_config(world, bundle, tmp_path / "disk", boxes=None, batch_size=1))
+    with _sampled(tmp_path / "pacs" / CACHE_DIR) as samples:
+        pacs = scan_pacs(
+            _config(world, bundle, tmp_path / "pacs", boxes=None, batch_size=1),
+            _source(server, cache_cap_mb=cap / 1e6),
+        )
+    assert samples and max(samples) <= cap
+    assert pacs.stream is not None and 0 < pacs.stream.peak_bytes <= cap
+    assert (pacs.stream.retrieved, pacs.stream.not_retrieved) == (4, 0)  # each file once
+    assert disk.n_vertebrae > 0
+    assert _findings(tmp_path / "pacs") == _findings(tmp_path / "disk")
+    assert pacs.scan.n_images == disk.n_images
+    rows = _accounting(tmp_path / "pacs")
+    assert sum(r["status"] == "candidate" for r in rows) == 4
+    assert not (tmp_path / "pacs" / CACHE_DIR).exists()
+    assert len(list((tmp_path / "pacs" / HEADERS_DIR).rglob("*.dcm"))) == 4
+    # the report thumbnails come from the stored previews, not from the files
+    thumbnails = [sorted((tmp_path / r / RADIOGRAPH_DIR).glob("*")) for r in ("pacs", "disk")]
+    assert len(thumbnails[0]) == len(thumbnails[1]) == disk.n_images
+
+
+def test_without_a_box_file_resume_retrieves_only_what_the_localizer_journal_lacks(
+    pacs_world: tuple[Orthanc, PacsWorld],
+    bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, world = pacs_world
+    cap = max(_candidate_sizes(world)) * 1.5
+    run = tmp_path / "pacs"
+    real_write = locate.write_precut
+    calls: list[Path] = []
+
+    def dies_at_the_third(target: Path, *args: Any) -> int:
+        calls.append(target)
+        if len(calls) == 3:
+            raise RuntimeError("the scan dies while localizing")
+        return real_write(target, *args)
+
+    monkeypatch.setattr(locate, "write_precut", dies_at_the_third)
+    with pytest.raises(RuntimeError, match="dies while localizing"):
+        scan_pacs(
+            _config(world, bundle, run, boxes=None, batch_size=1),
+            _source(server, cache_cap_mb=cap / 1e6),
+        )
+    monkeypatch.setattr(locate, "write_precut", real_write)
+    journal = (run / LOCALIZER_JOURNAL).read_text(encoding="utf-8").splitlines()
+    assert len(journal) == 3  # the third's result was journaled before its crops failed
+
+    asked: list[Path] = []
+    real_localize = CacheStream.localize
+
+    def localize(self: CacheStream, paths: Sequence[Path]) -> None:
+        asked.extend(paths)
+        real_localize(self, paths)
+
+    monkeypatch.setattr(CacheStream, "localize", localize)
+    again = scan_pacs(
+        _config(world, bundle, run, boxes=None, batch_size=1, resume=True),
+        _source(server, cache_cap_mb=cap / 1e6),
     )
-    assert pacs.stream is None  # gathered first, not streamed
-    rows = _accounting(tmp_path / "run")
-    refused = [r for r in rows if "larger --cache-cap-mb" in r["detail"]]
-    assert len(refused) == 3 and all(r["status"] == "unreadable" for r in refused)
-    assert sum(r["status"] == "candidate" for r in rows) == 1
-    assert pacs.scan.n_images <= 1
-    assert not (tmp_path / "run" / CACHE_DIR).exists()
+    assert len(asked) == 1  # only the image the localizer's journal lacks
+    assert again.stream is not None and again.stream.retrieved <= 1  # it may be in the cache
+    assert again.stream.not_retrieved == 0
+    run_scan(_config(world, bundle, tmp_path / "disk", boxes=None, batch_size=1))
+    assert _findings(run) == _findings(tmp_path / "disk")
+    assert again.scan.n_images == 4
+    assert not (run / CACHE_DIR).exists()
 
 
 def test_a_pacs_that_stops_answering_leaves_rows_and_resume_completes_the_audit(
