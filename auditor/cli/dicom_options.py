@@ -58,3 +58,13 @@ StowOption = Annotated[
         rich_help_panel=PACS_PANEL,
     ),
 ]
+PacsAgainOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pacs",
+        help="For a PACS run whose cache is gone: the DICOMweb address it scanned "
+        "(dicomweb+https://HOST[:PORT]/PATH), from which its images are retrieved again as they "
+        "are needed (credentials as for scan: --auth-file or the environment; --ca-bundle).",
+        rich_help_panel=PACS_PANEL,
+    ),
+]

@@ -18,6 +18,7 @@ from auditor.cli.dicom_options import (
     AuthFileOption,
     CaBundleOption,
     DicomOutOption,
+    PacsAgainOption,
     StowOption,
     UidRootOption,
 )
@@ -111,11 +112,14 @@ def export_dicom_command(
         str | None,
         typer.Option(help="Whose review the SR carries, when several people reviewed the run."),
     ] = None,
+    pacs: PacsAgainOption = None,
 ) -> None:
     """Write a finished run's results as DICOM (SR, presentation states, heatmap captures, key
     objects), with the reviewer's decisions where the run was reviewed; --stow also sends them.
 
-    A PACS scan's images are needed: scan it with --keep-cache. Not for a pseudonymised run.
+    A PACS run's SR, presentation states and key objects are made from the headers the scan
+    kept; the heatmap captures need the images' pixels, retrieved again from --pacs unless the
+    scan kept its cache (--keep-cache). Not for a pseudonymised run.
     """
     from auditor.pacs.export import export_run, run_fingerprint
     from auditor.pacs.scan import results_from_options
@@ -126,6 +130,11 @@ def export_dicom_command(
     pseudonymised = bool(run_fingerprint(run_dir).get("pseudonymise"))
     results = results_from_options(dicom_out, stow, auth_file, ca_bundle, pseudonymised, uid_root)
     assert results is not None  # dicom_out is given
+    connection = None
+    if pacs is not None:
+        from auditor.pacs.connect import connection_from_options
+
+        connection = connection_from_options(pacs, auth_file, ca_bundle)
     reviews = reviews_for_dicom(run_dir, reviewer)
     console = Console()
     if reviews:
@@ -137,4 +146,4 @@ def export_dicom_command(
     def on_event(event: ScanEvent) -> None:
         console.print(escape(event.message), highlight=False)
 
-    export_run(run_dir, results, model, reviews, on_event)
+    export_run(run_dir, results, model, reviews, on_event, connection)

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from auditor.cli.dicom_options import AuthFileOption, CaBundleOption, PacsAgainOption
 from auditor.errors import UsageError
 
 
@@ -56,18 +57,31 @@ def review_command(
         ),
     ] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the unflagged sample.")] = 0,
+    pacs: PacsAgainOption = None,
+    auth_file: AuthFileOption = None,
+    ca_bundle: CaBundleOption = None,
 ) -> None:
     """Serve the review workbench for RUN_DIR on this machine and print its URL.
 
     The URL carries a session token every request needs (random, or TLAUDIT_REVIEW_TOKEN).
 
     Decisions are saved to RUN_DIR/review.sqlite as they are made. Stop with Ctrl+C.
+
+    A PACS run's images are shown from its cache (scan --keep-cache), or retrieved from --pacs
+    as the reviewer opens them.
     """
     from auditor.review.serve import ServeConfig, serve, session_token
 
     name = reviewer if reviewer is not None else getpass.getuser()
     if not name.strip():
         raise UsageError("--reviewer must not be empty")
+    fetch = None
+    if pacs is not None:
+        from auditor.pacs.connect import connection_from_options
+        from auditor.pacs.export import run_images
+
+        connection = connection_from_options(pacs, auth_file, ca_bundle)
+        fetch = run_images(run_dir, connection)
     config = ServeConfig(
         run_dir=run_dir,
         reviewer=name,
@@ -75,6 +89,7 @@ def review_command(
         port=port,
         sample_unflagged=sample_unflagged,
         seed=seed,
+        fetch=fetch,
     )
     errors = Console(stderr=True)
 

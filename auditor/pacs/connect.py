@@ -217,3 +217,17 @@ class PacsConnection:
         client = DICOMwebClient(self.url, session=session or self.session(), timeout=self.timeout_s)
         client.set_http_retry_params(retry=False)
         return client
+
+
+def connection_from_options(
+    address: str, auth_file: Path | None = None, ca_bundle: Path | None = None
+) -> PacsConnection:
+    """A DICOMweb connection from the commands' options: ``address`` as ``dicomweb+http(s)://``,
+    credentials from ``auth_file`` or the environment (:func:`load_credentials`).
+
+    Raises
+    ------
+    UsageError
+        For a bad address, auth file or CA bundle.
+    """
+    return PacsConnection(dicomweb_url(address), load_credentials(auth_file), ca_bundle=ca_bundle)

@@ -46,7 +46,7 @@ from auditor.records import CaseImage, LevelMention, StudyCase
 from auditor.resources import resource_dir
 from auditor.review.decisions import ReviewedVertebra, propose_verdict, reviewed_vertebrae
 from auditor.review.guard import TOKEN_PARAM, Guard
-from auditor.review.images import ImageCache, heatmap_path
+from auditor.review.images import ImageCache, ImageFetch, ImageGone, heatmap_path
 from auditor.review.run import ReviewRun, load_run
 from auditor.review.store import (
     AO_TYPES,
@@ -131,6 +131,7 @@ class Workbench:
         sample: Sequence[str],
         sample_size: int,
         seed: int,
+        fetch: ImageFetch | None = None,
     ) -> None:
         self.run = run
         self.store = store
@@ -142,7 +143,7 @@ class Workbench:
         self.sample_size = sample_size
         self.seed = seed
         self.by_key = {case.key: case for case in run.studies}
-        self.images = ImageCache(run)
+        self.images = ImageCache(run, fetch=fetch)
         self.pages = jinja2.Environment(
             loader=jinja2.FileSystemLoader(resource_dir("templates") / "review"),
             autoescape=True,
@@ -414,6 +415,9 @@ class Workbench:
             return _error(404, "no such image in this run")
         except UsageError as err:
             return _error(403, str(err))
+        except ImageGone as err:
+            logger.warning("cannot serve image %s: %s", ref, err.reason)
+            return _error(422, f"the image cannot be read: {err.reason}")
         except READ_FAILURES as err:
             logger.warning("cannot serve image %s: %s", ref, err)
             return _error(422, "the image cannot be read")
@@ -516,6 +520,7 @@ def create_app(
     seed: int = 0,
     *,
     hosts: Sequence[str] = (),
+    fetch: ImageFetch | None = None,
 ) -> Starlette:
     """Build the workbench for one run folder and one reviewer.
 
@@ -533,6 +538,8 @@ def create_app(
         It is drawn once per reviewer and recorded; later sessions show the recorded sample.
     hosts
         Host names the server answers to besides the loopback names (the bound host).
+    fetch
+        Retrieves an image whose file is gone (a PACS run, :mod:`auditor.review.images`).
 
     Raises
     ------
@@ -553,7 +560,7 @@ def create_app(
     except BaseException:
         store.close()
         raise
-    bench = Workbench(run, store, reviewer, token, sample, sample_unflagged, seed)
+    bench = Workbench(run, store, reviewer, token, sample, sample_unflagged, seed, fetch)
 
     # the first cases' radiographs, read and encoded before the reviewer asks for them
     first_images = [case.images[0].ref for case in bench.queue() if case.images]

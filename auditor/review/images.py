@@ -7,6 +7,14 @@ folder's ``thumbnails/``. Encoding a full-resolution PNG costs tens of milliseco
 film, so the last few are kept in a small cache (the next case is prefetched while the reviewer
 reads the current one), and a background thread fills it with the first cases of the queue when
 the workbench starts (:meth:`ImageCache.warm`), so that the first pass is not slower than the next.
+
+A PACS scan removes its cache of images when it ends (unless ``scan --keep-cache``), so the
+archive a PACS run names is gone. The workbench then retrieves each radiograph from the PACS
+when the reviewer opens it, through the :data:`ImageFetch` it was given (``tlaudit review
+--pacs``, :func:`auditor.pacs.export.run_images`: the image's header kept by the scan names it,
+WADO-RS brings it, and the file goes once encoded); the full-resolution image is what a
+reviewer judges a fracture and moves a box on, which the scan's 640-pixel previews are not.
+Without one, the image's request says how to get it.
 """
 
 from __future__ import annotations
@@ -15,13 +23,14 @@ import io
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from auditor.errors import READ_FAILURES, UsageError
+from auditor.errors import READ_FAILURES, ReadError, UsageError
 from auditor.io.radiograph import read_radiograph
 from auditor.review.run import ReviewRun
 from auditor.review.store import box_id
@@ -32,6 +41,20 @@ logger = logging.getLogger(__name__)
 THUMBNAIL_DIR = "thumbnails"
 #: How many encoded radiographs the cache keeps (one PNG of a 3000 x 2500 film is a few MB).
 CACHE_SIZE = 24
+
+ImageFetch = Callable[[str], AbstractContextManager[Path]]
+"""Gives, for as long as its block runs, the file of an image by its archive-relative path,
+retrieved from where the archive's copy came from (a PACS run whose cache is gone)."""
+
+GONE_HINT = (
+    "its file is gone (a PACS scan removes its cache of images when it ends); start tlaudit "
+    "review with --pacs, the address the run scanned, to retrieve it from the PACS"
+)
+"""What the image request of a run whose files are gone says (no :data:`ImageFetch` given)."""
+
+
+class ImageGone(ReadError):
+    """An image whose file is gone and could not be retrieved; the reason says what to do."""
 
 
 def radiograph_png(path: Path) -> bytes:
@@ -57,14 +80,17 @@ class ImageCache:
     Safe to share between the server's worker threads.
     """
 
-    def __init__(self, run: ReviewRun, size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self, run: ReviewRun, size: int = CACHE_SIZE, fetch: ImageFetch | None = None
+    ) -> None:
         self._run = run
         self._size = size
+        self._fetch = fetch
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def png(self, ref: str) -> bytes:
-        """The PNG of the image ``ref`` names.
+        """The PNG of the image ``ref`` names; when its file is gone, retrieved with ``fetch``.
 
         Raises
         ------
@@ -73,13 +99,24 @@ class ImageCache:
         UsageError
             When the recorded path leads outside the archive.
         ReadError
-            When the file cannot be read.
+            When the file cannot be read; :class:`ImageGone` when it is gone and cannot be
+            retrieved, saying what to do.
         """
         with self._lock:
             if ref in self._items:
                 self._items.move_to_end(ref)
                 return self._items[ref]
-        data = radiograph_png(self._run.image_path(ref))
+        path = self._run.image_path(ref)
+        if path.is_file():
+            data = radiograph_png(path)
+        elif self._fetch is None:
+            raise ImageGone(path, GONE_HINT)
+        else:
+            try:
+                with self._fetch(self._run.source(ref)) as found:
+                    data = radiograph_png(found)
+            except READ_FAILURES as err:
+                raise ImageGone(path, f"its file is gone and was not retrieved: {err}") from err
         with self._lock:
             self._items[ref] = data
             self._items.move_to_end(ref)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from auditor.errors import UsageError
 from auditor.review.guard import LOOPBACK_HOSTS, TOKEN_PARAM
+from auditor.review.images import ImageFetch
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ DEFAULT_HOST = "127.0.0.1"
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """What ``tlaudit review`` asked for."""
+    """What ``tlaudit review`` asked for; ``fetch`` retrieves the images of a PACS run whose
+    cache is gone (``--pacs``, :mod:`auditor.review.images`)."""
 
     run_dir: Path
     reviewer: str
@@ -40,6 +42,7 @@ class ServeConfig:
     port: int = 0
     sample_unflagged: int = 0
     seed: int = 0
+    fetch: ImageFetch | None = None
 
 
 def session_token(environ: dict[str, str] | None = None) -> str:
@@ -142,6 +145,7 @@ def serve(
         sample_unflagged=config.sample_unflagged,
         seed=config.seed,
         hosts=(config.host,),
+        fetch=config.fetch,
     )
     if not is_loopback(config.host):
         warn(

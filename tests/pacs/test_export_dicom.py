@@ -407,7 +407,7 @@ def test_a_source_gone_from_the_archive_is_a_counted_skip(bundle: Path, tmp_path
     outcome = CliRunner().invoke(
         app, ["export-dicom", str(run), "--dicom-out", str(tmp_path / "d2"), "--model", str(bundle)]
     )
-    assert outcome.exit_code != 0 and "--keep-cache" in str(outcome.exception)
+    assert outcome.exit_code != 0 and "is gone" in str(outcome.exception)
 
 
 def test_a_pseudonymised_run_is_refused(

@@ -8,10 +8,11 @@ images it has localized)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,15 @@ import requests
 
 from auditor.archive.inventory import inventory
 from auditor.archive.triage import TriageRules
-from auditor.pacs.export import DicomResults
+from auditor.pacs.export import DicomResults, export_run, run_images
 from auditor.pacs.scan import query, scan_pacs
 from auditor.pacs.source import CACHE_DIR, GIVE_UP_AFTER
 from auditor.pacs.stream import HEADERS_DIR, CacheStream
 from auditor.reports.thumbnails import RADIOGRAPH_DIR
+from auditor.review.app import create_app
+from auditor.review.guard import TOKEN_HEADER
+from auditor.review.images import radiograph_png
+from auditor.review.run import load_run
 from auditor.scan import locate
 from auditor.scan.config import ScanEvent
 from auditor.scan.feed import failed_marker
@@ -35,7 +40,7 @@ from auditor.scan.locate import LOCALIZER_JOURNAL
 from auditor.scan.pipeline import run_scan
 from auditor.vocab import FileStatus
 from tests.pacs.conftest import PacsWorld, make_pacs_world, start_orthanc, upload
-from tests.pacs.orthanc import Orthanc
+from tests.pacs.orthanc import Orthanc, free_port
 from tests.pacs.test_scan_pacs import _accounting, _config, _findings, _source
 
 pytestmark = pytest.mark.slow
@@ -340,3 +345,67 @@ def test_files_an_interrupted_run_left_are_used_and_only_the_missing_retrieved(
     assert "earlier run" not in rows[order[0][0]].detail
     assert all("earlier run" in rows[p].detail for (p,) in order[1:])
     assert not list(cache.rglob("*.part")) and not list(cache.rglob("*.failed"))
+
+
+def test_export_dicom_after_a_streamed_scan_retrieves_only_the_captures_pixels_again(
+    pacs_world: tuple[Orthanc, PacsWorld], bundle: Path, tmp_path: Path
+) -> None:
+    # the cache is gone: the SR, presentation states and key objects come from the kept
+    # headers, the heatmap captures' source images from the PACS once more
+    server, world = pacs_world
+    run = tmp_path / "run"
+    scan_pacs(_config(world, bundle, run, heatmaps="all"), _source(server))
+    assert not (run / CACHE_DIR).exists()
+    pacs = _source(server).connection
+    said: list[str] = []
+    export_run(run, DicomResults(tmp_path / "dicom"), bundle, None, _said(said), pacs)
+    assert len(list((tmp_path / "dicom").glob("*.sr.dcm"))) == 4
+    assert len(list((tmp_path / "dicom").glob("*.pr.dcm"))) == 4
+    captures = sorted((tmp_path / "dicom").glob("*.sc.dcm"))
+    assert len(captures) == 4 and all(pydicom.dcmread(c).Rows > 0 for c in captures)
+    assert not any("skipped" in line for line in said)
+
+    # the PACS unreachable: the captures are lines saying so, the other objects are written
+    gone = dataclasses.replace(pacs, url=f"http://127.0.0.1:{free_port()}/dicom-web")
+    said.clear()
+    export_run(run, DicomResults(tmp_path / "down"), bundle, None, _said(said), gone)
+    assert len(list((tmp_path / "down").glob("*.sr.dcm"))) == 4
+    assert not list((tmp_path / "down").glob("*.sc.dcm"))
+    skipped = [line for line in said if "no heatmap capture" in line]
+    assert len(skipped) == 4 and all("is reachable" in line for line in skipped)
+    # no PACS given: the same, naming the option
+    said.clear()
+    export_run(run, DicomResults(tmp_path / "none"), bundle, None, _said(said))
+    assert len(list((tmp_path / "none").glob("*.sr.dcm"))) == 4
+    assert sum("give export-dicom --pacs" in line for line in said) == 4
+
+
+def _said(lines: list[str]) -> Callable[[ScanEvent], None]:
+    return lambda event: lines.append(event.message)
+
+
+def test_the_workbench_retrieves_a_streamed_runs_images_from_the_pacs(
+    pacs_world: tuple[Orthanc, PacsWorld], bundle: Path, tmp_path: Path
+) -> None:
+    from starlette.testclient import TestClient
+
+    server, world = pacs_world
+    run = tmp_path / "run"
+    scan_pacs(_config(world, bundle, run, boxes=None), _source(server))
+    assert not (run / CACHE_DIR).exists()
+    opened = load_run(run)
+    ref = opened.studies[0].images[0].ref
+    sop = Path(opened.source(ref)).stem
+    (original,) = [
+        r.path for r in inventory(world.root / "archive", TriageRules())
+        if r.meta is not None and r.meta.sop_uid == sop
+    ]  # fmt: skip
+    token = "test-token-0123456789-abcdefghij"
+    fetch = run_images(run, _source(server).connection)
+    with TestClient(create_app(run, "alice", token, fetch=fetch), "http://127.0.0.1") as client:
+        shown = client.get("/image", params={"ref": ref}, headers={TOKEN_HEADER: token})
+    assert shown.status_code == 200 and shown.content == radiograph_png(original)
+    # without a PACS to retrieve from, the request says how to get the image
+    with TestClient(create_app(run, "bob", token), "http://127.0.0.1") as client:
+        refused = client.get("/image", params={"ref": ref}, headers={TOKEN_HEADER: token})
+    assert refused.status_code == 422 and "--pacs" in refused.json()["error"]
