@@ -157,14 +157,16 @@ class BenchResult:
         ``total_s`` ("other" is the rest: model loading, run folder, worker start-up)."""
         t = self.scan_timings
         maps = t.get("heatmap_maps_s", 0.0)
+        # with the image check, the workers also make each image's localizer canvas
+        cut = "decode, crop, canvas" if "image_check_s" in t else "decode, crop"
         parts = [
             ("inventory and triage", t.get("inventory_s", 0.0)),
             ("localizer", t.get("localizer_s", 0.0)),
-            ("image check (decode, guard, crops)", t.get("image_check_s", 0.0)),
+            ("image check (localizer loading, guard network)", t.get("image_check_s", 0.0)),
             (
-                "wait for the workers (decode, crop and model)"
+                f"wait for the workers ({cut} and model)"
                 if self.model_in_workers
-                else "loader wait (decode, crop, transfer not hidden)",
+                else f"loader wait ({cut}, transfer not hidden)",
                 t.get("loader_wait_s", 0.0),
             ),
             (

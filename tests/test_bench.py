@@ -118,10 +118,12 @@ def test_stage_shares_are_of_the_scans_wall_time() -> None:
     in_workers = dict(dataclasses.replace(result, model_in_workers=True).stages)
     assert in_workers["wait for the workers (decode, crop and model)"] == 2.0
     assert in_workers["model, in this process"] == pytest.approx(9.0)
-    # a scan with the image check: its pass is a stage of its own, and the alternated scans'
-    # ratio is the one with the check over the one without
+    # a scan with the image check: its network (and loading its localizer) is a stage of its
+    # own, its canvases are the workers' (in the loader wait), and the alternated scans' ratio
+    # is the one with the check over the one without
     checked = dataclasses.replace(result, scan_timings={**timings, "image_check_s": 2.0})
-    assert dict(checked.stages)["image check (decode, guard, crops)"] == 2.0
+    assert dict(checked.stages)["image check (localizer loading, guard network)"] == 2.0
+    assert dict(checked.stages)["loader wait (decode, crop, canvas, transfer not hidden)"] == 2.0
     assert dict(checked.stages)["other"] == pytest.approx(3.0)
     assert result.image_check_ratio is None
     ratio = dataclasses.replace(result, image_check_on_s=2.5, image_check_off_s=2.0)

@@ -147,9 +147,9 @@ def scan(
         bool | None,
         typer.Option(
             "--image-check/--no-image-check",
-            help="With --boxes: check each whole image with the localizer's domain guard before "
-            "classifying it, and mark every crop of an image unlike its training images out of "
-            "distribution (default: on when the localizer bundle has a guard).",
+            help="With --boxes: check each whole image with the localizer's domain guard as its "
+            "vertebrae are classified, and mark every crop of an image unlike its training "
+            "images out of distribution (default: on when the localizer bundle has a guard).",
             show_default=False,
         ),
     ] = None,
@@ -230,9 +230,9 @@ def scan(
     precut: Annotated[
         bool,
         typer.Option(
-            help="Cut the crops from the localizer's decode of each image (with --boxes, the "
-            "image check's) (about 0.5 MB per image in RUN_DIR/precut until the scan ends) "
-            "instead of decoding it a second time.",
+            help="Without --boxes, cut the crops from the localizer's decode of each image "
+            "(about 0.5 MB per image in RUN_DIR/precut until the scan ends) instead of decoding "
+            "it a second time.",
         ),
     ] = True,
     include_all_radiographs: IncludeAllRadiographs = False,

@@ -300,21 +300,18 @@ class ImageCheck:
 
 @dataclass(frozen=True)
 class _CheckInputs:
-    """Decodes one image per item in the worker process that runs it, hands the decode to
-    ``prepare`` there, and returns the localizer network's input for it (or the reason the file
-    cannot be read): only the small canvas crosses back, not the full-resolution image."""
+    """Decodes one image per item in the worker process that runs it and returns the localizer
+    network's input for it (or the reason the file cannot be read): only the small canvas
+    crosses back, not the full-resolution image."""
 
     paths: tuple[Path, ...]
     size: int
-    prepare: Callable[[int, Radiograph], None] | None
 
     def __getitem__(self, index: int) -> torch.Tensor | str:
         try:
             radiograph = read_radiograph(self.paths[index])
         except READ_FAILURES as err:  # a file that vanished or a decoder failure: this image only
             return read_failure_reason(err)
-        if self.prepare is not None:
-            self.prepare(index, radiograph)
         return network_inputs([radiograph.pixels], self.size)[0]
 
     def lost(self, index: int, reason: str) -> str:
@@ -323,20 +320,16 @@ class _CheckInputs:
 
 
 def check_images(
-    localizer: Localizer,
-    paths: Sequence[Path],
-    workers: int = 0,
-    prepare: Callable[[int, Radiograph], None] | None = None,
+    localizer: Localizer, paths: Sequence[Path], workers: int = 0
 ) -> Iterator[ImageCheck]:
-    """The localizer's domain guard on each image of ``paths`` without localizing it: the image
-    check of a scan whose boxes come from a box file (:func:`auditor.localizer.guard.
-    image_distances`, the network run only up to the guard's stages), in order.
+    """The localizer's domain guard on each image of ``paths`` without localizing it
+    (:func:`auditor.localizer.guard.image_distances`, the network run only up to the guard's
+    stages), in order: the image check of a scan with a box file, for the images it classified
+    without one (a scan's own check runs in its loader, :mod:`auditor.scan.image_check`).
 
-    Each image is decoded once, in ``workers`` processes a couple of images ahead (0: here),
-    and ``prepare`` is called there with its index and the decode (a scan cuts the classifier's
-    crops from it; it must be picklable when ``workers`` > 0). Only the network's input comes
-    back to this process. An unreadable file gives its reason and no verdict; it never stops the
-    pass.
+    Each image is decoded in ``workers`` processes a couple of images ahead (0: here); only the
+    network's input comes back to this process. An unreadable file gives its reason and no
+    verdict; it never stops the pass.
 
     Raises
     ------
@@ -346,7 +339,7 @@ def check_images(
     guard = localizer.guard
     if guard is None:
         raise ValueError(f"localizer {localizer.path} has no domain guard")
-    inputs = _CheckInputs(tuple(paths), localizer.card.working_size, prepare)
+    inputs = _CheckInputs(tuple(paths), localizer.card.working_size)
     with _cores_for_decoders(workers):
         for canvas in map_in_order(inputs, len(inputs.paths), workers):
             if isinstance(canvas, str):

@@ -87,13 +87,13 @@ class ScanConfig:
     verify_pixels: bool = False
     embed_limit: int = DEFAULT_EMBED_LIMIT
     table_limit: int = DEFAULT_TABLE_LIMIT
-    # cut the crops from the localizer's decode, or the image check's (RUN_DIR/precut)
+    # without a box file, cut the crops from the localizer's decode (RUN_DIR/precut)
     precut: bool = True
     # refuse a model without a domain guard; the command exits 1 when the archive is out of domain
     strict_domain: bool = False
-    # with a box file, the localizer's domain guard checks each whole image before classification
-    # (auditor.scan.locate): None runs it when the localizer bundle has a guard, True requires
-    # one, False turns it off
+    # with a box file, the localizer's domain guard checks each whole image beside classification
+    # (auditor.scan.image_check): None runs it when the localizer bundle has a guard, True
+    # requires one, False turns it off
     image_check: bool | None = None
     # the reports link each study to the PACS viewer through this URL template (``{study_uid}``
     # is replaced, URL-encoded) instead of a run-relative file path; "" for file links

@@ -7,11 +7,17 @@ tensor together with small greyscale copies of the crops for heatmap overlays. :
 groups whole images into batches of about ``batch_size`` vertebrae, and :func:`collate` concatenates
 them, so a batch is the unit both of inference and of the journal's commits.
 
-Without a box file the localizer, and with one the image check (:mod:`auditor.scan.locate`), has
-already decoded every image once. ``scan`` then cuts the crops from that decode
-(:func:`write_precut`, into ``RUN_DIR/precut/``) and the loader reads them back instead of
-decoding the image a second time; an image whose stored crops do not match its boxes exactly (or
-whose file is missing or unreadable) is decoded as before.
+Without a box file the localizer (:mod:`auditor.scan.locate`) has already decoded every image
+once. ``scan`` then cuts the crops from that decode (:func:`write_precut`, into
+``RUN_DIR/precut/``) and the loader reads them back instead of decoding the image a second time;
+an image whose stored crops do not match its boxes exactly (or whose file is missing or
+unreadable) is decoded as before.
+
+With a box file the image check (:mod:`auditor.scan.image_check`) rides on the loader's decode:
+given the localizer's working size, the dataset also letterboxes each image it decodes onto the
+localizer network's small input canvas (:func:`auditor.localizer.infer.network_inputs`, as the
+localizer does), and only that canvas travels back with the crops, for the scanning process to
+run the localizer guard's network on.
 
 A file that fails to decode, or a box that cannot be cut, becomes a reason in the batch; it never
 stops the loader.
@@ -34,6 +40,7 @@ from auditor.crops import crop_vertebra
 from auditor.errors import READ_FAILURES
 from auditor.files import atomic_path
 from auditor.io.radiograph import read_radiograph
+from auditor.localizer.infer import network_inputs
 from auditor.model.bundle import ModelCard
 from auditor.model.infer import preprocess_crops
 from auditor.records import VertebraBox
@@ -71,6 +78,9 @@ class ImageCrops:
     error: str = ""  # set when the image itself could not be read
     preview: torch.Tensor | None = None  # (h, w) uint8 downscaled radiograph for the reports
     preview_scale: float = 1.0  # preview pixels per stored pixel
+    # (1, 1, S, S) float32: the localizer network's input for the image check (None: not asked
+    # for, or the image was not decoded here)
+    canvas: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -101,14 +111,22 @@ class VertebraCropDataset(Dataset[ImageCrops]):
         The model card (input size, crop margin, normalisation).
     thumb_size
         Side of the greyscale crop copies kept for overlays.
+    canvas_size
+        The localizer's working size, to return each decoded image's canvas for the image check
+        too (None: no canvas).
     """
 
     def __init__(
-        self, jobs: Sequence[ImageJob], card: ModelCard, thumb_size: int = THUMB_SIZE
+        self,
+        jobs: Sequence[ImageJob],
+        card: ModelCard,
+        thumb_size: int = THUMB_SIZE,
+        canvas_size: int | None = None,
     ) -> None:
         self.jobs = tuple(jobs)
         self.card = card
         self.thumb_size = thumb_size
+        self.canvas_size = canvas_size
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -138,6 +156,8 @@ class VertebraCropDataset(Dataset[ImageCrops]):
             logger.info("cannot decode %s: %s", job.image, err)
             reason = err.reason if hasattr(err, "reason") else str(err)
             return self.failed(index, f"cannot decode the image: {reason}")
+        # the image check's input, from this decode: a 192 px canvas crosses back, not the image
+        canvas = None if self.canvas_size is None else network_inputs([pixels], self.canvas_size)[0]
         crops: list[np.ndarray] = []
         cut: list[VertebraBox] = []
         box_errors: list[tuple[VertebraBox, str]] = []
@@ -149,12 +169,14 @@ class VertebraCropDataset(Dataset[ImageCrops]):
                 box_errors.append((box, f"cannot cut the crop: {err}"))
         if not crops:
             empty = _empty(job, size, self.thumb_size, "")
-            return ImageCrops(job.image, empty.crops, empty.thumbs, (), tuple(box_errors))
+            return ImageCrops(
+                job.image, empty.crops, empty.thumbs, (), tuple(box_errors), canvas=canvas
+            )
         # The downscaled radiograph comes from the decode done here, so the reports never decode
         # an image a second time for its thumbnail.
         preview = downscale_radiograph(pixels, PREVIEW_SIDE)
         scale = preview.shape[1] / pixels.shape[1]
-        return self._image_crops(job, crops, cut, box_errors, preview, scale)
+        return self._image_crops(job, crops, cut, box_errors, preview, scale, canvas)
 
     def _image_crops(
         self,
@@ -164,6 +186,7 @@ class VertebraCropDataset(Dataset[ImageCrops]):
         box_errors: Sequence[tuple[VertebraBox, str]],
         preview: np.ndarray,
         preview_scale: float,
+        canvas: torch.Tensor | None = None,
     ) -> ImageCrops:
         thumbs = np.stack([_thumb(crop, self.thumb_size) for crop in crops])
         return ImageCrops(
@@ -174,6 +197,7 @@ class VertebraCropDataset(Dataset[ImageCrops]):
             box_errors=tuple(box_errors),
             preview=torch.from_numpy(np.ascontiguousarray(preview)),
             preview_scale=preview_scale,
+            canvas=canvas,
         )
 
 
@@ -292,12 +316,18 @@ def collate(items: Sequence[ImageCrops]) -> CropBatch:
 
 class CropBatches(Dataset[CropBatch]):
     """Item ``k`` is batch ``k`` of ``batches`` (indices into ``jobs``): those images read, cut
-    and collated in one go, the unit an :class:`~auditor.parallel.Executor` hands a worker."""
+    and collated in one go, the unit an :class:`~auditor.parallel.Executor` hands a worker;
+    with ``canvas_size``, each image's canvas for the image check too
+    (:class:`VertebraCropDataset`)."""
 
     def __init__(
-        self, jobs: Sequence[ImageJob], batches: Sequence[Sequence[int]], card: ModelCard
+        self,
+        jobs: Sequence[ImageJob],
+        batches: Sequence[Sequence[int]],
+        card: ModelCard,
+        canvas_size: int | None = None,
     ) -> None:
-        self.images = VertebraCropDataset(jobs, card)
+        self.images = VertebraCropDataset(jobs, card, canvas_size=canvas_size)
         self.batches = [list(batch) for batch in batches]
 
     def __len__(self) -> int:

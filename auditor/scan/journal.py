@@ -9,11 +9,16 @@ findings.
 
 Tables: ``meta`` (key/value: schema version, fingerprint, pseudonym salt), ``images`` (one row per
 finished image: status and reason), ``vertebrae`` (one row per box of a finished image: probability,
-domain-guard distance, heatmap file, or the reason it could not be classified).
+domain-guard distance, heatmap file, or the reason it could not be classified), ``image_check``
+(one row per finished image the image check measured: the localizer guard's distance of the whole
+image, :mod:`auditor.scan.image_check`), committed in the same transaction as the image's results,
+so a killed scan keeps the verdict of every image it journaled and ``--resume`` reads them here.
 
 Schema 2 added the ``distance`` column (the crop's distance to the model's training data,
 :mod:`auditor.model.guard`; NULL when the bundle has no guard). A journal of another schema is not
-resumed: ``--resume`` says so and asks for a new ``--out`` directory.
+resumed: ``--resume`` says so and asks for a new ``--out`` directory. The ``image_check`` table
+came later within schema 2: a journal without it gets it, empty, when opened (its images then
+have no verdict, and the scan measures them again).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ CREATE TABLE IF NOT EXISTS vertebrae (
     error TEXT NOT NULL,
     PRIMARY KEY (image, box_row)
 );
+CREATE TABLE IF NOT EXISTS image_check (image TEXT PRIMARY KEY, distance REAL NOT NULL);
 """
 
 
@@ -205,10 +211,14 @@ class RunJournal:
         """Archive-relative paths of the images whose results are committed."""
         return {str(row[0]) for row in self._db.execute("SELECT image FROM images")}
 
-    def record(self, outcomes: Iterable[ImageOutcome]) -> None:
-        """Commit the outcomes of one batch in a single transaction."""
+    def record(
+        self, outcomes: Iterable[ImageOutcome], distances: Mapping[str, float] | None = None
+    ) -> None:
+        """Commit the outcomes of one batch in a single transaction, with the image check's
+        ``distances`` of its images (image: distance; :meth:`record_distances`)."""
         images: list[str] = []
         with self._db:
+            self._insert_distances(distances or {})
             for outcome in outcomes:
                 images.append(outcome.image)
                 self._db.execute(
@@ -233,12 +243,32 @@ class RunJournal:
         if self._on_record is not None:
             self._on_record(images)
 
+    def record_distances(self, distances: Mapping[str, float]) -> None:
+        """Commit image-check distances (image: the localizer guard's distance of the whole
+        image) of images already journaled, in one transaction."""
+        with self._db:
+            self._insert_distances(distances)
+
+    def _insert_distances(self, distances: Mapping[str, float]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO image_check VALUES (?, ?)",
+            [(image, float(distance)) for image, distance in distances.items()],
+        )
+
+    def image_distances(self) -> dict[str, float]:
+        """The image check's distance of every journaled image it measured, keyed by image."""
+        return {
+            str(image): float(distance)
+            for image, distance in self._db.execute("SELECT image, distance FROM image_check")
+        }
+
     def forget(self, images: Iterable[str]) -> None:
         """Remove these images' outcomes, so that ``--resume`` classifies them again (a
         streamed image whose file never arrived, :mod:`auditor.scan.feed`)."""
         keys = [(image,) for image in images]
         with self._db:
             self._db.executemany("DELETE FROM vertebrae WHERE image = ?", keys)
+            self._db.executemany("DELETE FROM image_check WHERE image = ?", keys)
             self._db.executemany("DELETE FROM images WHERE image = ?", keys)
 
     def outcomes(self) -> dict[str, ImageOutcome]:

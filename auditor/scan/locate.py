@@ -6,11 +6,8 @@ Boxes come from the user's box file, or, without one, from the bundled vertebra 
 are validated row by row and matched to the candidate images (:mod:`auditor.boxes`); a candidate
 on which the localizer finds nothing usable is an error row with the reason.
 
-With a box file, the localizer's domain guard still checks each image that has boxes, whole
-(the *image check*, :func:`_image_check`; on by default when the localizer bundle has a guard,
-``--no-image-check`` turns it off): every crop of an image it refuses is out of distribution in
-the reports. It decodes each image once and cuts the classifier's crops from that decode, as the
-localizer does, so the check costs no second decode.
+With a box file, the localizer's domain guard still checks each image that has boxes, whole (the
+*image check*), beside classification: :mod:`auditor.scan.image_check`.
 
 A scan with nothing to audit stops here, before any model runs: an archive in which triage kept
 no file (:class:`~auditor.archive.inventory.NoCandidatesError`, with the counts by reason), a
@@ -25,16 +22,15 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
 from auditor.archive.inventory import FileRecord, NoCandidatesError, inventory, summarise
 from auditor.boxes import BoxFile, ResolvedBoxes, degenerate_reason, read_box_file, resolve_boxes
-from auditor.errors import InputFileError, UsageError
-from auditor.files import atomic_path, csv_safe, csv_unsafe
+from auditor.errors import InputFileError
+from auditor.files import csv_unsafe
 from auditor.model.bundle import ModelCard
 from auditor.parallel import RayTasks
 from auditor.records import (
@@ -43,7 +39,6 @@ from auditor.records import (
     RadiographMeta,
     RowError,
     VertebraBox,
-    is_out_of_distribution,
 )
 from auditor.reports.pseudonym import Pseudonymiser
 from auditor.scan.assemble import FileEntry, shown_path
@@ -59,22 +54,6 @@ LOCALIZER_BOXES = "localizer_boxes.csv"
 """Box file the localizer writes into RUN_DIR when the scan has no ``--boxes``."""
 LOCALIZER_JOURNAL = "localizer_boxes.journal.jsonl"
 """Each image's localizer result as found, in RUN_DIR, when the archive is streamed."""
-IMAGE_CHECK = "image_check.csv"
-"""The image check's verdicts, written into RUN_DIR by a scan with ``--boxes``."""
-IMAGE_CHECK_COLUMNS = ("image", "distance", "out_of_distribution")
-
-
-@dataclass(frozen=True)
-class ImageVerdicts:
-    """What the image check said about the images of a scan with a box file: each measured
-    image's localizer-guard distance (archive-relative path: distance), those beyond the
-    guard's threshold, and how many images this session decoded for it (0 when every verdict
-    was read back on ``--resume``)."""
-
-    path: Path
-    distances: Mapping[str, float]
-    refused: frozenset[str]
-    decoded: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,8 +69,6 @@ class FoundBoxes:
     reads_file: ReadsFile | None
     # each candidate's localizer outcome (empty with a box file)
     localizer_outcomes: tuple[LocalizerOutcome, ...] = ()
-    # with a box file, the image check's verdicts (None: it did not run)
-    image_check: ImageVerdicts | None = None
 
 
 def _localize(
@@ -190,126 +167,6 @@ def _localize(
     return BoxFile(out, tuple(kept), tuple(rejected)), tuple(done.outcomes)
 
 
-@dataclass(frozen=True)
-class _Precut:
-    """Cuts the classifier's crops of ``images[index]`` (its ``boxes``: level, xyxy) from its
-    decode into ``RUN_DIR/precut/`` (:func:`~auditor.scan.dataset.write_precut`), in the image
-    check's decode worker; picklable."""
-
-    run_dir: Path
-    images: tuple[str, ...]
-    boxes: tuple[tuple[tuple[str, tuple[float, float, float, float]], ...], ...]
-    card: ModelCard
-
-    def __call__(self, index: int, radiograph: Radiograph) -> None:
-        target = precut_path(self.run_dir, self.images[index])
-        try:
-            write_precut(target, radiograph.pixels, self.boxes[index], self.card)
-        except (OSError, ValueError) as err:  # e.g. a full disk: the loader decodes it instead
-            logger.warning("cannot store an image's crops (%s); it will be decoded again", err)
-
-
-def _image_check(
-    config: ScanConfig,
-    card: ModelCard,
-    resolved: ResolvedBoxes,
-    files: Sequence[FileEntry],
-    device: torch.device,
-    emit: Progress,
-    anon: Pseudonymiser,
-) -> ImageVerdicts | None:
-    """The image check of a scan with a box file: the localizer's domain guard on every image
-    that has boxes (:func:`auditor.localizer.archive.check_images`), or None when it is off
-    (``--no-image-check``, or by default a localizer bundle without a guard).
-
-    Each image is decoded once, in the decode workers, and the classifier's crops are cut from
-    that decode there (``RUN_DIR/precut/``, as after the localizer), so the check costs no second
-    decode. The
-    verdicts go to ``RUN_DIR/image_check.csv``, naming images as the reports do; a ``--resume``
-    reads them back and decodes only the images it lacks.
-
-    Raises
-    ------
-    UsageError
-        For ``--image-check`` with a localizer bundle that has no domain guard.
-    """
-    if config.image_check is False:
-        emit(ScanEvent("info", "Image check: off (--no-image-check)"))
-        return None
-    if config.feed is not None:  # the files arrive while the scan classifies
-        emit(ScanEvent("info", "Image check: not run on a streamed scan (the files come later)"))
-        return None
-    from auditor.localizer.archive import check_images  # torch model
-    from auditor.localizer.infer import load_localizer
-
-    localizer = load_localizer(config.localizer, device)
-    if localizer.guard is None:
-        if config.image_check:
-            raise UsageError(
-                f"--image-check: the localizer bundle {localizer.path} records no domain guard "
-                "(fit one with tlaudit guard --task localizer)"
-            )
-        emit(ScanEvent("info", "Image check: off (the localizer bundle records no guard)"))
-        return None
-    threshold = localizer.guard.threshold
-    out = config.out / IMAGE_CHECK
-    metas = {f.relative: f.meta for f in files}
-    paths = {f.relative: f.path for f in files}
-    shown = {image: shown_path(anon, image, metas.get(image)) for image in resolved.by_image}
-    distances: dict[str, float] = {}
-    if config.resume and out.is_file():
-        real = {name: image for image, name in shown.items()}
-        with out.open(newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                image = real.get(csv_unsafe(row.get("image", "")))
-                try:
-                    distance = float(row.get("distance") or "nan")
-                except ValueError:
-                    continue
-                if image is not None and distance == distance:  # NaN: not measured
-                    distances[image] = distance
-    todo = [image for image in resolved.by_image if image not in distances]
-
-    # on Ray the crops are cut by the cluster's tasks, which cannot read this run folder's
-    cut = config.precut and config.engine is Engine.LOCAL
-    precut = _Precut(
-        config.out,
-        tuple(todo),
-        tuple(tuple((b.level.value, b.xyxy) for b in resolved.by_image[i]) for i in todo),
-        card,
-    )
-    workers = default_decode_workers() if config.workers is None else config.workers
-    checked = check_images(
-        localizer, [paths[image] for image in todo], workers, precut if cut else None
-    )
-    unreadable = 0
-    for image, verdict in zip(todo, checked, strict=True):
-        if verdict.distance is None:
-            unreadable += 1  # the loader fails on it too, and reports it
-        else:
-            distances[image] = verdict.distance
-    refused = frozenset(d for d, v in distances.items() if is_out_of_distribution(v, threshold))
-    with atomic_path(out) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(IMAGE_CHECK_COLUMNS)
-        for image in resolved.by_image:
-            if image in distances:
-                flag = "yes" if image in refused else ""
-                writer.writerow([csv_safe(shown[image]), f"{distances[image]:.4f}", flag])
-    read_back = len(resolved.by_image) - len(todo)
-    emit(
-        ScanEvent(
-            "info",
-            f"Image check (the localizer's domain guard): {len(refused)} of {len(distances)} "
-            f"images out of distribution"
-            + (f", {read_back} verdicts read back" if read_back else "")
-            + (f", {unreadable} unreadable" if unreadable else "")
-            + f"; verdicts in {out}",
-        )
-    )
-    return ImageVerdicts(out, distances, refused, len(todo))
-
-
 def _stored_outcome(row: dict[str, str]) -> LocalizerOutcome:
     """One row of ``<stem>.images.csv`` read back on ``--resume``, the localizer's domain-guard
     distance and verdict included (files written before the guard have neither)."""
@@ -346,8 +203,8 @@ def find_boxes(
     anon: Pseudonymiser,
 ) -> FoundBoxes:
     """Stages 1 and 2: triage every file, then boxes from the box file or the localizer, matched
-    to the candidate images (with a box file, the image check of those images), and the reads
-    file; ``timings`` gains ``inventory_s`` (and ``localizer_s`` or ``image_check_s``)."""
+    to the candidate images, and the reads file; ``timings`` gains ``inventory_s`` (and
+    ``localizer_s``)."""
     t0 = time.perf_counter()
     # the run folder may lie inside the archive: its files are the scan's, not the archive's
     records = (
@@ -384,11 +241,6 @@ def find_boxes(
             f"{len(candidates)} candidate images of {config.archive}; "
             + reason_counts([*box_file.errors, *resolved.errors])
         )
-    image_check = None
-    if config.boxes is not None:
-        t_check = time.perf_counter()
-        image_check = _image_check(config, card, resolved, files, device, emit, anon)
-        timings["image_check_s"] = time.perf_counter() - t_check
     reads_file = (
         read_reads_file(config.reads, dict(config.reads_columns), config.reads_rules)
         if config.reads
@@ -396,12 +248,7 @@ def find_boxes(
     )
     for note in reads_file.notes if reads_file else ():
         emit(ScanEvent("info", f"Reads file {note}"))
-    timings["inventory_s"] = (
-        time.perf_counter()
-        - t0
-        - timings.get("localizer_s", 0.0)
-        - timings.get("image_check_s", 0.0)
-    )
+    timings["inventory_s"] = time.perf_counter() - t0 - timings.get("localizer_s", 0.0)
     emit(
         ScanEvent(
             "info",
@@ -420,7 +267,6 @@ def find_boxes(
         _localizer_errors(localizer_outcomes),
         reads_file,
         localizer_outcomes,
-        image_check,
     )
 
 

@@ -7,12 +7,13 @@ Stages (each in its own module):
    (:mod:`auditor.scan.locate`, which hands them on in memory);
 3. crops cut by the executor's worker processes, one batch of whole images per item
    (:mod:`auditor.scan.dataset`, :mod:`auditor.parallel`); without a box file they were already
-   cut from the localizer's decode, and with one from the image check's (``RUN_DIR/precut/``),
-   so no image is decoded twice;
+   cut from the localizer's decode (``RUN_DIR/precut/``), so no image is decoded twice; with one,
+   the workers also make each image's canvas for the image check from their decode
+   (:mod:`auditor.scan.image_check`);
 4. batched classification with class activation maps from the same pass
    (:class:`auditor.model.infer.Classifier`), heatmap overlays for positive vertebrae (or all, on
-   request), each batch committed to the run journal (:mod:`auditor.scan.journal`,
-   :mod:`auditor.scan.classify`);
+   request), and the image check's localizer guard on the batch's canvases, each batch committed
+   to the run journal (:mod:`auditor.scan.journal`, :mod:`auditor.scan.classify`);
 5. study flags against the original reads (:mod:`auditor.scan.flags`, via
    :mod:`auditor.scan.assemble`);
 6. the reports of :data:`auditor.reports.writers.SCAN_REPORTS` (``audit.xlsx``, ``audit.html``,
@@ -33,7 +34,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from auditor import __version__
 from auditor.archive.inventory import FileRecord
@@ -52,7 +53,7 @@ from auditor.records import (
 )
 from auditor.reports.pseudonym import Pseudonymiser, new_salt
 from auditor.reports.writers import ReportOptions, write_reports
-from auditor.scan.assemble import FileEntry, ScanInputs, assemble_report
+from auditor.scan.assemble import FileEntry, ScanInputs, assemble_report, shown_path
 from auditor.scan.classify import ClassifyStats, ModelSpec, classify_batches
 from auditor.scan.config import (
     HeatmapMode,
@@ -60,10 +61,18 @@ from auditor.scan.config import (
     ScanConfig,
     ScanEvent,
     ScanResult,
+    default_decode_workers,
     default_workers,
 )
 from auditor.scan.dataset import PRECUT_DIR, ImageJob, pack_batches, precut_path
 from auditor.scan.feed import wait_for_files
+from auditor.scan.image_check import (
+    IMAGE_CHECK,
+    ImageVerdicts,
+    complete,
+    load_image_check,
+    write_verdicts,
+)
 from auditor.scan.journal import (
     IMAGE_KEYS,
     JOURNAL_NAME,
@@ -77,6 +86,9 @@ from auditor.scan.locate import FoundBoxes, find_boxes
 from auditor.scan.runfolder import claim_run_folder
 from auditor.scan.viewer import check_viewer_url
 from auditor.vocab import Engine, FileStatus
+
+if TYPE_CHECKING:
+    from auditor.localizer.infer import Localizer
 
 __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
 
@@ -117,8 +129,7 @@ def _validate(config: ScanConfig) -> None:
 
 
 def _stored_crops(config: ScanConfig, image: str) -> Path | None:
-    """The crops cut from the localizer's or the image check's decode of ``image``, when this
-    scan made them."""
+    """The crops cut from the localizer's decode of ``image``, when this scan made them."""
     if not config.precut:
         return None
     path = precut_path(config.out, image)
@@ -146,6 +157,8 @@ class _Classified:
     precut_images: int
     # a streamed archive's final row of every file it was asked for (auditor.scan.feed)
     fed: Mapping[Path, FileRecord] = dataclasses.field(default_factory=dict)
+    # with a box file, the image check's verdicts (None: it did not run)
+    image_check: ImageVerdicts | None = None
 
 
 def _load_model(config: ScanConfig, emit: Progress) -> _Model:
@@ -173,7 +186,12 @@ def _load_model(config: ScanConfig, emit: Progress) -> _Model:
     return _Model(bundle, classifier, threshold, op_name)
 
 
-def _domain(model: _Model, outcomes: dict[str, ImageOutcome], boxes: FoundBoxes) -> DomainCheck:
+def _domain(
+    model: _Model,
+    outcomes: Mapping[str, ImageOutcome],
+    boxes: FoundBoxes,
+    check: ImageVerdicts | None,
+) -> DomainCheck:
     """What the domain guards said about the whole run: the classifier's per crop, the
     localizer's per image (when it ran, or with a box file the image check), every crop of an
     image the image check refused counted out."""
@@ -188,7 +206,6 @@ def _domain(model: _Model, outcomes: dict[str, ImageOutcome], boxes: FoundBoxes)
     measured = [o for o in boxes.localizer_outcomes if o.distance is not None]
     images, images_out = len(measured), sum(o.out_of_distribution for o in measured)
     crops, crops_out = len(distances), sum(is_out_of_distribution(d, threshold) for d in distances)
-    check = boxes.image_check
     if check is not None:  # a box file's image check: every crop of an image it refused is out
         images, images_out = len(check.distances), len(check.refused)
         refused = [
@@ -241,10 +258,12 @@ def _classify(
     timings: dict[str, float],
     emit: Progress,
     salt: str,
+    checker: Localizer | None = None,
 ) -> _Classified:
     """Stages 3 and 4: crops and classification of every image the journal does not hold yet,
     each batch committed to the journal (with the run's pseudonym ``salt``, unless the user gave
-    it); returns every image's outcome."""
+    it), with the image check by ``checker``'s guard (:mod:`auditor.scan.image_check`) when
+    given; returns every image's outcome and the image check's verdicts."""
     classifier = model.classifier
     fingerprint = _fingerprint(config, model, file_sha256(boxes.box_file.path))
     paths = {f.relative: f.path for f in boxes.files}
@@ -297,6 +316,7 @@ def _classify(
                 journal,
                 emit,
                 on_workers=_on_workers(config, model),
+                image_check=checker,
             )
         if feed is not None:
             fed = feed.finish()
@@ -305,14 +325,71 @@ def _classify(
             missing = {p for p, row in fed.items() if row.status is not FileStatus.CANDIDATE}
             journal.forget(job.image for job in jobs if job.path in missing)
         timings["classification_s"] = time.perf_counter() - t0
+        journaled = journal.outcomes()
+        verdicts = None
+        if checker is not None:
+            t_check = time.perf_counter()
+            verdicts = _image_verdicts(
+                config, checker, journal, journaled, relpath, boxes, anon, stats.checked, emit
+            )
+            # with the loading of its localizer (_run) and its network beside classification
+            timings["image_check_s"] = (
+                timings.get("image_check_s", 0.0) + stats.check_s + time.perf_counter() - t_check
+            )
         outcomes = {
             relpath.get(key, key): dataclasses.replace(outcome, image=relpath.get(key, key))
-            for key, outcome in journal.outcomes().items()
+            for key, outcome in journaled.items()
         }
     # Every image is in the journal now; the crops cut during localization are spent.
     shutil.rmtree(config.out / PRECUT_DIR, ignore_errors=True)
     precut = sum(job.precut is not None for job in jobs)
-    return _Classified(outcomes, salt, stats, workers, precut, fed)
+    return _Classified(outcomes, salt, stats, workers, precut, fed, verdicts)
+
+
+def _image_verdicts(
+    config: ScanConfig,
+    checker: Localizer,
+    journal: RunJournal,
+    journaled: Mapping[str, ImageOutcome],
+    relpath: Mapping[str, str],
+    boxes: FoundBoxes,
+    anon: Pseudonymiser,
+    measured: int,
+    emit: Progress,
+) -> ImageVerdicts:
+    """The image check's verdicts of every image in the journal (keyed by journal key; mapped
+    back to archive paths by ``relpath``), the ones it lacks measured now
+    (:func:`auditor.scan.image_check.complete`), written to ``RUN_DIR/image_check.csv``;
+    ``measured`` images were measured beside this session's classification."""
+    assert checker.guard is not None  # load_image_check returns a guarded localizer only
+    paths = {f.relative: f.path for f in boxes.files}
+    classified = {
+        key: paths[relpath.get(key, key)]
+        for key, outcome in journaled.items()
+        if outcome.status == "classified" and relpath.get(key, key) in paths
+    }
+    workers = default_decode_workers() if config.workers is None else config.workers
+    by_key, rechecked, unchecked = complete(
+        checker, journal, classified, workers, streamed=config.feed is not None
+    )
+    distances = {relpath.get(key, key): d for key, d in by_key.items()}
+    images = list(boxes.resolved.by_image)
+    metas = {f.relative: f.meta for f in boxes.files}
+    shown = {image: shown_path(anon, image, metas.get(image)) for image in images}
+    out = config.out / IMAGE_CHECK
+    refused = write_verdicts(out, images, distances, checker.guard.threshold, shown)
+    counted = {image: d for image, d in distances.items() if image in shown}
+    emit(
+        ScanEvent(
+            "info",
+            f"Image check (the localizer's domain guard): {len(refused)} of {len(counted)} "
+            "images out of distribution"
+            + (f", {rechecked} decoded again for want of a verdict" if rechecked else "")
+            + (f", {unchecked} not checked" if unchecked else "")
+            + f"; verdicts in {out}",
+        )
+    )
+    return ImageVerdicts(out, counted, refused, measured, rechecked, unchecked)
 
 
 _T = TypeVar("_T")
@@ -441,7 +518,7 @@ def _summary(
         ("Classification time this session (s)", round(timings["classification_s"], 2)),
     ]
     if config.boxes is not None:
-        summary.append(("Image check", _image_check_summary(boxes, timings)))
+        summary.append(("Image check", _image_check_summary(done.image_check, timings)))
     if config.boxes is None:
         summary += [
             ("Images without usable localizer boxes", len(boxes.localizer_errors)),
@@ -450,15 +527,17 @@ def _summary(
     return summary
 
 
-def _image_check_summary(boxes: FoundBoxes, timings: Mapping[str, float]) -> str:
+def _image_check_summary(check: ImageVerdicts | None, timings: Mapping[str, float]) -> str:
     """The image check's row of the summary: whether it ran, and what it refused."""
-    check = boxes.image_check
     if check is None:
-        return "off (--no-image-check, a streamed scan, or a localizer bundle without a guard)"
+        return "off (--no-image-check, or a localizer bundle without a guard)"
     return (
         f"ran: the localizer's domain guard refused {len(check.refused)} of "
         f"{len(check.distances)} images (every crop of a refused image is out of distribution); "
-        f"{check.decoded} decoded for it this session in {timings.get('image_check_s', 0.0):.1f} s"
+        f"{check.measured} measured beside this session's classification"
+        + (f", {check.rechecked} decoded again for it" if check.rechecked else "")
+        + (f", {check.unchecked} journaled without it and not checked" if check.unchecked else "")
+        + f"; {timings.get('image_check_s', 0.0):.1f} s of this process's time"
     )
 
 
@@ -519,10 +598,16 @@ def _run(config: ScanConfig, emit: Progress) -> ScanResult:
     )
     anon = Pseudonymiser(salt, enabled=config.pseudonymise)
     boxes = find_boxes(config, model.bundle.card, model.classifier.device, timings, emit, anon)
+    checker = None
+    if config.boxes is not None:  # the localizer's guard checks each image beside classification
+        t_check = time.perf_counter()
+        checker = load_image_check(config, model.classifier.device, emit)
+        if checker is not None:
+            timings["image_check_s"] = time.perf_counter() - t_check
     if config.extra_records:  # a PACS scan: the instances not retrieved are accounting rows too
         extra = tuple(FileEntry.of(record) for record in config.extra_records)
         boxes = dataclasses.replace(boxes, files=boxes.files + extra)
-    done = _classify(config, model, boxes, timings, emit, salt)
+    done = _classify(config, model, boxes, timings, emit, salt, checker)
     if done.fed:  # a streamed archive: its rows as they ended (retrieved, or not with why)
         by_path = {path: FileEntry.of(record) for path, record in done.fed.items()}
         files = tuple(by_path.get(f.path, f) for f in boxes.files)
@@ -551,12 +636,12 @@ def _run(config: ScanConfig, emit: Progress) -> ScanResult:
         threshold=threshold,
         pseudonymise=Pseudonymiser(done.salt, enabled=config.pseudonymise),
         guard_threshold=model.bundle.card.guard.threshold if model.bundle.card.guard else None,
-        refused_images=boxes.image_check.refused if boxes.image_check else frozenset(),
+        refused_images=done.image_check.refused if done.image_check else frozenset(),
         viewer_url=config.viewer_url,
     )
     vertebrae = [v for o in outcomes.values() for v in o.vertebrae if v.probability is not None]
     n_positive = sum(is_positive(v.probability, threshold) for v in vertebrae)
-    domain = _domain(model, outcomes, boxes)
+    domain = _domain(model, outcomes, boxes, done.image_check)
     summary = _summary(config, model, boxes, done, (len(vertebrae), n_positive), timings, domain)
     report = assemble_report(inputs, outcomes, summary, domain=domain)
     options = ReportOptions(

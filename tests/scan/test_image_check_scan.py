@@ -1,14 +1,17 @@
-"""The image check of a scan with a box file (issue 21): the localizer's domain guard asks, of
-each whole image, whether it is like the localizer's training images, before its vertebrae are
-classified. Every crop of an image it refuses is out of distribution in every report and counts
-toward the red banner; synthetic lateral views pass it untouched; a resumed scan reads its
-verdicts back; ``--no-image-check`` turns it off; and the crops it cuts from its decode are the
-loader's own, so the findings do not change."""
+"""The image check of a scan with a box file (issues 21 and 23): the localizer's domain guard
+asks, of each whole image, whether it is like the localizer's training images, beside the
+classification of its vertebrae and from the loader's decode. Every crop of an image it refuses
+is out of distribution in every report and counts toward the red banner; synthetic lateral views
+pass it untouched, with no image decoded twice and the findings unchanged; its verdicts are
+committed to the journal with each batch, so a scan killed mid-way keeps them and a resumed scan
+reads them there; images journaled without one are measured on ``--resume``;
+``--no-image-check`` turns it off."""
 
 from __future__ import annotations
 
 import csv
 import shutil
+import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,11 +23,14 @@ import pytest
 
 import auditor.cli.app as app_module
 import auditor.localizer.archive as localizer_archive
+import auditor.scan.dataset as scan_dataset
 from auditor.io.radiograph import read_radiograph
+from auditor.model.infer import Classifier
 from auditor.records import OUT_OF_DISTRIBUTION
 from auditor.scan.assemble import IMAGE_CHECK_REASON
 from auditor.scan.config import HeatmapMode
-from auditor.scan.locate import IMAGE_CHECK, IMAGE_CHECK_COLUMNS
+from auditor.scan.image_check import IMAGE_CHECK, IMAGE_CHECK_COLUMNS
+from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import ScanConfig, run_scan
 from tests.helpers.paths import REPO_DIR
 
@@ -130,73 +136,130 @@ def test_real_radiographs_with_forced_boxes_are_out_of_distribution_in_every_rep
     assert sum(f"; {OUT_OF_DISTRIBUTION}" in c for c in cells) == len(rows)
 
 
-def test_synthetic_views_pass_and_the_findings_match_a_scan_without_the_check(
-    synthetic: Path, bundle: Path, tmp_path: Path
-) -> None:
-    def scan(out: Path, image_check: bool) -> Any:
-        return run_scan(
-            ScanConfig(
-                archive=synthetic / "archive",
-                out=out,
-                boxes=synthetic / "boxes.csv",
-                model=bundle,
-                threshold=0.5,
-                device="cpu",
-                workers=0,
-                heatmaps=HeatmapMode.POSITIVE,
-                image_check=image_check,
-                pseudonym_salt="fixed",
-            )
-        )
+def _decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The files the scan's loader decodes (it runs in this process with ``workers=0``); any
+    separate pass of the image check over the archive fails the test."""
+    decoded: list[Path] = []
+    read = scan_dataset.read_radiograph
 
-    checked = scan(tmp_path / "on", True)
-    plain = scan(tmp_path / "off", False)
+    def counting(path: Path) -> Any:
+        decoded.append(Path(path))
+        return read(path)
+
+    def no_pass(*args: Any) -> Iterator[Any]:
+        raise AssertionError("the image check decoded images in a pass of its own")
+
+    monkeypatch.setattr(scan_dataset, "read_radiograph", counting)
+    monkeypatch.setattr(localizer_archive, "check_images", no_pass)
+    return decoded
+
+
+def _config(synthetic: Path, out: Path, **kw: Any) -> ScanConfig:
+    options: dict[str, Any] = {
+        "archive": synthetic / "archive",
+        "out": out,
+        "boxes": synthetic / "boxes.csv",
+        "threshold": 0.5,
+        "device": "cpu",
+        "workers": 0,
+        "heatmaps": HeatmapMode.POSITIVE,
+        "pseudonym_salt": "fixed",
+    }
+    options.update(kw)
+    return ScanConfig(**options)
+
+
+def _journal_distances(run: Path) -> dict[str, float]:
+    with sqlite3.connect(run / JOURNAL_NAME) as db:
+        return {str(i): float(d) for i, d in db.execute("SELECT image, distance FROM image_check")}
+
+
+def test_synthetic_views_pass_and_the_findings_match_a_scan_without_the_check(
+    synthetic: Path, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded = _decodes(monkeypatch)
+    checked = run_scan(_config(synthetic, tmp_path / "on", model=bundle, image_check=True))
+    assert len(decoded) == len(set(decoded)) == 3  # each image decoded once, by the loader
+    plain = run_scan(_config(synthetic, tmp_path / "off", model=bundle, image_check=False))
     assert checked.domain.images == checked.n_images == 3 and checked.domain.images_out == 0
     assert plain.domain.images == 0 and not (tmp_path / "off" / IMAGE_CHECK).exists()
-    assert all(v["out_of_distribution"] == "" for v in _verdicts(tmp_path / "on").values())
-    # the check's decode gave the classifier its crops: no image was decoded a second time
-    assert checked.timings["precut_images"] == 3 and plain.timings["precut_images"] == 0
-    assert not (tmp_path / "on" / "precut").exists()
+    verdicts = _verdicts(tmp_path / "on")
+    assert len(verdicts) == 3 and all(v["out_of_distribution"] == "" for v in verdicts.values())
+    # the file is written from the journal, which holds every verdict
+    stored = _journal_distances(tmp_path / "on")
+    assert sorted(f"{d:.4f}" for d in stored.values()) == sorted(
+        v["distance"] for v in verdicts.values()
+    )
+    assert checked.timings["image_check_s"] > 0 and "image_check_s" not in plain.timings
     on = (tmp_path / "on" / "findings.csv").read_bytes()
     off = (tmp_path / "off" / "findings.csv").read_bytes()
     assert on == off  # the same crops, and nothing out of distribution
 
 
-def test_resume_reads_the_verdicts_back_and_no_image_check_turns_it_off(
-    synthetic: Path,
-    bundle: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+def test_the_image_check_gives_the_localizer_s_own_distances(
+    synthetic: Path, bundle: Path, tmp_path: Path
+) -> None:
+    # the loader's canvas is the localizer's: the distances are those of check_images, which
+    # test_guard.py ties to the localizing pass
+    from auditor.localizer.infer import load_localizer
+
+    run_scan(_config(synthetic, tmp_path / "run", model=bundle, heatmaps=HeatmapMode.NONE))
+    localizer = load_localizer()
+    images = sorted((synthetic / "archive").rglob("*.dcm"))
+    alone = {
+        path.relative_to(synthetic / "archive").as_posix(): verdict.distance
+        for path, verdict in zip(
+            images, localizer_archive.check_images(localizer, images), strict=True
+        )
+    }
+    found = _journal_distances(tmp_path / "run")
+    assert set(found) <= set(alone) and len(found) == 3
+    assert found == pytest.approx({image: alone[image] for image in found}, rel=1e-5)
+
+
+def test_a_killed_scan_keeps_the_verdicts_it_journaled_and_resume_measures_only_the_rest(
+    synthetic: Path, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "run"
-    config = ScanConfig(
-        archive=synthetic / "archive",
-        out=out,
-        boxes=synthetic / "boxes.csv",
-        model=bundle,
-        device="cpu",
-        workers=0,
-        heatmaps=HeatmapMode.NONE,
-    )
+    config = _config(synthetic, out, model=bundle, batch_size=1, heatmaps=HeatmapMode.NONE)
+    predict = Classifier.predict
+    calls: list[int] = []
+
+    def dies_on_the_second_batch(self: Classifier, *args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the scan stops here, as when killed
+        return predict(self, *args, **kw)
+
+    monkeypatch.setattr(Classifier, "predict", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_scan(config)
+    kept = _journal_distances(out)
+    assert len(kept) == 1  # the first batch's image, committed with its results
+    monkeypatch.setattr(Classifier, "predict", predict)
+    decoded = _decodes(monkeypatch)
+    resumed = run_scan(replace(config, resume=True))
+    assert len(decoded) == 2 and not {
+        d.relative_to(config.archive).as_posix() for d in decoded
+    } & set(kept)
+    assert resumed.domain is not None and resumed.domain.images == 3
+    assert _journal_distances(out).items() >= kept.items()
+    assert len(_verdicts(out)) == 3
+
+
+def test_resume_reads_the_verdicts_from_the_journal_and_no_image_check_turns_it_off(
+    synthetic: Path, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    config = _config(synthetic, out, model=bundle, heatmaps=HeatmapMode.NONE)
     first = run_scan(config)
     assert first.domain is not None and first.domain.images == 3
-    # the resumed scan must not decode an image for the check: it reads image_check.csv back,
-    # here with one image's distance made foreign, which it then refuses
-    decoded: list[Path] = []
-    check_images = localizer_archive.check_images
-
-    def counting(localizer: Any, paths: Any, *args: Any) -> Iterator[Any]:
-        decoded.extend(paths)
-        return check_images(localizer, paths, *args)
-
-    monkeypatch.setattr(localizer_archive, "check_images", counting)
-    verdicts = _verdicts(out)
-    foreign = sorted(verdicts)[0]
-    verdicts[foreign]["distance"] = "9.0"
-    with (out / IMAGE_CHECK).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(IMAGE_CHECK_COLUMNS))
-        writer.writeheader()
-        writer.writerows(verdicts.values())
+    # the resumed scan decodes nothing: it reads the verdicts from the journal, here with one
+    # image's distance made foreign, which it then refuses
+    foreign = sorted(_journal_distances(out))[0]
+    with sqlite3.connect(out / JOURNAL_NAME) as db:
+        db.execute("UPDATE image_check SET distance = 9.0 WHERE image = ?", (foreign,))
+    decoded = _decodes(monkeypatch)
     resumed = run_scan(replace(config, resume=True))
     assert decoded == []
     assert resumed.domain is not None
@@ -204,9 +267,54 @@ def test_resume_reads_the_verdicts_back_and_no_image_check_turns_it_off(
     rows = [r for r in _findings(out) if r["probability"]]
     marked = {r["image"] for r in rows if r["out_of_distribution"] == "yes"}
     assert marked == {foreign}
+    assert _verdicts(out)[foreign]["out_of_distribution"] == "yes"
     # --no-image-check: no verdict, nothing marked, the summary says it is off
     off = run_scan(replace(config, out=tmp_path / "off", image_check=False))
-    assert decoded == [] and off.domain is not None and off.domain.images == 0
+    assert off.domain is not None and off.domain.images == 0
+    assert _journal_distances(tmp_path / "off") == {}
     summary = openpyxl.load_workbook(off.reports["xlsx"])["Summary"]
     values = {row[0]: row[1] for row in summary.iter_rows(min_row=1, values_only=True)}
     assert str(values["Image check"]).startswith("off")
+
+
+def test_images_journaled_without_the_check_are_measured_when_it_resumes_with_it(
+    synthetic: Path, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    config = _config(synthetic, out, model=bundle, heatmaps=HeatmapMode.NONE)
+    run_scan(replace(config, image_check=False))
+    measured: list[Path] = []
+    check_images = localizer_archive.check_images
+
+    def counting(localizer: Any, paths: Any, *args: Any) -> Iterator[Any]:
+        measured.extend(paths)
+        return check_images(localizer, paths, *args)
+
+    monkeypatch.setattr(localizer_archive, "check_images", counting)
+    resumed = run_scan(replace(config, resume=True))
+    assert len(measured) == 3 and resumed.domain is not None and resumed.domain.images == 3
+    assert len(_journal_distances(out)) == 3 and len(_verdicts(out)) == 3
+    summary = openpyxl.load_workbook(resumed.reports["xlsx"])["Summary"]
+    values = {row[0]: row[1] for row in summary.iter_rows(min_row=1, values_only=True)}
+    assert "0 measured beside this session's classification, 3 decoded again" in str(
+        values["Image check"]
+    )
+
+
+@pytest.mark.parametrize("model_in_workers", [False, True])
+def test_canvases_made_in_worker_processes_give_the_same_verdicts(
+    synthetic: Path, bundle: Path, tmp_path: Path, model_in_workers: bool
+) -> None:
+    # the loader's workers (and, with --model-in-workers, the workers that classify) return
+    # each image's canvas with its crops; this process measures them (one image per batch: a
+    # single batch would be cut in this process)
+    config = _config(
+        synthetic, tmp_path / "here", model=bundle, heatmaps=HeatmapMode.NONE, batch_size=1
+    )
+    run_scan(config)
+    spread = replace(config, out=tmp_path / "workers", workers=1, model_in_workers=model_in_workers)
+    result = run_scan(spread)
+    assert result.domain is not None and result.domain.images == 3
+    here, there = tmp_path / "here", tmp_path / "workers"
+    assert (there / IMAGE_CHECK).read_bytes() == (here / IMAGE_CHECK).read_bytes()
+    assert (there / "findings.csv").read_bytes() == (here / "findings.csv").read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,28 @@ def test_round_trip_and_resume(tmp_path: Path) -> None:
     assert [v.box_row for v in rows] == [1, 2]
     assert rows[0].probability is None and rows[0].error == "cannot cut the crop"
     assert rows[1].probability == 0.25 and rows[1].level is Level.L1
+
+
+def test_image_check_distances_are_committed_with_their_batch_and_forgotten_with_it(
+    tmp_path: Path,
+) -> None:
+    with RunJournal(tmp_path, FINGERPRINT, resume=False) as journal:
+        journal.record([_outcome("b.dcm", 0.25)], {"b.dcm": 0.75})
+        journal.record([ImageOutcome("a.dcm", "failed", "broken")], {})
+        journal.record_distances({"c.dcm": 2.5})
+    with RunJournal(tmp_path, FINGERPRINT, resume=True) as journal:
+        assert journal.image_distances() == {"b.dcm": 0.75, "c.dcm": 2.5}
+        journal.forget(["b.dcm"])
+        assert journal.image_distances() == {"c.dcm": 2.5}
+
+
+def test_a_journal_from_before_the_image_check_table_gets_it_empty(tmp_path: Path) -> None:
+    with RunJournal(tmp_path, FINGERPRINT, resume=False) as journal:
+        journal.record([_outcome("b.dcm", 0.25)])
+    with sqlite3.connect(tmp_path / JOURNAL_NAME) as db:
+        db.execute("DROP TABLE image_check")
+    with RunJournal(tmp_path, FINGERPRINT, resume=True) as journal:
+        assert journal.finished_images() == {"b.dcm"} and journal.image_distances() == {}
 
 
 def test_existing_run_needs_resume(tmp_path: Path) -> None:

@@ -399,7 +399,7 @@ def test_localizer_scan_reads_the_archive_once(
             boxes=tmp_path / "loc" / "localizer_boxes.csv",
             heatmaps=HeatmapMode.NONE,
             workers=0,
-            image_check=False,  # the loader decodes every image (the check would precut them)
+            image_check=False,  # the loader decodes every image; only that differs
         )
     )
     assert decoded.timings["precut_images"] == 0

@@ -1,6 +1,6 @@
 """``scan --engine ray``: the same stages on a local Ray cluster (``ray.init(num_cpus=2)``) give
-the same findings as the local engine, resume across engines, and a Ray worker process killed
-mid-map costs a retry, never a lost or doubled item."""
+the same findings (and image-check verdicts) as the local engine, resume across engines, and a Ray
+worker process killed mid-map costs a retry, never a lost or doubled item."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from auditor.errors import BundleError
 from auditor.parallel import RayTasks
 from auditor.scan.classify import ModelSpec, _worker_classifier
 from auditor.scan.config import HeatmapMode, ScanConfig, ScanResult
+from auditor.scan.image_check import IMAGE_CHECK
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.pipeline import run_scan
 from tests.helpers.interrupt import stop_after_batches
@@ -60,6 +61,21 @@ def test_a_ray_scan_finds_what_a_local_scan_finds(
     result = run_scan(_config(world, bundle, tmp_path / "ray", engine="ray"))
     assert result.n_vertebrae == local.n_vertebrae > 0
     assert (tmp_path / "ray" / "findings.csv").read_bytes() == local.reports["csv"].read_bytes()
+
+
+def test_the_ray_tasks_make_the_image_check_s_canvases_with_the_local_verdicts(
+    world: ScanWorld, bundle: Path, tmp_path: Path
+) -> None:
+    # the tasks that cut the crops return each image's localizer canvas too; the driver runs
+    # the guard's network on them, as the local engine does
+    here = run_scan(_config(world, bundle, tmp_path / "local", image_check=True))
+    there = run_scan(_config(world, bundle, tmp_path / "ray", engine="ray", image_check=True))
+    assert there.domain is not None and here.domain is not None
+    assert there.domain.images == here.domain.images == N_STUDIES
+    assert (tmp_path / "ray" / IMAGE_CHECK).read_bytes() == (
+        tmp_path / "local" / IMAGE_CHECK
+    ).read_bytes()
+    assert (tmp_path / "ray" / "findings.csv").read_bytes() == here.reports["csv"].read_bytes()
 
 
 @pytest.mark.parametrize(("first", "then"), [("local", "ray"), ("ray", "local")])
