@@ -15,11 +15,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
-from auditor.errors import UsageError
+from auditor.errors import BundleError, UsageError
 
 T = TypeVar("T")
 
@@ -137,6 +137,45 @@ class LocalProcesses:
             pin_memory=self.pin_memory,
             worker_init_fn=functools.partial(_worker_init, os.getpid()),
         )
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[T]):
+    """What :func:`once_per_worker`'s loader found: the object, what it is (for a message) and
+    the SHA-256 that identifies the bundle it came from."""
+
+    value: T
+    source: str
+    sha256: str
+
+
+#: What :func:`once_per_worker` loaded in this process, by the spec describing it: the one
+#: per-process cache of the project (a worker keeps its model between items and batches).
+_LOADED: dict[Hashable, Any] = {}
+
+
+def once_per_worker(spec: Hashable, expected_sha256: str, load: Callable[[], Loaded[T]]) -> T:
+    """The object ``spec`` describes (a classifier, a localizer), loaded by ``load`` once per
+    worker process and kept for the process's later items.
+
+    A worker loads the bundle it finds on its own machine, so what it loaded must have the
+    SHA-256 the scanning process recorded (``expected_sha256``): every worker and every node
+    runs the same bundle.
+
+    Raises
+    ------
+    BundleError
+        When the bundle this worker found is another one.
+    """
+    if spec not in _LOADED:
+        loaded = load()
+        if loaded.sha256 != expected_sha256:
+            raise BundleError(
+                f"a worker found {loaded.source} with SHA-256 {loaded.sha256[:12]}..., not "
+                f"the scan's {expected_sha256[:12]}...: every node needs the same bundle"
+            )
+        _LOADED[spec] = loaded.value
+    return cast(T, _LOADED[spec])
 
 
 class WorkerLostError(RuntimeError):

@@ -51,7 +51,7 @@ from auditor.localizer.infer import (
     network_inputs,
 )
 from auditor.localizer.plausible import RunRules
-from auditor.parallel import Executor, map_in_order
+from auditor.parallel import Executor, Loaded, map_in_order, once_per_worker
 from auditor.records import LocalizerOutcome, Radiograph, VertebraBox, is_out_of_distribution
 from auditor.resources import resource_path
 from auditor.vocab import FileStatus, Level
@@ -212,33 +212,29 @@ class LocalizerSpec:
         )
 
 
-_WORKER_LOCALIZERS: dict[LocalizerSpec, Localizer] = {}
-
-
 def worker_localizer(spec: LocalizerSpec) -> Localizer:
-    """The localizer of ``spec``, loaded once per worker process, on its CPU.
+    """The localizer of ``spec``, loaded once per worker process (:func:`~auditor.parallel.
+    once_per_worker`), on its CPU.
 
     Raises
     ------
     BundleError
-        When the bundle this worker finds is not the one the caller loaded.
+        When the bundle this worker finds is not the one the caller loaded (its card's SHA-256).
     """
-    if spec not in _WORKER_LOCALIZERS:
+
+    def load() -> Loaded[Localizer]:
         loaded = load_localizer(spec.bundle)
-        found = file_sha256(Path(str(loaded.path)) / CARD_FILE)
-        if found != spec.card_sha256:
-            raise BundleError(
-                f"a worker found localizer {loaded.path} with card SHA-256 {found[:12]}..., not "
-                f"the scan's {spec.card_sha256[:12]}...: every node needs the same bundle"
-            )
-        _WORKER_LOCALIZERS[spec] = Localizer(
+        localizer = Localizer(
             loaded.net,
             loaded.card,
             loaded.path,
             rules=spec.rules,
             guard=loaded.guard if spec.guarded else None,
         )
-    return _WORKER_LOCALIZERS[spec]
+        card = Path(str(loaded.path)) / CARD_FILE
+        return Loaded(localizer, f"the card of localizer {loaded.path}", file_sha256(card))
+
+    return once_per_worker(spec, spec.card_sha256, load)
 
 
 @dataclass(frozen=True)

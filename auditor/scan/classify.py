@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor.errors import BundleError
 from auditor.localizer.guard import image_distances
 from auditor.localizer.infer import Localizer
 from auditor.model.infer import Classifier, Prediction
-from auditor.parallel import Executor
+from auditor.parallel import Executor, Loaded, once_per_worker
 from auditor.records import VertebraBox, is_positive
 from auditor.reports.thumbnails import (
     HEATMAP_DIR,
@@ -102,30 +101,24 @@ class ClassifiedBatches:
         return self.crops.lost(index, reason), None
 
 
-_WORKER_MODELS: dict[ModelSpec, Classifier] = {}
-
-
 def _worker_classifier(spec: ModelSpec) -> Classifier:
-    """The classifier of ``spec``, loaded once per worker process.
+    """The classifier of ``spec``, loaded once per worker process (:func:`~auditor.parallel.
+    once_per_worker`), on its CPU.
 
     Raises
     ------
     BundleError
         When the bundle this worker finds is not the one the scan recorded.
     """
-    if spec not in _WORKER_MODELS:
+
+    def load() -> Loaded[Classifier]:
         from auditor.model.bundle import load_bundle
 
         bundle = load_bundle(spec.bundle)
-        if bundle.sha256 != spec.sha256:
-            raise BundleError(
-                f"a worker found model {bundle.path} with SHA-256 {bundle.sha256[:12]}..., "
-                f"not the scan's {spec.sha256[:12]}...: every node needs the same bundle"
-            )
-        _WORKER_MODELS[spec] = Classifier(
-            bundle, torch.device("cpu"), spec.precision, spec.heatmap_method
-        )
-    return _WORKER_MODELS[spec]
+        classifier = Classifier(bundle, torch.device("cpu"), spec.precision, spec.heatmap_method)
+        return Loaded(classifier, f"model {bundle.path}", bundle.sha256)
+
+    return once_per_worker(spec, spec.sha256, load)
 
 
 def classify_batches(

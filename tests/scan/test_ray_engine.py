@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import ray
 
+from auditor import parallel
 from auditor.errors import BundleError
 from auditor.parallel import RayTasks
 from auditor.scan.classify import ModelSpec, _worker_classifier
@@ -185,7 +186,8 @@ def test_a_ray_scan_without_boxes_localizes_in_the_workers(
 
     monkeypatch.setattr(Localizer, "locate", recorded)
     on_ray = run_scan(config(tmp_path / "ray", "ray"))
-    assert here == [] and not archive._WORKER_LOCALIZERS  # localized in the workers only
+    # localized in the workers only
+    assert here == [] and not any(isinstance(k, archive.LocalizerSpec) for k in parallel._LOADED)
     assert local.n_vertebrae == on_ray.n_vertebrae > 0
     for name in ("localizer_boxes.csv", "localizer_boxes.images.csv", "findings.csv"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
