@@ -27,7 +27,7 @@ from auditor.pacs.associations import (
     check_ae_title,
 )
 from auditor.pacs.retry import RetryPolicy
-from auditor.pacs.source import DEFAULT_CACHE_CAP_MB, DEFAULT_CONNECTIONS
+from auditor.pacs.source import DEFAULT_CACHE_CAP_MB, DEFAULT_CONNECTIONS, check_route_options
 
 _ADDRESS = re.compile(
     r"^dicom://(?P<aet>[^@/]+)@(?P<host>\[[^\]]+\]|[^:/@\[\]]+):(?P<port>\d+)/?$", re.IGNORECASE
@@ -80,10 +80,7 @@ class DimseSource:
     connections: int = DEFAULT_CONNECTIONS
 
     def __post_init__(self) -> None:
-        if self.cache_cap_mb <= 0:
-            raise UsageError(f"--cache-cap-mb must be positive, got {self.cache_cap_mb}")
-        if self.connections < 1:
-            raise UsageError(f"connections must be at least 1, got {self.connections}")
+        check_route_options(self.cache_cap_mb, self.connections)
 
     @property
     def address(self) -> str:

@@ -214,6 +214,21 @@ class Route(Protocol):
         ...
 
 
+def check_route_options(cache_cap_mb: float, connections: int) -> None:
+    """Refuse a route's cache cap and connection count that cannot work (every route's
+    ``__post_init__``).
+
+    Raises
+    ------
+    UsageError
+        For a cap that is not positive or fewer than one connection.
+    """
+    if cache_cap_mb <= 0:
+        raise UsageError(f"--cache-cap-mb must be positive, got {cache_cap_mb}")
+    if connections < 1:
+        raise UsageError(f"connections must be at least 1, got {connections}")
+
+
 @dataclass(frozen=True)
 class PacsSource:
     """What to take from which DICOMweb service, and where to put it (a :class:`Route`).
@@ -240,10 +255,7 @@ class PacsSource:
     connections: int = DEFAULT_CONNECTIONS
 
     def __post_init__(self) -> None:
-        if self.cache_cap_mb <= 0:
-            raise UsageError(f"--cache-cap-mb must be positive, got {self.cache_cap_mb}")
-        if self.connections < 1:
-            raise UsageError(f"connections must be at least 1, got {self.connections}")
+        check_route_options(self.cache_cap_mb, self.connections)
 
     @property
     def address(self) -> str:
