@@ -19,6 +19,7 @@ from typing import Any
 
 from auditor import __version__
 from auditor.bundle_files import checked_sha256, read_card, read_weights, write_weights
+from auditor.checksums import file_sha256
 from auditor.errors import BundleError, TlauditError
 from auditor.files import write_text_atomic
 from auditor.localizer.guard import read_localizer_guard
@@ -170,6 +171,26 @@ def load_localizer_bundle(path: Path | None = None) -> LocalizerBundle:
         guard = read_localizer_guard(folder, data["guard"], card_path, card.width)
     logger.info("loaded localizer %s from %s", card.name, folder)
     return LocalizerBundle(net.eval(), card, folder, guard)
+
+
+def card_sha256(path: Path | None = None) -> str:
+    """The SHA-256 of a localizer bundle's ``card.json``, the bundle's identity (the card records
+    the weights' and the guard's hashes, which loading checks), read without loading the network;
+    ``None`` is the bundled default, the folder resolved as :func:`load_localizer_bundle` does.
+
+    Raises
+    ------
+    BundleError
+        When the folder does not exist or holds no card.
+    """
+    try:
+        folder = resource_path("models", DEFAULT_LOCALIZER, explicit=path)
+    except TlauditError as err:
+        raise BundleError(str(err)) from err
+    card_path = folder / CARD_FILE
+    if not card_path.is_file():
+        raise BundleError(f"{folder}: a localizer bundle needs {CARD_FILE} in the folder")
+    return file_sha256(card_path)
 
 
 def record_figures(folder: Path, figures: dict[str, Any], dataset: str) -> None:

@@ -2,10 +2,10 @@
 
 Each batch's results are committed in one transaction as soon as the batch is classified, so a scan
 that is killed loses at most the batch in flight. ``scan --resume`` opens the journal, checks that
-the run's inputs are the same (the *fingerprint*: archive, box file, model hash, threshold and
-everything else that changes a result), and classifies only the images the journal does not hold.
-Reports are always built from the journal, so a resumed run and an uninterrupted one write the same
-findings.
+the run's inputs are the same (the *fingerprint*: archive, box file or localizer bundle, model
+hash, threshold and everything else that changes a result), and classifies only the images the
+journal does not hold. Reports are always built from the journal, so a resumed run and an
+uninterrupted one write the same findings.
 
 Tables: ``meta`` (key/value: schema version, fingerprint, pseudonym salt), ``images`` (one row per
 finished image: status and reason), ``vertebrae`` (one row per box of a finished image: probability,
@@ -296,10 +296,9 @@ class RunJournal:
         }
 
 
-def check_resumable(run_dir: Path, fingerprint: Mapping[str, Any], unknown: Iterable[str]) -> None:
-    """Refuse, before any work, a ``--resume`` whose inputs differ from the journal's: the
-    ``fingerprint`` keys known before the localizer runs are compared, the ``unknown`` ones
-    (the localizer's own box file) are not. A run folder without a journal passes.
+def check_resumable(run_dir: Path, fingerprint: Mapping[str, Any]) -> None:
+    """Refuse, before any work, a ``--resume`` whose inputs differ from the journal's, as
+    :class:`RunJournal` would when it opens. A run folder without a journal passes.
 
     Raises
     ------
@@ -313,9 +312,8 @@ def check_resumable(run_dir: Path, fingerprint: Mapping[str, Any], unknown: Iter
         old = json.loads(stored)
     except ValueError:
         return  # not a fingerprint of ours: opening the journal says so
-    skip = set(unknown)
-    old = {k: v for k, v in old.items() if k not in skip} if isinstance(old, dict) else {}
-    new = {k: v for k, v in fingerprint.items() if k not in skip}
+    old = old if isinstance(old, dict) else {}
+    new = json.loads(json.dumps(dict(fingerprint)))  # as the journal stores it: lists, not tuples
     if old != new:
         raise _inputs_differ(Path(run_dir), _changed_keys(old, new))
 

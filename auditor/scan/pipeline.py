@@ -41,6 +41,7 @@ from auditor.archive.inventory import FileRecord
 from auditor.archive.triage import TriageRules
 from auditor.checksums import file_sha256
 from auditor.errors import UsageError
+from auditor.localizer.bundle import card_sha256
 from auditor.model.bundle import ModelBundle, load_bundle
 from auditor.model.guard import DEFAULT_ARCHIVE_SHARE
 from auditor.model.infer import Classifier, select_device
@@ -229,13 +230,31 @@ def _domain(
     )
 
 
-def _fingerprint(config: ScanConfig, model: _Model, boxes_sha256: str | None) -> dict[str, Any]:
+def _fingerprint(config: ScanConfig, model: _Model) -> dict[str, Any]:
     """Everything that changes a scan's results: a ``--resume`` must match it (the journal
-    stores it). ``boxes_sha256`` is None before the localizer has written its box file."""
+    stores it), and it is known before any work.
+
+    The boxes are the user's box file (its SHA-256), or without one the localizer bundle (its
+    card's SHA-256, :func:`auditor.localizer.bundle.card_sha256`): the localizer's boxes are a
+    function of the bundle and the images, and the box file it writes is a by-product that a
+    resumed scan may complete (a streamed archive's images not retrieved before).
+
+    Raises
+    ------
+    BundleError
+        Without a box file, when the localizer bundle has no card.
+    """
     classifier = model.classifier
+    boxes = config.boxes
+    used: dict[str, str | None]
+    if boxes is None:
+        used = {"boxes_sha256": None, "localizer_sha256": card_sha256(config.localizer)}
+    else:  # the keys journals have always had, so a run journaled before still resumes
+        # a box file that is not there has no hash; reading it says so
+        used = {"boxes_sha256": file_sha256(boxes) if boxes.is_file() else None}
     return {
         "archive": str(config.archive.resolve()),
-        "boxes_sha256": boxes_sha256,
+        **used,
         "box_format": str(config.box_format),
         "model_sha256": model.bundle.sha256,
         "threshold": model.threshold,
@@ -258,14 +277,15 @@ def _classify(
     timings: dict[str, float],
     emit: Progress,
     salt: str,
+    fingerprint: Mapping[str, Any],
     checker: Localizer | None = None,
 ) -> _Classified:
     """Stages 3 and 4: crops and classification of every image the journal does not hold yet,
-    each batch committed to the journal (with the run's pseudonym ``salt``, unless the user gave
-    it), with the image check by ``checker``'s guard (:mod:`auditor.scan.image_check`) when
-    given; returns every image's outcome and the image check's verdicts."""
+    each batch committed to the journal of the run's ``fingerprint`` (with the run's pseudonym
+    ``salt``, unless the user gave it), with the image check by ``checker``'s guard
+    (:mod:`auditor.scan.image_check`) when given; returns every image's outcome and the image
+    check's verdicts."""
     classifier = model.classifier
-    fingerprint = _fingerprint(config, model, file_sha256(boxes.box_file.path))
     paths = {f.relative: f.path for f in boxes.files}
     # the journal and the thumbnails name each image by its key: a keyed reference, not its
     # path, when pseudonymising (Pseudonymiser.key)
@@ -572,7 +592,7 @@ def run_scan(config: ScanConfig, progress: Progress | None = None) -> ScanResult
     NoCandidatesError
         When triage keeps no file of the archive (its ``summary`` has the counts by reason).
     BundleError
-        When the model bundle is missing or not ours.
+        When the model bundle, or without a box file the localizer bundle, is missing or not ours.
     """
     emit = progress or (lambda event: None)
     _validate(config)
@@ -585,11 +605,9 @@ def _run(config: ScanConfig, emit: Progress) -> ScanResult:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     model = _load_model(config, emit)
-    if config.resume:
-        # refused before the localizer runs: its box file is the one input not known yet
-        user_boxes = file_sha256(config.boxes) if config.boxes and config.boxes.is_file() else None
-        unknown = () if config.boxes is not None else ("boxes_sha256",)
-        check_resumable(config.out, _fingerprint(config, model, user_boxes), unknown)
+    fingerprint = _fingerprint(config, model)
+    if config.resume:  # refused before the localizer runs
+        check_resumable(config.out, fingerprint)
     # the salt is known before the localizer stage, whose files name images as the reports do
     salt = (
         config.pseudonym_salt
@@ -607,7 +625,7 @@ def _run(config: ScanConfig, emit: Progress) -> ScanResult:
     if config.extra_records:  # a PACS scan: the instances not retrieved are accounting rows too
         extra = tuple(FileEntry.of(record) for record in config.extra_records)
         boxes = dataclasses.replace(boxes, files=boxes.files + extra)
-    done = _classify(config, model, boxes, timings, emit, salt, checker)
+    done = _classify(config, model, boxes, timings, emit, salt, fingerprint, checker)
     if done.fed:  # a streamed archive: its rows as they ended (retrieved, or not with why)
         by_path = {path: FileEntry.of(record) for path, record in done.fed.items()}
         files = tuple(by_path.get(f.path, f) for f in boxes.files)

@@ -73,7 +73,9 @@ def test_a_resume_with_other_inputs_is_refused_before_the_localizer_runs(
     monkeypatch.setattr("auditor.localizer.localize_archive", no_localizer)
     assert locate.LOCALIZER_BOXES not in before
     changed = _config(world, bundle, out, boxes=None, threshold=0.7, resume=True)
-    with pytest.raises(UsageError, match=r"inputs differ from this command's \(threshold\)"):
+    # a box file's run resumed with the localizer: the boxes' source differs too
+    differ = r"inputs differ from this command's \(boxes_sha256, localizer_sha256, threshold\)"
+    with pytest.raises(UsageError, match=differ):
         run_scan(changed)
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != LOCK_NAME}
     assert after == before  # no localizer_boxes.csv, no precut/, no report rewritten
