@@ -37,11 +37,10 @@ from torch.utils.data import Dataset
 from auditor.archive.inventory import FileRecord, inventory
 from auditor.archive.triage import TriageRules
 from auditor.boxes import BOX_COORDS
-from auditor.checksums import file_sha256
 from auditor.errors import READ_FAILURES, BundleError, TlauditError, read_failure_reason
 from auditor.files import atomic_path, csv_safe
 from auditor.io.radiograph import read_radiograph
-from auditor.localizer.bundle import CARD_FILE, DEFAULT_LOCALIZER
+from auditor.localizer.bundle import DEFAULT_LOCALIZER, card_sha256
 from auditor.localizer.guard import image_distances
 from auditor.localizer.infer import (
     Localizer,
@@ -206,7 +205,7 @@ class LocalizerSpec:
             bundled = False
         return cls(
             None if bundled else folder,
-            file_sha256(folder / CARD_FILE),
+            card_sha256(folder),
             localizer.rules,
             localizer.guard is not None,
         )
@@ -231,8 +230,8 @@ def worker_localizer(spec: LocalizerSpec) -> Localizer:
             rules=spec.rules,
             guard=loaded.guard if spec.guarded else None,
         )
-        card = Path(str(loaded.path)) / CARD_FILE
-        return Loaded(localizer, f"the card of localizer {loaded.path}", file_sha256(card))
+        found = card_sha256(Path(str(loaded.path)))
+        return Loaded(localizer, f"the card of localizer {loaded.path}", found)
 
     return once_per_worker(spec, spec.card_sha256, load)
 
