@@ -181,6 +181,7 @@ def test_synthetic_views_pass_and_the_findings_match_a_scan_without_the_check(
     checked = run_scan(_config(synthetic, tmp_path / "on", model=bundle, image_check=True))
     assert len(decoded) == len(set(decoded)) == 3  # each image decoded once, by the loader
     plain = run_scan(_config(synthetic, tmp_path / "off", model=bundle, image_check=False))
+    assert checked.domain is not None and plain.domain is not None
     assert checked.domain.images == checked.n_images == 3 and checked.domain.images_out == 0
     assert plain.domain.images == 0 and not (tmp_path / "off" / IMAGE_CHECK).exists()
     verdicts = _verdicts(tmp_path / "on")

@@ -27,7 +27,9 @@ BEFORE_SETTINGS = {
 def test_the_default_setting_writes_the_bytes_it_wrote_before(index: int) -> None:
     stored = generate_study(3, index, TINY).stored
     assert hashlib.sha256(stored.tobytes()).hexdigest() == BEFORE_SETTINGS[index]
-    named = generate_study(3, index, SynthConfig(max_side=300, distractor_rate=0, render="default"))
+    named = generate_study(
+        3, index, SynthConfig(max_side=300, distractor_rate=0, render=RenderPreset.DEFAULT)
+    )
     assert np.array_equal(named.stored, stored)
 
 
@@ -49,10 +51,11 @@ def test_a_preset_changes_the_pixels_and_nothing_else(preset: RenderPreset) -> N
 
 
 def test_presets_are_coerced_and_checked() -> None:
-    assert SynthConfig(render="flat").render is RenderPreset.FLAT
+    # strings from a command line or a script are coerced at the boundary
+    assert SynthConfig(render="flat").render is RenderPreset.FLAT  # type: ignore[arg-type]
     assert render_setting("default").is_default
     assert not any(RENDER_SETTINGS[p].is_default for p in RenderPreset if p.value != "default")
     with pytest.raises(UsageError, match="unknown render preset 'film'; expected one of default"):
-        SynthConfig(render="film")
+        SynthConfig(render="film")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="gamma must be > 0; got 0"):
         RenderSetting(gamma=0)
