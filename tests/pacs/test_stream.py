@@ -108,6 +108,24 @@ def test_an_archive_larger_than_the_cache_is_audited_in_one_run(
     assert all("PixelData" not in pydicom.dcmread(h) for h in headers)
 
 
+def _remove_one_after_the_query(
+    server: Orthanc, stored: dict[str, str], removed: list[str]
+) -> Callable[[ScanEvent], None]:
+    """A scan's progress callback that deletes one radiograph from Orthanc once the query has
+    listed it, so its retrieval fails; its SOP Instance UID goes into ``removed``."""
+    session = requests.Session()
+    session.auth = server.auth
+
+    def remove(event: ScanEvent) -> None:
+        if event.message.startswith("PACS:") and not removed:
+            uid = next(u for u, m in stored.items() if m in ("CR", "DX"))
+            (found,) = session.post(f"{server.url}/tools/lookup", data=uid).json()
+            session.delete(f"{server.url}/instances/{found['ID']}").raise_for_status()
+            removed.append(uid)
+
+    return remove
+
+
 def test_a_retrieval_that_fails_mid_stream_is_a_row_and_resume_completes_it(
     bundle: Path, tmp_path: Path
 ) -> None:
@@ -116,17 +134,9 @@ def test_a_retrieval_that_fails_mid_stream_is_a_row_and_resume_completes_it(
         root = make_pacs_world(tmp_path / "world")
         stored, refused = upload(server, root / "archive")
         world = PacsWorld(root, stored, refused)
-        session = requests.Session()
-        session.auth = server.auth
         removed: list[str] = []
-
-        def remove_one_after_the_query(event: ScanEvent) -> None:
-            # an instance deleted between the QIDO-RS query and its WADO-RS retrieval
-            if event.message.startswith("PACS:") and not removed:
-                uid = next(u for u, m in stored.items() if m in ("CR", "DX"))
-                (found,) = session.post(f"{server.url}/tools/lookup", data=uid).json()
-                session.delete(f"{server.url}/instances/{found['ID']}").raise_for_status()
-                removed.append(uid)
+        # an instance deleted between the QIDO-RS query and its WADO-RS retrieval
+        remove_one_after_the_query = _remove_one_after_the_query(server, stored, removed)
 
         cap = max(_candidate_sizes(world)) * 1.5
         run = tmp_path / "pacs"

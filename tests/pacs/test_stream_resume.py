@@ -11,17 +11,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import requests
 
 from auditor.pacs.scan import scan_pacs
 from auditor.pacs.source import CACHE_DIR
-from auditor.scan.config import ScanEvent
 from auditor.scan.journal import JOURNAL_NAME
 from auditor.scan.locate import LOCALIZER_BOXES
 from auditor.scan.pipeline import run_scan
 from tests.pacs.conftest import PacsWorld, make_pacs_world, start_orthanc, upload
 from tests.pacs.test_scan_pacs import _accounting, _config, _findings, _source
-from tests.pacs.test_stream import _candidate_sizes
+from tests.pacs.test_stream import _candidate_sizes, _remove_one_after_the_query
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +32,9 @@ def test_without_a_box_file_resume_localizes_what_the_pass_could_not_retrieve(
         root = make_pacs_world(tmp_path / "world")
         stored, refused = upload(server, root / "archive")
         world = PacsWorld(root, stored, refused)
-        session = requests.Session()
-        session.auth = server.auth
         removed: list[str] = []
-
-        def remove_one_after_the_query(event: ScanEvent) -> None:
-            # an instance deleted between the QIDO-RS query and the localizer's retrieval
-            if event.message.startswith("PACS:") and not removed:
-                uid = next(u for u, m in stored.items() if m in ("CR", "DX"))
-                (found,) = session.post(f"{server.url}/tools/lookup", data=uid).json()
-                session.delete(f"{server.url}/instances/{found['ID']}").raise_for_status()
-                removed.append(uid)
+        # an instance deleted between the QIDO-RS query and the localizer's retrieval
+        remove_one_after_the_query = _remove_one_after_the_query(server, stored, removed)
 
         cap = max(_candidate_sizes(world)) * 1.5
         run = tmp_path / "pacs"
