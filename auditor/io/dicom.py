@@ -40,6 +40,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -280,6 +281,43 @@ def meta_from_dataset(
     )
 
 
+@contextlib.contextmanager
+def _open_header(path: Path) -> Iterator[tuple[Dataset, RadiographMeta, BinaryIO]]:
+    """Parse the header of ``path`` (see :func:`read_dicom_header`) and hold the file open at the
+    first element after it (the Pixel Data, if any): the parsed dataset, its record, the file."""
+    try:
+        file_size = path.stat().st_size
+        fp = path.open("rb")
+    except OSError as err:
+        raise ReadError(path, f"cannot read DICOM header: {err}") from err
+    with fp:
+        try:
+            with _quiet_pydicom():
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+                is_implicit, is_little = getattr(ds, "original_encoding", (True, True))
+                after_header = fp.tell()
+                has_pixels, problem = _probe_pixel_data(
+                    fp, file_size, is_implicit is not False, is_little is not False
+                )
+                fp.seek(after_header)
+        except (InvalidDicomError, OSError, EOFError, struct.error) as err:
+            raise ReadError(path, f"cannot read DICOM header: {err}") from err
+        except Exception as err:  # pydicom raises many kinds of error on corrupt headers
+            raise ReadError(path, f"cannot read DICOM header: {type(err).__name__}: {err}") from err
+        if len(ds) == 0:
+            raise ReadError(path, "cannot read DICOM header: no data elements found")
+        if not _transfer_syntax(ds) and not any(k in ds for k in _IDENTIFYING_KEYWORDS):
+            # A forced parse of bytes that merely start like a bare dataset yields junk elements.
+            raise ReadError(
+                path,
+                "cannot read DICOM header: no file meta and none of SOP Class UID, Study "
+                "Instance UID, Modality or Rows; not a recognisable DICOM dataset",
+            )
+        with _quiet_pydicom():  # values are converted (and validated) on access
+            meta = meta_from_dataset(path, ds, has_pixels, problem)
+        yield ds, meta, fp
+
+
 def read_dicom_header(path: Path) -> RadiographMeta:
     """Read the header of a DICOM file without decoding (or loading) its pixel data.
 
@@ -299,30 +337,25 @@ def read_dicom_header(path: Path) -> RadiographMeta:
     ReadError
         When the file cannot be opened or parsed as DICOM.
     """
-    path = Path(path)
+    with _open_header(Path(path)) as (_, meta, _):
+        return meta
+
+
+def _with_pixel_data(header: Dataset, fp: BinaryIO) -> Dataset | None:
+    """``header`` completed with the elements from ``fp``'s position to the end of the file: the
+    dataset :func:`pydicom.dcmread` gives, without parsing the header a second time. None where
+    pydicom cannot read them so or they hold no Pixel Data (the caller then reads the whole
+    file, as it did before, for pydicom's own dataset or error)."""
+    is_implicit, is_little = getattr(header, "original_encoding", (True, True))
     try:
-        file_size = path.stat().st_size
-        with path.open("rb") as fp, _quiet_pydicom():
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
-            is_implicit, is_little = getattr(ds, "original_encoding", (True, True))
-            has_pixels, problem = _probe_pixel_data(
-                fp, file_size, is_implicit is not False, is_little is not False
-            )
-    except (InvalidDicomError, OSError, EOFError, struct.error) as err:
-        raise ReadError(path, f"cannot read DICOM header: {err}") from err
-    except Exception as err:  # pydicom raises many kinds of error on corrupt headers
-        raise ReadError(path, f"cannot read DICOM header: {type(err).__name__}: {err}") from err
-    if len(ds) == 0:
-        raise ReadError(path, "cannot read DICOM header: no data elements found")
-    if not _transfer_syntax(ds) and not any(k in ds for k in _IDENTIFYING_KEYWORDS):
-        # A forced parse of bytes that merely start like a bare dataset yields junk elements.
-        raise ReadError(
-            path,
-            "cannot read DICOM header: no file meta and none of SOP Class UID, Study Instance "
-            "UID, Modality or Rows; not a recognisable DICOM dataset",
-        )
-    with _quiet_pydicom():  # values are converted (and validated) on access
-        return meta_from_dataset(path, ds, has_pixels, problem)
+        with _quiet_pydicom():
+            rest = read_dataset(fp, is_implicit is not False, is_little is not False)
+    except Exception:  # pydicom's error comes from the whole file's read
+        return None
+    if "PixelData" not in rest:
+        return None
+    header.update(rest)
+    return header
 
 
 def check_supported(meta: RadiographMeta) -> None:
@@ -658,15 +691,19 @@ def read_dicom(path: Path) -> Radiograph:
         error is chained.
     """
     path = Path(path)
-    meta = read_dicom_header(path)
-    check_supported(meta)
-    try:
-        with _quiet_pydicom():
-            ds = pydicom.dcmread(path, force=True)
-    except Exception as err:  # see read_dicom_header
-        raise ReadError(path, f"cannot read DICOM file: {type(err).__name__}: {err}") from err
-    if "PixelData" not in ds:
-        raise ReadError(path, "pixel data missing or truncated after the header")
+    with _open_header(path) as (header, meta, fp):
+        check_supported(meta)
+        read = _with_pixel_data(header, fp)
+    if read is not None:
+        ds = read
+    else:
+        try:
+            with _quiet_pydicom():
+                ds = pydicom.dcmread(path, force=True)
+        except Exception as err:  # see read_dicom_header
+            raise ReadError(path, f"cannot read DICOM file: {type(err).__name__}: {err}") from err
+        if "PixelData" not in ds:
+            raise ReadError(path, "pixel data missing or truncated after the header")
     _ensure_transfer_syntax(ds)
     stored = _decode(path, ds)
     try:

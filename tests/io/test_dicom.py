@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -209,3 +210,37 @@ def test_truncated_pixel_data_is_found_from_the_header(tmp_path: Path):
     meta = read_header(_truncated(tmp_path / "t.dcm"))
     assert meta.has_pixels
     assert "truncated" in meta.pixel_data_error
+
+
+def test_the_header_is_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import auditor.io.dicom as reader
+
+    path = make_dicom(tmp_path / "a.dcm", window=(2048, 4096))
+    parses: list[object] = []
+    parse = reader.pydicom.dcmread
+
+    def counted(*args: Any, **kwargs: Any) -> Dataset:
+        parses.append(args[0])
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(reader.pydicom, "dcmread", counted)
+    image = read_radiograph(path)
+    assert len(parses) == 1
+    assert image.windowing == "window 2048/4096 (LINEAR)"
+
+
+def test_a_rest_pydicom_cannot_continue_is_read_with_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import auditor.io.dicom as reader
+
+    path = make_dicom(tmp_path / "a.dcm", window=(2048, 4096))
+    expected = read_radiograph(path)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise EOFError("cannot continue")
+
+    monkeypatch.setattr(reader, "read_dataset", refuse)
+    image = read_radiograph(path)
+    assert np.array_equal(image.pixels, expected.pixels)
+    assert (image.windowing, image.meta) == (expected.windowing, expected.meta)
