@@ -469,13 +469,39 @@ class ErrorRow:
 
 
 @dataclass(frozen=True)
+class CountTest:
+    """The count rule's figures for one archive (:class:`auditor.model.guard.CountRule`, where
+    the test is defined): of ``images`` images with classified crops, ``images_flagged`` have at
+    least one out of distribution; an archive like the training data would have ``expected`` on
+    average at most (each crop out with probability at most ``crop_rate``), and ``tail`` is the
+    bound's P(K >= images_flagged). The rule fires when the archive's share of crops out of
+    distribution is above ``floor`` and ``tail`` is below ``alpha``."""
+
+    images: int
+    images_flagged: int
+    expected: float
+    tail: float
+    floor: float
+    crop_rate: float
+    alpha: float
+
+    def p_text(self) -> str:
+        """``tail`` as the reports print it: ``P = 0.00073``, or ``P < 1e-12`` below what the
+        computation resolves."""
+        return "P < 1e-12" if self.tail < 1e-12 else f"P = {self.tail:.2g}"
+
+
+@dataclass(frozen=True)
 class DomainCheck:
     """What the domain guards said about a whole scan: the classifier's about its crops, the
     localizer's about its images (:mod:`auditor.model.guard`).
 
     ``guarded`` is False when the classifier bundle has no guard (then nothing is marked and the
-    reports say so). ``archive_share`` is the share above which the archive is out of the models'
-    domain.
+    reports say so). Two rules mark the whole archive out of the models' domain: the *share
+    rule*, more than ``archive_share`` of the crops, or of the localizer's images, out of
+    distribution; and the *count rule* (``count``; None when it was not run), more than its
+    floor of the crops out and more images with a crop out than an archive like the training
+    data gives (:class:`CountTest`).
     """
 
     guarded: bool
@@ -486,6 +512,7 @@ class DomainCheck:
     images: int = 0  # images the localizer's guard measured (localized, or image-checked)
     images_out: int = 0
     method: str = ""  # how the classifier's guard measures, for the summary
+    count: CountTest | None = None  # the count rule's figures (None: not run)
 
     @property
     def crop_share(self) -> float:
@@ -496,10 +523,42 @@ class DomainCheck:
         return self.images_out / self.images if self.images else 0.0
 
     @property
-    def out_of_domain(self) -> bool:
+    def share_rule(self) -> bool:
         """More than ``archive_share`` of the crops, or of the localizer's images, are out of
-        distribution: the flags are not meaningful for this archive."""
+        distribution."""
         return self.crop_share > self.archive_share or self.image_share > self.archive_share
+
+    @property
+    def count_rule(self) -> bool:
+        """More than the count rule's floor of the crops are out of distribution, and the
+        number of images with a crop out is improbable for an archive like the training data."""
+        c = self.count
+        return c is not None and self.crop_share > c.floor and c.tail < c.alpha
+
+    @property
+    def out_of_domain(self) -> bool:
+        """Either rule fired: the flags are not meaningful for this archive."""
+        return self.share_rule or self.count_rule
+
+    def reasons(self) -> list[str]:
+        """Each rule that fired, with the counts it fired on (empty when none did)."""
+        reasons = []
+        over = [
+            what
+            for what, share in (("crops", self.crop_share), ("images", self.image_share))
+            if share > self.archive_share
+        ]
+        if over:
+            reasons.append(
+                f"share rule: more than {self.archive_share:.0%} of the {' and of the '.join(over)}"
+            )
+        if self.count_rule and (c := self.count) is not None:
+            reasons.append(
+                f"count rule: more than {c.floor:.0%} of the crops, and {c.images_flagged} of "
+                f"{c.images} images with a crop out where images like the training data give "
+                f"at most {c.expected:.1f} on average, {c.p_text()} < {c.alpha:g}"
+            )
+        return reasons
 
     def banner(self) -> str:
         """The warning every report and the terminal show at the top ("" when none is due)."""
@@ -512,7 +571,7 @@ class DomainCheck:
             parts.append(f"{self.images_out} of {self.images} images ({self.image_share:.0%})")
         return (
             f"Out of distribution: {' and '.join(parts)} are unlike anything the models were "
-            f"trained on (more than {self.archive_share:.0%}). The flags are not meaningful for "
+            f"trained on ({'; '.join(self.reasons())}). The flags are not meaningful for "
             "these images. Review the studies by hand (tlaudit review), export the reviewed boxes "
             "and labels (tlaudit export-annotations), train a model on them (tlaudit train) and "
             "validate it (tlaudit evaluate) before acting on any flag."
@@ -533,8 +592,8 @@ class DomainCheck:
             ("Domain guard", self.method),
             (
                 "Vertebrae out of distribution",
-                f"{self.crops_out} of {self.crops} ({self.crop_share:.1%}); the archive is out "
-                f"of the model's domain above {self.archive_share:.0%}",
+                f"{self.crops_out} of {self.crops} ({self.crop_share:.1%}); share rule: the "
+                f"archive is out of the model's domain above {self.archive_share:.0%}",
             ),
         ]
         if self.images:
@@ -544,6 +603,23 @@ class DomainCheck:
                     f"{self.images_out} of {self.images} ({self.image_share:.1%})",
                 )
             )
+        if (c := self.count) is not None:
+            rows.append(
+                (
+                    "Images with a vertebra out of distribution",
+                    f"{c.images_flagged} of {c.images}; images like the training data give at "
+                    f"most {c.expected:.1f} on average (each crop out at most {c.crop_rate:.1%} "
+                    f"of the time), {c.p_text()}; count rule: the archive is out of the "
+                    f"model's domain when P < {c.alpha:g} and more than {c.floor:.0%} of the "
+                    "vertebrae are out",
+                )
+            )
+        rows.append(
+            (
+                "Archive out of the model's domain",
+                f"yes ({'; '.join(self.reasons())})" if self.out_of_domain else "no",
+            )
+        )
         return rows
 
 

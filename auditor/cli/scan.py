@@ -39,6 +39,7 @@ from auditor.cli.triage_options import (
     triage_table,
 )
 from auditor.errors import InputFileError, TlauditError, UsageError
+from auditor.records import DomainCheck
 from auditor.vocab import DEFAULT_HEATMAP, BoxFormat, Device, Engine, HeatmapMode, Precision
 
 
@@ -408,7 +409,7 @@ def scan(
     elif result.domain is not None and result.domain.crops_out:
         console.print(
             f"{result.domain.crops_out} of {result.domain.crops} vertebrae out of distribution "
-            "(marked in the reports)",
+            f"(marked in the reports){domain_counts(result.domain)}",
             highlight=False,
         )
     if config.boxes is not None and result.domain is not None and result.domain.images:
@@ -425,6 +426,18 @@ def scan(
             raise InputFileError(f"--strict-reads: {warning}")
     if config.strict_domain and result.domain is not None and result.domain.out_of_domain:
         raise TlauditError(f"--strict-domain: {result.domain.banner()}")
+
+
+def domain_counts(domain: DomainCheck) -> str:
+    """The end of the terminal line of an archive within the model's domain: the count rule's
+    figures (when it ran) and the rules it passed."""
+    c = domain.count
+    if c is None:
+        return "; the archive passes the share rule"
+    return (
+        f", on {c.images_flagged} of {c.images} images (at most {c.expected:.1f} expected, "
+        f"{c.p_text()}); the archive passes both rules"
+    )
 
 
 def reads_mapping(

@@ -31,7 +31,9 @@ A crop is *out of distribution* when its distance exceeds :attr:`FeatureGuard.th
 default the 0.99 quantile of the held-out distances (:data:`DEFAULT_QUANTILE`), so about 1 % of
 crops like the training data are marked; the rule itself is
 :func:`auditor.records.is_out_of_distribution`. An archive is out of the model's domain when more
-than :attr:`FeatureGuard.archive_share` of its crops are.
+than :attr:`FeatureGuard.archive_share` of its crops are (the share rule), or when more than a
+floor of them are and more of its images have one than an archive like the training data gives
+(the count rule, :class:`CountRule`).
 
 Storage: the centres and the covariances go to ``guard.safetensors`` beside the weights (a 512 x
 512 covariance is too big for the JSON card); the card records the file's SHA-256, the method,
@@ -41,6 +43,7 @@ runs no code (:func:`read_guard`).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -55,6 +58,7 @@ import torch
 
 from auditor.bundle_files import checked_sha256, read_weights, write_weights
 from auditor.errors import BundleError
+from auditor.records import CountTest
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +71,22 @@ GUARD_METHODS = ("mahalanobis", "mahalanobis+l2")
 #: Quantile of the held-out distances that becomes the threshold unless a fit asks otherwise.
 DEFAULT_QUANTILE = 0.99
 #: Share of an archive's crops out of distribution above which the whole archive is out of the
-#: model's domain (reports carry a red banner; ``scan --strict-domain`` exits 1).
+#: model's domain (reports carry a red banner; ``scan --strict-domain`` exits 1): the share rule.
 DEFAULT_ARCHIVE_SHARE = 0.2
+#: The count rule's defaults (:class:`CountRule`; chosen by resampling whole images of held-out
+#: and foreign archives: ``docs/models.md``, "The archive rules"). The archive's share of crops
+#: out of distribution must pass this floor, well above the crop rate below, so that a large
+#: archive whose rate is only a little above it (another pixel spacing: 2.5 %) is not marked
+#: for it ...
+DEFAULT_COUNT_FLOOR = 0.05
+#: ... and its number of images with a crop out of distribution must be this improbable for an
+#: archive like the training data ...
+DEFAULT_COUNT_ALPHA = 0.001
+#: ... in which a crop is out of distribution with at most this probability: an upper figure
+#: for the training world's rate (the threshold is the 0.985 quantile of held-out crops, 1.5 %
+#: by construction; held-out worlds 0.7-1.6 %, 1.2 % pooled, exact 95 % upper bound 1.7 %), the
+#: issue's 2 % target.
+DEFAULT_COUNT_CROP_RATE = 0.02
 #: Quantiles of the held-out distances a card records.
 RECORDED_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 #: Most crops a fit uses on each side (fit, held out); more changes the threshold little and costs
@@ -80,6 +98,119 @@ DeviceDistances = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Ten
 """A guard on one device (``guard.to_device(device)``): called with a batch's pooled penultimate
 features (N, D) and the outputs of the stages it taps (``guard.stages``, by name), it gives the
 batch's distances, float32 (N,), on that device."""
+
+
+@dataclass(frozen=True)
+class CountRule:
+    """The archive rule that counts images: an archive is out of the model's domain when more
+    than ``floor`` of its crops are out of distribution and its number of images with at least
+    one such crop is improbable for an archive like the training data.
+
+    The image is the unit, since the crops of one image share its acquisition and are
+    correlated. If a crop like the training data is out of distribution with probability at
+    most ``crop_rate``, an image of c crops has at least one out with probability at most
+    1 - (1 - crop_rate)^c: taking the events "crop j is out" to be positively associated within
+    an image (they rise together with the image's contrast, noise and rendering), Harris's
+    inequality (the FKG inequality) makes the chance that none is out at least the product of
+    the crops' chances. Images are taken to be independent, so the number K of images with a
+    crop out is stochastically at most a Poisson-binomial count with those probabilities, and
+    the rule fires when P(K >= observed) < ``alpha`` under it (:meth:`test`, exact:
+    ``scipy.stats.poisson_binom``).
+    The share rule beside it (:data:`DEFAULT_ARCHIVE_SHARE`) needs no count; this one adds what
+    a small share says about a large archive.
+
+    Parameters
+    ----------
+    floor
+        Share of the archive's crops out of distribution the rule needs, in [0, 1).
+    crop_rate
+        Upper figure for the chance that a crop like the training data is out, in (0, 1).
+    alpha
+        Tail probability below which the count is improbable, in (0, 1).
+
+    Raises
+    ------
+    BundleError
+        When a value is not a number in its range.
+    """
+
+    floor: float = DEFAULT_COUNT_FLOOR
+    crop_rate: float = DEFAULT_COUNT_CROP_RATE
+    alpha: float = DEFAULT_COUNT_ALPHA
+
+    def __post_init__(self) -> None:
+        for name, low, high, closed in (
+            ("floor", 0.0, 1.0, True),
+            ("crop_rate", 0.0, 1.0, False),
+            ("alpha", 0.0, 1.0, False),
+        ):
+            value = getattr(self, name)
+            ok = (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and (low <= value if closed else low < value)
+                and value < high
+            )
+            if not ok:
+                bracket = "[" if closed else "("
+                raise BundleError(
+                    f"domain guard count_rule {name} {value!r}; expected a number in "
+                    f"{bracket}{low:g}, {high:g})"
+                )
+            object.__setattr__(self, name, float(value))
+
+    @classmethod
+    def from_record(cls, record: object) -> CountRule:
+        """The rule a card's ``count_rule`` object describes (:meth:`record`); the defaults when
+        the card has none (a bundle written before the rule existed).
+
+        Raises
+        ------
+        BundleError
+            When the record is not an object of exactly the keys :meth:`record` writes, or a
+            value is out of its range.
+        """
+        if record is None:
+            return cls()
+        keys = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(record, Mapping) or set(record) != keys:
+            raise BundleError(
+                f"domain guard count_rule must be an object with the keys {sorted(keys)}"
+            )
+        return cls(**{k: record[k] for k in keys})
+
+    def record(self) -> dict[str, float]:
+        """The card's JSON object for the rule."""
+        return {"floor": self.floor, "crop_rate": self.crop_rate, "alpha": self.alpha}
+
+    def test(self, crops_per_image: Sequence[int], flagged_per_image: Sequence[int]) -> CountTest:
+        """The rule's figures for an archive: per image, its classified crops and those out of
+        distribution (images without crops do not count).
+
+        Returns
+        -------
+        CountTest
+            The images counted and flagged, the bound's expected count and the tail
+            probability P(K >= flagged), with the rule's constants.
+        """
+        from scipy.stats import poisson_binom  # only when a scan ends
+
+        crops = np.asarray(crops_per_image, dtype=np.int64)
+        flagged = np.asarray(flagged_per_image, dtype=np.int64)[crops > 0]
+        crops = crops[crops > 0]
+        chances = 1.0 - (1.0 - self.crop_rate) ** crops
+        observed = int((flagged > 0).sum())
+        tail = float(poisson_binom.sf(observed - 1, chances)) if observed else 1.0
+        return CountTest(
+            images=len(crops),
+            images_flagged=observed,
+            expected=float(chances.sum()),
+            tail=min(max(tail, 0.0), 1.0),
+            floor=self.floor,
+            crop_rate=self.crop_rate,
+            alpha=self.alpha,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,9 +257,12 @@ class FeatureGuard:
         Distances of held-out training-world inputs at :data:`RECORDED_QUANTILES` (keys are the
         quantiles as text, e.g. ``"0.99"``).
     archive_share
-        Share of an archive's inputs out of distribution above which the archive is.
+        Share of an archive's inputs out of distribution above which the archive is (the share
+        rule).
     method
         One of :data:`GUARD_METHODS`.
+    count_rule
+        The archive rule that counts images (:class:`CountRule`).
     l2_centres, l2_covariance
         For ``mahalanobis+l2``: the centres and shrunk covariance of the L2-normalised features.
     scales
@@ -153,6 +287,7 @@ class FeatureGuard:
     quantiles: dict[str, float] = field(default_factory=dict)
     archive_share: float = DEFAULT_ARCHIVE_SHARE
     method: str = "mahalanobis"
+    count_rule: CountRule = field(default_factory=CountRule)
     fitted_on: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
     l2_centres: npt.NDArray[np.float32] | None = field(default=None, repr=False)
@@ -194,6 +329,8 @@ class FeatureGuard:
             raise BundleError(
                 f"domain guard archive_share {self.archive_share!r}; expected a share in (0, 1]"
             )
+        if not isinstance(self.count_rule, CountRule):
+            raise BundleError(f"domain guard count_rule {self.count_rule!r}; expected a CountRule")
         quantiles = checked_quantiles(self.quantiles)
         two_part = self.method == "mahalanobis+l2"
         if two_part != (self.l2_centres is not None and self.l2_covariance is not None):
@@ -317,6 +454,7 @@ class FeatureGuard:
             "threshold": self.threshold,
             "quantiles": dict(self.quantiles),
             "archive_share": self.archive_share,
+            "count_rule": self.count_rule.record(),
             "fitted_on": dict(self.fitted_on),
             **({"scales": list(self.scales)} if self.method == "mahalanobis+l2" else {}),
         }
@@ -404,6 +542,7 @@ def read_guard(folder: Path, record: object, card_path: Path, dimension: int) ->
             quantiles=dict(record.get("quantiles", {})),
             archive_share=float(record.get("archive_share", DEFAULT_ARCHIVE_SHARE)),
             method=str(record.get("method", "")),
+            count_rule=CountRule.from_record(record.get("count_rule")),
             fitted_on=dict(record.get("fitted_on", {})),
             sha256=sha256,
             l2_centres=l2.get("l2_centres"),

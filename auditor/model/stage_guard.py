@@ -60,6 +60,7 @@ from auditor.model.guard import (
     GUARD_FILE,
     GUARD_MARKER,
     RECORDED_QUANTILES,
+    CountRule,
     DeviceDistances,
     FeatureGuard,
     GuardFeatures,
@@ -189,6 +190,7 @@ class StageGuard:
     archive_share: float = DEFAULT_ARCHIVE_SHARE
     fitted_on: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
+    count_rule: CountRule = field(default_factory=CountRule)
 
     def __post_init__(self) -> None:
         parts = tuple(self.parts)
@@ -200,6 +202,8 @@ class StageGuard:
             raise BundleError(
                 f"domain guard archive_share {self.archive_share!r}; expected a share in (0, 1]"
             )
+        if not isinstance(self.count_rule, CountRule):
+            raise BundleError(f"domain guard count_rule {self.count_rule!r}; expected a CountRule")
         object.__setattr__(self, "parts", parts)
         object.__setattr__(self, "quantiles", checked_quantiles(self.quantiles))
         object.__setattr__(self, "threshold", float(self.threshold))
@@ -300,6 +304,7 @@ class StageGuard:
             "threshold": self.threshold,
             "quantiles": dict(self.quantiles),
             "archive_share": self.archive_share,
+            "count_rule": self.count_rule.record(),
             "fitted_on": dict(self.fitted_on),
             "parts": [
                 {
@@ -499,6 +504,7 @@ def read_stage_guard(
             archive_share=float(record.get("archive_share", DEFAULT_ARCHIVE_SHARE)),
             fitted_on=dict(fitted_on),
             sha256=sha256,
+            count_rule=CountRule.from_record(record.get("count_rule")),
         )
         guard.check_stages(stages, network)
     except BundleError as err:

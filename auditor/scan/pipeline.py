@@ -195,38 +195,38 @@ def _domain(
 ) -> DomainCheck:
     """What the domain guards said about the whole run: the classifier's per crop, the
     localizer's per image (when it ran, or with a box file the image check), every crop of an
-    image the image check refused counted out."""
+    image the image check refused counted out; and the guard's count rule on the per-image
+    counts."""
     guard = model.bundle.card.guard
     threshold = guard.threshold if guard is not None else None
-    distances = [
-        v.distance
-        for o in outcomes.values()
-        for v in o.vertebrae
-        if v.probability is not None and v.distance is not None
-    ]
+    refused = check.refused if check is not None else frozenset()
+    counts = []  # per image: classified crops counted, and of them out of distribution
+    for image, outcome in outcomes.items():
+        crops = crops_out = 0
+        for v in outcome.vertebrae:
+            if v.probability is None or (v.distance is None and image not in refused):
+                continue  # not classified, or no crop guard and no image verdict
+            crops += 1
+            crops_out += image in refused or is_out_of_distribution(v.distance, threshold)
+        counts.append((crops, crops_out))
     measured = [o for o in boxes.localizer_outcomes if o.distance is not None]
     images, images_out = len(measured), sum(o.out_of_distribution for o in measured)
-    crops, crops_out = len(distances), sum(is_out_of_distribution(d, threshold) for d in distances)
-    if check is not None:  # a box file's image check: every crop of an image it refused is out
+    if check is not None:  # a box file's image check
         images, images_out = len(check.distances), len(check.refused)
-        refused = [
-            v.distance
-            for image in check.refused
-            if image in outcomes
-            for v in outcomes[image].vertebrae
-            if v.probability is not None
-        ]
-        crops += sum(d is None for d in refused)  # not counted above (no crop guard)
-        crops_out += sum(not is_out_of_distribution(d, threshold) for d in refused)
     return DomainCheck(
         guarded=guard is not None,
         threshold=threshold,
         archive_share=guard.archive_share if guard is not None else DEFAULT_ARCHIVE_SHARE,
-        crops=crops,
-        crops_out=crops_out,
+        crops=sum(c for c, _ in counts),
+        crops_out=sum(k for _, k in counts),
         images=images,
         images_out=images_out,
         method=guard.describe() if guard is not None else "",
+        count=(
+            guard.count_rule.test([c for c, _ in counts], [k for _, k in counts])
+            if guard is not None
+            else None
+        ),
     )
 
 

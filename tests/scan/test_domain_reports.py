@@ -61,12 +61,22 @@ def test_an_archive_out_of_the_models_domain_is_marked_everywhere(
     assert _main(monkeypatch, *args, "--threshold", "0.0", "--strict-domain") == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "--strict-domain: Out of distribution:" in err
+    # the rule that fired, by name (the image check refused both images too)
+    assert "(share rule: more than 20% of the crops and of the images)" in err
     # the reports were written first, each with the banner at the top
     html = (out / "audit.html").read_text(encoding="utf-8")
     assert 'id="domain-banner"' in html and html.index("domain-banner") < html.index("queue")
+    assert html.count("share rule: more than 20% of the crops and of the images") == 2  # + summary
     summary = openpyxl.load_workbook(out / "audit.xlsx")["Summary"]
     assert summary.cell(row=2, column=1).value == "WARNING"
     assert str(summary.cell(row=2, column=2).value).startswith("Out of distribution:")
+    summary_rows = {r[0]: r[1] for r in summary.iter_rows(values_only=True) if r[0]}
+    assert summary_rows["Archive out of the model's domain"] == (
+        "yes (share rule: more than 20% of the crops and of the images)"
+    )
+    counted = str(summary_rows["Images with a vertebra out of distribution"])
+    assert counted.startswith("2 of 2;")
+    assert "count rule: the archive is out" in counted
     queue = openpyxl.load_workbook(out / "audit.xlsx")["Flagged queue"]
     statuses = [row[1] for row in queue.iter_rows(min_row=2, values_only=True) if row[0]]
     assert statuses and all(f"vertebrae {OUT_OF_DISTRIBUTION}" in str(s) for s in statuses)
