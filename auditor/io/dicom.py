@@ -652,8 +652,8 @@ def _modality_values(
 ) -> npt.NDArray[np.floating[Any]]:
     """Modality LUT (PS3.3 C.11.1): the Modality LUT Sequence through pydicom (``rescale``
     None), else the rescale (:func:`_rescaled`). Always a new array."""
-    if rescale is None:
-        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    if rescale is None:  # a copy even where pydicom would hand back ``stored`` itself
+        return np.array(apply_modality_lut(stored, ds), dtype=np.float64)
     return _rescaled(stored, rescale)
 
 
