@@ -10,6 +10,7 @@ the reports show them, so it is pseudonymised whenever the reports are.
 Layout (``format`` and ``version`` are checked on reading)::
 
     {"format": "tlaudit-cases", "version": 1, "threshold": 0.32, "training_data": "synthetic",
+     "domain_banner": "",
      "studies": [{"key", "status", "priority", "queue_rank", "study_uid", "accession_number",
                   "patient_id", "study_date", "description",
                   "read": null | {"row", "accession_number", "study_uid", "image",
@@ -20,7 +21,14 @@ Layout (``format`` and ``version`` are checked on reading)::
                               "vertebrae": [{"box_row", "level", "box", "box_source",
                                              "box_confidence", "probability", "positive",
                                              "reference_label", "heatmap", "error",
-                                             "reported"}]}]}]}
+                                             "reported", "distance",
+                                             "out_of_distribution"}]}]}]}
+
+``domain_banner`` is the domain guards' warning (:meth:`~auditor.records.DomainCheck.banner`), ""
+when the archive is in the model's domain or was not checked; a vertebra's ``distance`` and
+``out_of_distribution`` are its :class:`~auditor.records.VertebraFinding`'s. An older file without
+them reads as no banner and nothing out of distribution; where present they must have their types
+(a string; a number or null; a boolean), never coerced.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from auditor.errors import InputFileError
 from auditor.files import write_text_atomic
@@ -47,6 +55,8 @@ CASES_NAME = "cases.json"
 _FORMAT = "tlaudit-cases"
 _VERSION = 1
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class RunCases:
@@ -56,15 +66,18 @@ class RunCases:
     threshold: float
     training_data: str
     studies: tuple[StudyCase, ...]
+    domain_banner: str = ""  # DomainCheck.banner() of the scan, "" when none was due
 
 
 def write_cases(report: AuditReport, target: Path, training_data: str = "") -> None:
-    """Write ``report.cases`` to ``target`` as JSON (atomically)."""
+    """Write ``report.cases`` to ``target`` as JSON (atomically), with the domain banner of
+    ``report.domain`` ("" when none is due)."""
     document = {
         "format": _FORMAT,
         "version": _VERSION,
         "threshold": report.threshold,
         "training_data": training_data,
+        "domain_banner": report.domain.banner() if report.domain else "",
         "studies": [_study_json(case) for case in report.cases],
     }
     write_text_atomic(target, json.dumps(document, indent=1, ensure_ascii=False) + "\n")
@@ -99,6 +112,8 @@ def read_cases(path: Path) -> RunCases:
             threshold=float(document["threshold"]),
             training_data=str(document.get("training_data", "")),
             studies=studies,
+            # absent in a cases.json written before the workbench showed the domain banner
+            domain_banner=_typed(document, "domain_banner", str, ""),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise InputFileError(f"{path} has a malformed field: {err!r}") from err
@@ -157,10 +172,43 @@ def _vertebra_json(v: VertebraFinding) -> dict[str, Any]:
         "heatmap": v.heatmap,
         "error": v.error,
         "reported": v.reported,
+        "distance": v.distance,
+        "out_of_distribution": v.out_of_distribution,
     }
 
 
 def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _typed(item: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:
+    """``item[key]`` when it is a ``kind`` (not coerced: a bool for a bool, a str for a str),
+    ``default`` when the key is absent (a file written before the field existed).
+
+    Raises
+    ------
+    TypeError
+        When the value is there with another type.
+    """
+    if key not in item:
+        return default
+    value = item[key]
+    if type(value) is not kind:
+        raise TypeError(f"{key} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _distance(item: dict[str, Any]) -> float | None:
+    """A vertebra's domain-guard distance: a number or null (None when absent).
+
+    Raises
+    ------
+    TypeError
+        When the value is neither.
+    """
+    value = item.get("distance")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise TypeError(f"distance must be a number or null, got {value!r}")
     return None if value is None else float(value)
 
 
@@ -206,6 +254,9 @@ def _study_case(item: dict[str, Any]) -> StudyCase:
                 error=str(v["error"]),
                 study_status=status,
                 reported=None if v["reported"] is None else bool(v["reported"]),
+                # both absent in a cases.json written before the workbench marked them
+                distance=_distance(v),
+                out_of_distribution=_typed(v, "out_of_distribution", bool, False),
             )
             for v in image_item["vertebrae"]
         )

@@ -27,13 +27,15 @@ class ReviewRun:
     """A run folder opened for review.
 
     ``studies`` are in queue order (flagged first, by rank, then the rest by key); ``sources``
-    maps each image reference to its archive-relative path (POSIX separators).
+    maps each image reference to its archive-relative path (POSIX separators);
+    ``domain_banner`` is the scan's out-of-domain warning ("" when none was due).
     """
 
     run_dir: Path
     archive: Path
     threshold: float
     training_data: str
+    domain_banner: str
     studies: tuple[StudyCase, ...]
     sources: Mapping[str, str]
 
@@ -127,6 +129,7 @@ def load_run(run_dir: Path) -> ReviewRun:
         archive=archive,
         threshold=cases.threshold,
         training_data=cases.training_data,
+        domain_banner=cases.domain_banner,
         studies=cases.studies,
         sources=sources,
     )

@@ -8,8 +8,10 @@ negative, no read*. So the run holds flagged and unflagged studies whatever the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from auditor.reports.cases import CASES_NAME
 from auditor.scan.config import HeatmapMode, ScanConfig
 from auditor.scan.pipeline import run_scan
 from tests.helpers.scan_world import make_scan_world
@@ -31,6 +33,10 @@ def scan_config(world: Path, bundle: Path, out: Path, *, resume: bool = False) -
         workers=0,
         heatmaps=HeatmapMode.ALL,
         resume=resume,
+        # the world's blobs are rightly unlike the localizer's training images: its image check
+        # would mark every crop out of distribution, and the run out of domain; the tests of the
+        # domain banner mark a run so themselves (mark_out_of_domain)
+        image_check=False,
     )
 
 
@@ -40,3 +46,19 @@ def scanned_run(root: Path, bundle: Path, n_studies: int = 6) -> Path:
     out = root / "run"
     run_scan(scan_config(root / "world", bundle, out))
     return out
+
+
+def mark_out_of_domain(run_dir: Path, banner: str, distance: float = 9.5) -> None:
+    """Rewrite ``run_dir``'s ``cases.json`` as a scan of an archive out of the model's domain
+    writes it: with ``banner`` and every classified vertebra out of distribution at
+    ``distance``. (The untrained bundle has no domain guard, so its scans mark nothing.)"""
+    path = run_dir / CASES_NAME
+    cases = json.loads(path.read_text(encoding="utf-8"))
+    cases["domain_banner"] = banner
+    for study in cases["studies"]:
+        for image in study["images"]:
+            for vertebra in image["vertebrae"]:
+                if vertebra["probability"] is not None:
+                    vertebra["distance"] = distance
+                    vertebra["out_of_distribution"] = True
+    path.write_text(json.dumps(cases), encoding="utf-8")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +15,7 @@ from auditor.errors import InputFileError
 from auditor.reports.cases import CASES_NAME, read_cases
 from auditor.review.run import load_run
 from auditor.scan.pipeline import run_scan
-from tests.helpers.review_world import scan_config
+from tests.helpers.review_world import mark_out_of_domain, scan_config
 from tests.helpers.scan_world import HOSTILE, LEVELS, make_scan_world
 
 
@@ -66,4 +69,84 @@ def test_a_bad_cases_file_is_a_clean_error(tmp_path: Path, content: str, match: 
     path = tmp_path / CASES_NAME
     path.write_text(content, encoding="utf-8")
     with pytest.raises(InputFileError, match=match):
+        read_cases(path)
+
+
+# -- the domain guard's fields ----------------------------------------------------------------
+
+
+def _vertebrae(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for s in document["studies"] for i in s["images"] for v in i["vertebrae"]]
+
+
+def _rewritten(scanned: Path, target: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """``scanned``'s ``cases.json`` with ``change`` applied to its document, written to
+    ``target``."""
+    document = json.loads((scanned / CASES_NAME).read_text(encoding="utf-8"))
+    change(document)
+    target.write_text(json.dumps(document), encoding="utf-8")
+    return target
+
+
+def test_a_scan_without_a_domain_guard_writes_no_banner_and_marks_nothing(scanned: Path) -> None:
+    document = json.loads((scanned / CASES_NAME).read_text(encoding="utf-8"))
+    assert document["domain_banner"] == ""
+    vertebrae = _vertebrae(document)
+    assert vertebrae and all(v["out_of_distribution"] is False for v in vertebrae)
+    assert all(v["distance"] is None for v in vertebrae)
+
+
+def test_an_older_cases_file_without_the_domain_fields_loads(scanned: Path, tmp_path: Path) -> None:
+    def drop(document: dict[str, Any]) -> None:
+        del document["domain_banner"]
+        for v in _vertebrae(document):
+            del v["distance"], v["out_of_distribution"]
+
+    older = read_cases(_rewritten(scanned, tmp_path / CASES_NAME, drop))
+    assert older.domain_banner == ""
+    assert older.studies == read_cases(scanned / CASES_NAME).studies
+    # and the workbench opens it
+    shutil.copytree(scanned, tmp_path / "run")
+    _rewritten(scanned, tmp_path / "run" / CASES_NAME, drop)
+    assert load_run(tmp_path / "run").domain_banner == ""
+
+
+def test_the_domain_banner_and_out_of_distribution_calls_are_read(
+    scanned: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(scanned, tmp_path / "run")
+    mark_out_of_domain(tmp_path / "run", "Out of distribution: test banner", distance=9.5)
+    run = load_run(tmp_path / "run")
+    assert run.domain_banner == "Out of distribution: test banner"
+    vertebrae = [v for case in run.studies for image in case.images for v in image.vertebrae]
+    classified = [v for v in vertebrae if v.probability is not None]
+    assert classified and all(v.out_of_distribution for v in classified)
+    assert all(v.distance == 9.5 for v in classified)
+
+
+def _set_banner(value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda document: document.__setitem__("domain_banner", value)
+
+
+def _set_vertebra(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda document: _vertebrae(document)[0].__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (_set_banner(None), "domain_banner must be a str, got None"),
+        (_set_banner(["Out of distribution"]), "domain_banner must be a str"),
+        (_set_vertebra("out_of_distribution", "yes"), "out_of_distribution must be a bool"),
+        (_set_vertebra("out_of_distribution", 1), "out_of_distribution must be a bool, got 1"),
+        (_set_vertebra("out_of_distribution", None), "out_of_distribution must be a bool"),
+        (_set_vertebra("distance", "9.5"), "distance must be a number or null, got '9.5'"),
+        (_set_vertebra("distance", True), "distance must be a number or null, got True"),
+    ],
+)
+def test_the_domain_fields_are_not_coerced(
+    scanned: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None], match: str
+) -> None:
+    path = _rewritten(scanned, tmp_path / CASES_NAME, change)
+    with pytest.raises(InputFileError, match=f"malformed field: TypeError.*{match}"):
         read_cases(path)

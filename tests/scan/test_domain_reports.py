@@ -1,6 +1,7 @@
 """A scan whose crops are unlike the model's training data says so everywhere: a red banner at
 the top of the page, the workbook and the terminal, each call and study status marked, the
-findings' columns, and ``--strict-domain`` exits 1 after writing the reports."""
+findings' columns, ``cases.json`` for the workbench, and ``--strict-domain`` exits 1 after writing
+the reports."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import markupsafe
 import numpy as np
 import openpyxl
 import pytest
@@ -18,6 +20,7 @@ from auditor.model.bundle import create_untrained_bundle, load_bundle, save_bund
 from auditor.model.guard import fit_guard
 from auditor.model.network import build_network, penultimate_width
 from auditor.records import OUT_OF_DISTRIBUTION
+from auditor.reports.cases import CASES_NAME, read_cases
 from tests.helpers.scan_world import ScanWorld, make_scan_world
 
 
@@ -85,6 +88,14 @@ def test_an_archive_out_of_the_models_domain_is_marked_everywhere(
     assert rows and all(r["out_of_distribution"] == "yes" for r in rows)
     assert all(float(r["domain_distance"]) > 0 for r in rows)
     assert f"positive; {OUT_OF_DISTRIBUTION}" in html
+    # cases.json carries the banner and the marks for the review workbench
+    cases = read_cases(out / CASES_NAME)
+    assert cases.domain_banner.startswith("Out of distribution:")
+    assert str(markupsafe.escape(cases.domain_banner)) in html
+    vertebrae = [v for c in cases.studies for i in c.images for v in i.vertebrae]
+    classified = [v for v in vertebrae if v.probability is not None]
+    assert classified and all(v.out_of_distribution for v in classified)
+    assert all(v.distance is not None and v.distance > 0 for v in classified)
 
 
 def test_without_strict_domain_the_scan_warns_and_exits_0(
