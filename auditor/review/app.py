@@ -5,6 +5,11 @@ Pages (HTML, rendered from ``templates/review/`` with autoescape):
 - ``GET /``: the queue, flagged studies in priority order, then the unflagged sample;
 - ``GET /case?study=KEY``: one case (drawn by ``static/workbench.js`` from the JSON below).
 
+Every page carries the scan's banners at the top: the synthetic-model one when the card says so,
+and the domain guards' when the archive was out of the model's domain (``cases.json``'s
+``domain_banner``, as the reports show it); the case marks each call the scan marked out of
+distribution.
+
 JSON API (every answer is the reviewer's own view; ``<``, ``>`` and ``&`` are escaped as
 ``\\u003c`` etc. so that no answer can be sniffed into markup):
 
@@ -42,7 +47,7 @@ from starlette.staticfiles import StaticFiles
 
 from auditor.crops import crop_window
 from auditor.errors import READ_FAILURES, TlauditError, UsageError
-from auditor.records import CaseImage, LevelMention, StudyCase
+from auditor.records import OUT_OF_DISTRIBUTION, CaseImage, LevelMention, StudyCase
 from auditor.resources import resource_dir
 from auditor.review.decisions import ReviewedVertebra, propose_verdict, reviewed_vertebrae
 from auditor.review.guard import TOKEN_PARAM, Guard
@@ -242,6 +247,7 @@ class Workbench:
             token=self.token,
             reviewer=self.reviewer,
             synthetic=self.run.training_data == "synthetic",
+            domain_banner=self.run.domain_banner,
             progress=self.progress(state),
             queue_url=self.url("/"),
             static_url=lambda path: self.url(f"/static/{path}"),
@@ -307,6 +313,7 @@ class Workbench:
             page="case",
             study=case.key,
             levels=[level.value for level in LEVEL_ORDER],
+            out_of_distribution=OUT_OF_DISTRIBUTION,
             ao_types=AO_TYPES,
             genant_grades=GENANT_GRADES,
             verdicts=list(StudyVerdict),
@@ -486,6 +493,8 @@ def _vertebra_json(v: ReviewedVertebra) -> dict[str, Any]:
         "xyxy": [round(c, 2) for c in v.xyxy],
         "probability": v.probability,
         "positive": bool(original is not None and original.positive),
+        # the scan's call on a crop unlike the training data means little (the reports mark it)
+        "out_of_distribution": bool(original is not None and original.out_of_distribution),
         "heatmap": window is not None,
         "window": window,
         "decision": None if v.decision is None else v.decision.value,

@@ -23,6 +23,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from auditor.errors import ReviewError, UsageError
+from auditor.records import OUT_OF_DISTRIBUTION
 from auditor.review.app import create_app
 from auditor.review.guard import CONTENT_SECURITY_POLICY, TOKEN_HEADER, host_name
 from auditor.review.images import heatmap_path
@@ -35,6 +36,7 @@ from auditor.review.serve import (
     workbench_url,
 )
 from auditor.review.store import ReviewStore
+from tests.helpers.review_world import mark_out_of_domain
 
 TOKEN = "test-token-0123456789-abcdefghij"
 AUTH = {TOKEN_HEADER: TOKEN}
@@ -355,6 +357,78 @@ def test_synthetic_banner_follows_the_model_card(fresh_run: Path) -> None:
             page = c.get(path, params=params, headers=AUTH).text
             assert 'data-testid="banner"' in page
             assert "synthetic data only, not validated on patients" in page
+
+
+HOSTILE_BANNER = 'Out of distribution: <script>alert(1)</script> <b>x</b> & "q" {{ 7*7 }}'
+
+
+class _Alerts(HTMLParser):
+    """The text of each role="alert" element of a page, by data-testid (a banner holds text
+    only: markup in it would end the text early and show up as a tag)."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.alerts: dict[str, str] = {}
+        self.tags: list[str] = []
+        self._open: str | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._open is not None:
+            self.tags.append(tag)
+        if dict(attrs).get("role") == "alert":
+            self._open = str(dict(attrs).get("data-testid"))
+            self.alerts[self._open] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self.alerts[self._open] += data
+
+
+def test_domain_banner_follows_cases_json(fresh_run: Path) -> None:
+    with _client(fresh_run) as c:
+        for path, params in (("/", {}), ("/case", {"study": _flagged(c)})):
+            page = c.get(path, params=params, headers=AUTH).text
+            assert "domain-banner" not in page and "Out of distribution" not in page
+    mark_out_of_domain(fresh_run, "Out of distribution: 40 of 40 vertebra crops (100%) ...")
+    with _client(fresh_run) as c:
+        for path, params in (("/", {}), ("/case", {"study": _flagged(c)})):
+            page = c.get(path, params=params, headers=AUTH).text
+            alerts = _Alerts(page).alerts
+            banner = "Out of distribution: 40 of 40 vertebra crops (100%) ..."
+            assert alerts["domain-banner"].strip() == banner, path
+            # at the top: before the page's own content
+            assert page.index('data-testid="domain-banner"') < page.index("<main"), path
+
+
+def test_a_hostile_domain_banner_stays_escaped(fresh_run: Path) -> None:
+    mark_out_of_domain(fresh_run, HOSTILE_BANNER)
+    with _client(fresh_run) as c:
+        for path, params in (("/", {}), ("/case", {"study": _flagged(c)})):
+            page = c.get(path, params=params, headers=AUTH).text
+            assert "<script>alert" not in page and "<b>x</b>" not in page, path
+            assert "&lt;script&gt;alert(1)&lt;/script&gt; &lt;b&gt;x&lt;/b&gt; &amp;" in page, path
+            alerts = _Alerts(page)
+            # the whole string, as text, in the banner: no tag opened, no template evaluated
+            assert alerts.alerts["domain-banner"].strip() == HOSTILE_BANNER, path
+            assert alerts.tags == [], path
+
+
+def test_the_case_marks_out_of_distribution_calls_in_the_reports_words(fresh_run: Path) -> None:
+    with _client(fresh_run) as c:
+        study = _flagged(c)
+        case = c.get("/api/case", params={"study": study}, headers=AUTH).json()
+        assert not any(v["out_of_distribution"] for v in case["images"][0]["vertebrae"])
+    mark_out_of_domain(fresh_run, "Out of distribution: banner")
+    with _client(fresh_run) as c:
+        page = c.get("/case", params={"study": study}, headers=AUTH).text
+        assert f'data-out-of-distribution="{OUT_OF_DISTRIBUTION}"' in page
+        case = c.get("/api/case", params={"study": study}, headers=AUTH).json()
+    vertebrae = case["images"][0]["vertebrae"]
+    assert vertebrae and all(v["out_of_distribution"] is True for v in vertebrae)
 
 
 def test_case_page_and_json(client: TestClient) -> None:

@@ -1,8 +1,9 @@
 """The workbench in a real browser (headless Chromium through Playwright).
 
 The queue, the keys, a decision that survives a reload, a box moved through the pan-zoom
-transform, a box added, and a verdict key; every page runs under the workbench's CSP (a violation
-fails the test, see :func:`tests.review.browser.page`).
+transform, a box added, a verdict key, and the domain banner with the calls marked out of
+distribution; every page runs under the workbench's CSP (a violation fails the test, see
+:func:`tests.review.browser.page`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from auditor.records import OUT_OF_DISTRIBUTION
 from auditor.review.store import ReviewStore
+from tests.helpers.review_world import mark_out_of_domain
 from tests.review import browser as helpers
 
 if TYPE_CHECKING:
@@ -142,3 +145,27 @@ def test_move_add_and_delete_boxes(fresh_run: Path, page: Page) -> None:
     assert added[0].xyxy is not None
     assert added[0].xyxy[2] - added[0].xyxy[0] == pytest.approx(40 / scale, abs=1.0)
     assert state.vertebrae[(study, ref, deleted)].deleted
+
+
+def test_the_domain_banner_and_out_of_distribution_calls_are_shown(
+    fresh_run: Path, page: Page
+) -> None:
+    banner = "Out of distribution: 24 of 24 vertebra crops (100%) are unlike <b>anything</b>"
+    mark_out_of_domain(fresh_run, banner)
+    with helpers.serve_workbench(fresh_run) as url:
+        page.goto(url)
+        shown = page.get_by_role("alert").filter(has_text="Out of distribution")
+        assert shown.is_visible() and shown.inner_text() == banner
+        assert shown.get_attribute("data-testid") == "domain-banner"
+        _open_first_case(page, url)
+        shown = page.locator('[data-testid="domain-banner"]')
+        assert shown.is_visible() and shown.inner_text() == banner
+        # above the case, and the case still fits the window below it
+        banner_box, case_box = shown.bounding_box(), page.locator("#case").bounding_box()
+        assert banner_box is not None and case_box is not None
+        assert banner_box["y"] + banner_box["height"] <= case_box["y"] + 1
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1024
+        rows = page.locator('[data-testid="vertebra"]')
+        marks = page.locator('[data-testid="vertebra"] [data-testid="out-of-distribution"]')
+        assert rows.count() > 0 and marks.count() == rows.count()
+        assert marks.first.is_visible() and marks.first.inner_text() == OUT_OF_DISTRIBUTION

@@ -12,6 +12,7 @@
  *                                   times key press -> drawn by waiting for it to change)
  *   body[data-case-error]           set when the radiograph could not be shown
  *   banner                          the synthetic-model banner (when the model card says so)
+ *   domain-banner                   the scan's out-of-domain banner (when cases.json has one)
  *   progress                        "n of N reviewed"
  *   queue page:
  *     queue-section-flagged, queue-section-sample   the two parts of the queue
@@ -27,7 +28,8 @@
  *     heatmap [data-box]            a heatmap overlay (an SVG <image>)
  *     vertebra [data-box, data-level, data-decision]   its row in the vertebrae table, holding
  *       level-select, decide-fracture, decide-no_fracture, decide-unsure, ao-select,
- *       genant-select, delete-box (restore-box for a deleted box)
+ *       genant-select, delete-box (restore-box for a deleted box), and out-of-distribution
+ *       beside the probability when the scan marked the call so
  *     add-box                       then drag a rectangle on the image; new-box-dialog with
  *                                   new-level, new-box-ok, new-box-cancel
  *     verdict-confirmed_miss, verdict-not_a_fracture, verdict-already_known, verdict-unsure
@@ -229,6 +231,7 @@
     const levels = body.dataset.levels.split(" ");
     const aoTypes = body.dataset.aoTypes.split(" ");
     const genantGrades = body.dataset.genantGrades.split(" ");
+    const outOfDistribution = body.dataset.outOfDistribution; // the reports' wording
     const img = document.getElementById("radiograph");
     const overlay = document.getElementById("overlay");
     const stage = document.getElementById("stage");
@@ -608,7 +611,8 @@
       const mark = v.decision ? ` ${DECISIONS.find((d) => d[0] === v.decision)[1]}` : "";
       label.textContent = `${v.level}${p}${mark}`;
       const title = svg("title", {});
-      title.textContent = `${v.level}${p}${v.added ? " (added)" : ""}${v.deleted ? " (deleted)" : ""}`;
+      const ood = v.out_of_distribution ? `; ${outOfDistribution}` : "";
+      title.textContent = `${v.level}${p}${ood}${v.added ? " (added)" : ""}${v.deleted ? " (deleted)" : ""}`;
       group.append(title, rect, label);
       if (!v.deleted) {
         rect.addEventListener("pointerdown", (event) => startDrag(event, v, "move"));
@@ -858,6 +862,17 @@
       if (v.moved) notes.push("moved");
       const p =
         v.probability === null ? "—" : el("span", { class: v.positive ? "pos" : "" }, v.probability.toFixed(2));
+      const ood = v.out_of_distribution
+        ? el(
+            "span",
+            {
+              class: "note ood",
+              "data-testid": "out-of-distribution",
+              title: "The crop is unlike the model's training data: its call means little",
+            },
+            outOfDistribution,
+          )
+        : null;
       const buttons = DECISIONS.map(([value, short, long]) => {
         const button = el(
           "button",
@@ -906,7 +921,7 @@
       );
       row.append(
         el("td", { class: "level-cell" }, level, notes.length ? el("span", { class: "note" }, notes.join(", ")) : null),
-        el("td", { class: "num" }, p),
+        el("td", { class: "num" }, p, ood),
         el("td", { class: "decisions" }, ...buttons),
         el("td", {}, ao),
         el("td", {}, genant),
