@@ -471,14 +471,14 @@ class ErrorRow:
 @dataclass(frozen=True)
 class CountTest:
     """The count rule's figures for one archive (:class:`auditor.model.guard.CountRule`, where
-    the test is defined): of ``images`` images with classified crops, ``images_flagged`` have at
-    least one out of distribution; an archive like the training data would have ``expected`` on
-    average at most (each crop out with probability at most ``crop_rate``), and ``tail`` is the
-    bound's P(K >= images_flagged). The rule fires when the archive's share of crops out of
+    the test is defined): of ``studies`` studies with classified crops, ``studies_flagged`` have
+    at least one out of distribution; an archive like the training data would have ``expected``
+    on average at most (each crop out with probability at most ``crop_rate``), and ``tail`` is
+    the bound's P(K >= studies_flagged). The rule fires when the archive's share of crops out of
     distribution is above ``floor`` and ``tail`` is below ``alpha``."""
 
-    images: int
-    images_flagged: int
+    studies: int
+    studies_flagged: int
     expected: float
     tail: float
     floor: float
@@ -500,7 +500,7 @@ class DomainCheck:
     reports say so). Two rules mark the whole archive out of the models' domain: the *share
     rule*, more than ``archive_share`` of the crops, or of the localizer's images, out of
     distribution; and the *count rule* (``count``; None when it was not run), more than its
-    floor of the crops out and more images with a crop out than an archive like the training
+    floor of the crops out and more studies with a crop out than an archive like the training
     data gives (:class:`CountTest`).
     """
 
@@ -531,7 +531,7 @@ class DomainCheck:
     @property
     def count_rule(self) -> bool:
         """More than the count rule's floor of the crops are out of distribution, and the
-        number of images with a crop out is improbable for an archive like the training data."""
+        number of studies with a crop out is improbable for an archive like the training data."""
         c = self.count
         return c is not None and self.crop_share > c.floor and c.tail < c.alpha
 
@@ -554,8 +554,8 @@ class DomainCheck:
             )
         if self.count_rule and (c := self.count) is not None:
             reasons.append(
-                f"count rule: more than {c.floor:.0%} of the crops, and {c.images_flagged} of "
-                f"{c.images} images with a crop out where images like the training data give "
+                f"count rule: more than {c.floor:.0%} of the crops, and {c.studies_flagged} of "
+                f"{c.studies} studies with a crop out where studies like the training data give "
                 f"at most {c.expected:.1f} on average, {c.p_text()} < {c.alpha:g}"
             )
         return reasons
@@ -606,8 +606,8 @@ class DomainCheck:
         if (c := self.count) is not None:
             rows.append(
                 (
-                    "Images with a vertebra out of distribution",
-                    f"{c.images_flagged} of {c.images}; images like the training data give at "
+                    "Studies with a vertebra out of distribution",
+                    f"{c.studies_flagged} of {c.studies}; studies like the training data give at "
                     f"most {c.expected:.1f} on average (each crop out at most {c.crop_rate:.1%} "
                     f"of the time), {c.p_text()}; count rule: the archive is out of the "
                     f"model's domain when P < {c.alpha:g} and more than {c.floor:.0%} of the "

@@ -435,7 +435,7 @@ def domain_counts(domain: DomainCheck) -> str:
     if c is None:
         return "; the archive passes the share rule"
     return (
-        f", on {c.images_flagged} of {c.images} images (at most {c.expected:.1f} expected, "
+        f", on {c.studies_flagged} of {c.studies} studies (at most {c.expected:.1f} expected, "
         f"{c.p_text()}); the archive passes both rules"
     )
 

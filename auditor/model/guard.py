@@ -73,13 +73,13 @@ DEFAULT_QUANTILE = 0.99
 #: Share of an archive's crops out of distribution above which the whole archive is out of the
 #: model's domain (reports carry a red banner; ``scan --strict-domain`` exits 1): the share rule.
 DEFAULT_ARCHIVE_SHARE = 0.2
-#: The count rule's defaults (:class:`CountRule`; chosen by resampling whole images of held-out
+#: The count rule's defaults (:class:`CountRule`; chosen by resampling whole studies of held-out
 #: and foreign archives: ``docs/models.md``, "The archive rules"). The archive's share of crops
 #: out of distribution must pass this floor, well above the crop rate below, so that a large
 #: archive whose rate is only a little above it (another pixel spacing: 2.5 %) is not marked
 #: for it ...
 DEFAULT_COUNT_FLOOR = 0.05
-#: ... and its number of images with a crop out of distribution must be this improbable for an
+#: ... and its number of studies with a crop out of distribution must be this improbable for an
 #: archive like the training data ...
 DEFAULT_COUNT_ALPHA = 0.001
 #: ... in which a crop is out of distribution with at most this probability: an upper figure
@@ -102,18 +102,19 @@ batch's distances, float32 (N,), on that device."""
 
 @dataclass(frozen=True)
 class CountRule:
-    """The archive rule that counts images: an archive is out of the model's domain when more
-    than ``floor`` of its crops are out of distribution and its number of images with at least
+    """The archive rule that counts studies: an archive is out of the model's domain when more
+    than ``floor`` of its crops are out of distribution and its number of studies with at least
     one such crop is improbable for an archive like the training data.
 
-    The image is the unit, since the crops of one image share its acquisition and are
-    correlated. If a crop like the training data is out of distribution with probability at
-    most ``crop_rate``, an image of c crops has at least one out with probability at most
-    1 - (1 - crop_rate)^c: taking the events "crop j is out" to be positively associated within
-    an image (they rise together with the image's contrast, noise and rendering), Harris's
-    inequality (the FKG inequality) makes the chance that none is out at least the product of
-    the crops' chances. Images are taken to be independent, so the number K of images with a
-    crop out is stochastically at most a Poisson-binomial count with those probabilities, and
+    The study is the unit, since the crops of one image share its acquisition, and the images of
+    one study its patient and usually its session: their flags are correlated. If a crop like
+    the training data is out of distribution with probability at most ``crop_rate``, a study of
+    c crops has at least one out with probability at most 1 - (1 - crop_rate)^c: taking the
+    events "crop j is out" to be positively associated within a study (they rise together with
+    the acquisition's contrast, noise and rendering, and with the patient), Harris's inequality
+    (the FKG inequality) makes the chance that none is out at least the product of the crops'
+    chances. Studies are taken to be independent, so the number K of studies with a crop out
+    is stochastically at most a Poisson-binomial count with those probabilities, and
     the rule fires when P(K >= observed) < ``alpha`` under it (:meth:`test`: the law's exact
     distribution, one binomial per crop count convolved).
     The share rule beside it (:data:`DEFAULT_ARCHIVE_SHARE`) needs no count; this one adds what
@@ -184,29 +185,29 @@ class CountRule:
         """The card's JSON object for the rule."""
         return {"floor": self.floor, "crop_rate": self.crop_rate, "alpha": self.alpha}
 
-    def test(self, crops_per_image: Sequence[int], flagged_per_image: Sequence[int]) -> CountTest:
-        """The rule's figures for an archive: per image, its classified crops and those out of
-        distribution (images without crops do not count).
+    def test(self, crops_per_study: Sequence[int], flagged_per_study: Sequence[int]) -> CountTest:
+        """The rule's figures for an archive: per study, its classified crops and those out of
+        distribution (studies without crops do not count).
 
         Returns
         -------
         CountTest
-            The images counted and flagged, the bound's expected count and the tail
+            The studies counted and flagged, the bound's expected count and the tail
             probability P(K >= flagged), with the rule's constants.
         """
         from scipy.signal import convolve  # only when a scan ends
         from scipy.stats import binom
 
-        crops = np.asarray(crops_per_image, dtype=np.int64)
-        flagged = np.asarray(flagged_per_image, dtype=np.int64)[crops > 0]
+        crops = np.asarray(crops_per_study, dtype=np.int64)
+        flagged = np.asarray(flagged_per_study, dtype=np.int64)[crops > 0]
         crops = crops[crops > 0]
         chances = 1.0 - (1.0 - self.crop_rate) ** crops
         observed = int((flagged > 0).sum())
-        # Images of the same crop count share one chance, so the Poisson-binomial law is the sum
+        # Studies of the same crop count share one chance, so the Poisson-binomial law is the sum
         # of one binomial per crop count: its distribution is their convolution, which scipy
-        # computes directly or by FFT, whichever is faster (0.4 s for a million images, where
+        # computes directly or by FFT, whichever is faster (0.3 s for a million studies, where
         # the pairwise recursion of scipy.stats.poisson_binom is quadratic: 1 s at 50,000).
-        # Against poisson_binom on 40 to 20,000 images the tails agree to a relative 1e-6 down
+        # Against poisson_binom on 40 to 20,000 studies the tails agree to a relative 1e-6 down
         # to 1e-10; below 1e-12 (FFT rounding) the reports print "P < 1e-12".
         distribution = np.ones(1)
         for count in np.unique(crops):
@@ -215,8 +216,8 @@ class CountRule:
             distribution = convolve(distribution, binom.pmf(np.arange(n + 1), n, chance))
         tail = float(distribution[observed:].sum()) if observed else 1.0
         return CountTest(
-            images=len(crops),
-            images_flagged=observed,
+            studies=len(crops),
+            studies_flagged=observed,
             expected=float(chances.sum()),
             tail=min(max(tail, 0.0), 1.0),
             floor=self.floor,
@@ -274,7 +275,7 @@ class FeatureGuard:
     method
         One of :data:`GUARD_METHODS`.
     count_rule
-        The archive rule that counts images (:class:`CountRule`).
+        The archive rule that counts studies (:class:`CountRule`).
     l2_centres, l2_covariance
         For ``mahalanobis+l2``: the centres and shrunk covariance of the L2-normalised features.
     scales

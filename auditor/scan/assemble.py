@@ -106,7 +106,9 @@ class ScanInputs:
     viewer_url: str = ""  # a viewer URL template with {study_uid} (auditor.scan.viewer)
 
 
-def _study_key(image: str, meta: RadiographMeta | None, boxes: Sequence[VertebraBox]) -> str:
+def study_key(image: str, meta: RadiographMeta | None, boxes: Sequence[VertebraBox]) -> str:
+    """The study an image belongs to, as the reports group them: its Study Instance UID, from
+    its header or else its boxes, or the image alone."""
     if meta is not None and meta.study_uid:
         return meta.study_uid
     for box in boxes:
@@ -155,7 +157,7 @@ def assemble_report(
     # Group classified images into studies.
     studies: dict[str, list[str]] = {}
     for image in sorted(outcomes):
-        key = _study_key(image, metas.get(image), inputs.boxes.get(image, ()))
+        key = study_key(image, metas.get(image), inputs.boxes.get(image, ()))
         studies.setdefault(key, []).append(image)
 
     boxes_by_row = {(image, box.row): box for image, boxes in inputs.boxes.items() for box in boxes}

@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -48,13 +48,15 @@ from auditor.model.infer import Classifier, select_device
 from auditor.parallel import Executor, LocalProcesses, RayTasks, Work
 from auditor.records import (
     DomainCheck,
+    RadiographMeta,
     SummaryValue,
+    VertebraBox,
     is_out_of_distribution,
     is_positive,
 )
 from auditor.reports.pseudonym import Pseudonymiser, new_salt
 from auditor.reports.writers import ReportOptions, write_reports
-from auditor.scan.assemble import FileEntry, ScanInputs, assemble_report, shown_path
+from auditor.scan.assemble import FileEntry, ScanInputs, assemble_report, shown_path, study_key
 from auditor.scan.classify import ClassifyStats, ModelSpec, classify_batches
 from auditor.scan.config import (
     HeatmapMode,
@@ -187,6 +189,29 @@ def _load_model(config: ScanConfig, emit: Progress) -> _Model:
     return _Model(bundle, classifier, threshold, op_name)
 
 
+def crops_by_study(
+    outcomes: Mapping[str, ImageOutcome],
+    metas: Mapping[str, RadiographMeta | None],
+    boxes: Mapping[str, Sequence[VertebraBox]],
+    refused: Set[str],
+    threshold: float | None,
+) -> dict[str, tuple[int, int]]:
+    """Per study (as the reports group images: :func:`auditor.scan.assemble.study_key`), its
+    classified crops with a domain verdict and those out of distribution: a crop beyond the
+    guard's ``threshold``, or any crop of an image the image check ``refused``."""
+    counts: dict[str, tuple[int, int]] = {}
+    for image, outcome in outcomes.items():
+        key = study_key(image, metas.get(image), boxes.get(image, ()))
+        crops, out = counts.get(key, (0, 0))
+        for v in outcome.vertebrae:
+            if v.probability is None or (v.distance is None and image not in refused):
+                continue  # not classified, or no crop guard and no image verdict
+            crops += 1
+            out += image in refused or is_out_of_distribution(v.distance, threshold)
+        counts[key] = (crops, out)
+    return counts
+
+
 def _domain(
     model: _Model,
     outcomes: Mapping[str, ImageOutcome],
@@ -195,20 +220,17 @@ def _domain(
 ) -> DomainCheck:
     """What the domain guards said about the whole run: the classifier's per crop, the
     localizer's per image (when it ran, or with a box file the image check), every crop of an
-    image the image check refused counted out; and the guard's count rule on the per-image
-    counts."""
+    image the image check refused counted out; and the guard's count rule on the per-study
+    counts (studies as the reports group images: :func:`auditor.scan.assemble.study_key`)."""
     guard = model.bundle.card.guard
     threshold = guard.threshold if guard is not None else None
-    refused = check.refused if check is not None else frozenset()
-    counts = []  # per image: classified crops counted, and of them out of distribution
-    for image, outcome in outcomes.items():
-        crops = crops_out = 0
-        for v in outcome.vertebrae:
-            if v.probability is None or (v.distance is None and image not in refused):
-                continue  # not classified, or no crop guard and no image verdict
-            crops += 1
-            crops_out += image in refused or is_out_of_distribution(v.distance, threshold)
-        counts.append((crops, crops_out))
+    counts = crops_by_study(
+        outcomes,
+        {f.relative: f.meta for f in boxes.files},
+        boxes.resolved.by_image,
+        check.refused if check is not None else frozenset(),
+        threshold,
+    )
     measured = [o for o in boxes.localizer_outcomes if o.distance is not None]
     images, images_out = len(measured), sum(o.out_of_distribution for o in measured)
     if check is not None:  # a box file's image check
@@ -217,13 +239,13 @@ def _domain(
         guarded=guard is not None,
         threshold=threshold,
         archive_share=guard.archive_share if guard is not None else DEFAULT_ARCHIVE_SHARE,
-        crops=sum(c for c, _ in counts),
-        crops_out=sum(k for _, k in counts),
+        crops=sum(c for c, _ in counts.values()),
+        crops_out=sum(k for _, k in counts.values()),
         images=images,
         images_out=images_out,
         method=guard.describe() if guard is not None else "",
         count=(
-            guard.count_rule.test([c for c, _ in counts], [k for _, k in counts])
+            guard.count_rule.test([c for c, _ in counts.values()], [k for _, k in counts.values()])
             if guard is not None
             else None
         ),

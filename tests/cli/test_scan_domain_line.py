@@ -15,7 +15,7 @@ def test_the_line_gives_the_count_rules_figures() -> None:
     )  # fmt: skip
     assert not check.out_of_domain
     assert domain_counts(check) == (
-        ", on 1 of 3 images (at most 0.3 expected, P = 0.3); the archive passes both rules"
+        ", on 1 of 3 studies (at most 0.3 expected, P = 0.3); the archive passes both rules"
     )
 
 

@@ -77,7 +77,7 @@ def test_an_archive_out_of_the_models_domain_is_marked_everywhere(
     assert summary_rows["Archive out of the model's domain"] == (
         "yes (share rule: more than 20% of the crops and of the images)"
     )
-    counted = str(summary_rows["Images with a vertebra out of distribution"])
+    counted = str(summary_rows["Studies with a vertebra out of distribution"])
     assert counted.startswith("2 of 2;")
     assert "count rule: the archive is out" in counted
     queue = openpyxl.load_workbook(out / "audit.xlsx")["Flagged queue"]
