@@ -26,8 +26,9 @@ did not hide), the model, the heatmap pass, thumbnails, journal, reports, and th
 loading, run folder, worker start-up). Decoding and cropping run in the loader's worker processes,
 overlapped with the model, so the scan cannot time them on its path; the bench times them apart
 (:func:`measure_loader`: the same reader and crop code, in this process, on up to
-``loader_sample`` of the scan's images, in CPU time) and gives them as worker-seconds over the
-scan's wall time (:attr:`BenchResult.worker_stages`), which may exceed 100 % with several workers.
+``loader_sample`` of the scan's images, in CPU time on one thread) and gives them as
+worker-seconds over the scan's wall time (:attr:`BenchResult.worker_stages`), which may exceed
+100 % with several workers.
 """
 
 from __future__ import annotations
@@ -469,9 +470,10 @@ def measure_loader(archive: Path, boxes: Path, card: ModelCard, limit: int) -> L
 
     Each image is read with :func:`~auditor.io.radiograph.read_radiograph` (decode), then taken
     through :class:`~auditor.scan.dataset.VertebraCropDataset` (decode again, then crop), so the
-    crop time is the second time less the first, and the code timed is the scan's own. The times
-    are this process's CPU time (:func:`time.process_time`), which other processes' load on the
-    machine inflates far less than wall time.
+    crop time is the second time less the first, and the code timed is the scan's own. It runs
+    on one torch thread, as a loader worker does, and the times are that thread's CPU time
+    (:func:`time.thread_time`): other processes' load inflates it far less than wall time, and
+    the model's idle threads, which spin for a while after the scan's last batch, do not count.
     """
     from auditor.archive.inventory import inventory
     from auditor.boxes import read_box_file, resolve_boxes
@@ -491,17 +493,22 @@ def measure_loader(archive: Path, boxes: Path, card: ModelCard, limit: int) -> L
     dataset = VertebraCropDataset(jobs, card)
     decode: list[float] = []
     crop: list[float] = []
-    for index, job in enumerate(jobs):
-        start = time.process_time()
-        try:
-            read_radiograph(job.path)
-        except READ_FAILURES:
-            continue
-        middle = time.process_time()
-        dataset[index]
-        end = time.process_time()
-        decode.append(middle - start)
-        crop.append(max(0.0, (end - middle) - (middle - start)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for index, job in enumerate(jobs):
+            start = time.thread_time()
+            try:
+                read_radiograph(job.path)
+            except READ_FAILURES:
+                continue
+            middle = time.thread_time()
+            dataset[index]
+            end = time.thread_time()
+            decode.append(middle - start)
+            crop.append(max(0.0, (end - middle) - (middle - start)))
+    finally:
+        torch.set_num_threads(threads)
     return LoaderTimes(tuple(decode), tuple(crop))
 
 
