@@ -15,7 +15,7 @@ the PACS knows tlaudit by its calling AE title and, usually, its address.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from auditor.errors import UsageError
 from auditor.pacs.associations import (
@@ -26,8 +26,7 @@ from auditor.pacs.associations import (
     DimseConnection,
     check_ae_title,
 )
-from auditor.pacs.retry import RetryPolicy
-from auditor.pacs.source import DEFAULT_CACHE_CAP_MB, DEFAULT_CONNECTIONS, check_route_options
+from auditor.pacs.source import RouteOptions
 
 _ADDRESS = re.compile(
     r"^dicom://(?P<aet>[^@/]+)@(?P<host>\[[^\]]+\]|[^:/@\[\]]+):(?P<port>\d+)/?$", re.IGNORECASE
@@ -68,19 +67,12 @@ def dimse_connection(
 
 
 @dataclass(frozen=True)
-class DimseSource:
+class DimseSource(RouteOptions):
     """What to take from which PACS over DIMSE, and where to put it (a
-    :class:`~auditor.pacs.source.Route`; the other attributes as
-    :class:`~auditor.pacs.source.PacsSource`'s)."""
+    :class:`~auditor.pacs.source.Route`): the PACS and the AE titles (``connection``), and the
+    :class:`~auditor.pacs.source.RouteOptions` (each connection an association)."""
 
     connection: DimseConnection
-    study_date: str = ""
-    cache_cap_mb: float = DEFAULT_CACHE_CAP_MB
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    connections: int = DEFAULT_CONNECTIONS
-
-    def __post_init__(self) -> None:
-        check_route_options(self.cache_cap_mb, self.connections)
 
     @property
     def address(self) -> str:

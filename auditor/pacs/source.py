@@ -214,48 +214,47 @@ class Route(Protocol):
         ...
 
 
-def check_route_options(cache_cap_mb: float, connections: int) -> None:
-    """Refuse a route's cache cap and connection count that cannot work (every route's
-    ``__post_init__``).
-
-    Raises
-    ------
-    UsageError
-        For a cap that is not positive or fewer than one connection.
-    """
-    if cache_cap_mb <= 0:
-        raise UsageError(f"--cache-cap-mb must be positive, got {cache_cap_mb}")
-    if connections < 1:
-        raise UsageError(f"connections must be at least 1, got {connections}")
-
-
-@dataclass(frozen=True)
-class PacsSource:
-    """What to take from which DICOMweb service, and where to put it (a :class:`Route`).
+@dataclass(frozen=True, kw_only=True)
+class RouteOptions:
+    """What every route takes beside its connection (keywords only, after it).
 
     Attributes
     ----------
-    connection
-        The DICOMweb service and how to log in.
     study_date
-        A QIDO-RS date range (:func:`parse_study_date`), "" for all dates.
+        A date range (:func:`parse_study_date`), "" for all dates.
     cache_cap_mb
         The cache folder stops growing at this size; candidates beyond it are rows saying so.
     retry
         Retries and back-off of each request.
     connections
         Requests in flight at once (instance listings, retrievals), each thread with its own
-        HTTP session.
+        connection.
+
+    Raises
+    ------
+    UsageError
+        For a cap that is not positive or fewer than one connection.
     """
 
-    connection: PacsConnection
     study_date: str = ""
     cache_cap_mb: float = DEFAULT_CACHE_CAP_MB
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     connections: int = DEFAULT_CONNECTIONS
 
     def __post_init__(self) -> None:
-        check_route_options(self.cache_cap_mb, self.connections)
+        if self.cache_cap_mb <= 0:
+            raise UsageError(f"--cache-cap-mb must be positive, got {self.cache_cap_mb}")
+        if self.connections < 1:
+            raise UsageError(f"connections must be at least 1, got {self.connections}")
+
+
+@dataclass(frozen=True)
+class PacsSource(RouteOptions):
+    """What to take from which DICOMweb service, and where to put it (a :class:`Route`): the
+    service and how to log in (``connection``), and the :class:`RouteOptions` (the date range
+    a QIDO-RS one, each connection a thread's own HTTP session)."""
+
+    connection: PacsConnection
 
     @property
     def address(self) -> str:
