@@ -27,14 +27,20 @@ Layout (``format`` and ``version`` are checked on reading)::
 ``domain_banner`` is the domain guards' warning (:meth:`~auditor.records.DomainCheck.banner`), ""
 when the archive is in the model's domain or was not checked; a vertebra's ``distance`` and
 ``out_of_distribution`` are its :class:`~auditor.records.VertebraFinding`'s. An older file without
-them reads as no banner and nothing out of distribution; where present they must have their types
-(a string; a number or null; a boolean), never coerced.
+them reads as no banner and nothing out of distribution (so does one without ``training_data``,
+``mentions`` or ``disagreement``).
+
+Every field is read strictly: present (but for those older files lack) and with the type the scan
+writes, never coerced; a probability and the threshold lie in [0, 1]. A damaged or edited file is
+refused with an :class:`~auditor.errors.InputFileError` naming the field and the value found.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,7 +61,8 @@ CASES_NAME = "cases.json"
 _FORMAT = "tlaudit-cases"
 _VERSION = 1
 
-_T = TypeVar("_T")
+_E = TypeVar("_E", bound=Enum)
+_LEVELS = tuple(level.value for level in Level)
 
 
 @dataclass(frozen=True)
@@ -86,10 +93,16 @@ def write_cases(report: AuditReport, target: Path, training_data: str = "") -> N
 def read_cases(path: Path) -> RunCases:
     """Read a ``cases.json`` a scan wrote.
 
+    Every field is read strictly (:class:`_Fields`): it must be there (but for the fields older
+    scans did not write) with the type the scan writes, never coerced, so that a damaged or
+    edited file is refused instead of read as something else (the string ``"no"`` as true).
+
     Raises
     ------
     InputFileError
-        When the file is missing, not JSON, not ours, or a field has the wrong type.
+        When the file is missing, not JSON, not ours, or a field is missing or has the wrong type
+        or value (the message names the field, as ``studies[0].images[0].vertebrae[3].positive``,
+        and the value found).
     """
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -107,16 +120,19 @@ def read_cases(path: Path) -> RunCases:
             f"reads version {_VERSION}"
         )
     try:
-        studies = tuple(_study_case(item) for item in document["studies"])
+        fields = _Fields(document, "")
         return RunCases(
-            threshold=float(document["threshold"]),
-            training_data=str(document.get("training_data", "")),
-            studies=studies,
+            threshold=fields.number("threshold", low=0.0, high=1.0),
+            training_data=fields.text("training_data", default=""),
+            studies=tuple(_study_case(study) for study in fields.objects("studies")),
             # absent in a cases.json written before the workbench showed the domain banner
-            domain_banner=_typed(document, "domain_banner", str, ""),
+            domain_banner=fields.text("domain_banner", default=""),
         )
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputFileError(f"{path} has a malformed field: {err!r}") from err
+    except _Malformed as err:
+        raise InputFileError(
+            f"{path} has a malformed field: {err}. A scan never writes that: the file is damaged "
+            "or was edited; scan the archive again to write it afresh"
+        ) from err
 
 
 def _study_json(case: StudyCase) -> dict[str, Any]:
@@ -177,113 +193,222 @@ def _vertebra_json(v: VertebraFinding) -> dict[str, Any]:
     }
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+class _Malformed(ValueError):
+    """A field of ``cases.json`` that is missing or not as the scan writes it."""
 
 
-def _typed(item: dict[str, Any], key: str, kind: type[_T], default: _T) -> _T:
-    """``item[key]`` when it is a ``kind`` (not coerced: a bool for a bool, a str for a str),
-    ``default`` when the key is absent (a file written before the field existed).
-
-    Raises
-    ------
-    TypeError
-        When the value is there with another type.
-    """
-    if key not in item:
-        return default
-    value = item[key]
-    if type(value) is not kind:
-        raise TypeError(f"{key} must be a {kind.__name__}, got {value!r}")
-    return value
+def _shown(value: Any) -> str:
+    """A value found in the file, for a message: its JSON spelling, cut short."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
-def _distance(item: dict[str, Any]) -> float | None:
-    """A vertebra's domain-guard distance: a number or null (None when absent).
+class _Fields:
+    """The fields of one JSON object of ``cases.json``, each read with the type the scan writes
+    and never coerced (a bool is not a number, ``"0.5"`` is not a number, ``"no"`` is not a bool).
+
+    ``where`` names the object in messages (``studies[2].images[0]``; "" for the document). A
+    ``default`` is only for a field older scans did not write: absent, it reads as the default;
+    present, it must still have its type.
 
     Raises
     ------
-    TypeError
-        When the value is neither.
+    _Malformed
+        From every reader, naming the field and the value found.
     """
-    value = item.get("distance")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise TypeError(f"distance must be a number or null, got {value!r}")
-    return None if value is None else float(value)
+
+    def __init__(self, value: Any, where: str) -> None:
+        if type(value) is not dict:
+            raise _Malformed(f"{where} must be an object, got {_shown(value)}")
+        self._item: dict[str, Any] = value
+        self._where = where
+
+    def _name(self, key: str) -> str:
+        return f"{self._where}.{key}" if self._where else key
+
+    def _value(self, key: str, missing_ok: bool = False) -> Any:
+        if key not in self._item and not missing_ok:
+            raise _Malformed(f"{self._name(key)} is missing")
+        return self._item.get(key)
+
+    def _wrong(self, key: str, expected: str) -> _Malformed:
+        return _Malformed(f"{self._name(key)} must be {expected}, got {_shown(self._item[key])}")
+
+    def text(self, key: str, default: str | None = None) -> str:
+        """A string (``default`` when absent, if given)."""
+        if default is not None and key not in self._item:
+            return default
+        value = self._value(key)
+        if type(value) is not str:
+            raise self._wrong(key, "a string")
+        return value
+
+    def flag(self, key: str, default: bool | None = None) -> bool:
+        """``true`` or ``false`` (``default`` when absent, if given)."""
+        if default is not None and key not in self._item:
+            return default
+        value = self._value(key)
+        if type(value) is not bool:
+            raise self._wrong(key, "true or false")
+        return value
+
+    def optional_flag(self, key: str) -> bool | None:
+        """``true``, ``false`` or ``null``."""
+        value = self._value(key)
+        if value is not None and type(value) is not bool:
+            raise self._wrong(key, "true, false or null")
+        return value
+
+    def integer(self, key: str, low: int | None = None) -> int:
+        """A whole number (not a boolean, not ``1.0``), at least ``low`` when given."""
+        value = self._value(key)
+        if type(value) is not int or (low is not None and value < low):
+            raise self._wrong(key, "a whole number" if low is None else f"a whole number >= {low}")
+        return value
+
+    def optional_integer(self, key: str, low: int | None = None) -> int | None:
+        """:meth:`integer` or ``null``."""
+        return None if self._value(key) is None else self.integer(key, low)
+
+    def number(self, key: str, low: float | None = None, high: float | None = None) -> float:
+        """A finite number (not a boolean, not a string), within ``[low, high]`` when given."""
+        value = self._value(key)
+        expected = "a number" if low is None else f"a number from {low} to {high}"
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise self._wrong(key, expected)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise self._wrong(key, expected)
+        return float(value)
+
+    def optional_number(
+        self,
+        key: str,
+        low: float | None = None,
+        high: float | None = None,
+        missing_ok: bool = False,
+    ) -> float | None:
+        """:meth:`number` or ``null`` (also when absent, with ``missing_ok``)."""
+        if self._value(key, missing_ok) is None:
+            return None
+        return self.number(key, low, high)
+
+    def choice(self, key: str, kind: type[_E]) -> _E:
+        """One of the values of the string enum ``kind``."""
+        value = self._value(key)
+        try:
+            if type(value) is not str:
+                raise ValueError(value)
+            return kind(value)
+        except ValueError:
+            names = ", ".join(repr(member.value) for member in kind)
+            raise self._wrong(key, f"one of {names}") from None
+
+    def box(self, key: str) -> tuple[float, float, float, float]:
+        """Four finite numbers: x0, y0, x1, y1."""
+        value = self._value(key)
+        if (
+            type(value) is not list
+            or len(value) != 4
+            or not all(type(v) in (int, float) and math.isfinite(v) for v in value)
+        ):
+            raise self._wrong(key, "a list of four numbers [x0, y0, x1, y1]")
+        x0, y0, x1, y1 = (float(v) for v in value)
+        return (x0, y0, x1, y1)
+
+    def _list(self, key: str, default: list[Any] | None) -> list[Any]:
+        if default is not None and key not in self._item:
+            return default
+        value = self._value(key)
+        if type(value) is not list:
+            raise self._wrong(key, "a list")
+        return value
+
+    def levels(self, key: str) -> tuple[Level, ...]:
+        """A list of vertebral levels (``"T10"`` .. ``"S1"``)."""
+        items = self._list(key, None)
+        if not all(type(v) is str and v in _LEVELS for v in items):
+            raise self._wrong(key, f"a list of levels ({', '.join(_LEVELS)})")
+        return tuple(Level(v) for v in items)
+
+    def objects(self, key: str, default: list[Any] | None = None) -> list[_Fields]:
+        """A list of objects, each read as :class:`_Fields` (``default`` when absent, if given)."""
+        return [
+            _Fields(item, f"{self._name(key)}[{i}]")
+            for i, item in enumerate(self._list(key, default))
+        ]
+
+    def optional_object(self, key: str) -> _Fields | None:
+        """An object or ``null``."""
+        value = self._value(key)
+        return None if value is None else _Fields(value, self._name(key))
 
 
-def _study_case(item: dict[str, Any]) -> StudyCase:
-    status = StudyStatus(item["status"])
-    key = str(item["key"])
-    read_item = item["read"]
+def _study_case(item: _Fields) -> StudyCase:
+    status = item.choice("status", StudyStatus)
+    key = item.text("key")
+    read_item = item.optional_object("read")
     read = (
         None
         if read_item is None
         else ReadRow(
-            row=int(read_item["row"]),
-            accession_number=str(read_item["accession_number"]),
-            study_uid=str(read_item["study_uid"]),
-            image=str(read_item["image"]),
-            fracture_reported=bool(read_item["fracture_reported"]),
-            reported_levels=tuple(Level(level) for level in read_item["reported_levels"]),
-            impression=str(read_item["impression"]),
+            row=read_item.integer("row", low=1),
+            accession_number=read_item.text("accession_number"),
+            study_uid=read_item.text("study_uid"),
+            image=read_item.text("image"),
+            fracture_reported=read_item.flag("fracture_reported"),
+            reported_levels=read_item.levels("reported_levels"),
+            impression=read_item.text("impression"),
             # absent in a cases.json written before reads were parsed
             mentions=tuple(
-                LevelMention(str(m["level"]), Mention(m["mention"]), str(m["sentence"]))
-                for m in read_item.get("mentions", ())
+                LevelMention(m.text("level"), m.choice("mention", Mention), m.text("sentence"))
+                for m in read_item.objects("mentions", default=[])
             ),
-            disagreement=str(read_item.get("disagreement", "")),
+            disagreement=read_item.text("disagreement", default=""),
         )
     )
     images = []
-    for image_item in item["images"]:
-        image = str(image_item["image"])
+    for image_item in item.objects("images"):
+        image = image_item.text("image")
         vertebrae = tuple(
             VertebraFinding(
                 study=key,
                 image=image,
-                level=Level(v["level"]),
-                box_row=int(v["box_row"]),
-                box=_box(v["box"]),
-                box_source=str(v["box_source"]),
-                box_confidence=_optional_float(v["box_confidence"]),
-                probability=_optional_float(v["probability"]),
-                positive=bool(v["positive"]),
-                reference_label=None if v["reference_label"] is None else int(v["reference_label"]),
-                heatmap=str(v["heatmap"]),
-                error=str(v["error"]),
+                level=v.choice("level", Level),
+                box_row=v.integer("box_row"),
+                box=v.box("box"),
+                box_source=v.text("box_source"),
+                box_confidence=v.optional_number("box_confidence"),
+                probability=v.optional_number("probability", low=0.0, high=1.0),
+                positive=v.flag("positive"),
+                reference_label=v.optional_integer("reference_label"),
+                heatmap=v.text("heatmap"),
+                error=v.text("error"),
                 study_status=status,
-                reported=None if v["reported"] is None else bool(v["reported"]),
+                reported=v.optional_flag("reported"),
                 # both absent in a cases.json written before the workbench marked them
-                distance=_distance(v),
-                out_of_distribution=_typed(v, "out_of_distribution", bool, False),
+                distance=v.optional_number("distance", missing_ok=True),
+                out_of_distribution=v.flag("out_of_distribution", default=False),
             )
-            for v in image_item["vertebrae"]
+            for v in image_item.objects("vertebrae")
         )
         images.append(
             CaseImage(
                 image=image,
-                ref=str(image_item["ref"]),
-                sop_instance_uid=str(image_item["sop_instance_uid"]),
+                ref=image_item.text("ref"),
+                sop_instance_uid=image_item.text("sop_instance_uid"),
                 vertebrae=vertebrae,
             )
         )
-    rank = item["queue_rank"]
     return StudyCase(
         key=key,
         status=status,
-        priority=float(item["priority"]),
-        queue_rank=None if rank is None else int(rank),
-        study_uid=str(item["study_uid"]),
-        accession_number=str(item["accession_number"]),
-        patient_id=str(item["patient_id"]),
-        study_date=str(item["study_date"]),
-        description=str(item["description"]),
+        priority=item.number("priority"),
+        queue_rank=item.optional_integer("queue_rank", low=1),
+        study_uid=item.text("study_uid"),
+        accession_number=item.text("accession_number"),
+        patient_id=item.text("patient_id"),
+        study_date=item.text("study_date"),
+        description=item.text("description"),
         read=read,
         images=tuple(images),
     )
-
-
-def _box(value: Any) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = (float(v) for v in value)
-    return (x0, y0, x1, y1)

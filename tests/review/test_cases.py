@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -135,18 +136,176 @@ def _set_vertebra(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (_set_banner(None), "domain_banner must be a str, got None"),
-        (_set_banner(["Out of distribution"]), "domain_banner must be a str"),
-        (_set_vertebra("out_of_distribution", "yes"), "out_of_distribution must be a bool"),
-        (_set_vertebra("out_of_distribution", 1), "out_of_distribution must be a bool, got 1"),
-        (_set_vertebra("out_of_distribution", None), "out_of_distribution must be a bool"),
-        (_set_vertebra("distance", "9.5"), "distance must be a number or null, got '9.5'"),
-        (_set_vertebra("distance", True), "distance must be a number or null, got True"),
+        (_set_banner(None), "domain_banner must be a string, got null"),
+        (_set_banner(["Out of distribution"]), "domain_banner must be a string"),
+        (_set_vertebra("out_of_distribution", "yes"), "out_of_distribution must be true or false"),
+        (
+            _set_vertebra("out_of_distribution", 1),
+            "out_of_distribution must be true or false, got 1",
+        ),
+        (_set_vertebra("out_of_distribution", None), "out_of_distribution must be true or false"),
+        (_set_vertebra("distance", "9.5"), 'distance must be a number, got "9.5"'),
+        (_set_vertebra("distance", True), "distance must be a number, got true"),
     ],
 )
 def test_the_domain_fields_are_not_coerced(
     scanned: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None], match: str
 ) -> None:
     path = _rewritten(scanned, tmp_path / CASES_NAME, change)
-    with pytest.raises(InputFileError, match=f"malformed field: TypeError.*{match}"):
+    with pytest.raises(InputFileError, match=f"malformed field: .*{re.escape(match)}"):
         read_cases(path)
+
+
+# -- every field read strictly ----------------------------------------------------------------
+
+STUDY = ("studies", 0)  # the first flagged study: read positive, so it has a read
+READ = (*STUDY, "read")
+IMAGE = (*STUDY, "images", 0)
+VERTEBRA = (*IMAGE, "vertebrae", 0)
+
+
+def _field(where: tuple[str | int, ...]) -> str:
+    """A field's name as the messages give it: ``studies[0].images[0].ref``."""
+    name = ""
+    for part in where:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else part)
+    return name
+
+
+def _at(document: Any, where: tuple[str | int, ...]) -> Any:
+    for part in where:
+        document = document[part]
+    return document
+
+
+#: (field, a value the scan never writes there, what the message says is expected)
+BAD_VALUES: list[tuple[tuple[str | int, ...], Any, str]] = [
+    (("threshold",), "0.9", "a number from 0.0 to 1.0"),
+    (("threshold",), True, "a number from 0.0 to 1.0"),
+    (("threshold",), 1.5, "a number from 0.0 to 1.0"),
+    (("threshold",), float("nan"), "a number from 0.0 to 1.0"),
+    (("training_data",), 1, "a string"),
+    (("studies",), {}, "a list"),
+    (STUDY, "study", "an object"),
+    ((*STUDY, "key"), 7, "a string"),
+    ((*STUDY, "status"), "bogus", "one of 'likely missed', "),
+    ((*STUDY, "status"), 0, "one of 'likely missed', "),
+    ((*STUDY, "priority"), "0.9", "a number"),
+    ((*STUDY, "priority"), None, "a number"),
+    ((*STUDY, "queue_rank"), 1.0, "a whole number >= 1"),
+    ((*STUDY, "queue_rank"), True, "a whole number >= 1"),
+    ((*STUDY, "queue_rank"), 0, "a whole number >= 1"),
+    ((*STUDY, "study_uid"), None, "a string"),
+    ((*STUDY, "accession_number"), 12, "a string"),
+    ((*STUDY, "patient_id"), ["P1"], "a string"),
+    ((*STUDY, "study_date"), 20240101, "a string"),
+    ((*STUDY, "description"), False, "a string"),
+    (READ, "yes", "an object"),
+    ((*READ, "row"), "3", "a whole number >= 1"),
+    ((*READ, "row"), 0, "a whole number >= 1"),
+    ((*READ, "accession_number"), None, "a string"),
+    ((*READ, "study_uid"), 1, "a string"),
+    ((*READ, "image"), None, "a string"),
+    ((*READ, "fracture_reported"), "no", "true or false"),
+    ((*READ, "fracture_reported"), 0, "true or false"),
+    ((*READ, "fracture_reported"), None, "true or false"),
+    ((*READ, "reported_levels"), "L1", "a list"),
+    ((*READ, "reported_levels"), ["L9"], "a list of levels (T10, "),
+    ((*READ, "reported_levels"), [1], "a list of levels (T10, "),
+    ((*READ, "impression"), None, "a string"),
+    ((*READ, "mentions"), "L1 wedge.", "a list"),
+    ((*READ, "mentions", 0), "L1", "an object"),
+    ((*READ, "mentions", 0, "level"), 1, "a string"),
+    ((*READ, "mentions", 0, "mention"), "maybe", "one of 'affirmed', "),
+    ((*READ, "mentions", 0, "sentence"), None, "a string"),
+    ((*READ, "disagreement"), None, "a string"),
+    (IMAGE, [], "an object"),
+    ((*IMAGE, "image"), 1, "a string"),
+    ((*IMAGE, "ref"), None, "a string"),
+    ((*IMAGE, "sop_instance_uid"), 1.5, "a string"),
+    ((*IMAGE, "vertebrae"), None, "a list"),
+    ((*VERTEBRA, "box_row"), "2", "a whole number"),
+    ((*VERTEBRA, "box_row"), True, "a whole number"),
+    ((*VERTEBRA, "level"), "l1", "one of 'T10', "),
+    ((*VERTEBRA, "box"), [1, 2, 3], "a list of four numbers"),
+    ((*VERTEBRA, "box"), ["1", 2, 3, 4], "a list of four numbers"),
+    ((*VERTEBRA, "box"), "1 2 3 4", "a list of four numbers"),
+    ((*VERTEBRA, "box_source"), None, "a string"),
+    ((*VERTEBRA, "box_confidence"), "0.8", "a number"),
+    ((*VERTEBRA, "probability"), "0.5", "a number from 0.0 to 1.0"),
+    ((*VERTEBRA, "probability"), 1.5, "a number from 0.0 to 1.0"),
+    ((*VERTEBRA, "probability"), False, "a number from 0.0 to 1.0"),
+    ((*VERTEBRA, "positive"), "no", "true or false"),
+    ((*VERTEBRA, "positive"), "yes", "true or false"),
+    ((*VERTEBRA, "positive"), 0, "true or false"),
+    ((*VERTEBRA, "positive"), None, "true or false"),
+    ((*VERTEBRA, "reference_label"), "1", "a whole number"),
+    ((*VERTEBRA, "reference_label"), True, "a whole number"),
+    ((*VERTEBRA, "reference_label"), 1.0, "a whole number"),
+    ((*VERTEBRA, "heatmap"), None, "a string"),
+    ((*VERTEBRA, "error"), 0, "a string"),
+    ((*VERTEBRA, "reported"), "no", "true, false or null"),
+    ((*VERTEBRA, "reported"), 1, "true, false or null"),
+]
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "expected"),
+    BAD_VALUES,
+    ids=[f"{_field(w)}={json.dumps(v)}" for w, v, _ in BAD_VALUES],
+)
+def test_every_field_is_read_strictly(
+    scanned: Path, tmp_path: Path, where: tuple[str | int, ...], value: Any, expected: str
+) -> None:
+    """A value the scan never writes is refused, naming the field, the value found and what was
+    expected, never coerced (the string "no" read as true)."""
+
+    def change(document: dict[str, Any]) -> None:
+        read = document["studies"][0]["read"]
+        read["mentions"] = read["mentions"] or [
+            {"level": "L1", "mention": "affirmed", "sentence": "x"}
+        ]
+        _at(document, where[:-1])[where[-1]] = value
+
+    path = _rewritten(scanned, tmp_path / CASES_NAME, change)
+    found = json.dumps(value)
+    message = f"{_field(where)} must be {expected}"
+    with pytest.raises(InputFileError, match=re.escape(message)) as info:
+        read_cases(path)
+    text = str(info.value)
+    assert text.startswith(f"{path} has a malformed field: ") and f", got {found}" in text
+    assert "scan the archive again" in text
+
+
+@pytest.mark.parametrize(
+    "where",
+    [("threshold",), ("studies",), (*STUDY, "key"), (*READ, "fracture_reported"), (*IMAGE, "ref")]
+    + [(*VERTEBRA, key) for key in ("positive", "probability", "box", "reported")],
+    ids=_field,
+)
+def test_a_missing_field_is_named(
+    scanned: Path, tmp_path: Path, where: tuple[str | int, ...]
+) -> None:
+    path = _rewritten(scanned, tmp_path / CASES_NAME, lambda d: _at(d, where[:-1]).pop(where[-1]))
+    with pytest.raises(InputFileError, match=re.escape(f"{_field(where)} is missing")):
+        read_cases(path)
+
+
+def test_what_a_scan_writes_reads_back_unchanged(scanned: Path) -> None:
+    """The strict reader takes every value the scan wrote, as written."""
+    document = json.loads((scanned / CASES_NAME).read_text(encoding="utf-8"))
+    cases = read_cases(scanned / CASES_NAME)
+    assert cases.threshold == document["threshold"]
+    assert len(cases.studies) == len(document["studies"])
+    for case, study in zip(cases.studies, document["studies"], strict=True):
+        assert (case.key, case.status.value, case.queue_rank) == (
+            study["key"],
+            study["status"],
+            study["queue_rank"],
+        )
+        assert (case.read is None) == (study["read"] is None)
+        for image, image_item in zip(case.images, study["images"], strict=True):
+            for v, item in zip(image.vertebrae, image_item["vertebrae"], strict=True):
+                assert v.positive is item["positive"] and v.reported == item["reported"]
+                assert v.probability == item["probability"] and list(v.box) == item["box"]
+                assert v.reference_label == item["reference_label"]
