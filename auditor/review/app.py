@@ -8,12 +8,14 @@ Pages (HTML, rendered from ``templates/review/`` with autoescape):
 Every page carries the scan's banners at the top: the synthetic-model one when the card says so,
 and the domain guards' when the archive was out of the model's domain (``cases.json``'s
 ``domain_banner``, as the reports show it); the case marks each call the scan marked out of
-distribution.
+distribution, and the study's status in the queue and the case says how many it holds, in the
+reports' words (:func:`status_text`).
 
 JSON API (every answer is the reviewer's own view; ``<``, ``>`` and ``&`` are escaped as
 ``\\u003c`` etc. so that no answer can be sniffed into markup):
 
-- ``GET /api/queue``: the queue with each study's status, levels, top probability and verdict;
+- ``GET /api/queue``: the queue with each study's status (also as the reports word it, with the
+  number of its vertebrae out of distribution), levels, top probability and verdict;
 - ``GET /api/case?study=KEY``: one case with its boxes as this reviewer left them;
 - ``POST /api/record`` ``{study, image?, box?, field, value}``: one change
   (:meth:`~auditor.review.store.ReviewStore.record`), answered with the case after it;
@@ -91,6 +93,23 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
+def out_of_distribution_count(case: StudyCase) -> int:
+    """How many of the study's vertebrae the scan marked out of distribution (counted as the
+    reports count :attr:`auditor.records.StudyFinding.out_of_distribution`)."""
+    return sum(v.out_of_distribution for image in case.images for v in image.vertebrae)
+
+
+def status_text(case: StudyCase) -> str:
+    """The study's status as the reports word it (:attr:`auditor.records.StudyFinding.status_text`,
+    which ``tests/review/test_app.py`` holds this to): saying how many of its vertebrae are
+    :data:`~auditor.records.OUT_OF_DISTRIBUTION` when any are."""
+    n = out_of_distribution_count(case)
+    if not n:
+        return case.status.value
+    noun = "vertebra" if n == 1 else "vertebrae"
+    return f"{case.status.value}; {n} {noun} {OUT_OF_DISTRIBUTION}"
+
+
 @dataclass(frozen=True)
 class QueueRow:
     """One study of the queue as the queue page and ``/api/queue`` show it."""
@@ -100,6 +119,8 @@ class QueueRow:
     rank: int
     status: str
     status_slug: str
+    status_text: str  # the status as the reports show it (status_text)
+    out_of_distribution: int  # the study's vertebrae marked out of distribution
     study_uid: str
     accession_number: str
     study_date: str
@@ -116,6 +137,8 @@ class QueueRow:
             "section": self.section,
             "rank": self.rank,
             "status": self.status,
+            "status_text": self.status_text,
+            "out_of_distribution": self.out_of_distribution,
             "study_date": self.study_date,
             "accession_number": self.accession_number,
             "levels": list(self.levels),
@@ -190,6 +213,8 @@ class Workbench:
                         rank=case.queue_rank or rank,
                         status=case.status.value,
                         status_slug=_slug(case.status.value),
+                        status_text=status_text(case),
+                        out_of_distribution=out_of_distribution_count(case),
                         study_uid=case.study_uid,
                         accession_number=case.accession_number,
                         study_date=case.study_date,
@@ -216,6 +241,7 @@ class Workbench:
             "key": case.key,
             "status": case.status.value,
             "status_slug": _slug(case.status.value),
+            "status_text": status_text(case),
             "queue_rank": case.queue_rank,
             "section": section,
             "study_uid": case.study_uid,

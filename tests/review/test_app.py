@@ -23,7 +23,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from auditor.errors import ReviewError, UsageError
-from auditor.records import OUT_OF_DISTRIBUTION
+from auditor.records import OUT_OF_DISTRIBUTION, StudyFinding, StudyFlag, StudyStatus
 from auditor.review.app import create_app
 from auditor.review.guard import CONTENT_SECURITY_POLICY, TOKEN_HEADER, host_name
 from auditor.review.images import heatmap_path
@@ -429,6 +429,108 @@ def test_the_case_marks_out_of_distribution_calls_in_the_reports_words(fresh_run
         case = c.get("/api/case", params={"study": study}, headers=AUTH).json()
     vertebrae = case["images"][0]["vertebrae"]
     assert vertebrae and all(v["out_of_distribution"] is True for v in vertebrae)
+
+
+def _reports_status(status: str, out_of_distribution: int) -> str:
+    """The status the HTML report and the workbook give a study with this many vertebrae out
+    of distribution (:attr:`auditor.records.StudyFinding.status_text`)."""
+    finding = StudyFinding(
+        key="k",
+        study_uid="",
+        accession_number="",
+        patient_id="",
+        patient_name="",
+        study_date="",
+        description="",
+        images=(),
+        image_path="",
+        flag=StudyFlag(StudyStatus(status), 0.0, (), ()),
+        read=None,
+        levels=(),
+        radiograph="",
+        out_of_distribution=out_of_distribution,
+    )
+    return finding.status_text
+
+
+class _QueueStatuses(HTMLParser):
+    """The text of each queue row's status badge, by the row's study key."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.statuses: dict[str, str] = {}
+        self.tags: list[str] = []
+        self._study = ""
+        self._open = False
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if self._open:
+            self.tags.append(tag)
+        if found.get("data-testid") == "queue-row":
+            self._study = str(found["data-study"])
+        elif found.get("data-testid") == "queue-status":
+            self._open = True
+            self.statuses[self._study] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open = False
+
+    def handle_data(self, data: str) -> None:
+        if self._open:
+            self.statuses[self._study] += data
+
+
+def _mark_first_vertebra(run_dir: Path) -> None:
+    """Rewrite ``cases.json`` with one vertebra of the first flagged study out of distribution."""
+    path = run_dir / "cases.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    vertebra = document["studies"][0]["images"][0]["vertebrae"][0]
+    vertebra["distance"], vertebra["out_of_distribution"] = 9.5, True
+    path.write_text(json.dumps(document), encoding="utf-8")
+
+
+@pytest.mark.parametrize("marked", ["none", "one", "all"])
+def test_the_queue_status_counts_vertebrae_out_of_distribution_as_the_reports_do(
+    fresh_run: Path, marked: str
+) -> None:
+    """The queue (page and JSON) and the case give each study's status in the reports' words:
+    "read positive, model negative; 4 vertebrae out of distribution", "...; 1 vertebra ...",
+    or the bare status when none is marked."""
+    if marked == "one":
+        _mark_first_vertebra(fresh_run)
+    elif marked == "all":
+        mark_out_of_domain(fresh_run, "Out of distribution: banner")
+    run = load_run(fresh_run)
+    counts = {
+        case.key: sum(v.out_of_distribution for i in case.images for v in i.vertebrae)
+        for case in run.studies
+    }
+    with _client(fresh_run, sample_unflagged=10) as c:
+        queue = c.get("/api/queue", headers=AUTH).json()["studies"]
+        page = c.get("/", headers=AUTH).text
+        first = c.get("/api/case", params={"study": queue[0]["key"]}, headers=AUTH).json()
+    shown = _QueueStatuses(page)
+    assert len(queue) == len(run.studies) == len(shown.statuses)
+    for row in queue:
+        expected = _reports_status(row["status"], counts[row["key"]])
+        assert row["out_of_distribution"] == counts[row["key"]]
+        assert row["status_text"] == expected
+        assert shown.statuses[row["key"]] == expected
+        assert f'data-out-of-distribution="{counts[row["key"]]}"' in page
+    assert first["status_text"] == queue[0]["status_text"]
+    assert not shown.tags  # text only in the badges
+    texts = [row["status_text"] for row in queue]
+    if marked == "none":
+        assert all(OUT_OF_DISTRIBUTION not in text for text in texts)
+    elif marked == "one":
+        assert texts[0] == f"{queue[0]['status']}; 1 vertebra {OUT_OF_DISTRIBUTION}"
+        assert all(OUT_OF_DISTRIBUTION not in text for text in texts[1:])
+    else:
+        assert all(text.endswith(f" vertebrae {OUT_OF_DISTRIBUTION}") for text in texts)
+    # the status filter still matches on the status itself
+    assert {row["status"] for row in queue} <= {status.value for status in StudyStatus}
 
 
 def test_case_page_and_json(client: TestClient) -> None:

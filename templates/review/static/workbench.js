@@ -16,11 +16,13 @@
  *   progress                        "n of N reviewed"
  *   queue page:
  *     queue-section-flagged, queue-section-sample   the two parts of the queue
- *     queue-row [data-study, data-status, data-levels, data-probability, data-reviewed]
+ *     queue-row [data-study, data-status, data-out-of-distribution, data-levels, data-probability,
+ *                data-reviewed]   data-out-of-distribution: how many of its vertebrae are
+ *     queue-status                 the study's status as the reports word it, in its row
  *     filter-status, filter-level, filter-probability, filter-reviewed
  *   case page:
  *     case [data-study]             the case root (data-study follows navigation)
- *     prev-case, next-case, position, study-line, queue-link
+ *     prev-case, next-case, position, study-line (its case-status as in the queue), queue-link
  *     save-state                    "" | "saving…" | "saved" | "error: <message>" (data-state
  *                                   "idle" | "saving" | "saved" | "error")
  *     radiograph, overlay, viewport, brightness, contrast, heatmap-opacity, reset-view
@@ -372,7 +374,11 @@
       document.title = `${current.study_date} ${current.accession_number} · tlaudit review`;
       const line = document.getElementById("study-line");
       line.replaceChildren(
-        el("span", { class: `status status-${current.status_slug}` }, current.status),
+        el(
+          "span",
+          { class: `status status-${current.status_slug}`, "data-testid": "case-status" },
+          current.status_text,
+        ),
         " ",
         el("span", { title: "Study date" }, current.study_date || "—"),
         " · ",
