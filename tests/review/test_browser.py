@@ -1,7 +1,8 @@
 """The workbench in a real browser (headless Chromium through Playwright).
 
 The queue, the keys, a decision that survives a reload, a box moved through the pan-zoom
-transform, a box added, a verdict key, and the domain banner with the calls marked out of
+transform, a box added, a verdict key, the queue's status badges inside their column at
+1,024 px, and the domain banner with the calls and the studies' statuses marked out of
 distribution; every page runs under the workbench's CSP (a violation fails the test, see
 :func:`tests.review.browser.page`).
 """
@@ -32,6 +33,24 @@ def _open_first_case(tab: Page, url: str) -> str:
     return str(tab.get_attribute("body", "data-case-ready"))
 
 
+def _assert_statuses_fit_their_column(tab: Page) -> None:
+    """At 1,024 px each row's status badge stays inside its own cell: it never runs into the
+    Study column (the long "read positive, model negative" once did)."""
+    rows = tab.locator('[data-testid="queue-row"]')
+    assert rows.count() > 0
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        badge = row.locator('[data-testid="queue-status"]').bounding_box()
+        cell = row.locator("td.status-cell").bounding_box()
+        study = row.locator("td.study").bounding_box()
+        assert badge is not None and cell is not None and study is not None
+        text = row.locator('[data-testid="queue-status"]').inner_text()
+        assert badge["x"] >= cell["x"], text
+        assert badge["x"] + badge["width"] <= cell["x"] + cell["width"], text
+        assert badge["x"] + badge["width"] <= study["x"], text
+        assert badge["y"] + badge["height"] <= cell["y"] + cell["height"], text
+
+
 def _saved(tab: Page) -> None:
     tab.wait_for_selector('[data-testid="save-state"][data-state="saved"]')
 
@@ -45,6 +64,9 @@ def test_queue_key_case_decision_reload(fresh_run: Path, page: Page) -> None:
         first = flagged.first.get_attribute("data-study")
         assert page.locator('[data-testid="progress"]').inner_text() == "0 of 3 reviewed"
         assert page.evaluate("document.documentElement.scrollWidth") <= 1024
+        statuses = page.locator('[data-testid="queue-status"]').all_inner_texts()
+        assert "read positive, model negative" in statuses
+        _assert_statuses_fit_their_column(page)
 
         page.keyboard.press("j")
         page.wait_for_selector(f'body[data-case-ready="{first}"]')
@@ -157,7 +179,14 @@ def test_the_domain_banner_and_out_of_distribution_calls_are_shown(
         shown = page.get_by_role("alert").filter(has_text="Out of distribution")
         assert shown.is_visible() and shown.inner_text() == banner
         assert shown.get_attribute("data-testid") == "domain-banner"
+        # each study's status says how many of its vertebrae are out of distribution, as the
+        # reports' does, and still fits its column
+        statuses = page.locator('[data-testid="queue-status"]').all_inner_texts()
+        suffix = f"; 4 vertebrae {OUT_OF_DISTRIBUTION}"
+        assert statuses and all(text.endswith(suffix) for text in statuses)
+        _assert_statuses_fit_their_column(page)
         _open_first_case(page, url)
+        assert page.locator('[data-testid="case-status"]').inner_text() == statuses[0]
         shown = page.locator('[data-testid="domain-banner"]')
         assert shown.is_visible() and shown.inner_text() == banner
         # above the case, and the case still fits the window below it
