@@ -346,6 +346,15 @@ class LevelEvidence:
     image: str
 
 
+def study_status_text(status: StudyStatus, out_of_distribution: int) -> str:
+    """A study's status as every report and the review workbench word it, saying how many of its
+    vertebrae are :data:`OUT_OF_DISTRIBUTION` when any are."""
+    if not out_of_distribution:
+        return status.value
+    noun = "vertebra" if out_of_distribution == 1 else "vertebrae"
+    return f"{status.value}; {out_of_distribution} {noun} {OUT_OF_DISTRIBUTION}"
+
+
 @dataclass(frozen=True)
 class StudyFinding:
     """One study with its flag, what the read said, and the evidence to judge it."""
@@ -376,11 +385,7 @@ class StudyFinding:
     def status_text(self) -> str:
         """The status as the reports show it, saying when vertebrae of the study are out of
         distribution (their calls mean little)."""
-        if not self.out_of_distribution:
-            return self.status.value
-        n = self.out_of_distribution
-        noun = "vertebra" if n == 1 else "vertebrae"
-        return f"{self.status.value}; {n} {noun} {OUT_OF_DISTRIBUTION}"
+        return study_status_text(self.status, self.out_of_distribution)
 
     @property
     def max_probability(self) -> float:

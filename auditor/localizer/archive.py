@@ -398,7 +398,9 @@ def _result_of(item: Mapping[str, Any]) -> LocalizerResult:
         )
         for i, box in enumerate(item["boxes"])
     )
-    distance = item["distance"]
+    distance, out = item["distance"], item["out_of_distribution"]
+    if not isinstance(out, bool):  # "no" would read as True: such a line does not parse
+        raise TypeError(f"out_of_distribution must be true or false, got {out!r}")
     return LocalizerResult(
         boxes,
         tuple(PartialBody(*(float(v) for v in part)) for part in item["partial"]),
@@ -406,7 +408,7 @@ def _result_of(item: Mapping[str, Any]) -> LocalizerResult:
         float(item["level_confidence"]),
         str(item["reason"]),
         None if distance is None else float(distance),
-        bool(item["out_of_distribution"]),
+        out,
     )
 
 

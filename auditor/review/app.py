@@ -49,7 +49,13 @@ from starlette.staticfiles import StaticFiles
 
 from auditor.crops import crop_window
 from auditor.errors import READ_FAILURES, TlauditError, UsageError
-from auditor.records import OUT_OF_DISTRIBUTION, CaseImage, LevelMention, StudyCase
+from auditor.records import (
+    OUT_OF_DISTRIBUTION,
+    CaseImage,
+    LevelMention,
+    StudyCase,
+    study_status_text,
+)
 from auditor.resources import resource_dir
 from auditor.review.decisions import ReviewedVertebra, propose_verdict, reviewed_vertebrae
 from auditor.review.guard import TOKEN_PARAM, Guard
@@ -100,14 +106,8 @@ def out_of_distribution_count(case: StudyCase) -> int:
 
 
 def status_text(case: StudyCase) -> str:
-    """The study's status as the reports word it (:attr:`auditor.records.StudyFinding.status_text`,
-    which ``tests/review/test_app.py`` holds this to): saying how many of its vertebrae are
-    :data:`~auditor.records.OUT_OF_DISTRIBUTION` when any are."""
-    n = out_of_distribution_count(case)
-    if not n:
-        return case.status.value
-    noun = "vertebra" if n == 1 else "vertebrae"
-    return f"{case.status.value}; {n} {noun} {OUT_OF_DISTRIBUTION}"
+    """The study's status as the reports word it (:func:`auditor.records.study_status_text`)."""
+    return study_status_text(case.status, out_of_distribution_count(case))
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ def assemble_report(
                         box_source=box.source if box else "",
                         box_confidence=box.confidence if box else None,
                         probability=v.probability,
-                        positive=v.probability is not None and v.probability >= inputs.threshold,
+                        positive=is_positive(v.probability, inputs.threshold),
                         reference_label=box.label if box else None,
                         heatmap=v.heatmap,
                         error=v.error,
