@@ -101,6 +101,18 @@ def is_out_of_distribution(distance: float | None, threshold: float | None) -> b
     return distance is not None and threshold is not None and float(distance) > threshold
 
 
+def crop_domain_verdict(
+    probability: float | None, distance: float | None, image_refused: bool, threshold: float | None
+) -> bool | None:
+    """Whether one crop counts as out of distribution toward the archive rules: every crop of an
+    image the image check refused, or a crop beyond the guard's ``threshold``
+    (:func:`is_out_of_distribution`). None when the crop has no verdict to count: it was not
+    classified (no ``probability``), or it has no distance and its image was not refused."""
+    if probability is None or (distance is None and not image_refused):
+        return None
+    return image_refused or is_out_of_distribution(distance, threshold)
+
+
 def positives(probabilities: npt.ArrayLike, threshold: float) -> npt.NDArray[np.bool_]:
     """:func:`is_positive` for an array of probabilities (float64 comparison, as for one)."""
     import numpy as np

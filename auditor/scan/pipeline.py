@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -51,7 +51,7 @@ from auditor.records import (
     RadiographMeta,
     SummaryValue,
     VertebraBox,
-    is_out_of_distribution,
+    crop_domain_verdict,
     is_positive,
 )
 from auditor.reports.pseudonym import Pseudonymiser, new_salt
@@ -92,6 +92,7 @@ from auditor.vocab import Engine, FileStatus
 
 if TYPE_CHECKING:
     from auditor.localizer.infer import Localizer
+    from auditor.model.stage_guard import DomainGuard
 
 __all__ = ["HeatmapMode", "ScanConfig", "ScanEvent", "ScanResult", "run_scan"]
 
@@ -204,12 +205,41 @@ def crops_by_study(
         key = study_key(image, metas.get(image), boxes.get(image, ()))
         crops, out = counts.get(key, (0, 0))
         for v in outcome.vertebrae:
-            if v.probability is None or (v.distance is None and image not in refused):
+            verdict = crop_domain_verdict(v.probability, v.distance, image in refused, threshold)
+            if verdict is None:
                 continue  # not classified, or no crop guard and no image verdict
             crops += 1
-            out += image in refused or is_out_of_distribution(v.distance, threshold)
+            out += verdict
         counts[key] = (crops, out)
     return counts
+
+
+def domain_check(
+    guard: DomainGuard | None,
+    counts: Iterable[tuple[int, int]],
+    images: int = 0,
+    images_out: int = 0,
+) -> DomainCheck:
+    """The archive rules' verdict on an archive: per study its classified crops with a domain
+    verdict and those out of distribution (:func:`crops_by_study`), and the images the
+    localizer's guard measured and refused, judged with ``guard``'s ``archive_share`` and
+    ``count_rule`` (nothing is marked without a guard). A scan calls it once at its end;
+    ``tlaudit guard-rates --runs`` on archives drawn from scanned studies
+    (:mod:`auditor.scan.archive_rates`)."""
+    pairs = list(counts)
+    crops = [c for c, _ in pairs]
+    out = [k for _, k in pairs]
+    return DomainCheck(
+        guarded=guard is not None,
+        threshold=guard.threshold if guard is not None else None,
+        archive_share=guard.archive_share if guard is not None else DEFAULT_ARCHIVE_SHARE,
+        crops=sum(crops),
+        crops_out=sum(out),
+        images=images,
+        images_out=images_out,
+        method=guard.describe() if guard is not None else "",
+        count=guard.count_rule.test(crops, out) if guard is not None else None,
+    )
 
 
 def _domain(
@@ -235,21 +265,7 @@ def _domain(
     images, images_out = len(measured), sum(o.out_of_distribution for o in measured)
     if check is not None:  # a box file's image check
         images, images_out = len(check.distances), len(check.refused)
-    return DomainCheck(
-        guarded=guard is not None,
-        threshold=threshold,
-        archive_share=guard.archive_share if guard is not None else DEFAULT_ARCHIVE_SHARE,
-        crops=sum(c for c, _ in counts.values()),
-        crops_out=sum(k for _, k in counts.values()),
-        images=images,
-        images_out=images_out,
-        method=guard.describe() if guard is not None else "",
-        count=(
-            guard.count_rule.test([c for c, _ in counts.values()], [k for _, k in counts.values()])
-            if guard is not None
-            else None
-        ),
-    )
+    return domain_check(guard, counts.values(), images, images_out)
 
 
 def _fingerprint(config: ScanConfig, model: _Model) -> dict[str, Any]:
