@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from auditor.cli.evaluate import Task
 from auditor.errors import UsageError
+from auditor.scan.archive_rates import DEFAULT_DRAWS, DEFAULT_SIZES
 from auditor.vocab import Device
 
 if TYPE_CHECKING:  # the CLI never loads torch at import
@@ -182,14 +183,14 @@ def guard_rates_command(
         Path, typer.Argument(exists=True, file_okay=False, help="Model bundle folder.")
     ],
     heldout: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(
             exists=True,
             file_okay=False,
             help="A tlaudit synth folder (archive/ and ground_truth.csv) the guard never saw; "
             "repeat for several. The first also gives the inverted and noisy crops.",
         ),
-    ],
+    ] = None,
     spacing: Annotated[
         list[Path] | None,
         typer.Option(
@@ -237,7 +238,33 @@ def guard_rates_command(
     max_images: Annotated[
         int, typer.Option(min=1, help="With --task localizer: most images per held-out world.")
     ] = 250,
-    seed: Annotated[int, typer.Option(help="Seed of the subsampling and the noise.")] = 0,
+    runs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--runs",
+            help="Instead of crop sets: the run folder (--out) of a scan with this bundle of an "
+            "archive like the training data; repeat for several, pooled. Archives drawn from "
+            "its studies measure the archive rules' false banners.",
+        ),
+    ] = None,
+    foreign_runs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--foreign-runs",
+            help="With --runs: the run folder of a scan of an archive unlike the training data; "
+            "repeat for several, each its own pool. Measures the archive rules' true banners.",
+        ),
+    ] = None,
+    sizes: Annotated[
+        str,
+        typer.Option(help="With --runs: archive sizes to draw, in studies, comma-separated."),
+    ] = ",".join(map(str, DEFAULT_SIZES)),
+    draws: Annotated[
+        int, typer.Option(min=1, help="With --runs: archives drawn per pool and size.")
+    ] = DEFAULT_DRAWS,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the subsampling and the noise (with --runs: of the draws).")
+    ] = 0,
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.AUTO,
     cost: Annotated[
         bool, typer.Option(help="Also time the guard against the classifying forward pass.")
@@ -273,7 +300,29 @@ def guard_rates_command(
     noise at full resolution and at the network's input size, the --renderer worlds' candidates,
     every readable file of --corpus and the --drr images; the cost is the guard against the
     localizing forward pass.
+
+    With --runs: no crop set and no model run. From the findings.csv (and image_check.csv) of
+    scans with BUNDLE, archives of each --sizes are drawn with replacement from whole studies,
+    --draws per size, and judged by the scan's archive rules: how often the share rule, the
+    count rule and either would raise the banner, on the --runs pooled (false banners) and on
+    each --foreign-runs (true ones).
     """
+    if runs or foreign_runs:
+        crop_sets = heldout or spacing or renderer or corpus or detections or drr or localizer
+        if crop_sets or task is Task.LOCALIZER:
+            raise UsageError(
+                "--runs measures the archive rules on scanned studies: it takes no crop sets "
+                "(--heldout, --spacing, --renderer, --corpus, --detections, --drr), no "
+                "--localizer and no --task localizer"
+            )
+        if not runs:
+            raise UsageError("--foreign-runs needs --runs: the scans like the training data")
+        _guard_rates_runs(bundle, runs, foreign_runs or [], sizes, draws, seed, out)
+        return
+    if not heldout:
+        raise UsageError(
+            "give --heldout (crop sets of synthetic worlds) or --runs (scanned run folders)"
+        )
     if task is Task.LOCALIZER:
         if spacing or detections or localizer:
             raise UsageError(
@@ -466,6 +515,76 @@ def _write_figures(out: Path | None, result: dict[str, object]) -> None:
 
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _guard_rates_runs(
+    bundle: Path,
+    runs: list[Path],
+    foreign_runs: list[Path],
+    sizes_text: str,
+    draws: int,
+    seed: int,
+    out: Path | None,
+) -> None:
+    """``tlaudit guard-rates --runs``: the archive rules on archives drawn from scanned studies
+    (:mod:`auditor.scan.archive_rates`)."""
+    from rich.table import Table
+
+    from auditor.model.bundle import load_bundle
+    from auditor.scan import archive_rates as ar
+
+    sizes = ar.parse_sizes(sizes_text)
+    loaded = load_bundle(bundle)
+    pools = [ar.load_pool("in-domain", runs, loaded, foreign=False)]
+    pools += [ar.load_pool(p.name, [p], loaded, foreign=True) for p in foreign_runs]
+    guard = loaded.card.guard
+    assert guard is not None  # load_pool refuses a bundle without one
+    rates = ar.draw_rates(pools, guard, sizes, draws, seed)
+    console = Console(highlight=False)
+    rule = guard.count_rule
+    console.print(
+        f"Archives marked, in % of {draws} drawn per size with replacement from whole studies "
+        f"(seed {seed}): share rule (more than {guard.archive_share:.0%} of the crops or images) "
+        f"/ count rule (floor {rule.floor:g}, crop_rate {rule.crop_rate:g}, alpha "
+        f"{rule.alpha:g}) / either"
+    )
+    for pool in pools:
+        kind = "foreign" if pool.foreign else "the --runs pooled, like the training data"
+        where = ", ".join(str(p) for p in pool.runs)
+        console.print(
+            f"  {escape(pool.name)} ({kind}: {escape(where)}): {pool.studies} studies, "
+            f"{int(pool.crops.sum())} crops, {int(pool.crops_out.sum())} out of distribution "
+            f"({pool.out_rate:.1%}), {int(pool.images_out.sum())} of "
+            f"{int(pool.images.sum())} image-checked images refused"
+        )
+    table = Table("pool", "rule", *(str(n) for n in sizes), title="studies per archive")
+    for pool, per_size in zip(pools, rates, strict=True):
+        for i, rule_name in enumerate(("share", "count", "either")):
+            cells = [_percent((r.share_rule, r.count_rule, r.either)[i]) for r in per_size]
+            table.add_row(
+                escape(pool.name) if i == 0 else "", rule_name, *cells, end_section=i == 2
+            )
+    console.print(table)
+    result: dict[str, object] = {
+        "bundle": str(loaded.path),
+        "model_sha256": loaded.sha256,
+        "guard_sha256": guard.sha256,
+        "archive_share": guard.archive_share,
+        "count_rule": rule.record(),
+        "seed": seed,
+        "draws": draws,
+        "sizes": list(sizes),
+        "pools": [
+            {**pool.describe(), "rates": [r.as_dict() for r in per_size]}
+            for pool, per_size in zip(pools, rates, strict=True)
+        ],
+    }
+    _write_figures(out, result)
+
+
+def _percent(share: float) -> str:
+    """A share as the tables print it: 38.2, 0.1, 0, 100."""
+    return f"{100 * share:.1f}".removesuffix(".0")
 
 
 def _guard_rates_localizer(
