@@ -152,7 +152,10 @@ def read_run(run_dir: Path, guard: DomainGuard) -> dict[str, tuple[int, int, int
     file's order): its classified crops with a domain verdict, those out of distribution, the
     images the image check measured (``image_check.csv``, when the scan wrote one) and those it
     refused. Every crop of a refused image counts out, as in the scan; an image the image check
-    measured but that has no row in ``findings.csv`` belongs to no study and is left out.
+    measured but that has no row in ``findings.csv`` belongs to no study and is left out. Of a
+    scan without a box file the localizer guard's verdicts (``localizer_boxes.images.csv``) are
+    not read: an image it refused has no boxes, so no row to give its study, and the image share
+    of the share rule then counts no image (the scan's counts them all).
 
     Raises
     ------
