@@ -35,7 +35,7 @@ from auditor.records import (
     SummaryValue,
     VertebraBox,
     VertebraFinding,
-    is_out_of_distribution,
+    crop_domain_verdict,
     is_positive,
 )
 from auditor.reports.pseudonym import Pseudonymiser
@@ -404,12 +404,15 @@ def shown_path(anon: Pseudonymiser, relpath: str, meta: RadiographMeta | None) -
 
 def _out_of_distribution(inputs: ScanInputs, image: str, vertebra: VertebraOutcome) -> bool:
     """Whether a classified vertebra is out of distribution: its crop beyond the classifier's
-    guard, or its whole image refused by the image check."""
-    if vertebra.probability is None:
-        return False
-    if image in inputs.refused_images:
-        return True
-    return is_out_of_distribution(vertebra.distance, inputs.guard_threshold)
+    guard, or its whole image refused by the image check (:func:`crop_domain_verdict`, the rule
+    the archive rules count by)."""
+    verdict = crop_domain_verdict(
+        vertebra.probability,
+        vertebra.distance,
+        image in inputs.refused_images,
+        inputs.guard_threshold,
+    )
+    return verdict is True
 
 
 def _file_row(
