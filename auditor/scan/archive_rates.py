@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from auditor.errors import InputFileError, UsageError
 from auditor.records import crop_domain_verdict
-from auditor.scan.image_check import IMAGE_CHECK
+from auditor.scan.image_check import IMAGE_CHECK, IMAGE_CHECK_COLUMNS
 from auditor.scan.journal import stored_meta
 
 if TYPE_CHECKING:  # torch: the command line imports this module for its defaults
@@ -320,7 +320,7 @@ def _read_image_check(path: Path) -> tuple[frozenset[str], frozenset[str]]:
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            _require_columns(path, reader.fieldnames, ("image", "distance", "out_of_distribution"))
+            _require_columns(path, reader.fieldnames, IMAGE_CHECK_COLUMNS)
             for row in reader:
                 _number(path, reader.line_num, row, "distance", required=True)
                 flag = row["out_of_distribution"]
