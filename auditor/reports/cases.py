@@ -42,7 +42,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from auditor.errors import InputFileError
 from auditor.files import write_text_atomic
@@ -62,6 +62,7 @@ _FORMAT = "tlaudit-cases"
 _VERSION = 1
 
 _E = TypeVar("_E", bound=Enum)
+_T = TypeVar("_T")
 _LEVELS = tuple(level.value for level in Level)
 
 
@@ -234,23 +235,22 @@ class _Fields:
     def _wrong(self, key: str, expected: str) -> _Malformed:
         return _Malformed(f"{self._name(key)} must be {expected}, got {_shown(self._item[key])}")
 
-    def text(self, key: str, default: str | None = None) -> str:
-        """A string (``default`` when absent, if given)."""
+    def _typed(self, key: str, kind: type[_T], expected: str, default: _T | None) -> _T:
+        """A value of exactly the type ``kind`` (``default`` when absent, if given)."""
         if default is not None and key not in self._item:
             return default
         value = self._value(key)
-        if type(value) is not str:
-            raise self._wrong(key, "a string")
-        return value
+        if type(value) is not kind:
+            raise self._wrong(key, expected)
+        return cast("_T", value)
+
+    def text(self, key: str, default: str | None = None) -> str:
+        """A string (``default`` when absent, if given)."""
+        return self._typed(key, str, "a string", default)
 
     def flag(self, key: str, default: bool | None = None) -> bool:
         """``true`` or ``false`` (``default`` when absent, if given)."""
-        if default is not None and key not in self._item:
-            return default
-        value = self._value(key)
-        if type(value) is not bool:
-            raise self._wrong(key, "true or false")
-        return value
+        return self._typed(key, bool, "true or false", default)
 
     def optional_flag(self, key: str) -> bool | None:
         """``true``, ``false`` or ``null``."""
@@ -316,12 +316,7 @@ class _Fields:
         return (x0, y0, x1, y1)
 
     def _list(self, key: str, default: list[Any] | None) -> list[Any]:
-        if default is not None and key not in self._item:
-            return default
-        value = self._value(key)
-        if type(value) is not list:
-            raise self._wrong(key, "a list")
-        return value
+        return self._typed(key, list, "a list", default)
 
     def levels(self, key: str) -> tuple[Level, ...]:
         """A list of vertebral levels (``"T10"`` .. ``"S1"``)."""
